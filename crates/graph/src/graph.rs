@@ -1,0 +1,680 @@
+//! The live in-memory graph.
+//!
+//! Every structure is persistent (structurally shared), so cloning a [`Graph`] is O(1): the
+//! owner task applies changes to its copy and hands clones to readers, which then query a
+//! consistent snapshot while updates continue. Adjacency lists are small shared slices
+//! (copied on change; most nodes have a handful of edges), and the metadata indexes are
+//! persistent ordered sets of `(value, node ID)` pairs so that an equality lookup is a range
+//! scan.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use compact_str::CompactString;
+use imbl::{OrdMap, OrdSet};
+
+use crate::element::{Edge, Node, Time};
+use crate::event::{GraphEvent, PartialOp, diff_metadata};
+use crate::id::Id;
+use crate::value::{Map, Value};
+
+/// Metadata keys with an index: the ones queries filter on most.
+pub const INDEXED_KEYS: [&str; 5] = ["Type", "Name", "TID", "MAC", "IPV4"];
+
+/// Why a change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GraphError {
+    #[error("Node ID conflict")]
+    NodeExists(Id),
+    #[error("Edge ID conflict")]
+    EdgeExists(Id),
+    #[error("Node '{0}' does not exist")]
+    NodeNotFound(Id),
+    #[error("Edge '{0}' does not exist")]
+    EdgeNotFound(Id),
+    #[error("Parent node not found")]
+    ParentNotFound(Id),
+    #[error("Child node not found")]
+    ChildNotFound(Id),
+}
+
+type Adjacency = Arc<[Id]>;
+
+/// The live graph. Cheap to clone; clones are independent snapshots.
+#[derive(Clone, Default)]
+pub struct Graph {
+    nodes: OrdMap<Id, Arc<Node>>,
+    edges: OrdMap<Id, Arc<Edge>>,
+    out_adj: OrdMap<Id, Adjacency>,
+    in_adj: OrdMap<Id, Adjacency>,
+    indexes: [OrdSet<(CompactString, Id)>; INDEXED_KEYS.len()],
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Graph")
+            .field("nodes", &self.nodes.len())
+            .field("edges", &self.edges.len())
+            .finish()
+    }
+}
+
+fn index_values(m: &Map, key: &str) -> Vec<CompactString> {
+    match m.get(key) {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(CompactString::from))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn adj_push(adj: &mut OrdMap<Id, Adjacency>, node: &Id, edge: &Id) {
+    let list: Adjacency = match adj.get(node) {
+        Some(old) => old
+            .iter()
+            .cloned()
+            .chain(std::iter::once(edge.clone()))
+            .collect(),
+        None => Arc::from(vec![edge.clone()]),
+    };
+    adj.insert(node.clone(), list);
+}
+
+fn adj_remove(adj: &mut OrdMap<Id, Adjacency>, node: &Id, edge: &Id) {
+    if let Some(old) = adj.get(node) {
+        let list: Vec<Id> = old.iter().filter(|e| *e != edge).cloned().collect();
+        if list.is_empty() {
+            adj.remove(node);
+        } else {
+            adj.insert(node.clone(), Arc::from(list));
+        }
+    }
+}
+
+impl Graph {
+    pub fn new() -> Self {
+        Graph::default()
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn edge_count(&self) -> usize {
+        self.edges.len()
+    }
+
+    pub fn node(&self, id: &str) -> Option<&Arc<Node>> {
+        self.nodes.get(id)
+    }
+
+    pub fn edge(&self, id: &str) -> Option<&Arc<Edge>> {
+        self.edges.get(id)
+    }
+
+    /// All nodes, ordered by ID.
+    pub fn nodes(&self) -> impl Iterator<Item = &Arc<Node>> {
+        self.nodes.values()
+    }
+
+    /// All edges, ordered by ID.
+    pub fn edges(&self) -> impl Iterator<Item = &Arc<Edge>> {
+        self.edges.values()
+    }
+
+    /// Edges whose parent is `node`.
+    pub fn out_edges<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Arc<Edge>> + use<'a> {
+        self.adjacent(&self.out_adj, node)
+    }
+
+    /// Edges whose child is `node`.
+    pub fn in_edges<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Arc<Edge>> + use<'a> {
+        self.adjacent(&self.in_adj, node)
+    }
+
+    fn adjacent<'a>(
+        &'a self,
+        adj: &'a OrdMap<Id, Adjacency>,
+        node: &str,
+    ) -> impl Iterator<Item = &'a Arc<Edge>> + use<'a> {
+        adj.get(node)
+            .into_iter()
+            .flat_map(|ids| ids.iter())
+            .filter_map(|id| self.edges.get(id))
+    }
+
+    fn index_slot(key: &str) -> Option<usize> {
+        INDEXED_KEYS.iter().position(|k| *k == key)
+    }
+
+    /// Whether `key` has an index.
+    pub fn is_indexed(key: &str) -> bool {
+        Self::index_slot(key).is_some()
+    }
+
+    /// IDs of the nodes whose indexed `key` holds `value`, or `None` when `key` has no index.
+    pub fn index_ids<'a>(
+        &'a self,
+        key: &str,
+        value: &str,
+    ) -> Option<impl Iterator<Item = &'a Id> + use<'a>> {
+        let slot = Self::index_slot(key)?;
+        let value = CompactString::from(value);
+        let start = (value.clone(), Id::default());
+        Some(
+            self.indexes[slot]
+                .range(start..)
+                .take_while(move |(v, _)| *v == value)
+                .map(|(_, id)| id),
+        )
+    }
+
+    /// Nodes whose indexed `key` holds `value`, or `None` when `key` has no index.
+    pub fn index_lookup<'a>(
+        &'a self,
+        key: &str,
+        value: &str,
+    ) -> Option<impl Iterator<Item = &'a Arc<Node>> + use<'a>> {
+        Some(
+            self.index_ids(key, value)?
+                .filter_map(|id| self.nodes.get(id)),
+        )
+    }
+
+    fn index_insert(&mut self, node: &Node) {
+        for (slot, key) in INDEXED_KEYS.iter().enumerate() {
+            for v in index_values(&node.metadata, key) {
+                self.indexes[slot].insert((v, node.id.clone()));
+            }
+        }
+    }
+
+    fn index_remove(&mut self, node: &Node) {
+        for (slot, key) in INDEXED_KEYS.iter().enumerate() {
+            for v in index_values(&node.metadata, key) {
+                self.indexes[slot].remove(&(v, node.id.clone()));
+            }
+        }
+    }
+
+    fn index_update(&mut self, old: &Node, new: &Node) {
+        for (slot, key) in INDEXED_KEYS.iter().enumerate() {
+            let before = index_values(&old.metadata, key);
+            let after = index_values(&new.metadata, key);
+            if before == after {
+                continue;
+            }
+            for v in before {
+                self.indexes[slot].remove(&(v, old.id.clone()));
+            }
+            for v in after {
+                self.indexes[slot].insert((v, new.id.clone()));
+            }
+        }
+    }
+
+    /// Adds a node. Fails if the ID is taken.
+    pub fn add_node(&mut self, node: Node) -> Result<GraphEvent, GraphError> {
+        if self.nodes.contains_key(&node.id) {
+            return Err(GraphError::NodeExists(node.id.clone()));
+        }
+        let mut node = node;
+        node.metadata.shrink_to_fit();
+        let node = Arc::new(node);
+        self.index_insert(&node);
+        self.nodes.insert(node.id.clone(), node.clone());
+        Ok(GraphEvent::NodeAdded(node))
+    }
+
+    /// Adds an edge. Fails if the ID is taken or an endpoint is missing.
+    pub fn add_edge(&mut self, edge: Edge) -> Result<GraphEvent, GraphError> {
+        if self.edges.contains_key(&edge.id) {
+            return Err(GraphError::EdgeExists(edge.id.clone()));
+        }
+        if !self.nodes.contains_key(&edge.parent) {
+            return Err(GraphError::ParentNotFound(edge.parent.clone()));
+        }
+        if !self.nodes.contains_key(&edge.child) {
+            return Err(GraphError::ChildNotFound(edge.child.clone()));
+        }
+        let mut edge = edge;
+        edge.metadata.shrink_to_fit();
+        let edge = Arc::new(edge);
+        adj_push(&mut self.out_adj, &edge.parent, &edge.id);
+        adj_push(&mut self.in_adj, &edge.child, &edge.id);
+        self.edges.insert(edge.id.clone(), edge.clone());
+        Ok(GraphEvent::EdgeAdded(edge))
+    }
+
+    fn store_node_update(&mut self, old: &Arc<Node>, new: Node, ops: Vec<PartialOp>) -> GraphEvent {
+        let new = Arc::new(new);
+        self.index_update(old, &new);
+        self.nodes.insert(new.id.clone(), new.clone());
+        GraphEvent::NodeUpdated {
+            node: new,
+            ops: ops.into(),
+        }
+    }
+
+    fn store_edge_update(&mut self, new: Edge, ops: Vec<PartialOp>) -> GraphEvent {
+        let new = Arc::new(new);
+        self.edges.insert(new.id.clone(), new.clone());
+        GraphEvent::EdgeUpdated {
+            edge: new,
+            ops: ops.into(),
+        }
+    }
+
+    /// Changes a node's metadata through `f` as a local update: the revision is incremented
+    /// and `UpdatedAt` set to `time`. Returns `None` when nothing changed.
+    pub fn update_node_metadata(
+        &mut self,
+        id: &str,
+        time: Time,
+        f: impl FnOnce(&mut Map),
+    ) -> Result<Option<GraphEvent>, GraphError> {
+        let old = self
+            .nodes
+            .get(id)
+            .cloned()
+            .ok_or_else(|| GraphError::NodeNotFound(Id::new(id)))?;
+        let mut new = (*old).clone();
+        f(&mut new.metadata);
+        let ops = diff_metadata(&old.metadata, &new.metadata);
+        if ops.is_empty() {
+            return Ok(None);
+        }
+        new.metadata.shrink_to_fit();
+        new.revision = old.revision + 1;
+        new.updated_at = time;
+        Ok(Some(self.store_node_update(&old, new, ops)))
+    }
+
+    /// Replaces a node's metadata (local update).
+    pub fn set_node_metadata(
+        &mut self,
+        id: &str,
+        metadata: Map,
+        time: Time,
+    ) -> Result<Option<GraphEvent>, GraphError> {
+        self.update_node_metadata(id, time, |m| *m = metadata)
+    }
+
+    /// Changes an edge's metadata through `f` (local update).
+    pub fn update_edge_metadata(
+        &mut self,
+        id: &str,
+        time: Time,
+        f: impl FnOnce(&mut Map),
+    ) -> Result<Option<GraphEvent>, GraphError> {
+        let old = self
+            .edges
+            .get(id)
+            .cloned()
+            .ok_or_else(|| GraphError::EdgeNotFound(Id::new(id)))?;
+        let mut new = (*old).clone();
+        f(&mut new.metadata);
+        let ops = diff_metadata(&old.metadata, &new.metadata);
+        if ops.is_empty() {
+            return Ok(None);
+        }
+        new.revision = old.revision + 1;
+        new.updated_at = time;
+        Ok(Some(self.store_edge_update(new, ops)))
+    }
+
+    /// Applies a partial update received from the element's owner: only when `revision` is
+    /// newer than the stored one. The stored revision becomes `revision`.
+    pub fn apply_node_partial(
+        &mut self,
+        id: &str,
+        ops: &[PartialOp],
+        revision: i64,
+        updated_at: Time,
+    ) -> Result<Option<GraphEvent>, GraphError> {
+        let old = self
+            .nodes
+            .get(id)
+            .cloned()
+            .ok_or_else(|| GraphError::NodeNotFound(Id::new(id)))?;
+        if revision <= old.revision {
+            return Ok(None);
+        }
+        let mut new = (*old).clone();
+        let applied: Vec<PartialOp> = ops
+            .iter()
+            .filter(|op| op.apply(&mut new.metadata))
+            .cloned()
+            .collect();
+        new.revision = revision;
+        new.updated_at = updated_at.max(old.updated_at);
+        Ok(Some(self.store_node_update(&old, new, applied)))
+    }
+
+    /// Applies a partial edge update from the owner (see [`Graph::apply_node_partial`]).
+    pub fn apply_edge_partial(
+        &mut self,
+        id: &str,
+        ops: &[PartialOp],
+        revision: i64,
+        updated_at: Time,
+    ) -> Result<Option<GraphEvent>, GraphError> {
+        let old = self
+            .edges
+            .get(id)
+            .cloned()
+            .ok_or_else(|| GraphError::EdgeNotFound(Id::new(id)))?;
+        if revision <= old.revision {
+            return Ok(None);
+        }
+        let mut new = (*old).clone();
+        let applied: Vec<PartialOp> = ops
+            .iter()
+            .filter(|op| op.apply(&mut new.metadata))
+            .cloned()
+            .collect();
+        new.revision = revision;
+        new.updated_at = updated_at.max(old.updated_at);
+        Ok(Some(self.store_edge_update(new, applied)))
+    }
+
+    /// Replaces a node with a newer copy from its owner (a full `NodeUpdated`), when it
+    /// differs. Adds it if absent.
+    pub fn replace_node(&mut self, node: Node) -> Result<Vec<GraphEvent>, GraphError> {
+        let Some(old) = self.nodes.get(&node.id).cloned() else {
+            return Ok(vec![self.add_node(node)?]);
+        };
+        if node.revision <= old.revision && node.metadata == old.metadata {
+            return Ok(Vec::new());
+        }
+        let ops = diff_metadata(&old.metadata, &node.metadata);
+        let mut new = node;
+        new.revision = new.revision.max(old.revision + 1);
+        new.metadata.shrink_to_fit();
+        Ok(vec![self.store_node_update(&old, new, ops)])
+    }
+
+    /// Replaces an edge with a newer copy (see [`Graph::replace_node`]). Endpoints must exist.
+    pub fn replace_edge(&mut self, edge: Edge) -> Result<Vec<GraphEvent>, GraphError> {
+        let Some(old) = self.edges.get(&edge.id).cloned() else {
+            return Ok(vec![self.add_edge(edge)?]);
+        };
+        if old.parent != edge.parent || old.child != edge.child {
+            // The endpoints changed: a different edge under the same ID.
+            let deleted = self.delete_edge(&edge.id, edge.updated_at)?;
+            let added = self.add_edge(edge)?;
+            return Ok(vec![deleted, added]);
+        }
+        if edge.revision <= old.revision && edge.metadata == old.metadata {
+            return Ok(Vec::new());
+        }
+        let ops = diff_metadata(&old.metadata, &edge.metadata);
+        let mut new = edge;
+        new.revision = new.revision.max(old.revision + 1);
+        Ok(vec![self.store_edge_update(new, ops)])
+    }
+
+    /// Deletes an edge.
+    pub fn delete_edge(&mut self, id: &str, time: Time) -> Result<GraphEvent, GraphError> {
+        let edge = self
+            .edges
+            .remove(id)
+            .ok_or_else(|| GraphError::EdgeNotFound(Id::new(id)))?;
+        adj_remove(&mut self.out_adj, &edge.parent, &edge.id);
+        adj_remove(&mut self.in_adj, &edge.child, &edge.id);
+        let mut gone = (*edge).clone();
+        gone.deleted_at = time;
+        Ok(GraphEvent::EdgeDeleted(Arc::new(gone)))
+    }
+
+    /// Deletes a node and its edges (edge events first).
+    pub fn delete_node(&mut self, id: &str, time: Time) -> Result<Vec<GraphEvent>, GraphError> {
+        if !self.nodes.contains_key(id) {
+            return Err(GraphError::NodeNotFound(Id::new(id)));
+        }
+        let mut events = Vec::new();
+        let edge_ids: Vec<Id> = self
+            .out_edges(id)
+            .chain(self.in_edges(id))
+            .map(|e| e.id.clone())
+            .collect();
+        let mut seen = HashSet::new();
+        for eid in edge_ids {
+            if seen.insert(eid.clone()) {
+                events.push(self.delete_edge(&eid, time)?);
+            }
+        }
+        let node = self
+            .nodes
+            .remove(id)
+            .ok_or_else(|| GraphError::NodeNotFound(Id::new(id)))?;
+        self.index_remove(&node);
+        let mut gone = (*node).clone();
+        gone.deleted_at = time;
+        events.push(GraphEvent::NodeDeleted(Arc::new(gone)));
+        Ok(events)
+    }
+
+    /// Deletes every element of `origin`.
+    pub fn delete_origin(&mut self, origin: &str, time: Time) -> Vec<GraphEvent> {
+        self.sync_origin(origin, Vec::new(), Vec::new(), time)
+    }
+
+    /// Makes the subgraph owned by `origin` equal to `nodes` and `edges` (a `Sync` from its
+    /// owner): elements no longer present are deleted, changed ones updated, new ones added.
+    /// Unchanged elements produce no event, so a reconnecting agent causes no churn. Edges
+    /// whose endpoints are missing are skipped.
+    pub fn sync_origin(
+        &mut self,
+        origin: &str,
+        nodes: Vec<Node>,
+        edges: Vec<Edge>,
+        time: Time,
+    ) -> Vec<GraphEvent> {
+        let mut events = Vec::new();
+        let keep_nodes: HashSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+        let keep_edges: HashSet<&str> = edges.iter().map(|e| e.id.as_str()).collect();
+        let stale_edges: Vec<Id> = self
+            .edges
+            .values()
+            .filter(|e| e.origin == origin && !keep_edges.contains(e.id.as_str()))
+            .map(|e| e.id.clone())
+            .collect();
+        let stale_nodes: Vec<Id> = self
+            .nodes
+            .values()
+            .filter(|n| n.origin == origin && !keep_nodes.contains(n.id.as_str()))
+            .map(|n| n.id.clone())
+            .collect();
+        for id in stale_edges {
+            if let Ok(ev) = self.delete_edge(&id, time) {
+                events.push(ev);
+            }
+        }
+        for id in stale_nodes {
+            if let Ok(evs) = self.delete_node(&id, time) {
+                events.extend(evs);
+            }
+        }
+        for node in nodes {
+            if let Ok(evs) = self.replace_node(node) {
+                events.extend(evs);
+            }
+        }
+        for edge in edges {
+            if let Ok(evs) = self.replace_edge(edge) {
+                events.extend(evs);
+            }
+        }
+        events
+    }
+
+    /// Applies an event produced by another graph (replication, replay).
+    pub fn apply_event(&mut self, ev: &GraphEvent) -> Result<Vec<GraphEvent>, GraphError> {
+        match ev {
+            GraphEvent::NodeAdded(n) => self.replace_node((**n).clone()),
+            GraphEvent::NodeUpdated { node, .. } => self.replace_node((**node).clone()),
+            GraphEvent::NodeDeleted(n) if self.nodes.contains_key(&n.id) => {
+                self.delete_node(&n.id, n.deleted_at)
+            }
+            GraphEvent::EdgeAdded(e) => self.replace_edge((**e).clone()),
+            GraphEvent::EdgeUpdated { edge, .. } => self.replace_edge((**edge).clone()),
+            GraphEvent::EdgeDeleted(e) if self.edges.contains_key(&e.id) => {
+                Ok(vec![self.delete_edge(&e.id, e.deleted_at)?])
+            }
+            GraphEvent::NodeDeleted(_) | GraphEvent::EdgeDeleted(_) => Ok(Vec::new()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata;
+
+    fn node(id: &str, name: &str, ty: &str) -> Node {
+        Node::new(
+            id,
+            metadata! {"Name" => name, "Type" => ty},
+            "h",
+            "agent.h",
+            1,
+        )
+    }
+
+    fn edge(id: &str, p: &str, c: &str) -> Edge {
+        Edge::new(
+            id,
+            p,
+            c,
+            metadata! {"RelationType" => "ownership"},
+            "h",
+            "agent.h",
+            1,
+        )
+    }
+
+    #[test]
+    fn snapshot_is_unaffected_by_later_changes() {
+        let mut g = Graph::new();
+        g.add_node(node("a", "eth0", "veth")).unwrap();
+        let snap = g.clone();
+        g.add_node(node("b", "eth1", "veth")).unwrap();
+        g.update_node_metadata("a", 5, |m| {
+            m.insert("MTU", 9000);
+        })
+        .unwrap();
+        assert_eq!(snap.node_count(), 1);
+        assert_eq!(snap.node("a").unwrap().metadata.get("MTU"), None);
+        assert_eq!(g.node("a").unwrap().revision, 2);
+        assert_eq!(g.node("a").unwrap().updated_at, 5);
+    }
+
+    #[test]
+    fn index_follows_updates_and_deletes() {
+        let mut g = Graph::new();
+        g.add_node(node("a", "eth0", "veth")).unwrap();
+        g.add_node(node("b", "eth1", "veth")).unwrap();
+        g.add_node(node("c", "br0", "bridge")).unwrap();
+        let ids = |g: &Graph, v: &str| -> Vec<String> {
+            g.index_ids("Type", v)
+                .unwrap()
+                .map(|i| i.to_string())
+                .collect()
+        };
+        assert_eq!(ids(&g, "veth"), vec!["a", "b"]);
+        g.update_node_metadata("b", 2, |m| {
+            m.insert("Type", "tun");
+        })
+        .unwrap();
+        assert_eq!(ids(&g, "veth"), vec!["a"]);
+        assert_eq!(ids(&g, "tun"), vec!["b"]);
+        g.delete_node("a", 3).unwrap();
+        assert!(ids(&g, "veth").is_empty());
+        assert!(g.index_ids("MTU", "1").is_none());
+    }
+
+    #[test]
+    fn edges_need_endpoints_and_go_with_their_nodes() {
+        let mut g = Graph::new();
+        g.add_node(node("a", "a", "host")).unwrap();
+        assert_eq!(
+            g.add_edge(edge("e", "a", "b")).unwrap_err(),
+            GraphError::ChildNotFound(Id::new("b"))
+        );
+        g.add_node(node("b", "b", "veth")).unwrap();
+        g.add_edge(edge("e", "a", "b")).unwrap();
+        assert_eq!(g.out_edges("a").count(), 1);
+        assert_eq!(g.in_edges("b").count(), 1);
+        let events = g.delete_node("b", 9).unwrap();
+        assert_eq!(events.len(), 2);
+        assert!(matches!(&events[0], GraphEvent::EdgeDeleted(e) if e.deleted_at == 9));
+        assert!(matches!(&events[1], GraphEvent::NodeDeleted(n) if n.id.as_str() == "b"));
+        assert_eq!(g.out_edges("a").count(), 0);
+        assert_eq!(g.edge_count(), 0);
+    }
+
+    #[test]
+    fn unchanged_update_produces_no_event_and_keeps_revision() {
+        let mut g = Graph::new();
+        g.add_node(node("a", "eth0", "veth")).unwrap();
+        let ev = g.update_node_metadata("a", 2, |m| {
+            m.insert("Name", "eth0");
+        });
+        assert!(ev.unwrap().is_none());
+        assert_eq!(g.node("a").unwrap().revision, 1);
+    }
+
+    #[test]
+    fn partial_update_applies_only_when_newer() {
+        let mut g = Graph::new();
+        g.add_node(node("a", "eth0", "veth")).unwrap();
+        let ops = [PartialOp::Set {
+            key: "MTU".into(),
+            value: Value::Int(1400),
+        }];
+        assert!(g.apply_node_partial("a", &ops, 1, 5).unwrap().is_none());
+        let ev = g.apply_node_partial("a", &ops, 3, 5).unwrap().unwrap();
+        assert!(matches!(ev, GraphEvent::NodeUpdated { ref node, .. } if node.revision == 3));
+        assert_eq!(
+            g.node("a").unwrap().metadata.get("MTU"),
+            Some(&Value::Int(1400))
+        );
+    }
+
+    #[test]
+    fn sync_origin_only_emits_differences() {
+        let mut g = Graph::new();
+        g.add_node(node("a", "eth0", "veth")).unwrap();
+        g.add_node(node("b", "eth1", "veth")).unwrap();
+        g.add_edge(edge("e", "a", "b")).unwrap();
+        let mut other = node("x", "other", "host");
+        other.origin = "agent.other".into();
+        g.add_node(other).unwrap();
+
+        let mut a2 = node("a", "eth0", "veth");
+        a2.metadata.insert("MTU", 1500);
+        a2.revision = 2;
+        let events = g.sync_origin("agent.h", vec![a2, node("c", "eth2", "veth")], vec![], 10);
+        let kinds: Vec<&str> = events.iter().map(|e| e.type_name()).collect();
+        assert_eq!(
+            kinds,
+            vec!["EdgeDeleted", "NodeDeleted", "NodeUpdated", "NodeAdded"]
+        );
+        assert!(g.node("x").is_some(), "other origins are untouched");
+        let again = g.sync_origin(
+            "agent.h",
+            vec![
+                g.node("a").unwrap().as_ref().clone(),
+                g.node("c").unwrap().as_ref().clone(),
+            ],
+            vec![],
+            11,
+        );
+        assert!(again.is_empty(), "{again:?}");
+        assert_eq!(g.delete_origin("agent.h", 12).len(), 2);
+        assert_eq!(g.node_count(), 1);
+    }
+}

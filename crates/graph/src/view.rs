@@ -1,0 +1,226 @@
+//! Read access to a graph, whatever it is: the live graph, the graph at a past time (one
+//! revision per element), a time slice (every revision, so an ID may appear several times),
+//! or a query's subgraph.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::element::{Edge, Node};
+use crate::graph::Graph;
+use crate::id::Id;
+
+/// A boxed iterator over borrowed elements.
+pub type Iter<'a, T> = Box<dyn Iterator<Item = &'a Arc<T>> + 'a>;
+
+/// Read access to a graph.
+pub trait GraphView: Send + Sync {
+    fn all_nodes(&self) -> Iter<'_, Node>;
+    fn all_edges(&self) -> Iter<'_, Edge>;
+    /// Every revision of the node with this ID (at most one outside time slices).
+    fn nodes_with_id<'a>(&'a self, id: &str) -> Iter<'a, Node>;
+    fn edges_with_id<'a>(&'a self, id: &str) -> Iter<'a, Edge>;
+    /// Edges (every revision) whose parent is `node`.
+    fn out_edges_of<'a>(&'a self, node: &str) -> Iter<'a, Edge>;
+    /// Edges (every revision) whose child is `node`.
+    fn in_edges_of<'a>(&'a self, node: &str) -> Iter<'a, Edge>;
+    /// Nodes whose `key` holds `value`, answered from an index; `None` when not indexed.
+    fn nodes_indexed<'a>(&'a self, _key: &str, _value: &str) -> Option<Iter<'a, Node>> {
+        None
+    }
+    /// Number of nodes whose `key` holds `value`, from an index; `None` when not indexed.
+    fn count_indexed(&self, _key: &str, _value: &str) -> Option<usize> {
+        None
+    }
+    fn node_count(&self) -> usize;
+    fn edge_count(&self) -> usize;
+}
+
+impl GraphView for Graph {
+    fn all_nodes(&self) -> Iter<'_, Node> {
+        Box::new(self.nodes())
+    }
+    fn all_edges(&self) -> Iter<'_, Edge> {
+        Box::new(self.edges())
+    }
+    fn nodes_with_id<'a>(&'a self, id: &str) -> Iter<'a, Node> {
+        Box::new(self.node(id).into_iter())
+    }
+    fn edges_with_id<'a>(&'a self, id: &str) -> Iter<'a, Edge> {
+        Box::new(self.edge(id).into_iter())
+    }
+    fn out_edges_of<'a>(&'a self, node: &str) -> Iter<'a, Edge> {
+        Box::new(self.out_edges(node))
+    }
+    fn in_edges_of<'a>(&'a self, node: &str) -> Iter<'a, Edge> {
+        Box::new(self.in_edges(node))
+    }
+    fn nodes_indexed<'a>(&'a self, key: &str, value: &str) -> Option<Iter<'a, Node>> {
+        Some(Box::new(self.index_lookup(key, value)?))
+    }
+    fn count_indexed(&self, key: &str, value: &str) -> Option<usize> {
+        Some(self.index_ids(key, value)?.count())
+    }
+    fn node_count(&self) -> usize {
+        Graph::node_count(self)
+    }
+    fn edge_count(&self) -> usize {
+        Graph::edge_count(self)
+    }
+}
+
+/// A graph held as plain lists of element revisions: the result of a history query or of
+/// `SubGraph`. The same ID may appear more than once (a time slice holds every revision).
+#[derive(Default, Clone)]
+pub struct RevisionGraph {
+    nodes: Vec<Arc<Node>>,
+    edges: Vec<Arc<Edge>>,
+    node_ids: HashMap<Id, Vec<u32>>,
+    edge_ids: HashMap<Id, Vec<u32>>,
+    out_adj: HashMap<Id, Vec<u32>>,
+    in_adj: HashMap<Id, Vec<u32>>,
+}
+
+impl std::fmt::Debug for RevisionGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevisionGraph")
+            .field("nodes", &self.nodes.len())
+            .field("edges", &self.edges.len())
+            .finish()
+    }
+}
+
+impl RevisionGraph {
+    pub fn new(nodes: Vec<Arc<Node>>, edges: Vec<Arc<Edge>>) -> Self {
+        let mut g = RevisionGraph {
+            nodes,
+            edges,
+            ..Default::default()
+        };
+        for (i, n) in g.nodes.iter().enumerate() {
+            g.node_ids.entry(n.id.clone()).or_default().push(i as u32);
+        }
+        for (i, e) in g.edges.iter().enumerate() {
+            g.edge_ids.entry(e.id.clone()).or_default().push(i as u32);
+            g.out_adj
+                .entry(e.parent.clone())
+                .or_default()
+                .push(i as u32);
+            g.in_adj.entry(e.child.clone()).or_default().push(i as u32);
+        }
+        g
+    }
+
+    pub fn nodes(&self) -> &[Arc<Node>] {
+        &self.nodes
+    }
+
+    pub fn edges(&self) -> &[Arc<Edge>] {
+        &self.edges
+    }
+
+    fn pick<'a, T>(list: &'a [Arc<T>], idx: Option<&'a Vec<u32>>) -> Iter<'a, T> {
+        Box::new(
+            idx.into_iter()
+                .flat_map(|v| v.iter())
+                .map(move |i| &list[*i as usize]),
+        )
+    }
+}
+
+impl GraphView for RevisionGraph {
+    fn all_nodes(&self) -> Iter<'_, Node> {
+        Box::new(self.nodes.iter())
+    }
+    fn all_edges(&self) -> Iter<'_, Edge> {
+        Box::new(self.edges.iter())
+    }
+    fn nodes_with_id<'a>(&'a self, id: &str) -> Iter<'a, Node> {
+        Self::pick(&self.nodes, self.node_ids.get(id))
+    }
+    fn edges_with_id<'a>(&'a self, id: &str) -> Iter<'a, Edge> {
+        Self::pick(&self.edges, self.edge_ids.get(id))
+    }
+    fn out_edges_of<'a>(&'a self, node: &str) -> Iter<'a, Edge> {
+        Self::pick(&self.edges, self.out_adj.get(node))
+    }
+    fn in_edges_of<'a>(&'a self, node: &str) -> Iter<'a, Edge> {
+        Self::pick(&self.edges, self.in_adj.get(node))
+    }
+    fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+    fn edge_count(&self) -> usize {
+        self.edges.len()
+    }
+}
+
+/// Elements sorted as Skydive sorts whole-graph outputs: by `CreatedAt`, then ID.
+pub fn sorted_by_creation<T: std::ops::Deref<Target = crate::Element>>(items: &mut [Arc<T>]) {
+    items.sort_by(|a, b| {
+        a.created_at
+            .cmp(&b.created_at)
+            .then_with(|| a.id.cmp(&b.id))
+            .then_with(|| a.revision.cmp(&b.revision))
+    });
+}
+
+/// The whole-graph JSON object `{"Nodes":[…],"Edges":[…]}`, sorted by `CreatedAt`.
+#[derive(Serialize)]
+pub struct GraphJson {
+    #[serde(rename = "Nodes")]
+    pub nodes: Vec<Arc<Node>>,
+    #[serde(rename = "Edges")]
+    pub edges: Vec<Arc<Edge>>,
+}
+
+impl GraphJson {
+    pub fn from_view(g: &dyn GraphView) -> Self {
+        let mut nodes: Vec<Arc<Node>> = g.all_nodes().cloned().collect();
+        let mut edges: Vec<Arc<Edge>> = g.all_edges().cloned().collect();
+        sorted_by_creation(&mut nodes);
+        sorted_by_creation(&mut edges);
+        GraphJson { nodes, edges }
+    }
+
+    /// Writes the JSON to `w`.
+    pub fn write_to<W: io::Write>(&self, w: W) -> serde_json::Result<()> {
+        serde_json::to_writer(w, self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata;
+
+    #[test]
+    fn revision_graph_answers_every_revision_of_an_id() {
+        let mut a1 = Node::new("a", metadata! {"State" => "UP"}, "h", "o", 1);
+        let n1 = Arc::new(a1.clone());
+        a1.revision = 2;
+        a1.metadata.insert("State", "DOWN");
+        let n2 = Arc::new(a1);
+        let b = Arc::new(Node::new("b", metadata! {}, "h", "o", 1));
+        let e = Arc::new(Edge::new("e", "a", "b", metadata! {}, "h", "o", 1));
+        let g = RevisionGraph::new(vec![n1, n2, b], vec![e]);
+        assert_eq!(g.nodes_with_id("a").count(), 2);
+        assert_eq!(g.out_edges_of("a").count(), 1);
+        assert_eq!(g.in_edges_of("b").count(), 1);
+        assert_eq!(g.in_edges_of("a").count(), 0);
+    }
+
+    #[test]
+    fn graph_json_sorts_by_creation_time() {
+        let mut g = Graph::new();
+        g.add_node(Node::new("z", metadata! {}, "h", "o", 1))
+            .unwrap();
+        g.add_node(Node::new("a", metadata! {}, "h", "o", 2))
+            .unwrap();
+        let json = serde_json::to_string(&GraphJson::from_view(&g)).unwrap();
+        assert!(json.find(r#""ID":"z""#).unwrap() < json.find(r#""ID":"a""#).unwrap());
+        assert!(json.ends_with(r#""Edges":[]}"#));
+    }
+}

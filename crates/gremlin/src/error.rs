@@ -1,0 +1,41 @@
+//! Query errors: parse errors carry the position they refer to.
+
+use std::fmt;
+
+/// A parse or evaluation error. `position` is a byte offset in the query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub message: String,
+    pub position: Option<usize>,
+}
+
+impl Error {
+    /// An error about the text at byte offset `pos`.
+    pub fn at(pos: usize, message: String) -> Self {
+        Error {
+            message,
+            position: Some(pos),
+        }
+    }
+
+    /// An error not tied to a position (most evaluation errors).
+    pub fn msg(message: impl Into<String>) -> Self {
+        Error {
+            message: message.into(),
+            position: None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some(p) => write!(f, "{} at column {}", self.message, p + 1),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,1264 @@
+//! Query evaluation over a graph view, a history and a flow source (compat spec §4.4–4.6).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use skydive_flow::capture::is_capturable;
+use skydive_flow::{Flow, FlowMetric, RawPacket};
+use skydive_graph::{
+    Edge, Element, Filter, Getter, GraphView, History, Node, RevisionGraph, Time, Value,
+};
+
+use crate::error::{Error, Result};
+use crate::metrics;
+use crate::output::{GraphRef, Output};
+use crate::parser::{Param, Query, Step, StepKind};
+use crate::predicate::{KeyMode, has_either_filter, has_filter, metadata_filter, optional_filter};
+use crate::time::{TimeSlice, context_slice};
+
+/// A query for flows, handed to the [`FlowSource`].
+#[derive(Clone, Debug)]
+pub struct FlowQuery {
+    /// What the flows must match (user filters, and `NodeTID` when nodes were given).
+    pub filter: Filter,
+    /// `None` for live flows (the agents' tables), else the stored flows of this slice.
+    pub time: Option<TimeSlice>,
+    /// The capture nodes the query is about, as `(host, TID)`; `None` means every node.
+    pub nodes: Option<Vec<(String, String)>>,
+}
+
+/// Where flows come from: the agents' live tables and the flow storage.
+pub trait FlowSource: Send + Sync {
+    fn flows(&self, q: &FlowQuery) -> std::result::Result<Vec<Flow>, String>;
+    /// Stored metric updates of the matching flows, by flow UUID (time context only).
+    fn metrics(
+        &self,
+        q: &FlowQuery,
+    ) -> std::result::Result<BTreeMap<String, Vec<FlowMetric>>, String>;
+    /// Stored raw packets of the matching flows, by flow UUID (time context only).
+    fn raw_packets(
+        &self,
+        q: &FlowQuery,
+    ) -> std::result::Result<BTreeMap<String, Vec<RawPacket>>, String>;
+}
+
+/// A compiled packet filter for `RawPackets().BPF(...)`.
+pub type PacketMatcher = Box<dyn Fn(&RawPacket) -> bool + Send + Sync>;
+
+/// Compiles BPF filters (libpcap lives outside this crate).
+pub trait BpfCompiler: Send + Sync {
+    fn compile(&self, filter: &str) -> std::result::Result<PacketMatcher, String>;
+}
+
+/// What a query runs against.
+pub struct Env<'a> {
+    /// The live graph (a snapshot).
+    pub graph: &'a dyn GraphView,
+    /// The graph's past, for `Context`/`At`.
+    pub history: &'a dyn History,
+    pub flows: Option<&'a dyn FlowSource>,
+    pub bpf: Option<&'a dyn BpfCompiler>,
+    /// "Now", in milliseconds.
+    pub now: Time,
+}
+
+/// Runs a parsed query.
+pub fn execute<'a>(query: &Query, env: &Env<'a>) -> Result<Output<'a>> {
+    let mut ev = Evaluator {
+        env,
+        graph: GraphRef::Borrowed(env.graph),
+        time: None,
+        labels: HashMap::new(),
+    };
+    ev.run(&query.steps)
+}
+
+/// Parses and runs a query.
+pub fn query<'a>(text: &str, env: &Env<'a>) -> Result<Output<'a>> {
+    execute(&crate::parser::parse(text)?, env)
+}
+
+struct Evaluator<'e, 'a> {
+    env: &'e Env<'a>,
+    /// The graph the current elements come from.
+    graph: GraphRef<'a>,
+    time: Option<TimeSlice>,
+    labels: HashMap<String, Vec<Arc<Node>>>,
+}
+
+fn invalid(step: &Step, input: &Output<'_>) -> Error {
+    Error::at(
+        step.pos,
+        format!(
+            "Invalid step '{}' on '{}'",
+            step.kind.name(),
+            input.type_name()
+        ),
+    )
+}
+
+fn is_has(kind: StepKind) -> bool {
+    matches!(
+        kind,
+        StepKind::Has | StepKind::HasKey | StepKind::HasNot | StepKind::HasEither
+    )
+}
+
+/// The filter of a `Has`-family step on graph elements.
+fn element_filter(step: &Step) -> Result<Filter> {
+    let p = &step.params;
+    match step.kind {
+        StepKind::Has => has_filter(p, KeyMode::Element),
+        StepKind::HasEither => has_either_filter(p, KeyMode::Element),
+        StepKind::HasKey => Ok(Filter::exists(p[0].as_str().unwrap_or_default())),
+        StepKind::HasNot => Ok(Filter::Null {
+            key: p[0].as_str().unwrap_or_default().to_string(),
+        }),
+        _ => Ok(Filter::True),
+    }
+    .map_err(|e| with_pos(e, step))
+}
+
+fn with_pos(mut e: Error, step: &Step) -> Error {
+    if e.position.is_none() {
+        e.position = Some(step.pos);
+    }
+    e
+}
+
+/// Keys tried for index lookups, most selective first.
+const INDEX_PREFERENCE: [&str; 5] = ["TID", "MAC", "Name", "IPV4", "Type"];
+
+fn dedup_by_id<T: std::ops::Deref<Target = Element>>(items: Vec<Arc<T>>) -> Vec<Arc<T>> {
+    let mut seen = HashSet::with_capacity(items.len());
+    items
+        .into_iter()
+        .filter(|i| seen.insert(i.id.clone()))
+        .collect()
+}
+
+/// The tuple of values of `keys` on an element, or `None` when it has none of them.
+fn key_tuple<G: Getter + ?Sized>(g: &G, keys: &[&str]) -> Option<String> {
+    let values: Vec<Option<Value>> = keys.iter().map(|k| g.field_value(k)).collect();
+    if values.iter().all(Option::is_none) {
+        return None;
+    }
+    Some(
+        values
+            .iter()
+            .map(|v| {
+                v.as_ref()
+                    .map(|v| v.to_json().to_string())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\u{1f}"),
+    )
+}
+
+fn dedup_by_keys<T: Getter>(items: Vec<T>, keys: &[&str]) -> Vec<T> {
+    let mut seen = HashSet::new();
+    items
+        .into_iter()
+        .filter(|i| match key_tuple(i, keys) {
+            None => true,
+            Some(t) => seen.insert(t),
+        })
+        .collect()
+}
+
+fn string_params(params: &[Param]) -> Vec<&str> {
+    params.iter().filter_map(Param::as_str).collect()
+}
+
+fn range_bounds(step: &Step) -> (usize, usize) {
+    let clamp = |v: i64| usize::try_from(v.max(0)).unwrap_or(usize::MAX);
+    match step.kind {
+        StepKind::Limit => (0, clamp(step.params[0].as_int().unwrap_or(0))),
+        _ => (
+            clamp(step.params[0].as_int().unwrap_or(0)),
+            clamp(step.params[1].as_int().unwrap_or(0)),
+        ),
+    }
+}
+
+fn apply_range<T>(items: Vec<T>, (from, to): (usize, usize)) -> Vec<T> {
+    items
+        .into_iter()
+        .skip(from)
+        .take(to.saturating_sub(from))
+        .collect()
+}
+
+/// Sort order and key of a `Sort` step.
+fn sort_spec<'p>(params: &'p [Param], default_key: &'p str) -> (bool, &'p str) {
+    match params {
+        [] => (false, default_key),
+        [Param::Str(k)] => (false, k),
+        [Param::Asc] => (false, default_key),
+        [Param::Desc] => (true, default_key),
+        [Param::Asc, Param::Str(k)] => (false, k),
+        [Param::Desc, Param::Str(k)] => (true, k),
+        _ => (false, default_key),
+    }
+}
+
+/// Stable sort by the value of `key`; elements without it come first in ascending order.
+fn sort_by_key<T: Getter>(items: Vec<T>, key: &str, desc: bool) -> Vec<T> {
+    let mut keyed: Vec<(Option<Value>, T)> =
+        items.into_iter().map(|x| (x.field_value(key), x)).collect();
+    keyed.sort_by(|(a, _), (b, _)| {
+        let ord = match (a, b) {
+            (Some(a), Some(b)) => a.sort_cmp(b),
+            (None, Some(_)) => std::cmp::Ordering::Less,
+            (Some(_), None) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        };
+        if desc { ord.reverse() } else { ord }
+    });
+    keyed.into_iter().map(|(_, x)| x).collect()
+}
+
+/// `Values(key)`: the value of each element that has it; empty arrays and maps skipped.
+fn values_of<G: Getter>(items: &[G], key: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for item in items {
+        let mut found: Vec<Value> = Vec::new();
+        item.visit_field(key, &mut |f| {
+            found.push(f.to_value());
+            false
+        });
+        let v = match found.len() {
+            0 => continue,
+            1 => found.pop().unwrap_or_default(),
+            _ => Value::Array(found),
+        };
+        if !v.is_empty_container() {
+            out.push(v);
+        }
+    }
+    out
+}
+
+fn element_keys(e: &Element, out: &mut Vec<String>) {
+    for k in [
+        "@ID",
+        "@Host",
+        "@Origin",
+        "@CreatedAt",
+        "@UpdatedAt",
+        "@DeletedAt",
+        "@Revision",
+    ] {
+        out.push(k.to_string());
+    }
+    e.metadata.flattened_keys(out);
+}
+
+fn sorted_unique(mut keys: Vec<String>) -> Vec<Value> {
+    keys.sort();
+    keys.dedup();
+    keys.into_iter().map(Value::from).collect()
+}
+
+/// A whole-value getter for metadata values (values-level `Has`).
+struct ValueGetter<'v>(&'v Value);
+
+impl Getter for ValueGetter<'_> {
+    fn visit_field(&self, key: &str, f: &mut dyn FnMut(skydive_graph::Field<'_>) -> bool) -> bool {
+        match self.0 {
+            Value::Map(m) => m.visit_path(key, &mut |v| f(skydive_graph::Field::Value(v))),
+            _ => false,
+        }
+    }
+}
+
+impl<'e, 'a> Evaluator<'e, 'a> {
+    fn view(&self) -> &dyn GraphView {
+        self.graph.view()
+    }
+
+    fn run(&mut self, steps: &[Step]) -> Result<Output<'a>> {
+        let mut out = Output::Graph(self.graph.clone());
+        let mut i = 0;
+        while i < steps.len() {
+            let step = &steps[i];
+            if step.kind == StepKind::Context && i != 0 {
+                return Err(Error::at(
+                    step.pos,
+                    "Context must come directly after G".into(),
+                ));
+            }
+            let (next, consumed) = self.step(step, &steps[i + 1..], out)?;
+            out = next;
+            i += 1 + consumed;
+        }
+        Ok(out)
+    }
+
+    /// Applies one step; returns the result and how many following steps it consumed.
+    fn step(
+        &mut self,
+        step: &Step,
+        rest: &[Step],
+        input: Output<'a>,
+    ) -> Result<(Output<'a>, usize)> {
+        use StepKind::*;
+        let p = &step.params;
+        let out = match (step.kind, input) {
+            (Context, Output::Graph(_)) => {
+                let slice = context_slice(p, self.env.now).map_err(|e| with_pos(e, step))?;
+                let g = if slice.is_point() {
+                    self.env.history.at(slice.last)
+                } else {
+                    self.env.history.slice(slice.start, slice.last)
+                }
+                .map_err(|e| Error::msg(e.to_string()))?;
+                self.time = Some(slice);
+                self.graph = GraphRef::Owned(Arc::new(g));
+                Output::Graph(self.graph.clone())
+            }
+            (V, Output::Graph(g)) => {
+                self.graph = g;
+                return self.vertices(step, rest);
+            }
+            (E, Output::Graph(g)) => {
+                self.graph = g;
+                if let [Param::Str(id)] = p.as_slice() {
+                    let edges: Vec<_> = self.view().edges_with_id(id).cloned().collect();
+                    if edges.is_empty() {
+                        return Err(Error::msg(format!("Edge '{id}' does not exist")));
+                    }
+                    Output::Edges(edges)
+                } else {
+                    let f = if p.is_empty() {
+                        Filter::True
+                    } else {
+                        has_filter(p, KeyMode::Element).map_err(|e| with_pos(e, step))?
+                    };
+                    Output::Edges(
+                        self.view()
+                            .all_edges()
+                            .filter(|e| f.eval(e.as_ref()))
+                            .cloned()
+                            .collect(),
+                    )
+                }
+            }
+            (k, Output::Nodes(ns)) if is_has(k) => {
+                let f = element_filter(step)?;
+                Output::Nodes(ns.into_iter().filter(|n| f.eval(n.as_ref())).collect())
+            }
+            (k, Output::Edges(es)) if is_has(k) => {
+                let f = element_filter(step)?;
+                Output::Edges(es.into_iter().filter(|e| f.eval(e.as_ref())).collect())
+            }
+            (k, Output::Flows(fs)) if is_has(k) => {
+                let f = self.flow_filter(step)?;
+                Output::Flows(fs.into_iter().filter(|x| f.eval(x)).collect())
+            }
+            (k, Output::Values(vs)) if is_has(k) => {
+                let f = element_filter(step)?;
+                Output::Values(vs.into_iter().filter(|v| f.eval(&ValueGetter(v))).collect())
+            }
+            (Out | In | Both, Output::Nodes(ns)) => {
+                let f = optional_filter(p).map_err(|e| with_pos(e, step))?;
+                Output::Nodes(self.neighbours(&ns, step.kind, &f))
+            }
+            (OutE | InE | BothE, Output::Nodes(ns)) => {
+                let f = optional_filter(p).map_err(|e| with_pos(e, step))?;
+                let g = self.view();
+                let mut out = Vec::new();
+                for n in &ns {
+                    if matches!(step.kind, OutE | BothE) {
+                        out.extend(
+                            g.out_edges_of(&n.id)
+                                .filter(|e| f.eval(e.as_ref()))
+                                .cloned(),
+                        );
+                    }
+                    if matches!(step.kind, InE | BothE) {
+                        out.extend(g.in_edges_of(&n.id).filter(|e| f.eval(e.as_ref())).cloned());
+                    }
+                }
+                Output::Edges(out)
+            }
+            (OutV | InV | BothV, Output::Edges(es)) => {
+                let f = optional_filter(p).map_err(|e| with_pos(e, step))?;
+                let g = self.view();
+                let mut out = Vec::new();
+                for e in &es {
+                    // Skydive's naming: OutV is the child, InV the parent.
+                    if matches!(step.kind, InV | BothV) {
+                        out.extend(
+                            g.nodes_with_id(&e.parent)
+                                .filter(|n| f.eval(n.as_ref()))
+                                .cloned(),
+                        );
+                    }
+                    if matches!(step.kind, OutV | BothV) {
+                        out.extend(
+                            g.nodes_with_id(&e.child)
+                                .filter(|n| f.eval(n.as_ref()))
+                                .cloned(),
+                        );
+                    }
+                }
+                Output::Nodes(out)
+            }
+            (Dedup, Output::Nodes(ns)) if p.is_empty() => Output::Nodes(dedup_by_id(ns)),
+            (Dedup, Output::Nodes(ns)) => {
+                let keys = string_params(p);
+                let items: Vec<NodeItem> = ns.into_iter().map(NodeItem).collect();
+                Output::Nodes(
+                    dedup_by_keys(items, &keys)
+                        .into_iter()
+                        .map(|n| n.0)
+                        .collect(),
+                )
+            }
+            (Dedup, Output::Edges(es)) if p.is_empty() => Output::Edges(dedup_by_id(es)),
+            (Dedup, Output::Edges(es)) => {
+                let keys = string_params(p);
+                let items: Vec<EdgeItem> = es.into_iter().map(EdgeItem).collect();
+                Output::Edges(
+                    dedup_by_keys(items, &keys)
+                        .into_iter()
+                        .map(|n| n.0)
+                        .collect(),
+                )
+            }
+            (Dedup, Output::Flows(fs)) => {
+                let keys = if p.is_empty() {
+                    vec!["TrackingID"]
+                } else {
+                    string_params(p)
+                };
+                Output::Flows(dedup_by_keys(fs, &keys))
+            }
+            (Dedup, Output::Values(vs)) => {
+                let mut seen = HashSet::new();
+                Output::Values(
+                    vs.into_iter()
+                        .filter(|v| seen.insert(v.to_json().to_string()))
+                        .collect(),
+                )
+            }
+            (Count, input) => Output::Int(count(&input).ok_or_else(|| invalid(step, &input))?),
+            (Range | Limit, input) => {
+                let b = range_bounds(step);
+                match input {
+                    Output::Nodes(v) => Output::Nodes(apply_range(v, b)),
+                    Output::Edges(v) => Output::Edges(apply_range(v, b)),
+                    Output::Flows(v) => Output::Flows(apply_range(v, b)),
+                    Output::Values(v) => Output::Values(apply_range(v, b)),
+                    Output::Paths(v) => Output::Paths(apply_range(v, b)),
+                    other => return Err(invalid(step, &other)),
+                }
+            }
+            (Sort, Output::Nodes(ns)) => {
+                let (desc, key) = sort_spec(p, "@CreatedAt");
+                let items: Vec<NodeItem> = ns.into_iter().map(NodeItem).collect();
+                Output::Nodes(
+                    sort_by_key(items, key, desc)
+                        .into_iter()
+                        .map(|n| n.0)
+                        .collect(),
+                )
+            }
+            (Sort, Output::Flows(fs)) => {
+                let (desc, key) = sort_spec(p, "Last");
+                Output::Flows(sort_by_key(fs, key, desc))
+            }
+            (Values, Output::Nodes(ns)) => {
+                let items: Vec<NodeItem> = ns.into_iter().map(NodeItem).collect();
+                Output::Values(values_of(&items, p[0].as_str().unwrap_or_default()))
+            }
+            (Values, Output::Edges(es)) => {
+                let items: Vec<EdgeItem> = es.into_iter().map(EdgeItem).collect();
+                Output::Values(values_of(&items, p[0].as_str().unwrap_or_default()))
+            }
+            (Values, Output::Flows(fs)) => {
+                let key = p[0].as_str().unwrap_or_default();
+                let items: Vec<FlowValue> = fs.iter().map(|f| FlowValue(f.to_value())).collect();
+                Output::Values(values_of(&items, key))
+            }
+            (ValueMap, Output::Nodes(ns)) => {
+                let keys = string_params(p);
+                Output::Values(
+                    ns.iter()
+                        .map(|n| value_map(&NodeItem(n.clone()), &keys))
+                        .collect(),
+                )
+            }
+            (ValueMap, Output::Edges(es)) => {
+                let keys = string_params(p);
+                Output::Values(
+                    es.iter()
+                        .map(|e| value_map(&EdgeItem(e.clone()), &keys))
+                        .collect(),
+                )
+            }
+            (Keys, Output::Nodes(ns)) => {
+                let mut keys = Vec::new();
+                ns.iter().for_each(|n| element_keys(n, &mut keys));
+                Output::Values(sorted_unique(keys))
+            }
+            (Keys, Output::Edges(es)) => {
+                let mut keys = Vec::new();
+                for e in &es {
+                    element_keys(e, &mut keys);
+                    keys.push("Parent".into());
+                    keys.push("Child".into());
+                }
+                Output::Values(sorted_unique(keys))
+            }
+            (Keys, Output::Flows(fs)) => {
+                let mut keys = Vec::new();
+                for f in &fs {
+                    if let Value::Map(m) = f.to_value() {
+                        m.flattened_keys(&mut keys);
+                    }
+                }
+                Output::Values(sorted_unique(keys))
+            }
+            (Sum, Output::Nodes(ns)) => {
+                let key = p.first().and_then(Param::as_str).ok_or_else(|| {
+                    Error::at(step.pos, "Sum requires a key parameter on nodes".into())
+                })?;
+                let mut total: i64 = 0;
+                for n in &ns {
+                    n.visit_field(key, &mut |f| {
+                        if let Some(i) = f.to_value().cast_i64() {
+                            total = total.wrapping_add(i);
+                        }
+                        false
+                    });
+                }
+                Output::Int(total)
+            }
+            (Sum, Output::Flows(fs)) => {
+                let key = p.first().and_then(Param::as_str).unwrap_or_default();
+                if !(key.starts_with("Metric.") || key.starts_with("LastUpdateMetric.")) {
+                    return Err(Error::at(
+                        step.pos,
+                        format!(
+                            "Sum on flows only accepts Metric.* and LastUpdateMetric.* keys, got: {key:?}"
+                        ),
+                    ));
+                }
+                let total: f64 = fs
+                    .iter()
+                    .filter_map(|f| f.field_value(key).and_then(|v| v.as_f64()))
+                    .sum();
+                Output::Float(total)
+            }
+            (Sum, Output::Metrics(m)) => match p.first().and_then(Param::as_str) {
+                None => Output::Metric(metrics::merge_all(&m)),
+                Some(key) => Output::Int(metrics::sum_field(&m, key)),
+            },
+            (As, Output::Nodes(ns)) => {
+                self.labels
+                    .insert(p[0].as_str().unwrap_or_default().to_string(), ns.clone());
+                Output::Nodes(ns)
+            }
+            (Select, _) => {
+                let mut out = Vec::new();
+                for name in string_params(p) {
+                    match self.labels.get(name) {
+                        Some(ns) => out.extend(ns.iter().cloned()),
+                        None => {
+                            return Err(Error::at(
+                                step.pos,
+                                format!("Label '{name}' is not defined"),
+                            ));
+                        }
+                    }
+                }
+                Output::Nodes(dedup_by_id(out))
+            }
+            (ShortestPathTo, Output::Nodes(ns)) => {
+                let target = metadata_filter(&p[0]).map_err(|e| with_pos(e, step))?;
+                let edge_filter = match p.get(1) {
+                    Some(ef) => metadata_filter(ef).map_err(|e| with_pos(e, step))?,
+                    None => Filter::True,
+                };
+                Output::Paths(self.shortest_paths(&ns, &target, &edge_filter))
+            }
+            (SubGraph, input) => {
+                let f = optional_filter(p).map_err(|e| with_pos(e, step))?;
+                let g = self.subgraph(input, &f, step)?;
+                self.graph = GraphRef::Owned(Arc::new(g));
+                Output::Graph(self.graph.clone())
+            }
+            (Descendants | Ascendants | Neighbors, Output::Nodes(ns)) => {
+                Output::Nodes(self.walk(step, &ns)?)
+            }
+            (NextHop, Output::Nodes(ns)) => {
+                let ip = p[0].as_str().unwrap_or_default();
+                let ip: std::net::IpAddr = ip
+                    .parse()
+                    .map_err(|_| Error::at(step.pos, format!("Invalid IP address {ip:?}")))?;
+                let mut out = BTreeMap::new();
+                for n in &ns {
+                    if let Some(nh) = crate::nexthop::next_hop(n, ip) {
+                        out.insert(n.id.to_string(), nh);
+                    }
+                }
+                Output::NextHops(out)
+            }
+            (Metrics, Output::Nodes(ns)) => {
+                let kind = metrics::node_metric_key(p.first().and_then(Param::as_str))
+                    .map_err(|e| with_pos(e, step))?;
+                Output::Metrics(metrics::node_metrics(&ns, kind, self.time))
+            }
+            (Metrics, Output::Flows(fs)) => Output::Metrics(self.flow_metrics(&fs)?),
+            (Aggregates, Output::Metrics(m)) => {
+                let secs = p.first().and_then(Param::as_int).unwrap_or(30);
+                Output::Aggregated(
+                    metrics::aggregates(&m, secs, self.time).map_err(|e| with_pos(e, step))?,
+                )
+            }
+            (Keys, Output::Metrics(m)) => Output::Values(metrics::field_names(&m)),
+            (Sockets, Output::Nodes(ns)) => {
+                let f = optional_filter(p).map_err(|e| with_pos(e, step))?;
+                let mut out = BTreeMap::new();
+                for n in &ns {
+                    let socks: Vec<Value> = match n.metadata.get("Sockets") {
+                        Some(Value::Array(items)) => items
+                            .iter()
+                            .filter(|s| f.eval(&ValueGetter(s)))
+                            .cloned()
+                            .collect(),
+                        _ => continue,
+                    };
+                    out.insert(n.id.to_string(), socks);
+                }
+                Output::Sockets(out)
+            }
+            (Sockets, Output::Flows(fs)) => {
+                let f = optional_filter(p).map_err(|e| with_pos(e, step))?;
+                Output::Sockets(self.flow_sockets(&fs, &f))
+            }
+            (Flows, input @ (Output::Graph(_) | Output::Nodes(_) | Output::Paths(_))) => {
+                Output::Flows(self.flows(step, input)?)
+            }
+            (In | Out | Both | Nodes | Hops | CaptureNode, Output::Flows(fs)) => {
+                let f = optional_filter(p).map_err(|e| with_pos(e, step))?;
+                Output::Nodes(self.flow_nodes(step.kind, &fs, &f))
+            }
+            (RawPackets, Output::Flows(fs)) => Output::RawPackets(self.raw_packets(&fs)?),
+            (Bpf, Output::RawPackets(m)) => {
+                let filter = p[0].as_str().unwrap_or_default();
+                let compiler = self.env.bpf.ok_or_else(|| {
+                    Error::at(step.pos, "BPF filtering is not available here".into())
+                })?;
+                let matcher = compiler.compile(filter).map_err(|e| {
+                    Error::at(step.pos, format!("Invalid BPF filter {filter:?}: {e}"))
+                })?;
+                Output::RawPackets(
+                    m.into_iter()
+                        .map(|(k, pkts)| {
+                            (
+                                k,
+                                pkts.into_iter()
+                                    .filter(|pk| matcher(pk))
+                                    .collect::<Vec<_>>(),
+                            )
+                        })
+                        .filter(|(_, pkts)| !pkts.is_empty())
+                        .collect(),
+                )
+            }
+            (Group, Output::Flows(fs)) => {
+                let key = p.first().and_then(Param::as_str).unwrap_or("TrackingID");
+                let mut groups: BTreeMap<String, Vec<Flow>> = BTreeMap::new();
+                for f in fs {
+                    let k = match f.field_value(key) {
+                        Some(Value::String(s)) => s.to_string(),
+                        Some(v) => v.to_json().to_string(),
+                        None => continue,
+                    };
+                    groups.entry(k).or_default().push(f);
+                }
+                Output::Groups(groups)
+            }
+            (MoreThan, Output::Groups(g)) => {
+                let n = p[0].as_int().unwrap_or(1).max(0) as usize;
+                Output::Groups(g.into_iter().filter(|(_, v)| v.len() > n).collect())
+            }
+            (Workflow, _) => {
+                return Err(Error::at(
+                    step.pos,
+                    "Workflow steps are not supported: workflows run JavaScript, which this server does not embed"
+                        .into(),
+                ));
+            }
+            (_, input) => return Err(invalid(step, &input)),
+        };
+        Ok((out, 0))
+    }
+
+    /// `V(...)`, folding the `Has` steps that follow and answering `V(...).Count()` from an
+    /// index when it can.
+    fn vertices(&mut self, step: &Step, rest: &[Step]) -> Result<(Output<'a>, usize)> {
+        let p = &step.params;
+        if let [Param::Str(id)] = p.as_slice() {
+            let nodes: Vec<_> = self.view().nodes_with_id(id).cloned().collect();
+            if nodes.is_empty() {
+                return Err(Error::msg(format!("Node '{id}' does not exist")));
+            }
+            return Ok((Output::Nodes(nodes), 0));
+        }
+        let mut filters = Vec::new();
+        if !p.is_empty() {
+            filters.push(has_filter(p, KeyMode::Element).map_err(|e| with_pos(e, step))?);
+        }
+        let mut consumed = 0;
+        while let Some(next) = rest.get(consumed).filter(|s| is_has(s.kind)) {
+            filters.push(element_filter(next)?);
+            consumed += 1;
+        }
+        let filter = Filter::and(filters);
+        if rest
+            .get(consumed)
+            .is_some_and(|s| s.kind == StepKind::Count)
+            && let Some(n) = self.count_from_index(&filter)
+        {
+            return Ok((Output::Int(n as i64), consumed + 1));
+        }
+        Ok((Output::Nodes(self.select_nodes(&filter)), consumed))
+    }
+
+    fn count_from_index(&self, filter: &Filter) -> Option<usize> {
+        if let Filter::TermString { key, value } = filter {
+            return self.view().count_indexed(key, value);
+        }
+        None
+    }
+
+    /// Nodes matching `filter`, from an index when the filter pins an indexed key.
+    fn select_nodes(&self, filter: &Filter) -> Vec<Arc<Node>> {
+        let g = self.view();
+        for key in INDEX_PREFERENCE {
+            let Some(values) = filter.required_strings(key) else {
+                continue;
+            };
+            let mut candidates: Vec<Arc<Node>> = Vec::new();
+            let mut indexed = true;
+            for v in &values {
+                match g.nodes_indexed(key, v) {
+                    Some(it) => candidates.extend(it.cloned()),
+                    None => {
+                        indexed = false;
+                        break;
+                    }
+                }
+            }
+            if !indexed {
+                break;
+            }
+            if values.len() > 1 {
+                candidates = dedup_by_id(candidates);
+                candidates.sort_by(|a, b| a.id.cmp(&b.id));
+            }
+            return candidates
+                .into_iter()
+                .filter(|n| filter.eval(n.as_ref()))
+                .collect();
+        }
+        g.all_nodes()
+            .filter(|n| filter.eval(n.as_ref()))
+            .cloned()
+            .collect()
+    }
+
+    fn neighbours(&self, nodes: &[Arc<Node>], kind: StepKind, f: &Filter) -> Vec<Arc<Node>> {
+        let g = self.view();
+        let mut out = Vec::new();
+        for n in nodes {
+            if matches!(kind, StepKind::Out | StepKind::Both) {
+                for e in g.out_edges_of(&n.id) {
+                    out.extend(
+                        g.nodes_with_id(&e.child)
+                            .filter(|c| f.eval(c.as_ref()))
+                            .cloned(),
+                    );
+                }
+            }
+            if matches!(kind, StepKind::In | StepKind::Both) {
+                for e in g.in_edges_of(&n.id) {
+                    out.extend(
+                        g.nodes_with_id(&e.parent)
+                            .filter(|c| f.eval(c.as_ref()))
+                            .cloned(),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    fn flow_filter(&self, step: &Step) -> Result<Filter> {
+        let p = &step.params;
+        match step.kind {
+            StepKind::Has | StepKind::HasEither if p.len() < 2 => Err(Error::at(
+                step.pos,
+                "At least two parameters must be provided".into(),
+            )),
+            StepKind::Has => has_filter(p, KeyMode::Flow).map_err(|e| with_pos(e, step)),
+            StepKind::HasEither => {
+                has_either_filter(p, KeyMode::Flow).map_err(|e| with_pos(e, step))
+            }
+            _ => element_filter(step),
+        }
+    }
+
+    /// Breadth-first search from the first node matching `target`, over edges in both
+    /// directions that match `edge_filter`; one path per input node that reaches it.
+    fn shortest_paths(
+        &self,
+        nodes: &[Arc<Node>],
+        target: &Filter,
+        edge_filter: &Filter,
+    ) -> Vec<Vec<Arc<Node>>> {
+        let g = self.view();
+        let Some(target) = g.all_nodes().find(|n| target.eval(n.as_ref())).cloned() else {
+            return Vec::new();
+        };
+        let mut prev: HashMap<skydive_graph::Id, skydive_graph::Id> = HashMap::new();
+        let mut seen: HashSet<skydive_graph::Id> = HashSet::from([target.id.clone()]);
+        let mut queue = VecDeque::from([target.id.clone()]);
+        let wanted: HashSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+        let mut remaining = wanted.len();
+        while let Some(cur) = queue.pop_front() {
+            if wanted.contains(cur.as_str()) {
+                remaining = remaining.saturating_sub(1);
+                if remaining == 0 {
+                    break;
+                }
+            }
+            let next = g
+                .out_edges_of(&cur)
+                .filter(|e| edge_filter.eval(e.as_ref()))
+                .map(|e| e.child.clone())
+                .chain(
+                    g.in_edges_of(&cur)
+                        .filter(|e| edge_filter.eval(e.as_ref()))
+                        .map(|e| e.parent.clone()),
+                )
+                .collect::<Vec<_>>();
+            for n in next {
+                if seen.insert(n.clone()) {
+                    prev.insert(n.clone(), cur.clone());
+                    queue.push_back(n);
+                }
+            }
+        }
+        let mut paths = Vec::new();
+        for n in nodes {
+            if !seen.contains(&n.id) {
+                continue;
+            }
+            let mut path = vec![n.clone()];
+            let mut cur = n.id.clone();
+            while let Some(p) = prev.get(&cur) {
+                match g.nodes_with_id(p).next() {
+                    Some(node) => path.push(node.clone()),
+                    None => break,
+                }
+                cur = p.clone();
+            }
+            paths.push(path);
+        }
+        paths
+    }
+
+    fn subgraph(
+        &self,
+        input: Output<'a>,
+        edge_filter: &Filter,
+        step: &Step,
+    ) -> Result<RevisionGraph> {
+        let g = self.view();
+        let (nodes, edges) = match input {
+            Output::Nodes(ns) => {
+                let nodes = dedup_revisions(ns);
+                let edges = self.edges_among(&nodes, edge_filter);
+                (nodes, edges)
+            }
+            Output::Paths(paths) => {
+                let nodes = dedup_revisions(paths.into_iter().flatten().collect());
+                let edges = self.edges_among(&nodes, edge_filter);
+                (nodes, edges)
+            }
+            Output::Edges(es) => {
+                let edges = dedup_revisions(
+                    es.into_iter()
+                        .filter(|e| edge_filter.eval(e.as_ref()))
+                        .collect(),
+                );
+                let mut nodes = Vec::new();
+                for e in &edges {
+                    nodes.extend(g.nodes_with_id(&e.parent).cloned());
+                    nodes.extend(g.nodes_with_id(&e.child).cloned());
+                }
+                (dedup_revisions(nodes), edges)
+            }
+            other => return Err(invalid(step, &other)),
+        };
+        Ok(RevisionGraph::new(nodes, edges))
+    }
+
+    fn edges_among(&self, nodes: &[Arc<Node>], f: &Filter) -> Vec<Arc<Edge>> {
+        let g = self.view();
+        let ids: HashSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+        let mut edges = Vec::new();
+        let mut done = HashSet::new();
+        for n in nodes {
+            if !done.insert(n.id.as_str()) {
+                continue;
+            }
+            edges.extend(
+                g.out_edges_of(&n.id)
+                    .filter(|e| ids.contains(e.child.as_str()) && f.eval(e.as_ref()))
+                    .cloned(),
+            );
+        }
+        dedup_revisions(edges)
+    }
+
+    /// `Descendants`, `Ascendants`, `Neighbors`: breadth-first up to a depth, over edges
+    /// matching any of the given pairs (default `RelationType: ownership`), inputs included.
+    fn walk(&self, step: &Step, nodes: &[Arc<Node>]) -> Result<Vec<Arc<Node>>> {
+        let mut params = step.params.as_slice();
+        let mut depth = 1;
+        if params.len() % 2 == 1 {
+            let last = &params[params.len() - 1];
+            depth = last.as_int().ok_or_else(|| {
+                Error::at(
+                    step.pos,
+                    format!("{} depth must be an integer", step.kind.name()),
+                )
+            })?;
+            params = &params[..params.len() - 1];
+        }
+        let f = if params.is_empty() {
+            Filter::term_str("RelationType", "ownership")
+        } else {
+            has_either_filter(params, KeyMode::Element).map_err(|e| with_pos(e, step))?
+        };
+        let g = self.view();
+        let mut out: Vec<Arc<Node>> = Vec::new();
+        let mut seen: HashSet<skydive_graph::Id> = HashSet::new();
+        let mut frontier: Vec<Arc<Node>> = Vec::new();
+        for n in nodes {
+            if seen.insert(n.id.clone()) {
+                out.push(n.clone());
+                frontier.push(n.clone());
+            }
+        }
+        for _ in 0..depth.max(0) {
+            let mut next = Vec::new();
+            for n in &frontier {
+                let mut ids = Vec::new();
+                if matches!(step.kind, StepKind::Descendants | StepKind::Neighbors) {
+                    ids.extend(
+                        g.out_edges_of(&n.id)
+                            .filter(|e| f.eval(e.as_ref()))
+                            .map(|e| e.child.clone()),
+                    );
+                }
+                if matches!(step.kind, StepKind::Ascendants | StepKind::Neighbors) {
+                    ids.extend(
+                        g.in_edges_of(&n.id)
+                            .filter(|e| f.eval(e.as_ref()))
+                            .map(|e| e.parent.clone()),
+                    );
+                }
+                for id in ids {
+                    if seen.insert(id.clone())
+                        && let Some(node) = g.nodes_with_id(&id).next()
+                    {
+                        out.push(node.clone());
+                        next.push(node.clone());
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            frontier = next;
+        }
+        Ok(out)
+    }
+
+    fn flow_source(&self) -> Result<Option<&'a dyn FlowSource>> {
+        match (self.env.flows, self.time) {
+            (Some(s), _) => Ok(Some(s)),
+            (None, Some(_)) => Err(Error::msg("No storage backend has been configured")),
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn flows(&self, step: &Step, input: Output<'a>) -> Result<Vec<Flow>> {
+        let p = &step.params;
+        if !p.is_empty() && p.len() < 2 {
+            return Err(Error::at(
+                step.pos,
+                "At least two parameters must be provided".into(),
+            ));
+        }
+        let mut filters = Vec::new();
+        if !p.is_empty() {
+            filters.push(has_filter(p, KeyMode::Flow).map_err(|e| with_pos(e, step))?);
+        }
+        let nodes = match input {
+            Output::Graph(_) => None,
+            Output::Nodes(ns) => Some(ns),
+            Output::Paths(paths) => Some(paths.into_iter().flatten().collect()),
+            _ => None,
+        };
+        let scope = match nodes {
+            None => None,
+            Some(ns) => {
+                let mut scope: Vec<(String, String)> = ns
+                    .iter()
+                    .filter(|n| is_capturable(n.type_str()))
+                    .filter_map(|n| Some((n.host.to_string(), n.str_at("TID")?.to_string())))
+                    .collect();
+                scope.sort();
+                scope.dedup();
+                if scope.is_empty() {
+                    return Ok(Vec::new());
+                }
+                filters.push(Filter::or(
+                    scope
+                        .iter()
+                        .map(|(_, tid)| Filter::term_str("NodeTID", tid))
+                        .collect(),
+                ));
+                Some(scope)
+            }
+        };
+        let Some(source) = self.flow_source()? else {
+            return Ok(Vec::new());
+        };
+        let q = FlowQuery {
+            filter: Filter::and(filters),
+            time: self.time,
+            nodes: scope,
+        };
+        source.flows(&q).map_err(Error::msg)
+    }
+
+    fn uuid_query(&self, fs: &[Flow]) -> FlowQuery {
+        FlowQuery {
+            filter: Filter::or(
+                fs.iter()
+                    .map(|f| Filter::term_str("UUID", &f.uuid))
+                    .collect(),
+            ),
+            time: self.time,
+            nodes: None,
+        }
+    }
+
+    fn flow_metrics(&self, fs: &[Flow]) -> Result<BTreeMap<String, Vec<Value>>> {
+        let to_value = |m: &FlowMetric| {
+            serde_json::to_value(m)
+                .map(|j| Value::from_json(&j))
+                .unwrap_or_default()
+        };
+        if self.time.is_some() && !fs.is_empty() {
+            let source = self
+                .flow_source()?
+                .ok_or_else(|| Error::msg("No storage backend has been configured"))?;
+            let stored = source.metrics(&self.uuid_query(fs)).map_err(Error::msg)?;
+            return Ok(stored
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k, v.iter().map(to_value).collect()))
+                .collect());
+        }
+        Ok(fs
+            .iter()
+            .filter_map(|f| {
+                Some((
+                    f.uuid.clone(),
+                    vec![to_value(f.last_update_metric.as_ref()?)],
+                ))
+            })
+            .collect())
+    }
+
+    fn raw_packets(&self, fs: &[Flow]) -> Result<BTreeMap<String, Vec<RawPacket>>> {
+        if self.time.is_some() && !fs.is_empty() {
+            let source = self
+                .flow_source()?
+                .ok_or_else(|| Error::msg("No storage backend has been configured"))?;
+            return source.raw_packets(&self.uuid_query(fs)).map_err(Error::msg);
+        }
+        Ok(fs
+            .iter()
+            .filter(|f| !f.last_raw_packets.is_empty())
+            .map(|f| (f.uuid.clone(), f.last_raw_packets.clone()))
+            .collect())
+    }
+
+    fn nodes_by(&self, key: &str, value: &str) -> Vec<Arc<Node>> {
+        if value.is_empty() {
+            return Vec::new();
+        }
+        let g = self.view();
+        match g.nodes_indexed(key, value) {
+            Some(it) => it.cloned().collect(),
+            None => g
+                .all_nodes()
+                .filter(|n| Filter::term_str(key, value).eval(n.as_ref()))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    fn nodes_by_mac(&self, mac: &str) -> Vec<Arc<Node>> {
+        let mut out = self.nodes_by("MAC", mac);
+        out.extend(self.nodes_by("PeerIntfMAC", mac));
+        dedup_by_id(out)
+    }
+
+    fn flow_nodes(&self, kind: StepKind, fs: &[Flow], f: &Filter) -> Vec<Arc<Node>> {
+        let mut out = Vec::new();
+        for flow in fs {
+            let link_a = flow.link.as_ref().map(|l| l.a.as_str()).unwrap_or("");
+            let link_b = flow.link.as_ref().map(|l| l.b.as_str()).unwrap_or("");
+            match kind {
+                StepKind::In => out.extend(self.nodes_by_mac(link_a)),
+                StepKind::Out => out.extend(self.nodes_by_mac(link_b)),
+                StepKind::Both => {
+                    out.extend(self.nodes_by_mac(link_a));
+                    out.extend(self.nodes_by_mac(link_b));
+                }
+                StepKind::Nodes => {
+                    out.extend(self.nodes_by("TID", &flow.node_tid));
+                    out.extend(self.nodes_by("MAC", link_a));
+                    out.extend(self.nodes_by("MAC", link_b));
+                }
+                _ => out.extend(self.nodes_by("TID", &flow.node_tid)),
+            }
+        }
+        dedup_by_id(out)
+            .into_iter()
+            .filter(|n| f.eval(n.as_ref()))
+            .collect()
+    }
+
+    /// Sockets (from `Sockets` metadata anywhere in the graph) whose 5-tuple is the flow's.
+    fn flow_sockets(&self, fs: &[Flow], f: &Filter) -> BTreeMap<String, Vec<Value>> {
+        let mut sockets: Vec<Value> = Vec::new();
+        for n in self.view().all_nodes() {
+            if let Some(Value::Array(items)) = n.metadata.get("Sockets") {
+                sockets.extend(items.iter().cloned());
+            }
+        }
+        let mut out = BTreeMap::new();
+        for flow in fs {
+            let (Some(net), Some(tr)) = (&flow.network, &flow.transport) else {
+                continue;
+            };
+            let matching: Vec<Value> = sockets
+                .iter()
+                .filter(|s| socket_matches(s, &net.a, tr.a, &net.b, tr.b, tr.protocol.name()))
+                .filter(|s| f.eval(&ValueGetter(s)))
+                .cloned()
+                .collect();
+            if !matching.is_empty() {
+                out.insert(flow.uuid.clone(), matching);
+            }
+        }
+        out
+    }
+}
+
+fn socket_matches(
+    s: &Value,
+    a_ip: &str,
+    a_port: i64,
+    b_ip: &str,
+    b_port: i64,
+    proto: &str,
+) -> bool {
+    let Value::Map(m) = s else { return false };
+    let get_s = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("");
+    let get_i = |k: &str| m.get(k).and_then(Value::cast_i64).unwrap_or(-1);
+    if get_s("Protocol") != proto {
+        return false;
+    }
+    let (la, lp, ra, rp) = (
+        get_s("LocalAddress"),
+        get_i("LocalPort"),
+        get_s("RemoteAddress"),
+        get_i("RemotePort"),
+    );
+    (la == a_ip && lp == a_port && ra == b_ip && rp == b_port)
+        || (la == b_ip && lp == b_port && ra == a_ip && rp == a_port)
+}
+
+/// Removes duplicate revisions (same ID and revision), keeping the first.
+fn dedup_revisions<T: std::ops::Deref<Target = Element>>(items: Vec<Arc<T>>) -> Vec<Arc<T>> {
+    let mut seen = HashSet::with_capacity(items.len());
+    items
+        .into_iter()
+        .filter(|i| seen.insert((i.id.clone(), i.revision)))
+        .collect()
+}
+
+fn count(o: &Output<'_>) -> Option<i64> {
+    Some(match o {
+        Output::Graph(g) => (g.view().node_count() + g.view().edge_count()) as i64,
+        Output::Nodes(v) => v.len() as i64,
+        Output::Edges(v) => v.len() as i64,
+        Output::Paths(v) => v.len() as i64,
+        Output::Values(v) => v.len() as i64,
+        Output::Flows(v) => v.len() as i64,
+        Output::Metrics(m) => m.len() as i64,
+        Output::Aggregated(v) => v.len() as i64,
+        Output::RawPackets(m) => m.values().map(Vec::len).sum::<usize>() as i64,
+        Output::Sockets(m) => m.len() as i64,
+        Output::Groups(m) => m.len() as i64,
+        Output::NextHops(m) => m.len() as i64,
+        Output::Int(_) | Output::Float(_) | Output::Metric(_) => return None,
+    })
+}
+
+fn value_map<G: Getter>(g: &G, keys: &[&str]) -> Value {
+    let mut m = skydive_graph::Map::new();
+    for k in keys {
+        if let Some(v) = g.field_value(k) {
+            m.insert(*k, v);
+        }
+    }
+    Value::Map(m)
+}
+
+struct NodeItem(Arc<Node>);
+impl Getter for NodeItem {
+    fn visit_field(&self, key: &str, f: &mut dyn FnMut(skydive_graph::Field<'_>) -> bool) -> bool {
+        self.0.visit_field(key, f)
+    }
+}
+
+struct EdgeItem(Arc<Edge>);
+impl Getter for EdgeItem {
+    fn visit_field(&self, key: &str, f: &mut dyn FnMut(skydive_graph::Field<'_>) -> bool) -> bool {
+        self.0.visit_field(key, f)
+    }
+}
+
+/// A flow seen as its JSON document, so that `Values` can return whole sub-objects.
+struct FlowValue(Value);
+impl Getter for FlowValue {
+    fn visit_field(&self, key: &str, f: &mut dyn FnMut(skydive_graph::Field<'_>) -> bool) -> bool {
+        ValueGetter(&self.0).visit_field(key, f)
+    }
+}
