@@ -632,7 +632,9 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                             .collect(),
                         _ => continue,
                     };
-                    out.insert(n.id.to_string(), socks);
+                    if !socks.is_empty() {
+                        out.insert(n.id.to_string(), socks);
+                    }
                 }
                 Output::Sockets(out)
             }
