@@ -266,7 +266,7 @@ impl Filter {
         Filter::Not(Box::new(Filter::Null { key: key.into() }))
     }
 
-    pub fn not(f: Filter) -> Filter {
+    pub fn negate(f: Filter) -> Filter {
         match f {
             Filter::True => Filter::False,
             Filter::False => Filter::True,
@@ -413,7 +413,7 @@ mod tests {
         let g = m(r#"{"A":1}"#);
         let t = Filter::term_str("B", "x");
         assert!(!t.eval(&g));
-        assert!(Filter::not(t).eval(&g));
+        assert!(Filter::negate(t).eval(&g));
         assert!(Filter::Null { key: "B".into() }.eval(&g));
         assert!(Filter::exists("A").eval(&g));
     }
@@ -480,7 +480,7 @@ mod tests {
         assert_eq!(Filter::or(vec![]), Filter::False);
         let t = Filter::term_str("a", "b");
         assert_eq!(Filter::and(vec![Filter::True, t.clone()]), t);
-        assert_eq!(Filter::not(Filter::not(t.clone())), t);
+        assert_eq!(Filter::negate(Filter::negate(t.clone())), t);
     }
 
     #[test]
@@ -503,7 +503,7 @@ mod tests {
                 key: "Name".into(),
                 pattern: Pattern::new("^eth.*$").unwrap(),
             },
-            Filter::not(Filter::term_int("MTU", 9000)),
+            Filter::negate(Filter::term_int("MTU", 9000)),
         ]);
         let text = serde_json::to_string(&f).unwrap();
         let back: Filter = serde_json::from_str(&text).unwrap();

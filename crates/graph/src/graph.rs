@@ -2,16 +2,20 @@
 //!
 //! Every structure is persistent (structurally shared), so cloning a [`Graph`] is O(1): the
 //! owner task applies changes to its copy and hands clones to readers, which then query a
-//! consistent snapshot while updates continue. Adjacency lists are small shared slices
-//! (copied on change; most nodes have a handful of edges), and the metadata indexes are
-//! persistent ordered sets of `(value, node ID)` pairs so that an equality lookup is a range
-//! scan.
+//! consistent snapshot while updates continue.
+//!
+//! Elements live in persistent hash maps (hash array mapped tries) with a fixed hasher, so
+//! iteration order is arbitrary but the same from run to run. Adjacency lists are small
+//! shared slices of the edges themselves, so a traversal hop costs one map lookup for the
+//! list and one for the node reached; they are copied on change, and most nodes have a
+//! handful of edges. The metadata indexes are persistent ordered sets of `(value, node ID)`
+//! pairs, so that an equality lookup is a range scan returning IDs in order.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use compact_str::CompactString;
-use imbl::{OrdMap, OrdSet};
+use imbl::OrdSet;
 
 use crate::element::{Edge, Node, Time};
 use crate::event::{GraphEvent, PartialOp, diff_metadata};
@@ -38,15 +42,26 @@ pub enum GraphError {
     ChildNotFound(Id),
 }
 
-type Adjacency = Arc<[Id]>;
+type EdgeList = Arc<[Arc<Edge>]>;
+
+/// The edges of a node: where it is the parent, and where it is the child. One entry per
+/// node, so a traversal in either direction costs one lookup.
+#[derive(Clone, Default)]
+struct Adjacency {
+    out: EdgeList,
+    inn: EdgeList,
+}
+
+/// A persistent hash map with a fixed hasher (deterministic iteration order).
+type PMap<K, V> =
+    imbl::GenericHashMap<K, V, foldhash::fast::FixedState, imbl::shared_ptr::DefaultSharedPtr>;
 
 /// The live graph. Cheap to clone; clones are independent snapshots.
 #[derive(Clone, Default)]
 pub struct Graph {
-    nodes: OrdMap<Id, Arc<Node>>,
-    edges: OrdMap<Id, Arc<Edge>>,
-    out_adj: OrdMap<Id, Adjacency>,
-    in_adj: OrdMap<Id, Adjacency>,
+    nodes: PMap<Id, Arc<Node>>,
+    edges: PMap<Id, Arc<Edge>>,
+    adjacency: PMap<Id, Adjacency>,
     indexes: [OrdSet<(CompactString, Id)>; INDEXED_KEYS.len()],
 }
 
@@ -70,27 +85,59 @@ fn index_values(m: &Map, key: &str) -> Vec<CompactString> {
     }
 }
 
-fn adj_push(adj: &mut OrdMap<Id, Adjacency>, node: &Id, edge: &Id) {
-    let list: Adjacency = match adj.get(node) {
-        Some(old) => old
-            .iter()
-            .cloned()
-            .chain(std::iter::once(edge.clone()))
-            .collect(),
-        None => Arc::from(vec![edge.clone()]),
-    };
-    adj.insert(node.clone(), list);
+#[derive(Clone, Copy)]
+enum Side {
+    Out,
+    In,
 }
 
-fn adj_remove(adj: &mut OrdMap<Id, Adjacency>, node: &Id, edge: &Id) {
-    if let Some(old) = adj.get(node) {
-        let list: Vec<Id> = old.iter().filter(|e| *e != edge).cloned().collect();
-        if list.is_empty() {
-            adj.remove(node);
-        } else {
-            adj.insert(node.clone(), Arc::from(list));
-        }
+fn side(adj: &mut Adjacency, side: Side) -> &mut EdgeList {
+    match side {
+        Side::Out => &mut adj.out,
+        Side::In => &mut adj.inn,
     }
+}
+
+fn adj_push(adjacency: &mut PMap<Id, Adjacency>, node: &Id, s: Side, edge: &Arc<Edge>) {
+    let mut adj = adjacency.get(node).cloned().unwrap_or_default();
+    let list = side(&mut adj, s);
+    *list = list
+        .iter()
+        .cloned()
+        .chain(std::iter::once(edge.clone()))
+        .collect();
+    adjacency.insert(node.clone(), adj);
+}
+
+fn adj_remove(adjacency: &mut PMap<Id, Adjacency>, node: &Id, s: Side, edge: &Id) {
+    let Some(mut adj) = adjacency.get(node).cloned() else {
+        return;
+    };
+    let list = side(&mut adj, s);
+    *list = list.iter().filter(|e| e.id != *edge).cloned().collect();
+    if adj.out.is_empty() && adj.inn.is_empty() {
+        adjacency.remove(node);
+    } else {
+        adjacency.insert(node.clone(), adj);
+    }
+}
+
+fn adj_replace(adjacency: &mut PMap<Id, Adjacency>, node: &Id, s: Side, edge: &Arc<Edge>) {
+    let Some(mut adj) = adjacency.get(node).cloned() else {
+        return;
+    };
+    let list = side(&mut adj, s);
+    *list = list
+        .iter()
+        .map(|e| {
+            if e.id == edge.id {
+                edge.clone()
+            } else {
+                e.clone()
+            }
+        })
+        .collect();
+    adjacency.insert(node.clone(), adj);
 }
 
 impl Graph {
@@ -114,35 +161,38 @@ impl Graph {
         self.edges.get(id)
     }
 
-    /// All nodes, ordered by ID.
+    /// All nodes (in a fixed but arbitrary order).
     pub fn nodes(&self) -> impl Iterator<Item = &Arc<Node>> {
         self.nodes.values()
     }
 
-    /// All edges, ordered by ID.
+    /// All edges (in a fixed but arbitrary order).
     pub fn edges(&self) -> impl Iterator<Item = &Arc<Edge>> {
         self.edges.values()
     }
 
     /// Edges whose parent is `node`.
     pub fn out_edges<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Arc<Edge>> + use<'a> {
-        self.adjacent(&self.out_adj, node)
+        self.adjacency
+            .get(node)
+            .into_iter()
+            .flat_map(|a| a.out.iter())
     }
 
     /// Edges whose child is `node`.
     pub fn in_edges<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Arc<Edge>> + use<'a> {
-        self.adjacent(&self.in_adj, node)
+        self.adjacency
+            .get(node)
+            .into_iter()
+            .flat_map(|a| a.inn.iter())
     }
 
-    fn adjacent<'a>(
-        &'a self,
-        adj: &'a OrdMap<Id, Adjacency>,
-        node: &str,
-    ) -> impl Iterator<Item = &'a Arc<Edge>> + use<'a> {
-        adj.get(node)
-            .into_iter()
-            .flat_map(|ids| ids.iter())
-            .filter_map(|id| self.edges.get(id))
+    /// Edges whose parent is `node`, then edges whose child is `node` (one lookup).
+    pub fn both_edges<'a>(&'a self, node: &str) -> (&'a [Arc<Edge>], &'a [Arc<Edge>]) {
+        match self.adjacency.get(node) {
+            Some(a) => (&a.out, &a.inn),
+            None => (&[], &[]),
+        }
     }
 
     fn index_slot(key: &str) -> Option<usize> {
@@ -242,8 +292,8 @@ impl Graph {
         let mut edge = edge;
         edge.metadata.shrink_to_fit();
         let edge = Arc::new(edge);
-        adj_push(&mut self.out_adj, &edge.parent, &edge.id);
-        adj_push(&mut self.in_adj, &edge.child, &edge.id);
+        adj_push(&mut self.adjacency, &edge.parent, Side::Out, &edge);
+        adj_push(&mut self.adjacency, &edge.child, Side::In, &edge);
         self.edges.insert(edge.id.clone(), edge.clone());
         Ok(GraphEvent::EdgeAdded(edge))
     }
@@ -260,6 +310,8 @@ impl Graph {
 
     fn store_edge_update(&mut self, new: Edge, ops: Vec<PartialOp>) -> GraphEvent {
         let new = Arc::new(new);
+        adj_replace(&mut self.adjacency, &new.parent, Side::Out, &new);
+        adj_replace(&mut self.adjacency, &new.child, Side::In, &new);
         self.edges.insert(new.id.clone(), new.clone());
         GraphEvent::EdgeUpdated {
             edge: new,
@@ -422,8 +474,8 @@ impl Graph {
             .edges
             .remove(id)
             .ok_or_else(|| GraphError::EdgeNotFound(Id::new(id)))?;
-        adj_remove(&mut self.out_adj, &edge.parent, &edge.id);
-        adj_remove(&mut self.in_adj, &edge.child, &edge.id);
+        adj_remove(&mut self.adjacency, &edge.parent, Side::Out, &edge.id);
+        adj_remove(&mut self.adjacency, &edge.child, Side::In, &edge.id);
         let mut gone = (*edge).clone();
         gone.deleted_at = time;
         Ok(GraphEvent::EdgeDeleted(Arc::new(gone)))
@@ -614,6 +666,22 @@ mod tests {
         assert!(matches!(&events[1], GraphEvent::NodeDeleted(n) if n.id.as_str() == "b"));
         assert_eq!(g.out_edges("a").count(), 0);
         assert_eq!(g.edge_count(), 0);
+    }
+
+    #[test]
+    fn edge_updates_are_seen_through_adjacency() {
+        let mut g = Graph::new();
+        g.add_node(node("a", "a", "host")).unwrap();
+        g.add_node(node("b", "b", "veth")).unwrap();
+        g.add_edge(edge("e", "a", "b")).unwrap();
+        g.update_edge_metadata("e", 2, |m| {
+            m.insert("Weight", 7);
+        })
+        .unwrap();
+        let out = g.out_edges("a").next().unwrap();
+        let inn = g.in_edges("b").next().unwrap();
+        assert_eq!(out.metadata.get("Weight"), Some(&Value::Int(7)));
+        assert_eq!(inn.revision, 2);
     }
 
     #[test]

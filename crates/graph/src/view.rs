@@ -36,9 +36,53 @@ pub trait GraphView: Send + Sync {
     }
     fn node_count(&self) -> usize;
     fn edge_count(&self) -> usize;
+
+    /// Calls `f` on every revision of the node `id` (no allocation; for traversals).
+    fn each_node_with_id<'a>(&'a self, id: &str, f: &mut dyn FnMut(&'a Arc<Node>)) {
+        self.nodes_with_id(id).for_each(f)
+    }
+    /// Calls `f` on every edge whose parent is `node`.
+    fn each_out_edge<'a>(&'a self, node: &str, f: &mut dyn FnMut(&'a Arc<Edge>)) {
+        self.out_edges_of(node).for_each(f)
+    }
+    /// Calls `f` on every edge whose child is `node`.
+    fn each_in_edge<'a>(&'a self, node: &str, f: &mut dyn FnMut(&'a Arc<Edge>)) {
+        self.in_edges_of(node).for_each(f)
+    }
+    /// Calls `out` on the edges whose parent is `node` and `inn` on those whose child it is.
+    fn each_edge<'a>(
+        &'a self,
+        node: &str,
+        out: &mut dyn FnMut(&'a Arc<Edge>),
+        inn: &mut dyn FnMut(&'a Arc<Edge>),
+    ) {
+        self.each_out_edge(node, out);
+        self.each_in_edge(node, inn);
+    }
 }
 
 impl GraphView for Graph {
+    fn each_node_with_id<'a>(&'a self, id: &str, f: &mut dyn FnMut(&'a Arc<Node>)) {
+        if let Some(n) = self.node(id) {
+            f(n)
+        }
+    }
+    fn each_out_edge<'a>(&'a self, node: &str, f: &mut dyn FnMut(&'a Arc<Edge>)) {
+        self.out_edges(node).for_each(f)
+    }
+    fn each_in_edge<'a>(&'a self, node: &str, f: &mut dyn FnMut(&'a Arc<Edge>)) {
+        self.in_edges(node).for_each(f)
+    }
+    fn each_edge<'a>(
+        &'a self,
+        node: &str,
+        out: &mut dyn FnMut(&'a Arc<Edge>),
+        inn: &mut dyn FnMut(&'a Arc<Edge>),
+    ) {
+        let (o, i) = self.both_edges(node);
+        o.iter().for_each(out);
+        i.iter().for_each(inn);
+    }
     fn all_nodes(&self) -> Iter<'_, Node> {
         Box::new(self.nodes())
     }

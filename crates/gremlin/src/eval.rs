@@ -126,6 +126,9 @@ fn with_pos(mut e: Error, step: &Step) -> Error {
     e
 }
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+type FastSet<K> = HashSet<K, foldhash::fast::FixedState>;
+
 /// Keys tried for index lookups, most selective first.
 const INDEX_PREFERENCE: [&str; 5] = ["TID", "MAC", "Name", "IPV4", "Type"];
 
@@ -729,6 +732,15 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         {
             return Ok((Output::Int(n as i64), consumed + 1));
         }
+        // A Range or Limit right after the selection stops the scan once it has enough.
+        if let Some(next) = rest
+            .get(consumed)
+            .filter(|s| matches!(s.kind, StepKind::Range | StepKind::Limit))
+        {
+            let (from, to) = range_bounds(next);
+            let nodes = self.select_nodes_upto(&filter, to);
+            return Ok((Output::Nodes(apply_range(nodes, (from, to))), consumed + 1));
+        }
         Ok((Output::Nodes(self.select_nodes(&filter)), consumed))
     }
 
@@ -741,36 +753,52 @@ impl<'e, 'a> Evaluator<'e, 'a> {
 
     /// Nodes matching `filter`, from an index when the filter pins an indexed key.
     fn select_nodes(&self, filter: &Filter) -> Vec<Arc<Node>> {
+        self.select_nodes_upto(filter, usize::MAX)
+    }
+
+    /// The first `max` nodes [`Evaluator::select_nodes`] would return.
+    fn select_nodes_upto(&self, filter: &Filter, max: usize) -> Vec<Arc<Node>> {
         let g = self.view();
+        let matching = |n: &&Arc<Node>| filter.eval(n.as_ref());
+        if let Some(ids) = filter.required_strings("@ID") {
+            let mut out: Vec<Arc<Node>> = Vec::new();
+            for id in ids {
+                out.extend(g.nodes_with_id(id).filter(matching).cloned());
+            }
+            let mut out = dedup_revisions(out);
+            out.truncate(max);
+            return out;
+        }
         for key in INDEX_PREFERENCE {
             let Some(values) = filter.required_strings(key) else {
                 continue;
             };
-            let mut candidates: Vec<Arc<Node>> = Vec::new();
-            let mut indexed = true;
-            for v in &values {
-                match g.nodes_indexed(key, v) {
-                    Some(it) => candidates.extend(it.cloned()),
-                    None => {
-                        indexed = false;
-                        break;
-                    }
+            if let [value] = values.as_slice() {
+                match g.nodes_indexed(key, value) {
+                    Some(it) => return it.filter(matching).take(max).cloned().collect(),
+                    None => break,
                 }
             }
-            if !indexed {
-                break;
+            let mut candidates: Vec<Arc<Node>> = Vec::new();
+            for v in &values {
+                match g.nodes_indexed(key, v) {
+                    Some(it) => candidates.extend(it.filter(matching).cloned()),
+                    None => return self.scan(filter, max),
+                }
             }
-            if values.len() > 1 {
-                candidates = dedup_by_id(candidates);
-                candidates.sort_by(|a, b| a.id.cmp(&b.id));
-            }
-            return candidates
-                .into_iter()
-                .filter(|n| filter.eval(n.as_ref()))
-                .collect();
+            let mut candidates = dedup_by_id(candidates);
+            candidates.sort_by(|a, b| a.id.cmp(&b.id));
+            candidates.truncate(max);
+            return candidates;
         }
-        g.all_nodes()
+        self.scan(filter, max)
+    }
+
+    fn scan(&self, filter: &Filter, max: usize) -> Vec<Arc<Node>> {
+        self.view()
+            .all_nodes()
             .filter(|n| filter.eval(n.as_ref()))
+            .take(max)
             .cloned()
             .collect()
     }
@@ -778,24 +806,17 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     fn neighbours(&self, nodes: &[Arc<Node>], kind: StepKind, f: &Filter) -> Vec<Arc<Node>> {
         let g = self.view();
         let mut out = Vec::new();
+        let mut keep = |n: &Arc<Node>| {
+            if f.eval(n.as_ref()) {
+                out.push(n.clone());
+            }
+        };
         for n in nodes {
             if matches!(kind, StepKind::Out | StepKind::Both) {
-                for e in g.out_edges_of(&n.id) {
-                    out.extend(
-                        g.nodes_with_id(&e.child)
-                            .filter(|c| f.eval(c.as_ref()))
-                            .cloned(),
-                    );
-                }
+                g.each_out_edge(&n.id, &mut |e| g.each_node_with_id(&e.child, &mut keep));
             }
             if matches!(kind, StepKind::In | StepKind::Both) {
-                for e in g.in_edges_of(&n.id) {
-                    out.extend(
-                        g.nodes_with_id(&e.parent)
-                            .filter(|c| f.eval(c.as_ref()))
-                            .cloned(),
-                    );
-                }
+                g.each_in_edge(&n.id, &mut |e| g.each_node_with_id(&e.parent, &mut keep));
             }
         }
         out
@@ -825,51 +846,64 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         edge_filter: &Filter,
     ) -> Vec<Vec<Arc<Node>>> {
         let g = self.view();
-        let Some(target) = g.all_nodes().find(|n| target.eval(n.as_ref())).cloned() else {
+        let Some(target) = self.select_nodes(target).into_iter().next() else {
             return Vec::new();
         };
-        let mut prev: HashMap<skydive_graph::Id, skydive_graph::Id> = HashMap::new();
-        let mut seen: HashSet<skydive_graph::Id> = HashSet::from([target.id.clone()]);
-        let mut queue = VecDeque::from([target.id.clone()]);
-        let wanted: HashSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+        let Some(target_id) = g.nodes_with_id(&target.id).next().map(|n| n.id.as_str()) else {
+            return Vec::new();
+        };
+        // Every node reached, with the node it was reached from (the target maps to itself).
+        let mut prev: FastMap<&str, &str> =
+            FastMap::with_capacity_and_hasher(g.node_count(), Default::default());
+        prev.insert(target_id, target_id);
+        let mut queue = VecDeque::from([target_id]);
+        let wanted: FastSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
         let mut remaining = wanted.len();
+        let mut next: Vec<&str> = Vec::new();
+        let mut children: Vec<&str> = Vec::new();
         while let Some(cur) = queue.pop_front() {
-            if wanted.contains(cur.as_str()) {
+            if wanted.contains(cur) {
                 remaining = remaining.saturating_sub(1);
                 if remaining == 0 {
                     break;
                 }
             }
-            let next = g
-                .out_edges_of(&cur)
-                .filter(|e| edge_filter.eval(e.as_ref()))
-                .map(|e| e.child.clone())
-                .chain(
-                    g.in_edges_of(&cur)
-                        .filter(|e| edge_filter.eval(e.as_ref()))
-                        .map(|e| e.parent.clone()),
-                )
-                .collect::<Vec<_>>();
-            for n in next {
-                if seen.insert(n.clone()) {
-                    prev.insert(n.clone(), cur.clone());
+            next.clear();
+            children.clear();
+            g.each_edge(
+                cur,
+                &mut |e| {
+                    if edge_filter.eval(e.as_ref()) {
+                        children.push(e.child.as_str())
+                    }
+                },
+                &mut |e| {
+                    if edge_filter.eval(e.as_ref()) {
+                        next.push(e.parent.as_str())
+                    }
+                },
+            );
+            children.append(&mut next);
+            for n in &children {
+                if let std::collections::hash_map::Entry::Vacant(v) = prev.entry(n) {
+                    v.insert(cur);
                     queue.push_back(n);
                 }
             }
         }
         let mut paths = Vec::new();
         for n in nodes {
-            if !seen.contains(&n.id) {
+            if !prev.contains_key(n.id.as_str()) {
                 continue;
             }
             let mut path = vec![n.clone()];
-            let mut cur = n.id.clone();
-            while let Some(p) = prev.get(&cur) {
+            let mut cur = n.id.as_str();
+            while let Some(&p) = prev.get(cur).filter(|p| **p != cur) {
                 match g.nodes_with_id(p).next() {
                     Some(node) => path.push(node.clone()),
                     None => break,
                 }
-                cur = p.clone();
+                cur = p;
             }
             paths.push(path);
         }

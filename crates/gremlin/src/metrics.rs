@@ -109,6 +109,11 @@ pub fn field_names(m: &BTreeMap<String, Vec<Value>>) -> Vec<Value> {
     keys.into_iter().map(Value::from).collect()
 }
 
+/// `start + i * width`, saturating.
+fn bound(start: i64, i: i64, width: i64) -> i64 {
+    start.saturating_add(i.saturating_mul(width))
+}
+
 /// Cuts the sampled period into `slice_secs` slices and spreads each sample over the slices
 /// it overlaps, pro rata by time. Empty slices are dropped.
 pub fn aggregates(
@@ -133,7 +138,7 @@ pub fn aggregates(
         ),
     };
     let width = slice_secs.saturating_mul(1000);
-    let span = (last - start).max(0);
+    let span = last.saturating_sub(start).max(0);
     let count = (span / width + i64::from(span % width != 0)).max(1);
     if count > MAX_SLICES {
         return Err(Error::msg(format!(
@@ -144,7 +149,7 @@ pub fn aggregates(
     for s in &all {
         let (s0, s1) = (int_field(s, "Start"), int_field(s, "Last"));
         for i in 0..count {
-            let (b0, b1) = (start + i * width, start + (i + 1) * width);
+            let (b0, b1) = (bound(start, i, width), bound(start, i + 1, width));
             let share = if s1 <= s0 {
                 if s0 >= b0 && (s0 < b1 || (i == count - 1 && s0 <= b1)) {
                     1.0
@@ -152,11 +157,11 @@ pub fn aggregates(
                     0.0
                 }
             } else {
-                let overlap = s1.min(b1) - s0.max(b0);
+                let overlap = s1.min(b1).saturating_sub(s0.max(b0));
                 if overlap <= 0 {
                     0.0
                 } else {
-                    overlap as f64 / (s1 - s0) as f64
+                    overlap as f64 / s1.saturating_sub(s0) as f64
                 }
             };
             if share == 0.0 {
@@ -181,10 +186,11 @@ pub fn aggregates(
             for (k, v) in b {
                 out.insert(k, v.round() as i64);
             }
-            out.insert("Start", start + i as i64 * width);
+            let i = i as i64;
+            out.insert("Start", bound(start, i, width));
             out.insert(
                 "Last",
-                (start + (i as i64 + 1) * width).min(last.max(start + width)),
+                bound(start, i + 1, width).min(last.max(bound(start, 1, width))),
             );
             Value::Map(out)
         })

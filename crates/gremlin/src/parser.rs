@@ -292,9 +292,13 @@ pub struct Query {
     pub steps: Vec<Step>,
 }
 
+/// How deeply predicates and `Metadata(...)` may nest inside parameters.
+const MAX_NESTING: usize = 16;
+
 struct Parser {
     tokens: Vec<Token>,
     i: usize,
+    depth: usize,
 }
 
 impl Parser {
@@ -367,6 +371,20 @@ impl Parser {
 
     /// Parameters up to and including the closing parenthesis.
     fn params(&mut self) -> Result<Vec<Param>> {
+        if self.depth >= MAX_NESTING {
+            let pos = self.peek().pos;
+            return Err(Error::at(
+                pos,
+                format!("Parameters nested more than {MAX_NESTING} deep"),
+            ));
+        }
+        self.depth += 1;
+        let out = self.params_inner();
+        self.depth -= 1;
+        out
+    }
+
+    fn params_inner(&mut self) -> Result<Vec<Param>> {
         let mut params = Vec::new();
         loop {
             let t = self.next();
@@ -504,7 +522,12 @@ fn check_arity(step: &Step) -> Result<()> {
 /// Parses a query.
 pub fn parse(input: &str) -> Result<Query> {
     let tokens = tokenize(input)?;
-    Parser { tokens, i: 0 }.query()
+    Parser {
+        tokens,
+        i: 0,
+        depth: 0,
+    }
+    .query()
 }
 
 #[cfg(test)]

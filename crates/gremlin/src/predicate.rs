@@ -70,9 +70,9 @@ pub fn key_value_filter(key: &str, value: &Param) -> Result<Filter> {
     Ok(match kind {
         PredicateKind::Ne => {
             let v = one_arg(kind, args)?;
-            Filter::and(vec![Filter::exists(key), Filter::not(term(key, v)?)])
+            Filter::and(vec![Filter::exists(key), Filter::negate(term(key, v)?)])
         }
-        PredicateKind::Nee => Filter::not(term(key, one_arg(kind, args)?)?),
+        PredicateKind::Nee => Filter::negate(term(key, one_arg(kind, args)?)?),
         PredicateKind::Lt => Filter::Lt {
             key: k(),
             value: int_arg(kind, one_arg(kind, args)?)?,
@@ -121,7 +121,7 @@ pub fn key_value_filter(key: &str, value: &Param) -> Result<Filter> {
         PredicateKind::Without => {
             let terms = args
                 .iter()
-                .map(|a| term(key, a).map(Filter::not))
+                .map(|a| term(key, a).map(Filter::negate))
                 .collect::<Result<Vec<_>>>()?;
             Filter::and(terms)
         }

@@ -95,9 +95,13 @@ pub fn time_point(p: &Param, now: Time) -> Result<Time> {
     match p {
         Param::Now => Ok(now),
         Param::Str(s) => parse_date(s)
-            .or_else(|| parse_go_duration(s).map(|d| now + d))
+            .or_else(|| parse_go_duration(s).map(|d| now.saturating_add(d)))
             .ok_or_else(|| Error::msg(TIME_FORMAT_ERROR)),
-        Param::Int(i) => Ok(if *i > 2147483647 { *i } else { i * 1000 }),
+        Param::Int(i) => Ok(if *i > 2147483647 {
+            *i
+        } else {
+            i.saturating_mul(1000)
+        }),
         Param::Float(f) => {
             let i = *f as i64;
             Ok(if i > 2147483647 {
@@ -116,12 +120,14 @@ pub fn time_point(p: &Param, now: Time) -> Result<Time> {
 pub fn slice_duration(p: &Param) -> Result<Option<i64>> {
     match p {
         Param::Forever => Ok(None),
-        Param::Str(s) => parse_go_duration(s).map(|d| Some(d.abs())).ok_or_else(|| {
-            Error::msg(format!(
-                "Invalid duration '{s}': use a Go duration such as \"1m\""
-            ))
-        }),
-        Param::Int(i) => Ok(Some(i.abs().saturating_mul(1000))),
+        Param::Str(s) => parse_go_duration(s)
+            .map(|d| Some(d.saturating_abs()))
+            .ok_or_else(|| {
+                Error::msg(format!(
+                    "Invalid duration '{s}': use a Go duration such as \"1m\""
+                ))
+            }),
+        Param::Int(i) => Ok(Some(i.saturating_abs().saturating_mul(1000))),
         Param::Float(f) => Ok(Some((f.abs() * 1000.0) as i64)),
         _ => Err(Error::msg(
             "Key 'Context' must be either an integer or a string",
@@ -136,7 +142,7 @@ pub fn context_slice(params: &[Param], now: Time) -> Result<TimeSlice> {
         None => last,
         Some(d) => match slice_duration(d)? {
             None => 0,
-            Some(d) => last - d,
+            Some(d) => last.saturating_sub(d),
         },
     };
     Ok(TimeSlice { start, last })
