@@ -1,0 +1,37 @@
+# Shared set-up for the project's scripts: what to install, and how.
+# shellcheck shell=bash
+
+# Debian packages the build needs.
+BUILD_PACKAGES=(pkg-config)
+# Debian packages the tests need (on top of the build's).
+TEST_PACKAGES=("${BUILD_PACKAGES[@]}")
+# Python packages the tests need.
+TEST_PYTHON_PACKAGES=()
+
+# Installs the Debian packages that are missing (needs root; apt-get update only when needed).
+install_packages() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing Debian packages: ${missing[*]} (run as root to install them)" >&2
+    return 1
+  fi
+  echo "installing: ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Installs the Python packages that are missing.
+install_python_packages() {
+  [ $# -eq 0 ] && return 0
+  local missing=()
+  for spec in "$@"; do
+    python3 -m pip show "${spec%%[=<>]*}" >/dev/null 2>&1 || missing+=("$spec")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "installing Python packages: ${missing[*]}" >&2
+  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q "${missing[@]}"
+}

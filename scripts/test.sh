@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs every test of the project. On a fresh Debian machine (as root) it first installs what
+# the tests need. Under CI=true, tests that need root or a daemon must run, never skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/setup.sh
+
+install_packages "${TEST_PACKAGES[@]}"
+install_python_packages "${TEST_PYTHON_PACKAGES[@]}"
+
+export RUST_BACKTRACE=1
+cargo test --workspace --locked "$@"
