@@ -1,0 +1,529 @@
+//! The HTTP and WebSocket server shared by the agent and the analyzer: `/api`,
+//! `/api/topology`, `/ws/subscriber`, `/ws/publisher`, `/ws/pubsub` (compat spec §1, §2).
+//! Each service adds its own routes (`/api/status`, resources, `/ws/agent/topology`, …).
+
+pub mod conn;
+pub mod publisher;
+pub mod subscriber;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use serde::Deserialize;
+use skydive_config::WsSettings;
+use skydive_graph::{GraphJson, GraphView, History};
+use skydive_gremlin::{BpfCompiler, Env, FlowSource, Output};
+
+use self::conn::{Conn, Handshake, Keepalive, MessageHandler, Registry};
+use self::publisher::PublishPolicy;
+use self::subscriber::Subscription;
+use crate::hub::HubHandle;
+use crate::message::{Incoming, graph_types};
+
+/// The version reported by `GET /api`.
+pub const VERSION: &str = concat!("0.28.0-rs.", env!("CARGO_PKG_VERSION"));
+
+/// Which service a server is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    Analyzer,
+    Agent,
+}
+
+impl Service {
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Analyzer => "analyzer",
+            Service::Agent => "agent",
+        }
+    }
+}
+
+/// What the handlers share.
+pub struct Context {
+    pub service: Service,
+    pub host_id: String,
+    pub hub: HubHandle,
+    pub history: Arc<dyn History>,
+    pub flows: Option<Arc<dyn FlowSource>>,
+    pub bpf: Option<Arc<dyn BpfCompiler>>,
+    pub ws: WsSettings,
+    pub registry: Arc<Registry>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("service", &self.service)
+            .field("host_id", &self.host_id)
+            .finish()
+    }
+}
+
+impl Context {
+    pub fn keepalive(&self) -> Keepalive {
+        Keepalive {
+            ping_every: std::time::Duration::from_secs(self.ws.ping_delay.max(1)),
+            read_deadline: std::time::Duration::from_secs(
+                self.ws.ping_delay + self.ws.pong_timeout.max(1),
+            ),
+        }
+    }
+}
+
+pub type Shared = Arc<Context>;
+
+/// A plain-text error response, as Skydive's handlers write them.
+pub fn text_error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{message}\n"),
+    )
+        .into_response()
+}
+
+/// A JSON response with Skydive's content type.
+pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// The routes every server has.
+pub fn common_routes() -> Router<Shared> {
+    Router::new()
+        .route("/api", get(api_info))
+        .route("/api/", get(api_info))
+        .route("/api/topology", get(topology_dump).post(topology_query))
+        .route("/ws/subscriber", any(ws_subscriber))
+        .route("/ws/publisher", any(ws_publisher))
+        .route("/ws/pubsub", any(ws_pubsub))
+}
+
+/// CORS and compression, as Skydive's router wraps every handler.
+pub fn with_layers(router: Router) -> Router {
+    use tower_http::compression::CompressionLayer;
+    use tower_http::cors::{Any, CorsLayer};
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::HeaderName::from_static("x-requested-with"),
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::HeaderName::from_static("x-auth-token"),
+        ]);
+    router.layer(CompressionLayer::new().gzip(true)).layer(cors)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+async fn api_info(State(ctx): State<Shared>) -> Response {
+    let body =
+        serde_json::json!({"Host": ctx.host_id, "Version": VERSION, "Service": ctx.service.name()});
+    json_response(StatusCode::OK, body.to_string().into_bytes())
+}
+
+async fn topology_dump(State(ctx): State<Shared>) -> Response {
+    let snap = ctx.hub.snapshot();
+    let body = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::with_capacity(snap.graph.node_count() * 512);
+        let _ = GraphJson::from_view(&snap.graph).write_to(&mut out);
+        out
+    })
+    .await
+    .unwrap_or_default();
+    json_response(StatusCode::OK, body)
+}
+
+#[derive(Deserialize)]
+struct TopologyRequest {
+    #[serde(rename = "GremlinQuery", default)]
+    gremlin_query: String,
+}
+
+/// The result of a query in the format the `Accept` header asks for.
+fn render(out: &Output<'_>, accept: &str) -> Result<(String, Vec<u8>), (StatusCode, String)> {
+    let mime = accept
+        .split(',')
+        .next()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim();
+    match mime {
+        "text/vnd.graphviz" => match out {
+            Output::Graph(g) => Ok((
+                "text/vnd.graphviz; charset=UTF-8".into(),
+                dot(g.view()).into_bytes(),
+            )),
+            _ => Err((
+                StatusCode::NOT_ACCEPTABLE,
+                "Only graph can be outputted as dot".into(),
+            )),
+        },
+        "application/vnd.tcpdump.pcap" => match out {
+            Output::RawPackets(m) => Ok(("application/vnd.tcpdump.pcap".into(), pcap(m))),
+            _ => Err((
+                StatusCode::NOT_ACCEPTABLE,
+                "Only RawPackets step result can be outputted as pcap".into(),
+            )),
+        },
+        _ => Ok(("application/json; charset=UTF-8".into(), out.to_json())),
+    }
+}
+
+/// A DOT digraph of a graph result.
+pub fn dot(g: &dyn GraphView) -> String {
+    let j = GraphJson::from_view(g);
+    let mut s = String::from("digraph g {\n");
+    let q = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+    for n in &j.nodes {
+        let label = format!("{} ({})", n.name(), n.type_str());
+        s.push_str(&format!("  \"{}\" [label=\"{}\"];\n", q(&n.id), q(&label)));
+    }
+    for e in &j.edges {
+        s.push_str(&format!(
+            "  \"{}\" -> \"{}\" [label=\"{}\"];\n",
+            q(&e.parent),
+            q(&e.child),
+            q(e.relation_type())
+        ));
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// A pcap file of raw packets, in time order.
+pub fn pcap(m: &std::collections::BTreeMap<String, Vec<skydive_flow::RawPacket>>) -> Vec<u8> {
+    use pcap_file::DataLink;
+    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+    let mut packets: Vec<&skydive_flow::RawPacket> = m.values().flatten().collect();
+    packets.sort_by_key(|p| (p.timestamp, p.index));
+    let link = packets.first().map(|p| p.link_type).unwrap_or(1);
+    let header = PcapHeader {
+        datalink: DataLink::from(link),
+        snaplen: 65535,
+        ..Default::default()
+    };
+    let Ok(mut w) = PcapWriter::with_header(Vec::new(), header) else {
+        return Vec::new();
+    };
+    for p in packets {
+        let ts = std::time::Duration::from_millis(p.timestamp.max(0) as u64);
+        let _ = w.write_packet(&PcapPacket::new(ts, p.data.len() as u32, &p.data));
+    }
+    w.into_writer()
+}
+
+async fn topology_query(State(ctx): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let req: TopologyRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return text_error(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid request body: {e}"),
+            );
+        }
+    };
+    if req.gremlin_query.trim().is_empty() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let snap = ctx.hub.snapshot();
+    let result = tokio::task::spawn_blocking(move || {
+        let env = Env {
+            graph: &snap.graph,
+            history: ctx.history.as_ref(),
+            flows: ctx.flows.as_deref(),
+            bpf: ctx.bpf.as_deref(),
+            now: skydive_graph::now_ms(),
+        };
+        match skydive_gremlin::query(&req.gremlin_query, &env) {
+            Ok(out) => render(&out, &accept),
+            Err(e) => Err((StatusCode::BAD_REQUEST, e.to_string())),
+        }
+    })
+    .await;
+    match result {
+        Ok(Ok((ctype, body))) => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, ctype)], body).into_response()
+        }
+        Ok(Err((status, msg))) => text_error(status, &msg),
+        Err(_) => text_error(StatusCode::INTERNAL_SERVER_ERROR, "the query failed"),
+    }
+}
+
+/// What a WebSocket endpoint reads from the upgrade request.
+pub struct WsRequest {
+    pub ws: WebSocketUpgrade,
+    pub headers: HeaderMap,
+    pub query: Vec<(String, String)>,
+    pub remote: SocketAddr,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for WsRequest {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let ws = WebSocketUpgrade::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Query(query) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .unwrap_or(Query(Vec::new()));
+        let remote = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        Ok(WsRequest {
+            ws,
+            headers: parts.headers.clone(),
+            query,
+            remote,
+        })
+    }
+}
+
+/// Handshake, registration and upgrade of a WebSocket endpoint; `make` builds the handler
+/// once the connection is registered.
+pub async fn ws_endpoint<H, F>(
+    ctx: Shared,
+    endpoint: &'static str,
+    req: WsRequest,
+    subscribe: bool,
+    make: F,
+) -> Response
+where
+    H: MessageHandler,
+    F: FnOnce(Arc<Conn>, Option<Arc<Subscription>>) -> H + Send + 'static,
+{
+    let WsRequest {
+        ws,
+        headers,
+        query,
+        remote,
+    } = req;
+    let handshake = match Handshake::parse(&headers, &query, remote) {
+        Ok(h) => h,
+        Err(conn::HandshakeError::BadProtocol(p)) => {
+            return text_error(
+                StatusCode::BAD_REQUEST,
+                &format!("unsupported client protocol {p:?}"),
+            );
+        }
+    };
+    let ws = ws.max_message_size(64 << 20);
+    if handshake.client_type.is_empty() {
+        // Skydive upgrades, then closes at once.
+        return ws.on_upgrade(|mut socket| async move {
+            use axum::extract::ws::{CloseFrame, Message};
+            let _ = socket
+                .send(Message::Close(Some(CloseFrame {
+                    code: 1000,
+                    reason: "X-Client-Type header not provided".into(),
+                })))
+                .await;
+        });
+    }
+    let (conn, rx) =
+        match ctx
+            .registry
+            .register(endpoint, handshake, remote, ctx.ws.queue_size as usize)
+        {
+            Ok(r) => r,
+            Err(conn::Conflict) => return text_error(StatusCode::CONFLICT, "Duplicate host ID"),
+        };
+    let sub = if subscribe {
+        match Subscription::new(&ctx, conn.clone()).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                ctx.registry.remove(conn.id);
+                return text_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("invalid X-Gremlin-Filter: {e}"),
+                );
+            }
+        }
+    } else {
+        None
+    };
+    let events = subscribe.then(|| ctx.hub.subscribe());
+    let registry = ctx.registry.clone();
+    let keepalive = ctx.keepalive();
+    let handler = Arc::new(make(conn.clone(), sub.clone()));
+    let fctx = ctx.clone();
+    let mut resp = ws.on_upgrade(move |socket| async move {
+        if let (Some(sub), Some(events)) = (sub, events) {
+            tokio::spawn(sub.forward(fctx, events));
+        }
+        conn::run(socket, conn, rx, keepalive, registry, handler).await;
+    });
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&ctx.host_id) {
+        h.insert("X-Host-ID", v);
+    }
+    h.insert(
+        "X-Service-Type",
+        HeaderValue::from_static(ctx.service.name()),
+    );
+    resp
+}
+
+/// Subscribers: answer `SyncRequest`; with `publish`, also apply graph messages (pubsub).
+pub struct SubscriberHandler {
+    ctx: Shared,
+    sub: Option<Arc<Subscription>>,
+    publish: Option<PublishPolicy>,
+}
+
+impl MessageHandler for SubscriberHandler {
+    async fn on_message(&self, conn: &Arc<Conn>, msg: Incoming) {
+        if msg.namespace != graph_types::NAMESPACE {
+            return;
+        }
+        if msg.kind == graph_types::SYNC_REQUEST {
+            if let Some(sub) = &self.sub {
+                sub.sync(&self.ctx, &msg).await;
+            }
+            return;
+        }
+        if let Some(policy) = self.publish {
+            publisher::publish(&self.ctx, conn, &msg, policy).await;
+        }
+    }
+
+    async fn on_close(&self, conn: &Arc<Conn>) {
+        if self.publish.is_some() && conn.handshake.delete_on_disconnect {
+            delete_origin(&self.ctx, conn).await;
+        }
+    }
+}
+
+/// Publishers: apply graph messages, answer `SyncRequest` with the whole graph.
+pub struct PublisherHandler {
+    ctx: Shared,
+    policy: PublishPolicy,
+}
+
+impl MessageHandler for PublisherHandler {
+    async fn on_message(&self, conn: &Arc<Conn>, msg: Incoming) {
+        if msg.namespace != graph_types::NAMESPACE {
+            return;
+        }
+        if msg.kind == graph_types::SYNC_REQUEST {
+            let snap = self.ctx.hub.snapshot();
+            let j = GraphJson::from_view(&snap.graph);
+            conn.send_wait(crate::message::encode(
+                conn.handshake.protocol,
+                graph_types::NAMESPACE,
+                graph_types::SYNC_REPLY,
+                &msg.uuid,
+                200,
+                &j,
+            ))
+            .await;
+            return;
+        }
+        publisher::publish(&self.ctx, conn, &msg, self.policy).await;
+    }
+
+    async fn on_close(&self, conn: &Arc<Conn>) {
+        if conn.handshake.delete_on_disconnect {
+            delete_origin(&self.ctx, conn).await;
+        }
+    }
+}
+
+/// Removes everything a connection published.
+pub async fn delete_origin(ctx: &Context, conn: &Conn) {
+    let origin = conn.handshake.origin();
+    let _ = ctx
+        .hub
+        .apply(Some(conn.id), move |g| {
+            Ok(g.delete_origin(&origin, skydive_graph::now_ms()))
+        })
+        .await;
+}
+
+/// External publishers: elements are validated and take the publisher's origin.
+pub const EXTERNAL_PUBLISHER: PublishPolicy = PublishPolicy {
+    validate: true,
+    override_origin: true,
+};
+
+async fn ws_subscriber(State(ctx): State<Shared>, req: WsRequest) -> Response {
+    let c = ctx.clone();
+    ws_endpoint(ctx, "/ws/subscriber", req, true, move |_, sub| {
+        SubscriberHandler {
+            ctx: c,
+            sub,
+            publish: None,
+        }
+    })
+    .await
+}
+
+async fn ws_pubsub(State(ctx): State<Shared>, req: WsRequest) -> Response {
+    let c = ctx.clone();
+    ws_endpoint(ctx, "/ws/pubsub", req, true, move |_, sub| {
+        SubscriberHandler {
+            ctx: c,
+            sub,
+            publish: Some(EXTERNAL_PUBLISHER),
+        }
+    })
+    .await
+}
+
+async fn ws_publisher(State(ctx): State<Shared>, req: WsRequest) -> Response {
+    let c = ctx.clone();
+    ws_endpoint(ctx, "/ws/publisher", req, false, move |_, _| {
+        PublisherHandler {
+            ctx: c,
+            policy: EXTERNAL_PUBLISHER,
+        }
+    })
+    .await
+}

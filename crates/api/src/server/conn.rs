@@ -1,0 +1,530 @@
+//! WebSocket connections: the handshake parameters, the registry of live connections, and the
+//! loop that reads, writes and keeps a connection alive (compat spec §2.1, §2.2).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::http::HeaderMap;
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::hub::{ConnId, next_conn_id};
+use crate::message::{self, Frame, Incoming, Protocol};
+
+/// What a client said about itself when connecting.
+#[derive(Clone, Debug)]
+pub struct Handshake {
+    pub host_id: String,
+    pub client_type: String,
+    pub protocol: Protocol,
+    /// Namespaces the client wants; empty means all.
+    pub namespaces: HashSet<String>,
+    pub gremlin_filter: Option<String>,
+    /// `X-Update-Policy: partial`.
+    pub partial_updates: bool,
+    /// `X-Persistence-Policy: DeleteOnDisconnect`.
+    pub delete_on_disconnect: bool,
+}
+
+/// Why a handshake is refused.
+#[derive(Debug)]
+pub enum HandshakeError {
+    BadProtocol(String),
+}
+
+fn param(headers: &HeaderMap, query: &[(String, String)], name: &str) -> Vec<String> {
+    let from_headers: Vec<String> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_string)
+        .collect();
+    if !from_headers.is_empty() {
+        return from_headers;
+    }
+    let lower = name.to_ascii_lowercase();
+    query
+        .iter()
+        .filter(|(k, _)| k.to_ascii_lowercase() == lower)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+impl Handshake {
+    /// Reads the handshake from the request headers, or from the lower-cased query parameters
+    /// browsers use instead.
+    pub fn parse(
+        headers: &HeaderMap,
+        query: &[(String, String)],
+        remote: SocketAddr,
+    ) -> Result<Handshake, HandshakeError> {
+        let one = |name: &str| {
+            param(headers, query, name)
+                .into_iter()
+                .next()
+                .unwrap_or_default()
+        };
+        let protocol_name = one("X-Client-Protocol");
+        let protocol =
+            Protocol::parse(&protocol_name).ok_or(HandshakeError::BadProtocol(protocol_name))?;
+        let namespaces: HashSet<String> = param(headers, query, "X-Websocket-Namespace")
+            .iter()
+            .flat_map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|s| !s.is_empty() && s != "*")
+            .collect();
+        let host_id = match one("X-Host-ID") {
+            h if h.is_empty() => remote.to_string(),
+            h => h,
+        };
+        let filter = param(headers, query, "X-Gremlin-Filter").into_iter().next();
+        Ok(Handshake {
+            host_id,
+            client_type: one("X-Client-Type"),
+            protocol,
+            namespaces,
+            gremlin_filter: filter.filter(|f| !f.is_empty()),
+            partial_updates: one("X-Update-Policy").eq_ignore_ascii_case("partial"),
+            delete_on_disconnect: one("X-Persistence-Policy") == "DeleteOnDisconnect",
+        })
+    }
+
+    /// `<clientType>.<hostID>`: the origin of what the client publishes.
+    pub fn origin(&self) -> String {
+        format!("{}.{}", self.client_type, self.host_id)
+    }
+
+    /// Whether the client wants messages of `namespace`.
+    pub fn wants(&self, namespace: &str) -> bool {
+        self.namespaces.is_empty() || self.namespaces.contains(namespace)
+    }
+}
+
+/// `ConnStatus` of `/api/status`.
+#[derive(Serialize, Clone, Debug)]
+pub struct ConnStatus {
+    #[serde(rename = "ServiceType")]
+    pub service_type: String,
+    #[serde(rename = "ClientProtocol")]
+    pub client_protocol: String,
+    #[serde(rename = "Addr")]
+    pub addr: String,
+    #[serde(rename = "Port")]
+    pub port: u16,
+    #[serde(rename = "IsConnected")]
+    pub is_connected: bool,
+    #[serde(rename = "ConnectTime")]
+    pub connect_time: String,
+    #[serde(rename = "RemoteHost")]
+    pub remote_host: String,
+    #[serde(rename = "RemoteServiceType")]
+    pub remote_service_type: String,
+}
+
+/// A live connection.
+pub struct Conn {
+    pub id: ConnId,
+    pub endpoint: &'static str,
+    pub handshake: Handshake,
+    pub remote: SocketAddr,
+    pub connected_at: chrono::DateTime<chrono::Utc>,
+    outgoing: mpsc::Sender<Frame>,
+    pending: Mutex<HashMap<String, oneshot::Sender<Incoming>>>,
+    kill: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("id", &self.id)
+            .field("endpoint", &self.endpoint)
+            .field("host", &self.handshake.host_id)
+            .finish()
+    }
+}
+
+/// Why a request over a connection got no reply.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("the connection to {0} is gone")]
+    Gone(String),
+    #[error("{0} did not answer within {1:?}")]
+    Timeout(String, Duration),
+}
+
+impl Conn {
+    /// Queues a frame. A client whose queue is full is too slow: it is disconnected.
+    pub fn send(&self, frame: Frame) -> bool {
+        match self.outgoing.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(host = %self.handshake.host_id, endpoint = self.endpoint, "client does not read fast enough, disconnecting");
+                self.close();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Queues a frame, waiting for room (for replies that must not be dropped).
+    pub async fn send_wait(&self, frame: Frame) -> bool {
+        self.outgoing.send(frame).await.is_ok()
+    }
+
+    /// Encodes and queues a message.
+    pub fn send_msg<T: Serialize + ?Sized>(
+        &self,
+        namespace: &str,
+        kind: &str,
+        uuid: &str,
+        status: i64,
+        obj: &T,
+    ) -> bool {
+        self.send(message::encode(
+            self.handshake.protocol,
+            namespace,
+            kind,
+            uuid,
+            status,
+            obj,
+        ))
+    }
+
+    /// Sends a request and waits for the message that answers it (same UUID).
+    pub async fn request<T: Serialize + ?Sized>(
+        &self,
+        namespace: &str,
+        kind: &str,
+        obj: &T,
+        timeout: Duration,
+    ) -> Result<Incoming, RequestError> {
+        let uuid = message::new_uuid();
+        let (tx, rx) = oneshot::channel();
+        self.lock_pending().insert(uuid.clone(), tx);
+        let frame = message::encode(self.handshake.protocol, namespace, kind, &uuid, 200, obj);
+        if !self.send_wait(frame).await {
+            self.lock_pending().remove(&uuid);
+            return Err(RequestError::Gone(self.handshake.host_id.clone()));
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(RequestError::Gone(self.handshake.host_id.clone())),
+            Err(_) => {
+                self.lock_pending().remove(&uuid);
+                Err(RequestError::Timeout(
+                    self.handshake.host_id.clone(),
+                    timeout,
+                ))
+            }
+        }
+    }
+
+    fn lock_pending(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Incoming>>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Routes a reply to the request waiting for it; gives the message back otherwise.
+    fn route_reply(&self, msg: Incoming) -> Option<Incoming> {
+        if msg.uuid.is_empty() {
+            return Some(msg);
+        }
+        let waiter = self.lock_pending().remove(&msg.uuid);
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(msg);
+                None
+            }
+            None => Some(msg),
+        }
+    }
+
+    /// Asks the connection to close.
+    pub fn close(&self) {
+        self.kill.send_replace(true);
+    }
+
+    /// Whether the connection was asked to close.
+    pub fn is_closed(&self) -> bool {
+        *self.kill.borrow()
+    }
+
+    /// Resolves once the connection is asked to close.
+    pub async fn closed(&self) {
+        let mut rx = self.kill.subscribe();
+        let _ = rx.wait_for(|k| *k).await;
+    }
+
+    pub fn status(&self, service_type: &str) -> ConnStatus {
+        ConnStatus {
+            service_type: service_type.to_string(),
+            client_protocol: self.handshake.protocol.name().to_string(),
+            addr: self.remote.ip().to_string(),
+            port: self.remote.port(),
+            is_connected: true,
+            connect_time: self.connected_at.to_rfc3339(),
+            remote_host: self.handshake.host_id.clone(),
+            remote_service_type: self.handshake.client_type.clone(),
+        }
+    }
+}
+
+/// The live connections of a server.
+#[derive(Default)]
+pub struct Registry {
+    conns: Mutex<BTreeMap<ConnId, Arc<Conn>>>,
+}
+
+/// A client with this host ID is already connected to this endpoint.
+#[derive(Debug)]
+pub struct Conflict;
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<ConnId, Arc<Conn>>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `host_id` is connected on `endpoint`.
+    pub fn is_connected(&self, endpoint: &str, host_id: &str) -> bool {
+        self.lock()
+            .values()
+            .any(|c| c.endpoint == endpoint && c.handshake.host_id == host_id)
+    }
+
+    /// Registers a connection; refused when the host is already connected on the endpoint.
+    pub fn register(
+        &self,
+        endpoint: &'static str,
+        handshake: Handshake,
+        remote: SocketAddr,
+        queue_size: usize,
+    ) -> Result<(Arc<Conn>, mpsc::Receiver<Frame>), Conflict> {
+        let mut conns = self.lock();
+        if conns
+            .values()
+            .any(|c| c.endpoint == endpoint && c.handshake.host_id == handshake.host_id)
+        {
+            return Err(Conflict);
+        }
+        let (tx, rx) = mpsc::channel(queue_size.max(1));
+        let conn = Arc::new(Conn {
+            id: next_conn_id(),
+            endpoint,
+            handshake,
+            remote,
+            connected_at: chrono::Utc::now(),
+            outgoing: tx,
+            pending: Mutex::new(HashMap::new()),
+            kill: watch::channel(false).0,
+        });
+        conns.insert(conn.id, conn.clone());
+        Ok((conn, rx))
+    }
+
+    pub fn remove(&self, id: ConnId) {
+        self.lock().remove(&id);
+    }
+
+    /// The connections on an endpoint.
+    pub fn on(&self, endpoint: &str) -> Vec<Arc<Conn>> {
+        self.lock()
+            .values()
+            .filter(|c| c.endpoint == endpoint)
+            .cloned()
+            .collect()
+    }
+
+    /// The connection of `host_id` on `endpoint`.
+    pub fn find(&self, endpoint: &str, host_id: &str) -> Option<Arc<Conn>> {
+        self.lock()
+            .values()
+            .find(|c| c.endpoint == endpoint && c.handshake.host_id == host_id)
+            .cloned()
+    }
+
+    /// `{host: ConnStatus}` of the connections on an endpoint.
+    pub fn statuses(&self, endpoint: &str, service_type: &str) -> BTreeMap<String, ConnStatus> {
+        self.on(endpoint)
+            .into_iter()
+            .map(|c| (c.handshake.host_id.clone(), c.status(service_type)))
+            .collect()
+    }
+}
+
+/// What an endpoint does with the messages it receives.
+pub trait MessageHandler: Send + Sync + 'static {
+    /// Handles one message. Replies are sent through `conn`.
+    fn on_message(
+        &self,
+        conn: &Arc<Conn>,
+        msg: Incoming,
+    ) -> impl std::future::Future<Output = ()> + Send;
+    /// Called once the connection is gone.
+    fn on_close(&self, conn: &Arc<Conn>) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// Keepalive and limits of a connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Keepalive {
+    pub ping_every: Duration,
+    /// How long without any frame from the client before it is considered gone.
+    pub read_deadline: Duration,
+}
+
+/// Runs a connection until it closes: writes queued frames and pings, reads messages and hands
+/// them to `handler` (or to the request waiting for them).
+pub async fn run<H: MessageHandler>(
+    socket: WebSocket,
+    conn: Arc<Conn>,
+    mut outgoing: mpsc::Receiver<Frame>,
+    keepalive: Keepalive,
+    registry: Arc<Registry>,
+    handler: Arc<H>,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let writer_conn = conn.clone();
+    let writer = tokio::spawn(async move {
+        let mut ping = tokio::time::interval(keepalive.ping_every);
+        loop {
+            tokio::select! {
+                frame = outgoing.recv() => {
+                    let Some(frame) = frame else { break };
+                    let msg = match frame {
+                        Frame::Text(t) => Message::Text(Utf8Bytes::from(t)),
+                        Frame::Binary(b) => Message::Binary(b),
+                    };
+                    if sink.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+                _ = ping.tick() => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break;
+                    }
+                }
+                _ = writer_conn.closed() => {
+                    let _ = sink.send(Message::Close(Some(CloseFrame { code: 1008, reason: Utf8Bytes::from_static("closed by server") }))).await;
+                    break;
+                }
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    loop {
+        let next = tokio::select! {
+            n = tokio::time::timeout(keepalive.read_deadline, stream.next()) => n,
+            _ = conn.closed() => break,
+        };
+        let msg = match next {
+            Err(_) => {
+                tracing::info!(host = %conn.handshake.host_id, endpoint = conn.endpoint, "no pong before the deadline, closing");
+                break;
+            }
+            Ok(None) | Ok(Some(Err(_))) => break,
+            Ok(Some(Ok(m))) => m,
+        };
+        let decoded: Vec<Incoming> = match msg {
+            Message::Text(t) => match message::decode_text_batch(t.as_str()) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(host = %conn.handshake.host_id, "dropping a message: {e}");
+                    continue;
+                }
+            },
+            Message::Binary(b) => match message::decode_binary(&b) {
+                Ok(m) => vec![m],
+                Err(e) => {
+                    tracing::warn!(host = %conn.handshake.host_id, "dropping a message: {e}");
+                    continue;
+                }
+            },
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        for m in decoded {
+            if let Some(m) = conn.route_reply(m) {
+                handler.on_message(&conn, m).await;
+            }
+        }
+    }
+    registry.remove(conn.id);
+    conn.close();
+    handler.on_close(&conn).await;
+    let _ = writer.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> SocketAddr {
+        "10.0.0.1:5000".parse().unwrap()
+    }
+
+    #[test]
+    fn handshake_reads_headers_then_query() {
+        let mut h = HeaderMap::new();
+        h.insert("X-Host-ID", "agent1".parse().unwrap());
+        h.insert("X-Client-Type", "agent".parse().unwrap());
+        h.insert("X-Client-Protocol", "protobuf".parse().unwrap());
+        h.append("X-Websocket-Namespace", "Graph".parse().unwrap());
+        h.append("X-Websocket-Namespace", "Alert".parse().unwrap());
+        h.insert(
+            "X-Persistence-Policy",
+            "DeleteOnDisconnect".parse().unwrap(),
+        );
+        let hs = Handshake::parse(&h, &[], addr()).unwrap();
+        assert_eq!(hs.origin(), "agent.agent1");
+        assert_eq!(hs.protocol, Protocol::Protobuf);
+        assert!(hs.wants("Alert") && !hs.wants("Flow"));
+        assert!(hs.delete_on_disconnect);
+
+        let q = vec![
+            ("x-client-type".to_string(), "webui".to_string()),
+            ("x-gremlin-filter".to_string(), "G.V()".to_string()),
+            ("x-update-policy".to_string(), "partial".to_string()),
+        ];
+        let hs = Handshake::parse(&HeaderMap::new(), &q, addr()).unwrap();
+        assert_eq!(hs.host_id, "10.0.0.1:5000");
+        assert_eq!(hs.gremlin_filter.as_deref(), Some("G.V()"));
+        assert!(hs.partial_updates && hs.wants("anything"));
+        let bad = vec![("x-client-protocol".to_string(), "xml".to_string())];
+        assert!(Handshake::parse(&HeaderMap::new(), &bad, addr()).is_err());
+    }
+
+    #[test]
+    fn registry_refuses_a_second_connection_of_the_same_host() {
+        let r = Registry::default();
+        let hs = Handshake::parse(
+            &HeaderMap::new(),
+            &[("x-host-id".into(), "h".into())],
+            addr(),
+        )
+        .unwrap();
+        let (c, _rx) = r.register("/ws/subscriber", hs.clone(), addr(), 4).unwrap();
+        assert!(r.register("/ws/subscriber", hs.clone(), addr(), 4).is_err());
+        assert!(r.register("/ws/publisher", hs.clone(), addr(), 4).is_ok());
+        r.remove(c.id);
+        assert!(r.register("/ws/subscriber", hs, addr(), 4).is_ok());
+    }
+
+    #[test]
+    fn a_full_queue_disconnects_the_client() {
+        let r = Registry::default();
+        let hs = Handshake::parse(&HeaderMap::new(), &[], addr()).unwrap();
+        let (c, _rx) = r.register("/ws/subscriber", hs, addr(), 2).unwrap();
+        assert!(c.send(Frame::Text("a".into())));
+        assert!(c.send(Frame::Text("b".into())));
+        assert!(!c.send(Frame::Text("c".into())));
+        assert!(c.is_closed());
+    }
+}
