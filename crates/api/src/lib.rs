@@ -4,6 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod client;
+pub mod duration;
 pub mod hub;
 pub mod message;
 pub mod schema;

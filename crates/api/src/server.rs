@@ -133,6 +133,14 @@ pub fn with_layers(router: Router) -> Router {
     router.layer(CompressionLayer::new().gzip(true)).layer(cors)
 }
 
+/// Binds a listen address of the configuration (`host:port`, `:port`, `port`; an empty
+/// host is 127.0.0.1).
+pub async fn bind(listen: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let (host, port) = skydive_config::parse_listen(listen)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    tokio::net::TcpListener::bind((host.as_str(), port)).await
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -394,6 +402,14 @@ where
     let keepalive = ctx.keepalive();
     let handler = Arc::new(make(conn.clone(), sub.clone()));
     let fctx = ctx.clone();
+    let (failed_registry, failed_conn, failed_handler) =
+        (registry.clone(), conn.clone(), handler.clone());
+    let ws = ws.on_failed_upgrade(move |e| {
+        tracing::info!(host = %failed_conn.handshake.host_id, "WebSocket upgrade failed: {e}");
+        failed_registry.remove(failed_conn.id);
+        failed_conn.close();
+        tokio::spawn(async move { failed_handler.on_close(&failed_conn).await });
+    });
     let mut resp = ws.on_upgrade(move |socket| async move {
         if let (Some(sub), Some(events)) = (sub, events) {
             tokio::spawn(sub.forward(fctx, events));
@@ -447,11 +463,13 @@ pub struct PublisherHandler {
     policy: PublishPolicy,
 }
 
-impl MessageHandler for PublisherHandler {
-    async fn on_message(&self, conn: &Arc<Conn>, msg: Incoming) {
-        if msg.namespace != graph_types::NAMESPACE {
-            return;
-        }
+impl PublisherHandler {
+    pub fn new(ctx: Shared, policy: PublishPolicy) -> Self {
+        PublisherHandler { ctx, policy }
+    }
+
+    /// Applies a graph message, or answers a `SyncRequest` with the whole graph.
+    pub async fn on_graph_message(&self, conn: &Arc<Conn>, msg: Incoming) {
         if msg.kind == graph_types::SYNC_REQUEST {
             let snap = self.ctx.hub.snapshot();
             let j = GraphJson::from_view(&snap.graph);
@@ -467,6 +485,14 @@ impl MessageHandler for PublisherHandler {
             return;
         }
         publisher::publish(&self.ctx, conn, &msg, self.policy).await;
+    }
+}
+
+impl MessageHandler for PublisherHandler {
+    async fn on_message(&self, conn: &Arc<Conn>, msg: Incoming) {
+        if msg.namespace == graph_types::NAMESPACE {
+            self.on_graph_message(conn, msg).await;
+        }
     }
 
     async fn on_close(&self, conn: &Arc<Conn>) {
@@ -486,6 +512,12 @@ pub async fn delete_origin(ctx: &Context, conn: &Conn) {
         })
         .await;
 }
+
+/// Agents: elements are taken as they come (the agent owns them and sets their origin).
+pub const AGENT_PUBLISHER: PublishPolicy = PublishPolicy {
+    validate: false,
+    override_origin: false,
+};
 
 /// External publishers: elements are validated and take the publisher's origin.
 pub const EXTERNAL_PUBLISHER: PublishPolicy = PublishPolicy {

@@ -247,6 +247,13 @@ impl Conn {
         }
     }
 
+    /// Answers a frame that could not be decoded: an `Error` message with status 400 and
+    /// the reason; the connection stays open.
+    fn reject(&self, e: &message::DecodeError) {
+        tracing::warn!(host = %self.handshake.host_id, endpoint = self.endpoint, "dropping a message: {e}");
+        self.send_msg("", "Error", "", 400, &e.to_string());
+    }
+
     /// Asks the connection to close.
     pub fn close(&self) {
         self.kill.send_replace(true);
@@ -331,6 +338,11 @@ impl Registry {
 
     pub fn remove(&self, id: ConnId) {
         self.lock().remove(&id);
+    }
+
+    /// Every connection.
+    pub fn all(&self) -> Vec<Arc<Conn>> {
+        self.lock().values().cloned().collect()
     }
 
     /// The connections on an endpoint.
@@ -436,14 +448,14 @@ pub async fn run<H: MessageHandler>(
             Message::Text(t) => match message::decode_text_batch(t.as_str()) {
                 Ok(v) => v,
                 Err(e) => {
-                    tracing::warn!(host = %conn.handshake.host_id, "dropping a message: {e}");
+                    conn.reject(&e);
                     continue;
                 }
             },
             Message::Binary(b) => match message::decode_binary(&b) {
                 Ok(m) => vec![m],
                 Err(e) => {
-                    tracing::warn!(host = %conn.handshake.host_id, "dropping a message: {e}");
+                    conn.reject(&e);
                     continue;
                 }
             },

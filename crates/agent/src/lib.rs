@@ -1,0 +1,188 @@
+//! The agent: its host's graph (the host node and, with the probes, the host's network), its
+//! local REST and WebSocket API, and a link to every analyzer it publishes the graph to.
+//! Must not depend on the analyzer.
+
+#![forbid(unsafe_code)]
+
+pub mod host;
+pub mod link;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use serde_json::json;
+use skydive_api::hub::{Hub, HubHandle};
+use skydive_api::server::{self, Context, Service, Shared, json_response};
+use skydive_config::Settings;
+use skydive_graph::{Graph, NoHistory, now_ms};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use link::{LinkHandle, LinkState, NoRequests, RequestHandler};
+
+/// A running agent.
+pub struct Agent {
+    /// The address of the local API.
+    pub addr: SocketAddr,
+    pub ctx: Shared,
+    pub links: Vec<LinkHandle>,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").field("addr", &self.addr).finish()
+    }
+}
+
+#[derive(Clone)]
+struct StatusState {
+    ctx: Shared,
+    links: Vec<LinkHandle>,
+}
+
+async fn status(State(s): State<StatusState>) -> Response {
+    let reg = &s.ctx.registry;
+    let mut clients = reg.statuses("/ws/subscriber", "agent");
+    clients.extend(reg.statuses("/ws/publisher", "agent"));
+    clients.extend(reg.statuses("/ws/pubsub", "agent"));
+    let mut analyzers = serde_json::Map::new();
+    let mut master_taken = false;
+    for l in &s.links {
+        let st = l.state();
+        let is_master = st.connected && !master_taken;
+        master_taken |= is_master;
+        let key = if st.remote_host.is_empty() {
+            st.address.clone()
+        } else {
+            st.remote_host.clone()
+        };
+        let mut v = serde_json::to_value(&st).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("IsMaster".into(), is_master.into());
+            o.insert("ServiceType".into(), "analyzer".into());
+            o.insert("ClientProtocol".into(), "json".into());
+        }
+        analyzers.insert(key, v);
+    }
+    let doc = json!({
+        "Clients": clients,
+        "Analyzers": analyzers,
+        "TopologyProbes": {},
+        "FlowProbes": [],
+    });
+    json_response(StatusCode::OK, doc.to_string().into_bytes())
+}
+
+impl Agent {
+    /// Builds the host node, binds `agent.listen` and dials every analyzer of `analyzers`.
+    pub async fn start(settings: &Settings) -> anyhow::Result<Agent> {
+        Self::start_with(settings, Arc::new(NoRequests)).await
+    }
+
+    /// As [`Agent::start`], with what answers the analyzers' requests.
+    pub async fn start_with(
+        settings: &Settings,
+        requests: Arc<dyn RequestHandler>,
+    ) -> anyhow::Result<Agent> {
+        let host_id = settings.host_id.clone();
+        let mut graph = Graph::new();
+        graph.add_node(host::host_node(
+            &host_id,
+            &settings.agent.metadata,
+            std::path::Path::new("/"),
+            now_ms(),
+        ))?;
+        let listener = server::bind(&settings.agent.listen)
+            .await
+            .with_context(|| format!("agent.listen: cannot listen on {}", settings.agent.listen))?;
+        let addr = listener.local_addr()?;
+        let hub = Hub::new(graph).spawn();
+        let ctx: Shared = Arc::new(Context {
+            service: Service::Agent,
+            host_id: host_id.clone(),
+            hub: hub.clone(),
+            history: Arc::new(NoHistory),
+            flows: None,
+            bpf: None,
+            ws: settings.http.ws.clone(),
+            registry: Default::default(),
+        });
+
+        let (stop, stop_rx) = watch::channel(false);
+        let mut links = Vec::new();
+        let mut tasks = Vec::new();
+        let ws = &settings.http.ws;
+        for analyzer in &settings.analyzers {
+            let cfg = link::LinkConfig {
+                analyzer: analyzer.clone(),
+                host_id: host_id.clone(),
+                read_deadline: Duration::from_secs(ws.ping_delay + ws.pong_timeout.max(1)),
+                retry: Duration::from_secs(1),
+            };
+            let (h, t) = link::spawn(cfg, hub.clone(), requests.clone(), stop_rx.clone());
+            links.push(h);
+            tasks.push(t);
+        }
+        if settings.analyzers.is_empty() {
+            tracing::info!("no analyzer configured (`analyzers`): the agent runs on its own");
+        }
+
+        let app = Router::new()
+            .merge(server::common_routes().with_state(ctx.clone()))
+            .merge(
+                Router::new()
+                    .route("/api/status", get(status))
+                    .with_state(StatusState {
+                        ctx: ctx.clone(),
+                        links: links.clone(),
+                    }),
+            );
+        let app = server::with_layers(app);
+        let mut rx = stop_rx.clone();
+        let server = tokio::spawn(server::serve(listener, app, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+        tracing::info!(%addr, %host_id, "agent started");
+        Ok(Agent {
+            addr,
+            ctx,
+            links,
+            stop,
+            server,
+            tasks,
+        })
+    }
+
+    /// The hub of the agent's graph.
+    pub fn hub(&self) -> &HubHandle {
+        &self.ctx.hub
+    }
+
+    /// Closes the links and the API.
+    pub async fn shutdown(self) {
+        self.stop.send_replace(true);
+        for c in self.ctx.registry.all() {
+            c.close();
+        }
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+    }
+
+    /// Runs until the server stops.
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.server).await??;
+        Ok(())
+    }
+}

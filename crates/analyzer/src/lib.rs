@@ -1,0 +1,171 @@
+//! The analyzer: one live graph merged from every agent's subgraph, the resources that act
+//! on it (node and edge rules, elements created through the API), and the REST and
+//! WebSocket API over them (compat spec §1, §2).
+//!
+//! Tasks: the hub owns the graph; the WebSocket connections feed it and read its snapshots
+//! and events; the rules engine and the element API reconcile the graph with the stored
+//! resources. Must not depend on the agent.
+
+#![forbid(unsafe_code)]
+
+pub mod agents;
+pub mod nodes;
+pub mod resources;
+pub mod rules;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use skydive_api::hub::{Hub, HubHandle};
+use skydive_api::server::{self, Context, Service, Shared};
+use skydive_config::Settings;
+use skydive_graph::{Graph, NoHistory};
+use skydive_storage::{Embedded, MemoryResources, ResourceStore};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use agents::Agents;
+pub use resources::Resources;
+
+/// A running analyzer.
+pub struct Analyzer {
+    /// The address the API listens on.
+    pub addr: SocketAddr,
+    pub ctx: Shared,
+    pub resources: Arc<Resources>,
+    pub agents: Arc<Agents>,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Analyzer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Analyzer")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+/// Opens the store named by `analyzer.topology.backend`.
+fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn ResourceStore>> {
+    let backend = &settings.analyzer.topology.backend;
+    let section = settings.storage.get(backend);
+    match settings.storage_driver(backend) {
+        Some("embedded") => {
+            let path = section
+                .and_then(|s| s.get("path"))
+                .and_then(|p| p.as_str())
+                .unwrap_or("/var/lib/skydive");
+            let store = Embedded::open(std::path::Path::new(path))
+                .with_context(|| format!("storage.{backend}: the embedded store cannot be used"))?;
+            tracing::info!(path = %store.path().display(), "embedded store open");
+            Ok(Arc::new(store))
+        }
+        Some("memory") => Ok(Arc::new(MemoryResources::new())),
+        Some(other) => anyhow::bail!(
+            "storage.{backend}: the {other} driver is not available in this build yet"
+        ),
+        None => anyhow::bail!("storage.{backend}: no such storage section"),
+    }
+}
+
+impl Analyzer {
+    /// Opens the store, binds `analyzer.listen` and starts every task.
+    pub async fn start(settings: &Settings) -> anyhow::Result<Analyzer> {
+        let store = open_store(settings)?;
+        let listener = server::bind(&settings.analyzer.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "analyzer.listen: cannot listen on {}",
+                    settings.analyzer.listen
+                )
+            })?;
+        let addr = listener.local_addr()?;
+
+        let hub = Hub::new(Graph::new()).spawn();
+        let ctx: Shared = Arc::new(Context {
+            service: Service::Analyzer,
+            host_id: settings.host_id.clone(),
+            hub: hub.clone(),
+            history: Arc::new(NoHistory),
+            flows: None,
+            bpf: None,
+            ws: settings.http.ws.clone(),
+            registry: Default::default(),
+        });
+        let resources = Resources::new(store);
+        let agents = Agents::new(
+            ctx.clone(),
+            Duration::from_secs(settings.analyzer.topology.agent_grace_period),
+        );
+        let elements = nodes::ElementApi::new(hub.clone(), resources.clone(), &settings.host_id);
+        let rules = rules::RulesEngine::new(hub.clone(), resources.clone(), &settings.host_id);
+
+        let app = axum::Router::new()
+            .merge(server::common_routes().with_state(ctx.clone()))
+            .merge(
+                axum::Router::new()
+                    .route(agents::ENDPOINT, axum::routing::any(agents::ws_agent))
+                    .with_state(agents.clone()),
+            )
+            .merge(elements.routes())
+            .merge(resources::routes::<rules::NodeRule>(resources.clone()))
+            .merge(resources::routes::<rules::EdgeRule>(resources.clone()))
+            .merge(status::routes(status::AnalyzerStatus {
+                ctx: ctx.clone(),
+                agents: agents.clone(),
+            }));
+        let app = server::with_layers(app);
+
+        let (shutdown, mut rx) = watch::channel(false);
+        let server = tokio::spawn(server::serve(listener, app, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+        let tasks = vec![
+            resources.spawn_expiry(),
+            tokio::spawn(elements.run()),
+            tokio::spawn(rules.run()),
+        ];
+        tracing::info!(%addr, host_id = %settings.host_id, "analyzer started");
+        Ok(Analyzer {
+            addr,
+            ctx,
+            resources,
+            agents,
+            shutdown,
+            server,
+            tasks,
+        })
+    }
+
+    /// The hub of the live graph.
+    pub fn hub(&self) -> &HubHandle {
+        &self.ctx.hub
+    }
+
+    /// Stops serving, closes every connection and stops the tasks.
+    pub async fn shutdown(self) {
+        self.shutdown.send_replace(true);
+        for c in self.ctx.registry.all() {
+            c.close();
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Runs until the server stops (it stops only on error or shutdown).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.server).await??;
+        Ok(())
+    }
+}

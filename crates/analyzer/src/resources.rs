@@ -1,0 +1,453 @@
+//! API resources (`/api/noderule`, `/api/edgerule`, later `/api/capture`, `/api/alert`, …):
+//! the generic CRUD handler of Skydive (compat spec §1.3) over the resource store, and a
+//! stream of changes that the components acting on resources (rules, captures, alerts)
+//! watch, as Skydive's components watched etcd.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use skydive_api::server::{json_response, text_error};
+use skydive_graph::now_ms;
+use skydive_storage::ResourceStore;
+use tokio::sync::{Mutex, broadcast};
+
+/// What happened to a resource.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    Created(Value),
+    Updated(Value),
+    /// Deleted through the API or expired (its TTL ran out); the last value.
+    Deleted(Value),
+}
+
+/// A change of one resource.
+#[derive(Clone, Debug)]
+pub struct ResourceChange {
+    pub kind: String,
+    pub id: String,
+    pub change: Change,
+}
+
+/// Why a resource operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("duplicated resource")]
+    Duplicate,
+    #[error("{title} '{id}' not found")]
+    NotFound { title: &'static str, id: String },
+    #[error(transparent)]
+    Storage(#[from] skydive_storage::StorageError),
+}
+
+impl ResourceError {
+    fn into_response(self) -> Response {
+        match self {
+            ResourceError::Invalid(m) => text_error(StatusCode::BAD_REQUEST, &m),
+            ResourceError::Duplicate => text_error(StatusCode::CONFLICT, "duplicated resource"),
+            e @ ResourceError::NotFound { .. } => text_error(StatusCode::NOT_FOUND, &e.to_string()),
+            ResourceError::Storage(e) => {
+                tracing::error!("resource storage failed: {e}");
+                text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+            }
+        }
+    }
+}
+
+/// The resources of the analyzer, in the store, with their change stream.
+pub struct Resources {
+    store: Arc<dyn ResourceStore>,
+    changes: broadcast::Sender<ResourceChange>,
+    /// Serialises writers, so that duplicate checks and writes are atomic.
+    write: Mutex<()>,
+}
+
+impl std::fmt::Debug for Resources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resources")
+    }
+}
+
+impl Resources {
+    pub fn new(store: Arc<dyn ResourceStore>) -> Arc<Resources> {
+        Arc::new(Resources {
+            store,
+            changes: broadcast::channel(4096).0,
+            write: Mutex::new(()),
+        })
+    }
+
+    /// Changes from now on. A receiver that lags must re-read the resources it watches.
+    pub fn subscribe(&self) -> broadcast::Receiver<ResourceChange> {
+        self.changes.subscribe()
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn ResourceStore) -> skydive_storage::Result<T> + Send + 'static,
+    ) -> Result<T, ResourceError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| ResourceError::Invalid(format!("storage task failed: {e}")))?
+            .map_err(ResourceError::from)
+    }
+
+    /// Every live resource of `kind`, by ID.
+    pub async fn list(&self, kind: &str) -> Result<BTreeMap<String, Value>, ResourceError> {
+        let kind = kind.to_string();
+        self.blocking(move |s| s.list(&kind, now_ms())).await
+    }
+
+    /// One resource.
+    pub async fn get(&self, kind: &str, id: &str) -> Result<Option<Value>, ResourceError> {
+        let (kind, id) = (kind.to_string(), id.to_string());
+        self.blocking(move |s| s.get(&kind, &id, now_ms())).await
+    }
+
+    /// Stores a resource (created or replaced) and announces it once durable. `ttl_ms` 0
+    /// means no expiry.
+    pub async fn put(
+        &self,
+        kind: &str,
+        id: &str,
+        value: Value,
+        ttl_ms: i64,
+    ) -> Result<(), ResourceError> {
+        let _w = self.write.lock().await;
+        self.put_locked(kind, id, value, ttl_ms).await
+    }
+
+    async fn put_locked(
+        &self,
+        kind: &str,
+        id: &str,
+        value: Value,
+        ttl_ms: i64,
+    ) -> Result<(), ResourceError> {
+        let existed = self.get(kind, id).await?.is_some();
+        let expires_at = if ttl_ms > 0 { now_ms() + ttl_ms } else { 0 };
+        let (k, i, v) = (kind.to_string(), id.to_string(), value.clone());
+        self.blocking(move |s| s.put(&k, &i, &v, expires_at))
+            .await?;
+        let change = if existed {
+            Change::Updated(value)
+        } else {
+            Change::Created(value)
+        };
+        let _ = self.changes.send(ResourceChange {
+            kind: kind.to_string(),
+            id: id.to_string(),
+            change,
+        });
+        Ok(())
+    }
+
+    /// Deletes a resource; returns its last value, or `None` if there was none.
+    pub async fn delete(&self, kind: &str, id: &str) -> Result<Option<Value>, ResourceError> {
+        let _w = self.write.lock().await;
+        let Some(old) = self.get(kind, id).await? else {
+            return Ok(None);
+        };
+        let (k, i) = (kind.to_string(), id.to_string());
+        if !self.blocking(move |s| s.delete(&k, &i, now_ms())).await? {
+            return Ok(None);
+        }
+        let _ = self.changes.send(ResourceChange {
+            kind: kind.to_string(),
+            id: id.to_string(),
+            change: Change::Deleted(old.clone()),
+        });
+        Ok(Some(old))
+    }
+
+    /// Removes expired resources and announces their deletion.
+    pub async fn expire(&self) -> Result<usize, ResourceError> {
+        let _w = self.write.lock().await;
+        let gone = self.blocking(|s| s.take_expired(now_ms())).await?;
+        let n = gone.len();
+        for (kind, id, value) in gone {
+            tracing::debug!(%kind, %id, "resource expired");
+            let _ = self.changes.send(ResourceChange {
+                kind,
+                id,
+                change: Change::Deleted(value),
+            });
+        }
+        Ok(n)
+    }
+
+    /// Expires resources every second until the process ends.
+    pub fn spawn_expiry(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if let Err(e) = me.expire().await {
+                    tracing::warn!("expiring resources failed: {e}");
+                }
+            }
+        })
+    }
+}
+
+/// A kind of resource served by the generic CRUD handler. The type is what Skydive's Go
+/// struct was: decoding drops unknown fields, encoding writes Skydive's field names.
+pub trait Resource: Serialize + DeserializeOwned + PartialEq + Send + Sync + 'static {
+    /// The path segment and store kind (`noderule`).
+    const NAME: &'static str;
+    /// The name in messages (`NodeRule 'x' not found`).
+    const TITLE: &'static str;
+    /// Whether PATCH may change it (otherwise PATCH answers "resource not updatable").
+    const UPDATABLE: bool = false;
+
+    fn id(&self) -> &str;
+    fn set_id(&mut self, id: String);
+    /// Checks the resource (called on create and on every patched version).
+    fn validate(&self) -> Result<(), String>;
+    /// Whether creating `self` duplicates `existing` (409).
+    fn duplicates(&self, _existing: &Self) -> bool {
+        false
+    }
+}
+
+/// Decodes a request body: JSON, or YAML when the content type says so.
+pub fn decode_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, String> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ctype.starts_with("application/yaml")
+        || ctype.starts_with("application/x-yaml")
+        || ctype.starts_with("text/yaml")
+    {
+        let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
+        let v = skydive_config::parse_text(text, "request body").map_err(|e| e.to_string())?;
+        return serde_json::from_value(v).map_err(|e| e.to_string());
+    }
+    serde_json::from_slice(body).map_err(|e| e.to_string())
+}
+
+/// Reads `X-Resource-TTL` (a Go duration) as milliseconds; 0 when absent.
+pub fn resource_ttl(headers: &HeaderMap) -> Result<i64, String> {
+    match headers.get("X-Resource-TTL").map(|v| v.to_str()) {
+        None => Ok(0),
+        Some(Err(_)) => Err("invalid X-Resource-TTL header".into()),
+        Some(Ok(v)) => skydive_api::duration::parse_go_duration(v)
+            .map(|d| d.as_millis().min(i64::MAX as u128) as i64)
+            .map_err(|e| format!("invalid X-Resource-TTL: {e}")),
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+fn decode_stored<T: Resource>(id: &str, v: Value) -> Result<T, ResourceError> {
+    serde_json::from_value(v).map_err(|e| {
+        ResourceError::Invalid(format!("stored {} '{id}' is unreadable: {e}", T::NAME))
+    })
+}
+
+/// Creates a resource: validation, duplicate check, a fresh UUID, durable store.
+pub async fn create<T: Resource>(
+    res: &Resources,
+    mut r: T,
+    ttl_ms: i64,
+) -> Result<T, ResourceError> {
+    r.validate().map_err(ResourceError::Invalid)?;
+    let _w = res.write.lock().await;
+    for (id, v) in res.list(T::NAME).await? {
+        if let Ok(existing) = decode_stored::<T>(&id, v)
+            && r.duplicates(&existing)
+        {
+            return Err(ResourceError::Duplicate);
+        }
+    }
+    r.set_id(uuid::Uuid::new_v4().to_string());
+    let id = r.id().to_string();
+    res.put_locked(T::NAME, &id, to_json(&r), ttl_ms).await?;
+    Ok(r)
+}
+
+/// The routes of resource `T`: `GET/POST /api/<name>`, `GET/PATCH/DELETE /api/<name>/{id}`.
+pub fn routes<T: Resource>(resources: Arc<Resources>) -> Router {
+    Router::new()
+        .route(
+            &format!("/api/{}", T::NAME),
+            get(list::<T>).post(create_handler::<T>),
+        )
+        .route(
+            &format!("/api/{}/", T::NAME),
+            get(list::<T>).post(create_handler::<T>),
+        )
+        .route(
+            &format!("/api/{}/{{id}}", T::NAME),
+            get(get_one::<T>).patch(patch::<T>).delete(delete::<T>),
+        )
+        .with_state(Holder::<T> {
+            resources,
+            kind: PhantomData,
+        })
+}
+
+struct Holder<T> {
+    resources: Arc<Resources>,
+    kind: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Holder<T> {
+    fn clone(&self) -> Self {
+        Holder {
+            resources: self.resources.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+fn ok_json<T: Serialize>(status: StatusCode, v: &T) -> Response {
+    json_response(status, serde_json::to_vec(v).unwrap_or_default())
+}
+
+async fn list<T: Resource>(State(h): State<Holder<T>>) -> Response {
+    match h.resources.list(T::NAME).await {
+        Ok(all) => {
+            let mut out = serde_json::Map::new();
+            for (id, v) in all {
+                match decode_stored::<T>(&id, v) {
+                    Ok(r) => {
+                        out.insert(id, to_json(&r));
+                    }
+                    Err(e) => tracing::warn!("{e}"),
+                }
+            }
+            ok_json(StatusCode::OK, &out)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn get_one<T: Resource>(State(h): State<Holder<T>>, Path(id): Path<String>) -> Response {
+    match h.resources.get(T::NAME, &id).await {
+        Ok(Some(v)) => match decode_stored::<T>(&id, v) {
+            Ok(r) => ok_json(StatusCode::OK, &r),
+            Err(e) => e.into_response(),
+        },
+        Ok(None) => ResourceError::NotFound {
+            title: T::TITLE,
+            id,
+        }
+        .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn create_handler<T: Resource>(
+    State(h): State<Holder<T>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r: T = match decode_body(&headers, &body) {
+        Ok(r) => r,
+        Err(e) => return text_error(StatusCode::BAD_REQUEST, &e),
+    };
+    let ttl = match resource_ttl(&headers) {
+        Ok(t) => t,
+        Err(e) => return text_error(StatusCode::BAD_REQUEST, &e),
+    };
+    match create(&h.resources, r, ttl).await {
+        Ok(r) => ok_json(StatusCode::CREATED, &r),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn patch<T: Resource>(
+    State(h): State<Holder<T>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let _w = h.resources.write.lock().await;
+    let current = match h.resources.get(T::NAME, &id).await {
+        Ok(Some(v)) => v,
+        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
+        Err(e) => return e.into_response(),
+    };
+    let old: T = match decode_stored(&id, current) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let patch: json_patch::Patch = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return text_error(
+                StatusCode::BAD_REQUEST,
+                &format!("incorrect JSON patch: {e}"),
+            );
+        }
+    };
+    let mut doc = to_json(&old);
+    if let Err(e) = json_patch::patch(&mut doc, &patch) {
+        return text_error(
+            StatusCode::BAD_REQUEST,
+            &format!("applying JSON patch to resource: {e}"),
+        );
+    }
+    let mut new: T = match serde_json::from_value(doc) {
+        Ok(r) => r,
+        Err(e) => {
+            return text_error(
+                StatusCode::BAD_REQUEST,
+                &format!("applying JSON patch to resource: {e}"),
+            );
+        }
+    };
+    new.set_id(id.clone());
+    if let Err(e) = new.validate() {
+        return text_error(
+            StatusCode::BAD_REQUEST,
+            &format!("validating patched resource: {e}"),
+        );
+    }
+    if new == old {
+        return StatusCode::NOT_MODIFIED.into_response();
+    }
+    if !T::UPDATABLE {
+        return text_error(
+            StatusCode::BAD_REQUEST,
+            "updating resource with patched version: resource not updatable",
+        );
+    }
+    match h.resources.put_locked(T::NAME, &id, to_json(&new), 0).await {
+        Ok(()) => ok_json(StatusCode::OK, &new),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn delete<T: Resource>(State(h): State<Holder<T>>, Path(id): Path<String>) -> Response {
+    match h.resources.delete(T::NAME, &id).await {
+        Ok(Some(_)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "",
+        )
+            .into_response(),
+        Ok(None) => ResourceError::NotFound {
+            title: T::TITLE,
+            id,
+        }
+        .into_response(),
+        Err(e) => e.into_response(),
+    }
+}

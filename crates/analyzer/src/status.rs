@@ -1,0 +1,51 @@
+//! `GET /api/status` of the analyzer (compat spec §1.6).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use serde_json::json;
+use skydive_api::server::{Shared, json_response};
+
+use crate::agents::Agents;
+
+/// What the status is made of.
+#[derive(Clone)]
+pub struct AnalyzerStatus {
+    pub ctx: Shared,
+    pub agents: Arc<Agents>,
+}
+
+impl AnalyzerStatus {
+    /// The status document.
+    pub fn document(&self) -> serde_json::Value {
+        let reg = &self.ctx.registry;
+        let mut publishers = reg.statuses("/ws/publisher", "analyzer");
+        publishers.extend(reg.statuses("/ws/pubsub", "analyzer"));
+        let snap = self.ctx.hub.snapshot();
+        json!({
+            "Agents": self.agents.statuses(),
+            "Peers": {"Incomers": {}, "Outgoers": {}},
+            "Publishers": publishers,
+            "Subscribers": reg.statuses("/ws/subscriber", "analyzer"),
+            "Alerts": {"IsMaster": true},
+            "Captures": {"IsMaster": true},
+            "Probes": {},
+            "Graph": {"Nodes": snap.graph.node_count(), "Edges": snap.graph.edge_count()},
+        })
+    }
+}
+
+async fn status(State(s): State<AnalyzerStatus>) -> Response {
+    json_response(StatusCode::OK, s.document().to_string().into_bytes())
+}
+
+/// The route of `/api/status`.
+pub fn routes(s: AnalyzerStatus) -> Router {
+    Router::new()
+        .route("/api/status", get(status))
+        .with_state(s)
+}

@@ -1,0 +1,263 @@
+//! A blocking REST client for the analyzer's and the agent's API, used by `skydive client`.
+//!
+//! Authentication follows Skydive's clients: with a username, `POST /login` once and send the
+//! `authtoken` cookie it returns; when the server has no login (no authentication), fall
+//! back to sending the credentials as HTTP basic authentication.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use ureq::http;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach {url}: {message}")]
+    Transport { url: String, message: String },
+    /// The server answered with an error status; `body` is its message.
+    #[error("{status}: {}", body.trim_end())]
+    Status { status: u16, body: String },
+    #[error("unexpected answer from {url}: {message}")]
+    Decode { url: String, message: String },
+    #[error("login failed: {0}")]
+    Login(String),
+}
+
+/// A response: status, content type and body.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Credentials for an API that requires them.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// A client of one analyzer or agent.
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+    credentials: Option<Credentials>,
+    token: std::sync::Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("base", &self.base).finish()
+    }
+}
+
+impl Client {
+    /// A client of `addr` (`host:port`, or a full `http://` URL).
+    pub fn new(addr: &str, credentials: Option<Credentials>) -> Client {
+        let base = if addr.starts_with("http://") || addr.starts_with("https://") {
+            addr.trim_end_matches('/').to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        Client {
+            base,
+            agent,
+            credentials: credentials.filter(|c| !c.username.is_empty()),
+            token: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn token(&self) -> Option<String> {
+        self.token.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Logs in when credentials are set and no token is known yet.
+    fn ensure_login(&self) -> Result<(), ClientError> {
+        let Some(c) = &self.credentials else {
+            return Ok(());
+        };
+        if self.token().is_some() {
+            return Ok(());
+        }
+        let url = self.url("/login");
+        let resp = self
+            .agent
+            .post(&url)
+            .send_form([
+                ("username", c.username.as_str()),
+                ("password", c.password.as_str()),
+            ])
+            .map_err(|e| ClientError::Transport {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        let status = resp.status().as_u16();
+        let cookie_token = resp
+            .headers()
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| v.strip_prefix("authtoken="))
+            .map(|v| v.split(';').next().unwrap_or("").to_string());
+        let mut body = resp.into_body();
+        let text = body.read_to_string().unwrap_or_default();
+        match (status, cookie_token) {
+            (200, Some(t)) => {
+                *self.token.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+                Ok(())
+            }
+            // No login endpoint: the server does not authenticate, or takes basic auth.
+            (404 | 405 | 302, _) => Ok(()),
+            (_, _) => Err(ClientError::Login(text.trim_end().to_string())),
+        }
+    }
+
+    /// Sends a request; error statuses are returned as responses, not errors.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(&str, String)],
+    ) -> Result<Response, ClientError> {
+        self.ensure_login()?;
+        let url = self.url(path);
+        let mut req = http::Request::builder().method(method).uri(&url);
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("accept"))
+        {
+            req = req.header("Accept", "application/json");
+        }
+        if let Some(t) = self.token() {
+            req = req.header("Cookie", format!("authtoken={t}"));
+        } else if let Some(c) = &self.credentials {
+            let b64 = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", c.username, c.password));
+            req = req.header("Authorization", format!("Basic {b64}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, v.as_str());
+        }
+        let (ctype, bytes) = match body {
+            Some((ctype, bytes)) => (Some(ctype), bytes),
+            None => (None, Vec::new()),
+        };
+        if let Some(ctype) = ctype {
+            req = req.header("Content-Type", ctype);
+        }
+        let transport = |e: String| ClientError::Transport {
+            url: url.clone(),
+            message: e,
+        };
+        let req = req.body(bytes).map_err(|e| transport(e.to_string()))?;
+        let resp = self.agent.run(req).map_err(|e| transport(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = resp
+            .into_body()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .map_err(|e| transport(e.to_string()))?;
+        Ok(Response {
+            status,
+            content_type,
+            body,
+        })
+    }
+
+    /// Sends a request and turns error statuses into [`ClientError::Status`].
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(&str, String)],
+    ) -> Result<Response, ClientError> {
+        let r = self.send(method, path, body, headers)?;
+        if r.status >= 400 {
+            return Err(ClientError::Status {
+                status: r.status,
+                body: r.text(),
+            });
+        }
+        Ok(r)
+    }
+
+    fn decode<T: DeserializeOwned>(&self, path: &str, r: Response) -> Result<T, ClientError> {
+        serde_json::from_slice(&r.body).map_err(|e| ClientError::Decode {
+            url: self.url(path),
+            message: e.to_string(),
+        })
+    }
+
+    /// `GET path`, decoded from JSON.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let r = self.call("GET", path, None, &[])?;
+        self.decode(path, r)
+    }
+
+    /// `method path` with a JSON body, decoded from JSON.
+    pub fn json<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        path: &str,
+        body: &B,
+        headers: &[(&str, String)],
+    ) -> Result<T, ClientError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Decode {
+            url: self.url(path),
+            message: e.to_string(),
+        })?;
+        let r = self.call(method, path, Some(("application/json", bytes)), headers)?;
+        self.decode(path, r)
+    }
+
+    /// `DELETE path`.
+    pub fn delete(&self, path: &str) -> Result<(), ClientError> {
+        self.call("DELETE", path, None, &[]).map(|_| ())
+    }
+
+    /// A Gremlin query through `POST /api/topology`, answered in the format `accept` asks
+    /// for (`application/json`, `text/vnd.graphviz`, `application/vnd.tcpdump.pcap`).
+    pub fn query(&self, gremlin: &str, accept: &str) -> Result<Response, ClientError> {
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "GremlinQuery": gremlin })).unwrap_or_default();
+        self.call(
+            "POST",
+            "/api/topology",
+            Some(("application/json", body)),
+            &[("Accept", accept.to_string())],
+        )
+    }
+}

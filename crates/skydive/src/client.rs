@@ -1,0 +1,519 @@
+//! `skydive client`: the commands of Skydive's command-line client (compat spec §11) over
+//! the REST API. Resources print as JSON indented by two spaces, query results by tabs, as
+//! Skydive's client printed them; errors go to standard error with exit code 1.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde::Serialize;
+use serde_json::{Value, json};
+use skydive_api::client::{Client, ClientError, Credentials};
+use skydive_config::Config;
+
+#[derive(Args)]
+pub struct ClientArgs {
+    /// Analyzer (or agent) address, host:port. Default: the first of `analyzers`, else
+    /// 127.0.0.1:8082.
+    #[arg(long, env = "SKYDIVE_ANALYZER", global = true)]
+    analyzer: Option<String>,
+    /// User name, when the API requires authentication.
+    #[arg(long, env = "SKYDIVE_USERNAME", default_value = "", global = true)]
+    username: String,
+    /// Password, when the API requires authentication.
+    #[arg(
+        long,
+        env = "SKYDIVE_PASSWORD",
+        default_value = "",
+        hide_env_values = true,
+        global = true
+    )]
+    password: String,
+    #[command(subcommand)]
+    command: ClientCommand,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Json,
+    Dot,
+    Pcap,
+}
+
+impl Format {
+    fn accept(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Dot => "text/vnd.graphviz",
+            Format::Pcap => "application/vnd.tcpdump.pcap",
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Run a Gremlin query.
+    Query {
+        /// The query, e.g. "G.V().Has('Type', 'netns')".
+        gremlin: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "json")]
+        format: Format,
+        /// Accepted for compatibility; does nothing (as in Skydive).
+        #[arg(long, hide = true)]
+        delete: bool,
+    },
+    /// Query or export the topology.
+    #[command(subcommand)]
+    Topology(TopologyCommand),
+    /// Nodes of the graph.
+    #[command(subcommand)]
+    Node(ElementCommand),
+    /// Edges of the graph.
+    #[command(subcommand)]
+    Edge(ElementCommand),
+    /// Node rules.
+    #[command(subcommand, name = "node-rule")]
+    NodeRule(NodeRuleCommand),
+    /// Edge rules.
+    #[command(subcommand, name = "edge-rule")]
+    EdgeRule(EdgeRuleCommand),
+    /// Show the status of the analyzer (or agent).
+    Status,
+}
+
+#[derive(Subcommand)]
+enum TopologyCommand {
+    /// Run a Gremlin query (use `client query` instead).
+    Query {
+        #[arg(long, default_value = "G")]
+        gremlin: String,
+        #[arg(long, value_enum, default_value = "json")]
+        format: Format,
+    },
+    /// The whole topology (same as `query G`).
+    Export,
+}
+
+#[derive(Subcommand)]
+enum ElementCommand {
+    /// Create one (the client generates its ID).
+    Create {
+        /// Node name (nodes).
+        #[arg(long = "node-name", default_value = "")]
+        node_name: String,
+        /// Node type (nodes).
+        #[arg(long = "node-type", default_value = "")]
+        node_type: String,
+        /// Relation type (edges).
+        #[arg(long = "edge-type", default_value = "")]
+        edge_type: String,
+        /// Parent node ID (edges).
+        #[arg(long, default_value = "")]
+        parent: String,
+        /// Child node ID (edges).
+        #[arg(long, default_value = "")]
+        child: String,
+        /// Metadata: 'k1=v1, k2=v2' (dotted keys make nested maps).
+        #[arg(long, short = 'm', default_value = "")]
+        metadata: String,
+        /// Host name (default: this host).
+        #[arg(long, default_value = "")]
+        host: String,
+    },
+    /// Show one.
+    Get { id: String },
+    /// List all.
+    List,
+    /// Delete by ID, or every one a query returns.
+    Delete {
+        ids: Vec<String>,
+        #[arg(long)]
+        gremlin: Option<String>,
+    },
+    /// Add (-a k=v) or remove (-r k) metadata.
+    Update {
+        id: String,
+        #[arg(short = 'a', long = "add")]
+        add: Vec<String>,
+        #[arg(short = 'r', long = "remove")]
+        remove: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeRuleCommand {
+    /// Create a node rule.
+    Create {
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long = "node-name", default_value = "")]
+        node_name: String,
+        #[arg(long = "node-type", default_value = "")]
+        node_type: String,
+        #[arg(long, short = 'm', default_value = "")]
+        metadata: String,
+        /// The nodes an `update` rule applies to.
+        #[arg(long, default_value = "")]
+        query: String,
+        /// create or update.
+        #[arg(long, default_value = "create")]
+        action: String,
+    },
+    Get {
+        id: String,
+    },
+    List,
+    Delete {
+        ids: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EdgeRuleCommand {
+    /// Create an edge rule.
+    Create {
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Gremlin query of the parents.
+        #[arg(long)]
+        src: String,
+        /// Gremlin query of the children.
+        #[arg(long)]
+        dst: String,
+        #[arg(long, default_value = "layer2")]
+        relationtype: String,
+        #[arg(long, short = 'm', default_value = "")]
+        metadata: String,
+    },
+    Get {
+        id: String,
+    },
+    List,
+    Delete {
+        ids: Vec<String>,
+    },
+}
+
+/// A value typed the way Skydive's client reads `k=v`: integers, floats and booleans are
+/// numbers and booleans, anything else a string.
+fn typed(v: &str) -> Value {
+    let v = v.trim();
+    if let Ok(i) = v.parse::<i64>() {
+        return json!(i);
+    }
+    if let Ok(f) = v.parse::<f64>()
+        && f.is_finite()
+    {
+        return json!(f);
+    }
+    match v {
+        "true" => json!(true),
+        "false" => json!(false),
+        _ => json!(v),
+    }
+}
+
+/// Sets a dotted key in a JSON object.
+fn set_dotted(m: &mut serde_json::Map<String, Value>, key: &str, v: Value) {
+    match key.split_once('.') {
+        None => {
+            m.insert(key.to_string(), v);
+        }
+        Some((head, rest)) => {
+            let child = m
+                .entry(head.to_string())
+                .or_insert_with(|| Value::Object(Default::default()));
+            if !child.is_object() {
+                *child = Value::Object(Default::default());
+            }
+            if let Value::Object(c) = child {
+                set_dotted(c, rest, v);
+            }
+        }
+    }
+}
+
+/// `'k1=v1, k2=v2'` as metadata.
+fn parse_metadata(s: &str) -> Result<serde_json::Map<String, Value>, String> {
+    let mut m = serde_json::Map::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("invalid metadata {pair:?}: expected key=value"))?;
+        set_dotted(&mut m, k.trim(), typed(v));
+    }
+    Ok(m)
+}
+
+fn print_json<T: Serialize>(v: &T) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("Error: {e}"),
+    }
+}
+
+fn print_tabbed(body: &[u8]) -> Result<(), String> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("invalid JSON from the server: {e}"))?;
+    let mut out = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    v.serialize(&mut ser).map_err(|e| e.to_string())?;
+    out.push(b'\n');
+    std::io::stdout().write_all(&out).map_err(|e| e.to_string())
+}
+
+fn query(c: &Client, gremlin: &str, format: Format) -> Result<(), String> {
+    let r = c
+        .query(gremlin, format.accept())
+        .map_err(|e| e.to_string())?;
+    match format {
+        Format::Json if r.status == 204 => Ok(()),
+        Format::Json => print_tabbed(&r.body),
+        Format::Dot | Format::Pcap => std::io::stdout()
+            .write_all(&r.body)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
+}
+
+fn now_ms() -> i64 {
+    skydive_graph::now_ms()
+}
+
+fn element(c: &Client, kind: &str, cmd: &ElementCommand) -> Result<(), String> {
+    let base = format!("/api/{kind}");
+    let e = |e: ClientError| e.to_string();
+    match cmd {
+        ElementCommand::Create {
+            node_name,
+            node_type,
+            edge_type,
+            parent,
+            child,
+            metadata,
+            host,
+        } => {
+            let mut md = parse_metadata(metadata)?;
+            let host = if host.is_empty() {
+                hostname()
+            } else {
+                host.clone()
+            };
+            let now = now_ms();
+            let mut body = json!({
+                "ID": uuid::Uuid::new_v4().to_string(),
+                "Host": host,
+                "CreatedAt": now,
+                "UpdatedAt": now,
+                "Revision": 1,
+            });
+            if kind == "node" {
+                if !node_name.is_empty() {
+                    md.insert("Name".into(), json!(node_name));
+                }
+                if !node_type.is_empty() {
+                    md.insert("Type".into(), json!(node_type));
+                }
+            } else {
+                if !edge_type.is_empty() {
+                    md.insert("RelationType".into(), json!(edge_type));
+                }
+                body["Parent"] = json!(parent);
+                body["Child"] = json!(child);
+            }
+            body["Metadata"] = Value::Object(md);
+            let created: Value = c.json("POST", &base, &body, &[]).map_err(e)?;
+            print_json(&created);
+        }
+        ElementCommand::Get { id } => {
+            print_json(&c.get::<Value>(&format!("{base}/{id}")).map_err(e)?)
+        }
+        ElementCommand::List => print_json(&c.get::<Value>(&base).map_err(e)?),
+        ElementCommand::Delete { ids, gremlin } => {
+            let mut ids = ids.clone();
+            if let Some(q) = gremlin {
+                let r = c.query(q, "application/json").map_err(e)?;
+                let found: Vec<Value> = serde_json::from_slice(&r.body).unwrap_or_default();
+                ids.extend(
+                    found
+                        .iter()
+                        .filter_map(|v| v["ID"].as_str().map(str::to_string)),
+                );
+            }
+            if ids.is_empty() {
+                return Err(format!("no {kind} to delete: give IDs or --gremlin"));
+            }
+            for id in ids {
+                c.delete(&format!("{base}/{id}")).map_err(e)?;
+            }
+        }
+        ElementCommand::Update { id, add, remove } => {
+            let mut ops = Vec::new();
+            for a in add {
+                let (k, v) = a
+                    .split_once('=')
+                    .ok_or_else(|| format!("invalid -a {a:?}: expected key=value"))?;
+                ops.push(json!({"op": "add", "path": format!("/Metadata/{}", k.trim().replace('.', "/")), "value": typed(v)}));
+            }
+            for r in remove {
+                ops.push(json!({"op": "remove", "path": format!("/Metadata/{}", r.trim().replace('.', "/"))}));
+            }
+            let body = serde_json::to_vec(&ops).map_err(|e| e.to_string())?;
+            let r = c
+                .send(
+                    "PATCH",
+                    &format!("{base}/{id}"),
+                    Some(("application/json", body)),
+                    &[],
+                )
+                .map_err(e)?;
+            match r.status {
+                200 => print_tabbed(&r.body)?,
+                304 => eprintln!("{kind} {id} unchanged"),
+                s => return Err(format!("{s}: {}", r.text().trim_end())),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn resource_common(
+    c: &Client,
+    kind: &str,
+    get: Option<&str>,
+    list: bool,
+    delete: &[String],
+) -> Result<(), String> {
+    let e = |e: ClientError| e.to_string();
+    if let Some(id) = get {
+        print_json(&c.get::<Value>(&format!("/api/{kind}/{id}")).map_err(e)?);
+    } else if list {
+        print_json(&c.get::<Value>(&format!("/api/{kind}")).map_err(e)?);
+    } else {
+        for id in delete {
+            c.delete(&format!("/api/{kind}/{id}")).map_err(e)?;
+        }
+    }
+    Ok(())
+}
+
+fn node_rule(c: &Client, cmd: &NodeRuleCommand) -> Result<(), String> {
+    match cmd {
+        NodeRuleCommand::Create {
+            name,
+            description,
+            node_name,
+            node_type,
+            metadata,
+            query,
+            action,
+        } => {
+            let mut md = parse_metadata(metadata)?;
+            if !node_name.is_empty() {
+                md.insert("Name".into(), json!(node_name));
+            }
+            if !node_type.is_empty() {
+                md.insert("Type".into(), json!(node_type));
+            }
+            let body = json!({"Name": name, "Description": description, "Metadata": md, "Query": query, "Action": action});
+            let r: Value = c
+                .json("POST", "/api/noderule", &body, &[])
+                .map_err(|e| e.to_string())?;
+            print_json(&r);
+            Ok(())
+        }
+        NodeRuleCommand::Get { id } => resource_common(c, "noderule", Some(id), false, &[]),
+        NodeRuleCommand::List => resource_common(c, "noderule", None, true, &[]),
+        NodeRuleCommand::Delete { ids } => resource_common(c, "noderule", None, false, ids),
+    }
+}
+
+fn edge_rule(c: &Client, cmd: &EdgeRuleCommand) -> Result<(), String> {
+    match cmd {
+        EdgeRuleCommand::Create {
+            name,
+            description,
+            src,
+            dst,
+            relationtype,
+            metadata,
+        } => {
+            let mut md = parse_metadata(metadata)?;
+            md.insert("RelationType".into(), json!(relationtype));
+            let body = json!({"Name": name, "Description": description, "Src": src, "Dst": dst, "Metadata": md});
+            let r: Value = c
+                .json("POST", "/api/edgerule", &body, &[])
+                .map_err(|e| e.to_string())?;
+            print_json(&r);
+            Ok(())
+        }
+        EdgeRuleCommand::Get { id } => resource_common(c, "edgerule", Some(id), false, &[]),
+        EdgeRuleCommand::List => resource_common(c, "edgerule", None, true, &[]),
+        EdgeRuleCommand::Delete { ids } => resource_common(c, "edgerule", None, false, ids),
+    }
+}
+
+/// Runs a client command.
+pub fn run(args: &ClientArgs, config: &Config) -> ExitCode {
+    let addr = args
+        .analyzer
+        .clone()
+        .or_else(|| config.settings.analyzers.first().cloned())
+        .unwrap_or_else(|| "127.0.0.1:8082".to_string());
+    let creds = Credentials {
+        username: args.username.clone(),
+        password: args.password.clone(),
+    };
+    let c = Client::new(&addr, Some(creds));
+    let result = match &args.command {
+        ClientCommand::Query {
+            gremlin, format, ..
+        } => query(&c, gremlin, *format),
+        ClientCommand::Topology(TopologyCommand::Query { gremlin, format }) => {
+            query(&c, gremlin, *format)
+        }
+        ClientCommand::Topology(TopologyCommand::Export) => query(&c, "G", Format::Json),
+        ClientCommand::Node(cmd) => element(&c, "node", cmd),
+        ClientCommand::Edge(cmd) => element(&c, "edge", cmd),
+        ClientCommand::NodeRule(cmd) => node_rule(&c, cmd),
+        ClientCommand::EdgeRule(cmd) => edge_rule(&c, cmd),
+        ClientCommand::Status => c
+            .get::<Value>("/api/status")
+            .map(|v| print_json(&v))
+            .map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_flags_are_typed_and_nested() {
+        let m = parse_metadata("a=1, b=x, c.d=true, e=1.5").unwrap();
+        assert_eq!(
+            Value::Object(m),
+            json!({"a": 1, "b": "x", "c": {"d": true}, "e": 1.5})
+        );
+        assert!(parse_metadata("novalue").is_err());
+        assert!(parse_metadata("").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,216 @@
+//! `skydive`: argument parsing, configuration, logging, exit codes. The services live in the
+//! `skydive-analyzer` and `skydive-agent` crates; the client commands in `client.rs`.
+
+mod client;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use skydive_config::{Config, Source};
+
+/// Exit code of a configuration error (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "skydive",
+    version = skydive_api::server::VERSION,
+    about = "Skydive: real-time network topology and protocols analyzer"
+)]
+struct Cli {
+    /// Configuration file (YAML); may be given several times, merged in order; `-` reads
+    /// standard input.
+    #[arg(short = 'c', long = "conf", global = true)]
+    conf: Vec<String>,
+    /// Where the configuration comes from (only `file` is supported).
+    #[arg(
+        short = 'b',
+        long = "config-backend",
+        default_value = "file",
+        global = true
+    )]
+    config_backend: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an agent: discover this host's topology and publish it to the analyzers.
+    Agent,
+    /// Run an analyzer: merge the agents' graphs and serve the API.
+    Analyzer,
+    /// Run an analyzer and an agent in one process.
+    Allinone,
+    /// Talk to an analyzer's (or an agent's) API.
+    Client(Box<client::ClientArgs>),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion {
+        #[arg(default_value = "bash")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the bash completion script.
+    #[command(name = "bash-completion", hide = true)]
+    BashCompletion,
+    /// Print the version.
+    Version,
+}
+
+fn load_config(cli: &Cli) -> Result<Config, String> {
+    if cli.config_backend != "file" {
+        return Err(format!(
+            "config backend {:?} is not supported (use `file`)",
+            cli.config_backend
+        ));
+    }
+    let sources: Vec<Source> = cli
+        .conf
+        .iter()
+        .map(|c| {
+            if c == "-" {
+                Source::Stdin
+            } else {
+                Source::File(c.into())
+            }
+        })
+        .collect();
+    Config::load(&sources, std::env::vars()).map_err(|e| e.to_string())
+}
+
+fn init_logging(level: &str) {
+    let default = match level.to_ascii_uppercase().as_str() {
+        "CRITICAL" | "ERROR" => "error",
+        "WARNING" | "WARN" => "warn",
+        "DEBUG" => "debug",
+        "TRACE" => "trace",
+        _ => "info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn run_service(cmd: &Command, config: Config) -> anyhow::Result<()> {
+    let settings = config.settings;
+    match cmd {
+        Command::Analyzer => {
+            let analyzer = skydive_analyzer::Analyzer::start(&settings).await?;
+            eprintln!("Skydive analyzer: API on http://{}/api", analyzer.addr);
+            shutdown_signal().await;
+            analyzer.shutdown().await;
+        }
+        Command::Agent => {
+            let agent = skydive_agent::Agent::start(&settings).await?;
+            eprintln!("Skydive agent: API on http://{}/api", agent.addr);
+            shutdown_signal().await;
+            agent.shutdown().await;
+        }
+        Command::Allinone => {
+            let analyzer = skydive_analyzer::Analyzer::start(&settings).await?;
+            let mut agent_settings = settings.clone();
+            agent_settings.analyzers = vec![analyzer.addr.to_string()];
+            let agent = match skydive_agent::Agent::start(&agent_settings).await {
+                Ok(a) => a,
+                Err(e) => {
+                    analyzer.shutdown().await;
+                    return Err(e);
+                }
+            };
+            eprintln!(
+                "Skydive allinone: API on http://{a}/api, web UI on http://{a}/ ; agent API on http://{b}/api",
+                a = analyzer.addr,
+                b = agent.addr
+            );
+            shutdown_signal().await;
+            agent.shutdown().await;
+            analyzer.shutdown().await;
+        }
+        _ => unreachable!("not a service"),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Version => {
+            println!("skydive {}", skydive_api::server::VERSION);
+            return ExitCode::SUCCESS;
+        }
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "skydive",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::BashCompletion => {
+            clap_complete::generate(
+                clap_complete::Shell::Bash,
+                &mut Cli::command(),
+                "skydive",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let config = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("skydive: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Command::Client(args) = &cli.command {
+        return client::run(args, &config);
+    }
+    init_logging(&config.settings.logging.level);
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("skydive: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_service(&cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("skydive: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
