@@ -147,6 +147,13 @@ pub async fn serve(
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Small replies and WebSocket frames must not wait for Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -365,7 +372,7 @@ where
     let ws = ws.max_message_size(64 << 20);
     if handshake.client_type.is_empty() {
         // Skydive upgrades, then closes at once.
-        return ws.on_upgrade(|mut socket| async move {
+        let resp = ws.on_upgrade(|mut socket| async move {
             use axum::extract::ws::{CloseFrame, Message};
             let _ = socket
                 .send(Message::Close(Some(CloseFrame {
@@ -374,6 +381,7 @@ where
                 })))
                 .await;
         });
+        return with_server_headers(&ctx, resp);
     }
     let (conn, rx) =
         match ctx
@@ -410,12 +418,17 @@ where
         failed_conn.close();
         tokio::spawn(async move { failed_handler.on_close(&failed_conn).await });
     });
-    let mut resp = ws.on_upgrade(move |socket| async move {
+    let resp = ws.on_upgrade(move |socket| async move {
         if let (Some(sub), Some(events)) = (sub, events) {
             tokio::spawn(sub.forward(fctx, events));
         }
         conn::run(socket, conn, rx, keepalive, registry, handler).await;
     });
+    with_server_headers(&ctx, resp)
+}
+
+/// The headers Skydive's clients require in a handshake reply.
+fn with_server_headers(ctx: &Context, mut resp: Response) -> Response {
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&ctx.host_id) {
         h.insert("X-Host-ID", v);

@@ -15,6 +15,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::hub::{ConnId, next_conn_id};
 use crate::message::{self, Frame, Incoming, Protocol};
 
+/// How long a frame may take to be written (Skydive's write deadline).
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
 /// What a client said about itself when connecting.
 #[derive(Clone, Debug)]
 pub struct Handshake {
@@ -405,30 +408,36 @@ pub async fn run<H: MessageHandler>(
     let writer_conn = conn.clone();
     let writer = tokio::spawn(async move {
         let mut ping = tokio::time::interval(keepalive.ping_every);
+        // A write that cannot complete within this delay means the client stopped reading.
+        let deadline = WRITE_DEADLINE;
         loop {
-            tokio::select! {
-                frame = outgoing.recv() => {
-                    let Some(frame) = frame else { break };
-                    let msg = match frame {
-                        Frame::Text(t) => Message::Text(Utf8Bytes::from(t)),
-                        Frame::Binary(b) => Message::Binary(b),
-                    };
-                    if sink.send(msg).await.is_err() {
-                        break;
-                    }
-                }
-                _ = ping.tick() => {
-                    if sink.send(Message::Ping(Default::default())).await.is_err() {
-                        break;
-                    }
-                }
+            let msg = tokio::select! {
+                frame = outgoing.recv() => match frame {
+                    Some(Frame::Text(t)) => Message::Text(Utf8Bytes::from(t)),
+                    Some(Frame::Binary(b)) => Message::Binary(b),
+                    None => break,
+                },
+                _ = ping.tick() => Message::Ping(Default::default()),
                 _ = writer_conn.closed() => {
-                    let _ = sink.send(Message::Close(Some(CloseFrame { code: 1008, reason: Utf8Bytes::from_static("closed by server") }))).await;
+                    let close = Message::Close(Some(CloseFrame {
+                        code: 1008,
+                        reason: Utf8Bytes::from_static("closed by server"),
+                    }));
+                    let _ = tokio::time::timeout(deadline, sink.send(close)).await;
+                    break;
+                }
+            };
+            match tokio::time::timeout(deadline, sink.send(msg)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    tracing::warn!(host = %writer_conn.handshake.host_id, endpoint = writer_conn.endpoint, "write deadline passed, closing");
+                    writer_conn.close();
                     break;
                 }
             }
         }
-        let _ = sink.close().await;
+        let _ = tokio::time::timeout(deadline, sink.close()).await;
     });
 
     loop {
@@ -471,6 +480,7 @@ pub async fn run<H: MessageHandler>(
     registry.remove(conn.id);
     conn.close();
     handler.on_close(&conn).await;
+    // The writer ends within its deadline; a client that stopped reading cannot hold it.
     let _ = writer.await;
 }
 

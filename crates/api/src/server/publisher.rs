@@ -165,9 +165,17 @@ pub async fn publish(ctx: &Context, conn: &Arc<Conn>, msg: &Incoming, policy: Pu
             };
             let _ = ctx.hub.submit(Some(conn.id), logged).await;
         }
-        Ok(None) => {}
+        Ok(None) => {
+            let e = format!(
+                "unknown message type {:?} in namespace {:?}",
+                msg.kind, msg.namespace
+            );
+            tracing::debug!(host = %conn.handshake.host_id, "{e}");
+            conn.send_msg(&msg.namespace, &msg.kind, &msg.uuid, 400, &e);
+        }
         Err(e) => {
-            tracing::warn!(host = %conn.handshake.host_id, "dropping a {} message: {e}", msg.kind)
+            tracing::warn!(host = %conn.handshake.host_id, "dropping a {} message: {e}", msg.kind);
+            conn.send_msg(&msg.namespace, &msg.kind, &msg.uuid, 400, &e);
         }
     }
 }

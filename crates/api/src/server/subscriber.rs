@@ -382,6 +382,23 @@ fn filtered(ctx: &Context, g: &dyn GraphView, filter: &str) -> Result<Elements, 
             let j = GraphJson::from_view(g.view());
             Ok((j.nodes, j.edges))
         }
+        // Nodes stand for the subgraph they make: them and the edges between them (Skydive
+        // wanted `.SubGraph()` written out).
+        Output::Nodes(nodes) => {
+            let ids: std::collections::HashSet<&str> =
+                nodes.iter().map(|n| n.id.as_str()).collect();
+            let mut edges = Vec::new();
+            for n in &nodes {
+                g.each_out_edge(&n.id, &mut |e| {
+                    if ids.contains(e.child.as_str()) {
+                        edges.push(e.clone());
+                    }
+                });
+            }
+            drop(ids);
+            let j = GraphJson::from_view(&skydive_graph::RevisionGraph::new(nodes, edges));
+            Ok((j.nodes, j.edges))
+        }
         other => Err(format!(
             "the filter must return a graph, not {}",
             other.type_name()
