@@ -9,4 +9,10 @@ install_packages "${TEST_PACKAGES[@]}"
 install_python_packages "${TEST_PYTHON_PACKAGES[@]}"
 
 export RUST_BACKTRACE=1
+
+echo "== Rust tests" >&2
 cargo test --workspace --locked "$@"
+
+echo "== Python client compatibility tests (skydive-client from PyPI against skydive allinone)" >&2
+cargo build --locked -p skydive
+SKYDIVE_BIN="$PWD/target/debug/skydive" python3 -m pytest -q tests/python

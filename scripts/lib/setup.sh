@@ -6,7 +6,7 @@ BUILD_PACKAGES=(pkg-config)
 # Debian packages the tests need (on top of the build's).
 TEST_PACKAGES=("${BUILD_PACKAGES[@]}")
 # Python packages the tests need.
-TEST_PYTHON_PACKAGES=()
+TEST_PYTHON_PACKAGES=(skydive-client==0.10.0 pytest)
 
 # Installs the Debian packages that are missing (needs root; apt-get update only when needed).
 install_packages() {
@@ -29,9 +29,14 @@ install_python_packages() {
   [ $# -eq 0 ] && return 0
   local missing=()
   for spec in "$@"; do
-    python3 -m pip show "${spec%%[=<>]*}" >/dev/null 2>&1 || missing+=("$spec")
+    local name=${spec%%[=<>]*} want=""
+    [[ $spec == *==* ]] && want=${spec##*==}
+    local have
+    have=$(python3 -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p')
+    if [ -z "$have" ] || { [ -n "$want" ] && [ "$have" != "$want" ]; }; then missing+=("$spec"); fi
   done
   [ ${#missing[@]} -eq 0 ] && return 0
+  python3 -m pip --version >/dev/null 2>&1 || install_packages python3-pip
   echo "installing Python packages: ${missing[*]}" >&2
   PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q "${missing[@]}"
 }

@@ -70,6 +70,9 @@ pub struct LinkState {
     /// Messages sent since the start.
     #[serde(rename = "MessagesSent")]
     pub messages_sent: u64,
+    /// Frames sent since the start (several messages travel in one frame under load).
+    #[serde(rename = "FramesSent")]
+    pub frames_sent: u64,
 }
 
 /// A handle to a running link.
@@ -299,6 +302,7 @@ async fn session(
     set(state, |s| {
         s.syncs += 1;
         s.messages_sent += 1;
+        s.frames_sent += 1;
     });
     loop {
         tokio::select! {
@@ -308,13 +312,16 @@ async fn session(
                         continue;
                     }
                     let frames = batch_frames(&batch);
-                    let n = batch.events.len() as u64;
+                    let (n, nf) = (batch.events.len() as u64, frames.len() as u64);
                     for f in frames {
                         ws.feed(Message::text(f)).await.map_err(err)?;
                     }
                     ws.flush().await.map_err(err)?;
                     synced = batch.seq;
-                    set(state, |s| s.messages_sent += n);
+                    set(state, |s| {
+                        s.messages_sent += n;
+                        s.frames_sent += nf;
+                    });
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(analyzer = %cfg.analyzer, "fell {n} batches behind the graph; sending the whole graph again");
@@ -322,7 +329,10 @@ async fn session(
                     let (frame, seq) = sync_frame(hub);
                     ws.send(Message::text(frame)).await.map_err(err)?;
                     synced = seq;
-                    set(state, |s| s.syncs += 1);
+                    set(state, |s| {
+                        s.syncs += 1;
+                        s.frames_sent += 1;
+                    });
                 }
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             },

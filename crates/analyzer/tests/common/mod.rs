@@ -22,8 +22,10 @@ pub struct TestAnalyzer {
 
 /// Settings of a test analyzer whose store is in `dir`.
 pub fn settings(dir: &std::path::Path, listen: &str) -> Settings {
-    let mut s = Settings::default();
-    s.host_id = "test-analyzer".into();
+    let mut s = Settings {
+        host_id: "test-analyzer".into(),
+        ..Default::default()
+    };
     s.analyzer.listen = listen.into();
     s.analyzer.topology.agent_grace_period = 2;
     s.storage.insert(

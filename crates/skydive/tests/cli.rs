@@ -1,0 +1,250 @@
+//! `skydive` on the command line: the client commands against a running analyzer, exit
+//! codes, configuration errors, completion.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn run(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env_remove("SKYDIVE_ANALYZER")
+        .env_remove("SKYDIVE_USERNAME")
+        .env_remove("SKYDIVE_PASSWORD")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn start_analyzer(dir: &std::path::Path) -> (Proc, String) {
+    let port = free_port();
+    let conf = write_config(
+        dir,
+        "a.yml",
+        &format!(
+            "host_id: cli-test\nanalyzer:\n  listen: 127.0.0.1:{port}\nstorage:\n  embedded:\n    path: {}\n",
+            dir.join("data").display()
+        ),
+    );
+    let p = Proc::spawn(
+        &["-c", conf.to_str().unwrap(), "analyzer"],
+        &dir.join("a.log"),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    wait_api(&addr);
+    (p, addr)
+}
+
+#[test]
+fn client_manages_nodes_edges_and_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, addr) = start_analyzer(dir.path());
+    let client = |args: &[&str]| {
+        let mut all = vec!["client", "--analyzer", addr.as_str()];
+        all.extend_from_slice(args);
+        run(&all)
+    };
+
+    let o = client(&[
+        "node",
+        "create",
+        "--node-name",
+        "tor1",
+        "--node-type",
+        "fabric",
+        "-m",
+        "Rack=r1, Slots=4",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let created: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(
+        stdout(&o).contains("\n  \"ID\""),
+        "pretty JSON with 2 spaces: {}",
+        stdout(&o)
+    );
+    let tor = created["ID"].as_str().unwrap().to_string();
+    assert_eq!(created["Metadata"]["Slots"], 4);
+    let o = client(&[
+        "node",
+        "create",
+        "--node-name",
+        "port1",
+        "--node-type",
+        "fabric",
+    ]);
+    let port: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let port = port["ID"].as_str().unwrap().to_string();
+    let o = client(&[
+        "edge",
+        "create",
+        "--edge-type",
+        "layer2",
+        "--parent",
+        &tor,
+        "--child",
+        &port,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let o = client(&["query", "G.V().Has('Name', 'tor1').Out().Values('Name')"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout(&o)).unwrap(),
+        serde_json::json!(["port1"])
+    );
+    assert!(
+        stdout(&o).contains("[\n\t\"port1\""),
+        "tab-indented: {}",
+        stdout(&o)
+    );
+    let o = client(&["topology", "query", "--gremlin", "G", "--format", "dot"]);
+    assert!(stdout(&o).starts_with("digraph g {"), "{}", stdout(&o));
+
+    let o = client(&["node", "update", &tor, "-a", "Rack=r2", "-r", "Slots"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = client(&["node", "get", &tor]);
+    let n: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(n["Metadata"]["Rack"], "r2");
+    assert!(n["Metadata"].get("Slots").is_none());
+
+    let o = client(&["node", "list"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout(&o))
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .len(),
+        2
+    );
+    let o = client(&["node", "delete", "--gremlin", "G.V().Has('Type', 'fabric')"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = client(&["query", "G.V().Count()"]);
+    assert_eq!(stdout(&o).trim(), "0");
+
+    // Rules.
+    let o = client(&[
+        "node-rule",
+        "create",
+        "--node-name",
+        "n1",
+        "--node-type",
+        "fabric",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rule: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let o = client(&["node-rule", "list"]);
+    assert!(stdout(&o).contains(rule["UUID"].as_str().unwrap()));
+    eventually(Duration::from_secs(3), "the rule's node", || {
+        stdout(&client(&["query", "G.V().Has('Name', 'n1').Count()"])).trim() == "1"
+    });
+    let o = client(&["node-rule", "delete", rule["UUID"].as_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Errors: the server's message on stderr, exit code 1.
+    let o = client(&["query", "G.V().Foo()"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("Expected step function, got: Foo"),
+        "{}",
+        stderr(&o)
+    );
+    let o = client(&["node", "get", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("Node 'nope' not found"),
+        "{}",
+        stderr(&o)
+    );
+    let o = client(&["status"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("\"Agents\""));
+}
+
+#[test]
+fn unreachable_analyzer_is_a_clear_error() {
+    let port = free_port();
+    let o = run(&[
+        "client",
+        "--analyzer",
+        &format!("127.0.0.1:{port}"),
+        "query",
+        "G",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(&format!("cannot reach http://127.0.0.1:{port}")),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn invalid_configuration_exits_64_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write_config(dir.path(), "bad.yml", "analyzer:\n  listen: nowhere\n");
+    let o = run(&["-c", conf.to_str().unwrap(), "analyzer"]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(stderr(&o).contains("analyzer.listen"), "{}", stderr(&o));
+    let o = Command::new(bin())
+        .args(["analyzer"])
+        .env("SKYDIVE_LOGGING_LEVEL", "LOUD")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64));
+    assert!(stderr(&o).contains("logging.level"), "{}", stderr(&o));
+    let o = run(&["-c", "/nonexistent/skydive.yml", "agent"]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(
+        stderr(&o).contains("/nonexistent/skydive.yml"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_busy_port_is_reported() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write_config(
+        dir.path(),
+        "a.yml",
+        &format!(
+            "analyzer:\n  listen: {addr}\nstorage:\n  embedded:\n    path: {}\n",
+            dir.path().display()
+        ),
+    );
+    let o = run(&["-c", conf.to_str().unwrap(), "analyzer"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(&format!("analyzer.listen: cannot listen on {addr}")),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn completion_and_version() {
+    let o = run(&["completion", "bash"]);
+    assert!(o.status.success());
+    assert!(
+        stdout(&o).contains("_skydive()"),
+        "{}",
+        &stdout(&o)[..200.min(stdout(&o).len())]
+    );
+    let o = run(&["completion", "zsh"]);
+    assert!(stdout(&o).contains("#compdef skydive"));
+    let o = run(&["version"]);
+    assert!(stdout(&o).starts_with("skydive 0.28.0"), "{}", stdout(&o));
+}

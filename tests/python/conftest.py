@@ -1,0 +1,84 @@
+"""A real `skydive allinone` for the tests, on free ports of 127.0.0.1, with its embedded
+store in a temporary directory. The binary is $SKYDIVE_BIN (scripts/test.sh builds it)."""
+
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what, cond, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if cond():
+                return
+        except Exception:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+class Allinone:
+    def __init__(self, tmp):
+        self.port = free_port()
+        self.agent_port = free_port()
+        self.endpoint = "127.0.0.1:%d" % self.port
+        conf = os.path.join(tmp, "skydive.yml")
+        with open(conf, "w") as f:
+            f.write(
+                "host_id: pytest-host\n"
+                "analyzer:\n  listen: 127.0.0.1:%d\n"
+                "agent:\n  listen: 127.0.0.1:%d\n"
+                "storage:\n  embedded:\n    path: %s\n"
+                % (self.port, self.agent_port, os.path.join(tmp, "data"))
+            )
+        binary = os.environ.get("SKYDIVE_BIN", "target/debug/skydive")
+        self.log = open(os.path.join(tmp, "allinone.log"), "w")
+        self.proc = subprocess.Popen(
+            [binary, "-c", conf, "allinone"], stdout=self.log, stderr=self.log
+        )
+        wait_for("the analyzer API", self.api_up)
+        wait_for("the agent's host node", lambda: self.count("G.V().Has('Type', 'host')") == 1)
+
+    def api_up(self):
+        with urllib.request.urlopen("http://%s/api" % self.endpoint, timeout=1) as r:
+            return r.status == 200
+
+    def count(self, q):
+        req = urllib.request.Request(
+            "http://%s/api/topology" % self.endpoint,
+            data=json.dumps({"GremlinQuery": q + ".Count()"}).encode(),
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read())
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def allinone():
+    with tempfile.TemporaryDirectory() as tmp:
+        a = Allinone(tmp)
+        try:
+            yield a
+        finally:
+            a.stop()
