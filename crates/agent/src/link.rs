@@ -280,7 +280,7 @@ fn sync_frame(hub: &HubHandle) -> (String, u64) {
         200,
         &j,
     ) {
-        message::Frame::Text(t) => t,
+        message::Frame::Text(t) => t.to_string(),
         message::Frame::Binary(_) => String::new(),
     };
     (frame, snap.seq)
@@ -389,7 +389,7 @@ fn answer(requests: &dyn RequestHandler, msg: &Incoming) -> Option<String> {
         status,
         &obj,
     ) {
-        message::Frame::Text(t) => Some(t),
+        message::Frame::Text(t) => Some(t.to_string()),
         message::Frame::Binary(_) => None,
     }
 }

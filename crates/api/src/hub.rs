@@ -39,9 +39,40 @@ pub struct EventBatch {
     /// each: events are in command order, so a subscriber can skip its own.
     pub sources: Vec<(Option<ConnId>, usize)>,
     encoded: std::sync::OnceLock<Vec<crate::message::EncodedEvent>>,
+    /// Whole messages, by framing and update policy (JSON full, JSON partial, protobuf
+    /// full, protobuf partial): one encoding per event for every subscriber.
+    frames: [std::sync::OnceLock<Vec<crate::message::Frame>>; 4],
 }
 
 impl EventBatch {
+    /// The events as `Graph` messages for subscribers of a framing and update policy
+    /// (updates as `*PartiallyUpdated` when `partial`), encoded once for all of them.
+    pub fn frames(
+        &self,
+        protocol: crate::message::Protocol,
+        partial: bool,
+    ) -> &[crate::message::Frame] {
+        use crate::message::{Protocol, encode_raw, graph_types::NAMESPACE, new_uuid};
+        let slot = match (protocol, partial) {
+            (Protocol::Json, false) => 0,
+            (Protocol::Json, true) => 1,
+            (Protocol::Protobuf, false) => 2,
+            (Protocol::Protobuf, true) => 3,
+        };
+        self.frames[slot].get_or_init(|| {
+            self.encoded()
+                .iter()
+                .map(|ev| {
+                    let (kind, obj) = match (&ev.partial, partial) {
+                        (Some((k, o)), true) => (*k, o.as_ref()),
+                        _ => (ev.kind, ev.obj.as_ref()),
+                    };
+                    encode_raw(protocol, NAMESPACE, kind, &new_uuid(), 200, obj)
+                })
+                .collect()
+        })
+    }
+
     /// The events encoded for the wire (done once, shared by every subscriber).
     pub fn encoded(&self) -> &[crate::message::EncodedEvent] {
         self.encoded.get_or_init(|| {
@@ -217,6 +248,7 @@ impl Hub {
                     events,
                     sources,
                     encoded: Default::default(),
+                    frames: Default::default(),
                 });
                 let _ = self.handle.events.send(batch.clone());
                 self.sinks.retain(|s| !s.is_closed());

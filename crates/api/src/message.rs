@@ -164,7 +164,8 @@ pub fn new_uuid() -> String {
 /// An encoded frame, ready to send on a connection of the given protocol.
 #[derive(Clone, Debug)]
 pub enum Frame {
-    Text(String),
+    /// Shared, so that one encoding serves every subscriber.
+    Text(std::sync::Arc<str>),
     Binary(Bytes),
 }
 
@@ -186,7 +187,8 @@ pub fn encode_raw(
                 status,
                 obj,
             })
-            .unwrap_or_default(),
+            .unwrap_or_default()
+            .into(),
         ),
         Protocol::Protobuf => Frame::Binary(Bytes::from(
             PbStructMessage {
@@ -234,7 +236,7 @@ mod tests {
             panic!("text expected")
         };
         assert_eq!(
-            t,
+            &*t,
             r#"{"Namespace":"Graph","Type":"NodeAdded","UUID":"u1","Status":200,"Obj":{"ID":"n"}}"#
         );
         let m = decode_text(&t).unwrap();

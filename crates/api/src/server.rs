@@ -3,6 +3,7 @@
 //! Each service adds its own routes (`/api/status`, resources, `/ws/agent/topology`, …).
 
 pub mod conn;
+pub mod listener;
 pub mod publisher;
 pub mod subscriber;
 
@@ -67,8 +68,9 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    pub fn keepalive(&self) -> Keepalive {
+    pub fn keepalive(&self, activity: listener::Activity) -> Keepalive {
         Keepalive {
+            activity,
             ping_every: std::time::Duration::from_secs(self.ws.ping_delay.max(1)),
             read_deadline: std::time::Duration::from_secs(
                 self.ws.ping_delay + self.ws.pong_timeout.max(1),
@@ -147,16 +149,9 @@ pub async fn serve(
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Small replies and WebSocket frames must not wait for Nagle's algorithm.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {e}");
-        }
-    });
     axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        listener::ActivityListener(listener),
+        app.into_make_service_with_connect_info::<listener::ClientInfo>(),
     )
     .with_graceful_shutdown(shutdown)
     .await
@@ -312,6 +307,8 @@ pub struct WsRequest {
     pub headers: HeaderMap,
     pub query: Vec<(String, String)>,
     pub remote: SocketAddr,
+    /// When the connection last received bytes.
+    pub activity: listener::Activity,
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for WsRequest {
@@ -327,16 +324,21 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for WsRequest {
         let Query(query) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
             .await
             .unwrap_or(Query(Vec::new()));
-        let remote = parts
+        let info = parts
             .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0)
+            .get::<ConnectInfo<listener::ClientInfo>>()
+            .map(|c| c.0.clone());
+        let remote = info
+            .as_ref()
+            .map(|i| i.addr)
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let activity = info.map(|i| i.activity).unwrap_or_default();
         Ok(WsRequest {
             ws,
             headers: parts.headers.clone(),
             query,
             remote,
+            activity,
         })
     }
 }
@@ -359,6 +361,7 @@ where
         headers,
         query,
         remote,
+        activity,
     } = req;
     let handshake = match Handshake::parse(&headers, &query, remote) {
         Ok(h) => h,
@@ -407,7 +410,7 @@ where
     };
     let events = subscribe.then(|| ctx.hub.subscribe());
     let registry = ctx.registry.clone();
-    let keepalive = ctx.keepalive();
+    let keepalive = ctx.keepalive(activity);
     let handler = Arc::new(make(conn.clone(), sub.clone()));
     let fctx = ctx.clone();
     let (failed_registry, failed_conn, failed_handler) =

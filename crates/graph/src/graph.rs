@@ -63,7 +63,13 @@ pub struct Graph {
     edges: PMap<Id, Arc<Edge>>,
     adjacency: PMap<Id, Adjacency>,
     indexes: [OrdSet<(CompactString, Id)>; INDEXED_KEYS.len()],
+    /// Elements by origin (`(origin, EDGE or NODE, ID)`), so that an owner's subgraph is
+    /// found without a scan: a `Sync` or the removal of an agent costs what the agent owns.
+    origins: OrdSet<(CompactString, u8, Id)>,
 }
+
+const NODE: u8 = 0;
+const EDGE: u8 = 1;
 
 impl std::fmt::Debug for Graph {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -274,6 +280,8 @@ impl Graph {
         node.metadata.shrink_to_fit();
         let node = Arc::new(node);
         self.index_insert(&node);
+        self.origins
+            .insert((node.origin.as_str().into(), NODE, node.id.clone()));
         self.nodes.insert(node.id.clone(), node.clone());
         Ok(GraphEvent::NodeAdded(node))
     }
@@ -294,6 +302,8 @@ impl Graph {
         let edge = Arc::new(edge);
         adj_push(&mut self.adjacency, &edge.parent, Side::Out, &edge);
         adj_push(&mut self.adjacency, &edge.child, Side::In, &edge);
+        self.origins
+            .insert((edge.origin.as_str().into(), EDGE, edge.id.clone()));
         self.edges.insert(edge.id.clone(), edge.clone());
         Ok(GraphEvent::EdgeAdded(edge))
     }
@@ -301,6 +311,12 @@ impl Graph {
     fn store_node_update(&mut self, old: &Arc<Node>, new: Node, ops: Vec<PartialOp>) -> GraphEvent {
         let new = Arc::new(new);
         self.index_update(old, &new);
+        if old.origin != new.origin {
+            self.origins
+                .remove(&(old.origin.as_str().into(), NODE, old.id.clone()));
+            self.origins
+                .insert((new.origin.as_str().into(), NODE, new.id.clone()));
+        }
         self.nodes.insert(new.id.clone(), new.clone());
         GraphEvent::NodeUpdated {
             node: new,
@@ -310,6 +326,14 @@ impl Graph {
 
     fn store_edge_update(&mut self, new: Edge, ops: Vec<PartialOp>) -> GraphEvent {
         let new = Arc::new(new);
+        if let Some(old) = self.edges.get(&new.id)
+            && old.origin != new.origin
+        {
+            let key = (old.origin.as_str().into(), EDGE, old.id.clone());
+            self.origins.remove(&key);
+            self.origins
+                .insert((new.origin.as_str().into(), EDGE, new.id.clone()));
+        }
         adj_replace(&mut self.adjacency, &new.parent, Side::Out, &new);
         adj_replace(&mut self.adjacency, &new.child, Side::In, &new);
         self.edges.insert(new.id.clone(), new.clone());
@@ -476,6 +500,8 @@ impl Graph {
             .ok_or_else(|| GraphError::EdgeNotFound(Id::new(id)))?;
         adj_remove(&mut self.adjacency, &edge.parent, Side::Out, &edge.id);
         adj_remove(&mut self.adjacency, &edge.child, Side::In, &edge.id);
+        self.origins
+            .remove(&(edge.origin.as_str().into(), EDGE, edge.id.clone()));
         let mut gone = (*edge).clone();
         gone.deleted_at = time;
         Ok(GraphEvent::EdgeDeleted(Arc::new(gone)))
@@ -503,10 +529,30 @@ impl Graph {
             .remove(id)
             .ok_or_else(|| GraphError::NodeNotFound(Id::new(id)))?;
         self.index_remove(&node);
+        self.origins
+            .remove(&(node.origin.as_str().into(), NODE, node.id.clone()));
         let mut gone = (*node).clone();
         gone.deleted_at = time;
         events.push(GraphEvent::NodeDeleted(Arc::new(gone)));
         Ok(events)
+    }
+
+    /// IDs of the nodes (`NODE`) or edges (`EDGE`) of `origin`.
+    fn origin_ids<'a>(&'a self, origin: &str, kind: u8) -> impl Iterator<Item = &'a Id> + use<'a> {
+        let origin = CompactString::from(origin);
+        let start = (origin.clone(), kind, Id::default());
+        self.origins
+            .range(start..)
+            .take_while(move |(o, k, _)| *o == origin && *k == kind)
+            .map(|(_, _, id)| id)
+    }
+
+    /// How many nodes and edges `origin` owns.
+    pub fn origin_size(&self, origin: &str) -> (usize, usize) {
+        (
+            self.origin_ids(origin, NODE).count(),
+            self.origin_ids(origin, EDGE).count(),
+        )
     }
 
     /// Deletes every element of `origin`.
@@ -529,16 +575,14 @@ impl Graph {
         let keep_nodes: HashSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
         let keep_edges: HashSet<&str> = edges.iter().map(|e| e.id.as_str()).collect();
         let stale_edges: Vec<Id> = self
-            .edges
-            .values()
-            .filter(|e| e.origin == origin && !keep_edges.contains(e.id.as_str()))
-            .map(|e| e.id.clone())
+            .origin_ids(origin, EDGE)
+            .filter(|id| !keep_edges.contains(id.as_str()))
+            .cloned()
             .collect();
         let stale_nodes: Vec<Id> = self
-            .nodes
-            .values()
-            .filter(|n| n.origin == origin && !keep_nodes.contains(n.id.as_str()))
-            .map(|n| n.id.clone())
+            .origin_ids(origin, NODE)
+            .filter(|id| !keep_nodes.contains(id.as_str()))
+            .cloned()
             .collect();
         for id in stale_edges {
             if let Ok(ev) = self.delete_edge(&id, time) {
@@ -744,5 +788,27 @@ mod tests {
         assert!(again.is_empty(), "{again:?}");
         assert_eq!(g.delete_origin("agent.h", 12).len(), 2);
         assert_eq!(g.node_count(), 1);
+    }
+
+    #[test]
+    fn origin_index_follows_adds_deletes_and_origin_changes() {
+        let mut g = Graph::new();
+        g.add_node(node("a", "eth0", "veth")).unwrap();
+        g.add_node(node("b", "eth1", "veth")).unwrap();
+        g.add_edge(edge("e", "a", "b")).unwrap();
+        assert_eq!(g.origin_size("agent.h"), (2, 1));
+        assert_eq!(g.origin_size("agent.hh"), (0, 0), "no prefix match");
+        // Another owner takes a node over.
+        let mut b2 = node("b", "eth1", "veth");
+        b2.origin = "api.x".into();
+        b2.revision = 5;
+        g.replace_node(b2).unwrap();
+        assert_eq!(g.origin_size("agent.h"), (1, 1));
+        assert_eq!(g.origin_size("api.x"), (1, 0));
+        // Deleting a node deletes its edges from the index too.
+        g.delete_node("a", 2).unwrap();
+        assert_eq!(g.origin_size("agent.h"), (0, 0));
+        assert_eq!(g.delete_origin("api.x", 3).len(), 1);
+        assert_eq!(g.node_count(), 0);
     }
 }

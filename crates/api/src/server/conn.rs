@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::http::HeaderMap;
 use futures_util::{SinkExt, StreamExt};
@@ -14,6 +15,18 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::hub::{ConnId, next_conn_id};
 use crate::message::{self, Frame, Incoming, Protocol};
+
+/// A shared text frame seen as bytes, so that it is sent without a copy.
+struct SharedText(Arc<str>);
+
+impl AsRef<[u8]> for SharedText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+/// Frames written with one flush at most.
+const WRITE_BATCH: usize = 256;
 
 /// How long a frame may take to be written (Skydive's write deadline).
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
@@ -387,10 +400,12 @@ pub trait MessageHandler: Send + Sync + 'static {
 }
 
 /// Keepalive and limits of a connection.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Keepalive {
+    /// When the connection last received bytes.
+    pub activity: super::listener::Activity,
     pub ping_every: Duration,
-    /// How long without any frame from the client before it is considered gone.
+    /// How long without any byte from the client before it is considered gone.
     pub read_deadline: Duration,
 }
 
@@ -410,14 +425,12 @@ pub async fn run<H: MessageHandler>(
         let mut ping = tokio::time::interval(keepalive.ping_every);
         // A write that cannot complete within this delay means the client stopped reading.
         let deadline = WRITE_DEADLINE;
+        let mut batch: Vec<Frame> = Vec::with_capacity(WRITE_BATCH);
         loop {
-            let msg = tokio::select! {
-                frame = outgoing.recv() => match frame {
-                    Some(Frame::Text(t)) => Message::Text(Utf8Bytes::from(t)),
-                    Some(Frame::Binary(b)) => Message::Binary(b),
-                    None => break,
-                },
-                _ = ping.tick() => Message::Ping(Default::default()),
+            let mut ping_now = false;
+            tokio::select! {
+                n = outgoing.recv_many(&mut batch, WRITE_BATCH) => if n == 0 { break },
+                _ = ping.tick() => ping_now = true,
                 _ = writer_conn.closed() => {
                     let close = Message::Close(Some(CloseFrame {
                         code: 1008,
@@ -426,8 +439,27 @@ pub async fn run<H: MessageHandler>(
                     let _ = tokio::time::timeout(deadline, sink.send(close)).await;
                     break;
                 }
+            }
+            // Every queued frame goes out before one flush: one write for many messages.
+            let write = async {
+                if ping_now {
+                    sink.feed(Message::Ping(Default::default())).await?;
+                }
+                for frame in batch.drain(..) {
+                    let msg = match frame {
+                        Frame::Text(t) => {
+                            match Utf8Bytes::try_from(Bytes::from_owner(SharedText(t))) {
+                                Ok(t) => Message::Text(t),
+                                Err(_) => continue,
+                            }
+                        }
+                        Frame::Binary(b) => Message::Binary(b),
+                    };
+                    sink.feed(msg).await?;
+                }
+                sink.flush().await
             };
-            match tokio::time::timeout(deadline, sink.send(msg)).await {
+            match tokio::time::timeout(deadline, write).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => break,
                 Err(_) => {
@@ -440,18 +472,27 @@ pub async fn run<H: MessageHandler>(
         let _ = tokio::time::timeout(deadline, sink.close()).await;
     });
 
+    // The deadline counts bytes, not messages: a large message arriving slowly is activity.
+    let mut deadline_check = tokio::time::interval(keepalive.read_deadline / 4);
     loop {
         let next = tokio::select! {
-            n = tokio::time::timeout(keepalive.read_deadline, stream.next()) => n,
+            n = stream.next() => n,
+            _ = deadline_check.tick() => {
+                if keepalive.activity.idle() > keepalive.read_deadline {
+                    tracing::info!(host = %conn.handshake.host_id, endpoint = conn.endpoint, "nothing received (not even a pong) before the deadline, closing");
+                    break;
+                }
+                continue;
+            }
             _ = conn.closed() => break,
         };
         let msg = match next {
-            Err(_) => {
-                tracing::info!(host = %conn.handshake.host_id, endpoint = conn.endpoint, "no pong before the deadline, closing");
+            None => break,
+            Some(Err(e)) => {
+                tracing::info!(host = %conn.handshake.host_id, endpoint = conn.endpoint, "connection error, closing: {e}");
                 break;
             }
-            Ok(None) | Ok(Some(Err(_))) => break,
-            Ok(Some(Ok(m))) => m,
+            Some(Ok(m)) => m,
         };
         let decoded: Vec<Incoming> = match msg {
             Message::Text(t) => match message::decode_text_batch(t.as_str()) {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use skydive_graph::{Edge, Graph, GraphError, GraphEvent, Node, PartialUpdate, now_ms};
 
 use super::Context;
@@ -24,9 +25,9 @@ pub struct PublishPolicy {
 #[derive(Deserialize)]
 struct SyncObj {
     #[serde(rename = "Nodes", default)]
-    nodes: Option<Vec<Value>>,
+    nodes: Option<Vec<Box<RawValue>>>,
     #[serde(rename = "Edges", default)]
-    edges: Option<Vec<Value>>,
+    edges: Option<Vec<Box<RawValue>>>,
 }
 
 #[derive(Deserialize)]
@@ -44,20 +45,24 @@ fn stamp(elem: &mut skydive_graph::Element, conn: &Conn, policy: PublishPolicy) 
     }
 }
 
-fn decode_node(v: &Value, conn: &Conn, policy: PublishPolicy) -> Result<Node, String> {
+/// Decodes an element straight from its JSON text; the schema check (publishers only) needs
+/// the generic tree, agents' elements skip it.
+fn decode_node(raw: &str, conn: &Conn, policy: PublishPolicy) -> Result<Node, String> {
     if policy.validate {
-        schema::validate_node(v)?;
+        let v: Value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+        schema::validate_node(&v)?;
     }
-    let mut n = Node::from_json(v, now_ms()).map_err(|e| e.to_string())?;
+    let mut n = Node::from_slice(raw.as_bytes(), now_ms()).map_err(|e| e.to_string())?;
     stamp(&mut n, conn, policy);
     Ok(n)
 }
 
-fn decode_edge(v: &Value, conn: &Conn, policy: PublishPolicy) -> Result<Edge, String> {
+fn decode_edge(raw: &str, conn: &Conn, policy: PublishPolicy) -> Result<Edge, String> {
     if policy.validate {
-        schema::validate_edge(v)?;
+        let v: Value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+        schema::validate_edge(&v)?;
     }
-    let mut e = Edge::from_json(v, now_ms()).map_err(|e| e.to_string())?;
+    let mut e = Edge::from_slice(raw.as_bytes(), now_ms()).map_err(|e| e.to_string())?;
     stamp(&mut e, conn, policy);
     Ok(e)
 }
@@ -66,17 +71,21 @@ type Op = Box<dyn FnOnce(&mut Graph) -> Result<Vec<GraphEvent>, GraphError> + Se
 
 /// Turns a graph message into a change of the graph. `Ok(None)`: nothing to do.
 pub fn graph_op(msg: &Incoming, conn: &Conn, policy: PublishPolicy) -> Result<Option<Op>, String> {
-    let obj = || -> Result<Value, String> {
-        msg.obj::<Value>()
-            .map_err(|e| format!("malformed {}: {e}", msg.kind))
+    let obj = || -> Result<&str, String> {
+        match msg.obj.as_deref() {
+            Some(raw) => Ok(raw.get()),
+            None => Err(format!("malformed {}: no Obj", msg.kind)),
+        }
     };
     let op: Op = match msg.kind.as_str() {
         NODE_ADDED | NODE_UPDATED => {
-            let n = decode_node(&obj()?, conn, policy)?;
+            let n = decode_node(obj()?, conn, policy)
+                .map_err(|e| format!("malformed {}: {e}", msg.kind))?;
             Box::new(move |g: &mut Graph| g.replace_node(n))
         }
         EDGE_ADDED | EDGE_UPDATED => {
-            let e = decode_edge(&obj()?, conn, policy)?;
+            let e = decode_edge(obj()?, conn, policy)
+                .map_err(|e| format!("malformed {}: {e}", msg.kind))?;
             Box::new(move |g: &mut Graph| g.replace_edge(e))
         }
         NODE_PARTIALLY_UPDATED => {
@@ -127,7 +136,7 @@ pub fn graph_op(msg: &Incoming, conn: &Conn, policy: PublishPolicy) -> Result<Op
                 .map_err(|e| format!("malformed {}: {e}", msg.kind))?;
             let mut nodes = Vec::new();
             for v in s.nodes.unwrap_or_default() {
-                match decode_node(&v, conn, policy) {
+                match decode_node(v.get(), conn, policy) {
                     Ok(n) => nodes.push(n),
                     Err(e) => {
                         tracing::warn!(host = %conn.handshake.host_id, "dropping an invalid node: {e}")
@@ -136,7 +145,7 @@ pub fn graph_op(msg: &Incoming, conn: &Conn, policy: PublishPolicy) -> Result<Op
             }
             let mut edges = Vec::new();
             for v in s.edges.unwrap_or_default() {
-                match decode_edge(&v, conn, policy) {
+                match decode_edge(v.get(), conn, policy) {
                     Ok(e) => edges.push(e),
                     Err(e) => {
                         tracing::warn!(host = %conn.handshake.host_id, "dropping an invalid edge: {e}")

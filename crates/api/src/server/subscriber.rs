@@ -98,22 +98,6 @@ impl Subscription {
         }
     }
 
-    fn send_encoded(&self, ev: &message::EncodedEvent) -> bool {
-        let (kind, obj) = match (&ev.partial, self.conn.handshake.partial_updates) {
-            (Some((k, o)), true) => (*k, o.as_ref()),
-            _ => (ev.kind, ev.obj.as_ref()),
-        };
-        let uuid = message::new_uuid();
-        self.conn.send(message::encode_raw(
-            self.conn.handshake.protocol,
-            NAMESPACE,
-            kind,
-            &uuid,
-            200,
-            obj,
-        ))
-    }
-
     async fn on_batch(&self, ctx: &Context, batch: &EventBatch) {
         if !self.conn.handshake.wants(NAMESPACE) {
             return;
@@ -141,11 +125,15 @@ impl Subscription {
             st.synced_seq = snap.seq;
             return;
         }
-        for ((src, _), enc) in batch.events_with_source().zip(batch.encoded()) {
+        let frames = batch.frames(
+            self.conn.handshake.protocol,
+            self.conn.handshake.partial_updates,
+        );
+        for ((src, _), frame) in batch.events_with_source().zip(frames) {
             if src == Some(self.conn.id) {
                 continue;
             }
-            if !self.send_encoded(enc) {
+            if !self.conn.send(frame.clone()) {
                 return;
             }
         }
