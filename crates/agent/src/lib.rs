@@ -94,6 +94,7 @@ impl Agent {
         settings: &Settings,
         requests: Arc<dyn RequestHandler>,
     ) -> anyhow::Result<Agent> {
+        server::require_noauth(settings, "agent.auth.api.backend", &settings.agent.auth.api.backend)?;
         let host_id = settings.host_id.clone();
         let mut graph = Graph::new();
         graph.add_node(host::host_node(

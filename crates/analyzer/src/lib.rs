@@ -76,6 +76,12 @@ fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn ResourceStore>> {
 impl Analyzer {
     /// Opens the store, binds `analyzer.listen` and starts every task.
     pub async fn start(settings: &Settings) -> anyhow::Result<Analyzer> {
+        for (key, backend) in [
+            ("analyzer.auth.api.backend", &settings.analyzer.auth.api.backend),
+            ("analyzer.auth.cluster.backend", &settings.analyzer.auth.cluster.backend),
+        ] {
+            server::require_noauth(settings, key, backend)?;
+        }
         let store = open_store(settings)?;
         let listener = server::bind(&settings.analyzer.listen)
             .await

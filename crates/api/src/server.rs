@@ -135,6 +135,17 @@ pub fn with_layers(router: Router) -> Router {
     router.layer(CompressionLayer::new().gzip(true)).layer(cors)
 }
 
+/// Refuses an authentication backend this build cannot enforce: better not to start than to
+/// serve without the protection the configuration asks for.
+pub fn require_noauth(settings: &skydive_config::Settings, key: &str, backend: &str) -> anyhow::Result<()> {
+    match settings.auth_type(backend) {
+        Some("noauth") | None => Ok(()),
+        Some(other) => anyhow::bail!(
+            "{key}: the `{backend}` backend is of type {other}, and authentication is not available in this build yet (use noauth)"
+        ),
+    }
+}
+
 /// Binds a listen address of the configuration (`host:port`, `:port`, `port`; an empty
 /// host is 127.0.0.1).
 pub async fn bind(listen: &str) -> std::io::Result<tokio::net::TcpListener> {

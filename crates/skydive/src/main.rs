@@ -142,7 +142,7 @@ async fn run_service(cmd: &Command, config: Config) -> anyhow::Result<()> {
                 }
             };
             eprintln!(
-                "Skydive allinone: API on http://{a}/api, web UI on http://{a}/ ; agent API on http://{b}/api",
+                "Skydive allinone: analyzer API on http://{a}/api ; agent API on http://{b}/api",
                 a = analyzer.addr,
                 b = agent.addr
             );

@@ -213,6 +213,23 @@ fn invalid_configuration_exits_64_naming_the_key() {
 }
 
 #[test]
+fn an_authentication_backend_that_cannot_be_enforced_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write_config(
+        dir.path(),
+        "a.yml",
+        &format!(
+            "analyzer:\n  listen: 127.0.0.1:{}\n  auth:\n    api:\n      backend: basic\nstorage:\n  embedded:\n    path: {}\n",
+            free_port(),
+            dir.path().display()
+        ),
+    );
+    let o = run(&["-c", conf.to_str().unwrap(), "analyzer"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("analyzer.auth.api.backend"), "{}", stderr(&o));
+}
+
+#[test]
 fn a_busy_port_is_reported() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap();
