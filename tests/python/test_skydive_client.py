@@ -149,7 +149,7 @@ def test_injection(allinone):
     assert nodes[0].id == "PORT_TEST"
     assert c.lookup_nodes("G.V().Has('Name', 'Bad netns')") == []
     assert c.lookup_nodes("G.V().Has('Name', 'Bad node')") == []
-    assert len(c.lookup_edges("G.E().Has('RelationType', 'layer2')")) == 1
+    assert len(c.lookup_edges("G.V().Has('Name', 'Test TOR').OutE().Has('RelationType', 'layer2')")) == 1
 
 
 def test_subscriber_sync_and_events(allinone):

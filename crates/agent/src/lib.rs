@@ -33,6 +33,7 @@ pub struct Agent {
     pub addr: SocketAddr,
     pub ctx: Shared,
     pub links: Vec<LinkHandle>,
+    pub probes: Option<Arc<skydive_probes::Probes>>,
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     tasks: Vec<JoinHandle<()>>,
@@ -48,6 +49,28 @@ impl std::fmt::Debug for Agent {
 struct StatusState {
     ctx: Shared,
     links: Vec<LinkHandle>,
+    probes: Option<Arc<skydive_probes::Probes>>,
+}
+
+/// What an agent runs besides its graph and its links.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    /// The topology probes (netlink, netns, ethtool). Tests of the link alone leave them out.
+    pub probes: bool,
+    /// Where processes' namespaces are looked for (`/proc`).
+    pub proc_path: std::path::PathBuf,
+    /// How often processes are scanned for namespaces.
+    pub process_scan_every: Duration,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        AgentOptions {
+            probes: true,
+            proc_path: "/proc".into(),
+            process_scan_every: Duration::from_secs(2),
+        }
+    }
 }
 
 async fn status(State(s): State<StatusState>) -> Response {
@@ -77,7 +100,7 @@ async fn status(State(s): State<StatusState>) -> Response {
     let doc = json!({
         "Clients": clients,
         "Analyzers": analyzers,
-        "TopologyProbes": {},
+        "TopologyProbes": s.probes.as_ref().map(|p| p.status()).unwrap_or_else(|| json!({})),
         "FlowProbes": [],
     });
     json_response(StatusCode::OK, doc.to_string().into_bytes())
@@ -86,15 +109,20 @@ async fn status(State(s): State<StatusState>) -> Response {
 impl Agent {
     /// Builds the host node, binds `agent.listen` and dials every analyzer of `analyzers`.
     pub async fn start(settings: &Settings) -> anyhow::Result<Agent> {
-        Self::start_with(settings, Arc::new(NoRequests)).await
+        Self::start_with(settings, Arc::new(NoRequests), AgentOptions::default()).await
     }
 
     /// As [`Agent::start`], with what answers the analyzers' requests.
     pub async fn start_with(
         settings: &Settings,
         requests: Arc<dyn RequestHandler>,
+        options: AgentOptions,
     ) -> anyhow::Result<Agent> {
-        server::require_noauth(settings, "agent.auth.api.backend", &settings.agent.auth.api.backend)?;
+        server::require_noauth(
+            settings,
+            "agent.auth.api.backend",
+            &settings.agent.auth.api.backend,
+        )?;
         let host_id = settings.host_id.clone();
         let mut graph = Graph::new();
         graph.add_node(host::host_node(
@@ -108,6 +136,25 @@ impl Agent {
             .with_context(|| format!("agent.listen: cannot listen on {}", settings.agent.listen))?;
         let addr = listener.local_addr()?;
         let hub = Hub::new(graph).spawn();
+        let probes = if options.probes {
+            let cfg = skydive_probes::ProbesConfig {
+                host_id: host_id.clone(),
+                host_node: host::host_node_id(&host_id),
+                host_tid: skydive_graph::id::host_tid(&host_id),
+                netns_run_path: settings.agent.topology.netns.run_path.clone().into(),
+                proc_path: options.proc_path.clone(),
+                metrics_every: Duration::from_secs(
+                    settings.agent.topology.netlink.metrics_update.max(1),
+                ),
+                process_scan_every: options.process_scan_every,
+            };
+            Some(Arc::new(
+                skydive_probes::start(cfg, hub.clone())
+                    .context("the topology probes cannot start")?,
+            ))
+        } else {
+            None
+        };
         let ctx: Shared = Arc::new(Context {
             service: Service::Agent,
             host_id: host_id.clone(),
@@ -146,6 +193,7 @@ impl Agent {
                     .with_state(StatusState {
                         ctx: ctx.clone(),
                         links: links.clone(),
+                        probes: probes.clone(),
                     }),
             );
         let app = server::with_layers(app);
@@ -158,6 +206,7 @@ impl Agent {
             addr,
             ctx,
             links,
+            probes,
             stop,
             server,
             tasks,
@@ -171,6 +220,9 @@ impl Agent {
 
     /// Closes the links and the API.
     pub async fn shutdown(self) {
+        if let Some(p) = &self.probes {
+            p.stop().await;
+        }
         self.stop.send_replace(true);
         for c in self.ctx.registry.all() {
             c.close();

@@ -77,8 +77,14 @@ impl Analyzer {
     /// Opens the store, binds `analyzer.listen` and starts every task.
     pub async fn start(settings: &Settings) -> anyhow::Result<Analyzer> {
         for (key, backend) in [
-            ("analyzer.auth.api.backend", &settings.analyzer.auth.api.backend),
-            ("analyzer.auth.cluster.backend", &settings.analyzer.auth.cluster.backend),
+            (
+                "analyzer.auth.api.backend",
+                &settings.analyzer.auth.api.backend,
+            ),
+            (
+                "analyzer.auth.cluster.backend",
+                &settings.analyzer.auth.cluster.backend,
+            ),
         ] {
             server::require_noauth(settings, key, backend)?;
         }

@@ -436,3 +436,72 @@ fn a_subscriber_that_never_reads_is_disconnected_alone() {
     );
     assert!(a.get("/api/status")["Subscribers"].get("good").is_some());
 }
+
+#[test]
+fn pubsub_publishes_without_echo_and_subscribes() {
+    let a = TestAnalyzer::start();
+    let mut author = a.ws(
+        "/ws/pubsub",
+        &[("X-Client-Type", "seed"), ("X-Host-ID", "seed1")],
+    );
+    let mut other = a.ws(
+        "/ws/subscriber",
+        &[("X-Client-Type", "webui"), ("X-Host-ID", "ui")],
+    );
+    sync_request(&mut author, None);
+    sync_request(&mut other, None);
+    ws_send(
+        &mut author,
+        json!({"Namespace": "Graph", "Type": "NodeAdded", "Obj": node("s1", "from-seed", "device")}),
+    );
+    let seen = ws_wait(&mut other, SHORT, |m| m["Type"] == "NodeAdded")
+        .expect("the other subscriber sees it");
+    assert_eq!(seen["Obj"]["Origin"], "seed.seed1");
+    let echoed = ws_drain(&mut author, Duration::from_millis(500));
+    assert!(
+        echoed.iter().all(|m| m["Type"] != "NodeAdded"),
+        "not echoed to its author: {echoed:?}"
+    );
+    // The author still sees what others do.
+    a.send(
+        "POST",
+        "/api/node",
+        Some(node("n2", "from-api", "device")),
+        &[],
+    );
+    ws_wait(&mut author, SHORT, |m| {
+        m["Type"] == "NodeAdded" && m["Obj"]["ID"] == "n2"
+    })
+    .expect("events of others");
+}
+
+#[test]
+fn an_oversized_message_closes_only_its_connection() {
+    let a = TestAnalyzer::start();
+    let mut big = a.ws(
+        "/ws/publisher",
+        &[("X-Client-Type", "tool"), ("X-Host-ID", "big")],
+    );
+    let mut fine = a.ws(
+        "/ws/subscriber",
+        &[("X-Client-Type", "webui"), ("X-Host-ID", "fine")],
+    );
+    sync_request(&mut fine, None);
+    let huge = format!(
+        "{{\"Namespace\":\"Graph\",\"Type\":\"NodeAdded\",\"Obj\":{{\"Pad\":\"{}\"}}}}",
+        "x".repeat(65 << 20)
+    );
+    let _ = big.send(Message::text(huge));
+    let closed = (0..100).any(|_| matches!(big.read(), Ok(Message::Close(_)) | Err(_)));
+    assert!(closed, "the oversized message closes its connection");
+    eventually(SHORT, "the publisher is gone", || {
+        a.get("/api/status")["Publishers"].get("big").is_none()
+    });
+    a.send(
+        "POST",
+        "/api/node",
+        Some(node("n1", "still", "device")),
+        &[],
+    );
+    ws_wait(&mut fine, SHORT, |m| m["Type"] == "NodeAdded").expect("the others are served");
+}

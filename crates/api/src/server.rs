@@ -137,7 +137,11 @@ pub fn with_layers(router: Router) -> Router {
 
 /// Refuses an authentication backend this build cannot enforce: better not to start than to
 /// serve without the protection the configuration asks for.
-pub fn require_noauth(settings: &skydive_config::Settings, key: &str, backend: &str) -> anyhow::Result<()> {
+pub fn require_noauth(
+    settings: &skydive_config::Settings,
+    key: &str,
+    backend: &str,
+) -> anyhow::Result<()> {
     match settings.auth_type(backend) {
         Some("noauth") | None => Ok(()),
         Some(other) => anyhow::bail!(

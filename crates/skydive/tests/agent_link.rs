@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-use skydive_agent::Agent;
+use std::sync::Arc;
+
+use skydive_agent::{Agent, AgentOptions, NoRequests};
 use skydive_analyzer::Analyzer;
 use skydive_api::client::Client;
 use skydive_config::Settings;
@@ -46,7 +48,14 @@ fn the_agents_graph_reaches_the_analyzer_and_follows_it() {
     let s = settings(dir.path());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let analyzer = rt.block_on(Analyzer::start(&s)).unwrap();
-    let agent = rt.block_on(Agent::start(&s)).unwrap();
+    // The link alone: the topology probes would add the host's real interfaces.
+    let options = AgentOptions {
+        probes: false,
+        ..Default::default()
+    };
+    let agent = rt
+        .block_on(Agent::start_with(&s, Arc::new(NoRequests), options))
+        .unwrap();
     let c = Client::new(&analyzer.addr.to_string(), None);
     let local = Client::new(&agent.addr.to_string(), None);
 

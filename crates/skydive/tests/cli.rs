@@ -226,7 +226,11 @@ fn an_authentication_backend_that_cannot_be_enforced_is_refused() {
     );
     let o = run(&["-c", conf.to_str().unwrap(), "analyzer"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("analyzer.auth.api.backend"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("analyzer.auth.api.backend"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

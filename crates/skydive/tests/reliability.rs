@@ -99,8 +99,22 @@ fn killed_analyzer_gets_the_whole_graph_back_within_five_seconds() {
         )
         .unwrap();
     assert_eq!(r.status, 201);
-    let before = ids(&c, "G.V()");
-    assert_eq!(before.len(), 3);
+    // Both agents' probes have reported the host's interfaces, and nothing moves any more.
+    eventually(
+        Duration::from_secs(10),
+        "each host with its loopback",
+        || count(&c, "G.V().Has('Type', 'host').Out().Has('Name', 'lo')") == 2,
+    );
+    let mut before = ids(&c, "G.V()");
+    eventually(Duration::from_secs(10), "a settled graph", || {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = ids(&c, "G.V()");
+        std::mem::replace(&mut before, now) == before
+    });
+    assert!(
+        before.len() >= 5,
+        "2 hosts, their interfaces, the API node: {before:?}"
+    );
     let host1 = query(&c, "G.V().Has('Name', 'agent1')").unwrap();
     assert_eq!(
         host1[0]["Metadata"]["rack"], "r1",

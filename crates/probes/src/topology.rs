@@ -1,0 +1,590 @@
+//! The agent's topology: namespaces and their interfaces, as the probes report them, turned
+//! into nodes and edges (compat spec §3.2–3.4) with stable IDs and TIDs (§3.3).
+//!
+//! Pure: inputs in, graph operations out. The operations only touch the metadata keys this
+//! module owns on a node, so what other probes (OVS, captures) add to the same node stays.
+//!
+//! IDs: a netns node is `UUIDv5("netns/" + its TID)`, an interface `UUIDv5("interface/" +
+//! owner TID + "/" + ifindex)`, edges `UUIDv5(parent + child + relation)`; all survive a
+//! restart of the agent. TIDs follow Skydive: `UUIDv5(hostTID + Path + "netns")` for a
+//! namespace, `UUIDv5(ownerTID + Name + Type)` for an interface.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use skydive_graph::id::{child_tid, link_id, netns_tid};
+use skydive_graph::{Edge, Graph, GraphEvent, Id, Map, Node, Value, diff_metadata, gen_id_from};
+
+use crate::netns::{NsInfo, NsKey};
+
+/// An interface as a namespace's probe reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinkState {
+    pub index: u32,
+    pub name: String,
+    pub ty: String,
+    /// The keys the probe owns (Name, MTU, IPV4, Metric, ...), without `TID`.
+    pub metadata: Map,
+    pub master: Option<u32>,
+    /// The peer of a veth, or the lower device of a vlan, vxlan or macvlan: in the same
+    /// namespace (`None`) or in another one.
+    pub link: Option<(Option<NsKey>, u32)>,
+}
+
+/// What the probes report.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// A namespace appeared or changed.
+    Namespace(NsInfo),
+    NamespaceGone(NsKey),
+    /// Interfaces of a namespace: `full` replaces them all, otherwise `links` are added or
+    /// updated and `removed` deleted.
+    Links {
+        ns: NsKey,
+        full: bool,
+        links: Vec<LinkState>,
+        removed: Vec<u32>,
+    },
+}
+
+/// A change to make to the graph.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// Set the owned keys of a node (creating it if needed): `prev` is what was set before,
+    /// so that keys gone from `metadata` are removed.
+    SetNode {
+        id: Id,
+        metadata: Map,
+        prev: Option<Map>,
+    },
+    DeleteNode(Id),
+    AddEdge {
+        id: Id,
+        parent: Id,
+        child: Id,
+        metadata: Map,
+    },
+    DeleteEdge(Id),
+}
+
+#[derive(Clone, Debug)]
+struct NsEntry {
+    info: NsInfo,
+    links: BTreeMap<u32, LinkState>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct EdgeDesc {
+    parent: Id,
+    child: Id,
+    metadata: Map,
+}
+
+/// The topology of one host.
+#[derive(Debug)]
+pub struct Topology {
+    host_id: Id,
+    host_tid: String,
+    root: NsKey,
+    namespaces: BTreeMap<NsKey, NsEntry>,
+    nodes: HashMap<Id, Map>,
+    edges: HashMap<Id, EdgeDesc>,
+}
+
+fn relation(kind: &str) -> Map {
+    let mut m = Map::new();
+    m.insert("RelationType", kind);
+    m
+}
+
+impl Topology {
+    /// The topology of the host whose node is `host_id` with TID `host_tid`; `root` is the
+    /// host's own namespace.
+    pub fn new(host_id: Id, host_tid: &str, root: NsInfo) -> Topology {
+        let mut namespaces = BTreeMap::new();
+        let key = root.key;
+        namespaces.insert(
+            key,
+            NsEntry {
+                info: root,
+                links: BTreeMap::new(),
+            },
+        );
+        Topology {
+            host_id,
+            host_tid: host_tid.to_string(),
+            root: key,
+            namespaces,
+            nodes: HashMap::new(),
+            edges: HashMap::new(),
+        }
+    }
+
+    /// The number of namespaces (the host's included) and interfaces known.
+    pub fn size(&self) -> (usize, usize) {
+        (
+            self.namespaces.len(),
+            self.namespaces.values().map(|n| n.links.len()).sum(),
+        )
+    }
+
+    pub fn apply(&mut self, input: Input) {
+        match input {
+            Input::Namespace(info) => {
+                if info.key == self.root {
+                    return;
+                }
+                self.namespaces
+                    .entry(info.key)
+                    .and_modify(|e| e.info = info.clone())
+                    .or_insert(NsEntry {
+                        info,
+                        links: BTreeMap::new(),
+                    });
+            }
+            Input::NamespaceGone(key) => {
+                if key != self.root {
+                    self.namespaces.remove(&key);
+                }
+            }
+            Input::Links {
+                ns,
+                full,
+                links,
+                removed,
+            } => {
+                let Some(e) = self.namespaces.get_mut(&ns) else {
+                    return;
+                };
+                if full {
+                    e.links.clear();
+                }
+                for i in removed {
+                    e.links.remove(&i);
+                }
+                for l in links {
+                    e.links.insert(l.index, l);
+                }
+            }
+        }
+    }
+
+    /// The TID of a namespace's owner node: the host for the host's namespace.
+    fn owner(&self, key: NsKey) -> Option<(Id, String)> {
+        if key == self.root {
+            return Some((self.host_id.clone(), self.host_tid.clone()));
+        }
+        let e = self.namespaces.get(&key)?;
+        let tid = netns_tid(&self.host_tid, &e.info.path.to_string_lossy());
+        Some((gen_id_from(&["netns", &tid]), tid))
+    }
+
+    fn interface_id(owner_tid: &str, index: u32) -> Id {
+        gen_id_from(&["interface", owner_tid, &index.to_string()])
+    }
+
+    /// The node ID of interface `index` of namespace `key`, if known.
+    pub fn interface(&self, key: NsKey, index: u32) -> Option<Id> {
+        let e = self.namespaces.get(&key)?;
+        e.links.get(&index)?;
+        let (_, tid) = self.owner(key)?;
+        Some(Self::interface_id(&tid, index))
+    }
+
+    fn desired(&self) -> (HashMap<Id, Map>, HashMap<Id, EdgeDesc>) {
+        let mut nodes = HashMap::new();
+        let mut edges = HashMap::new();
+        let mut add_edge = |parent: &Id, child: &Id, md: Map| {
+            let rel = md
+                .get("RelationType")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let id = link_id(parent, child, &rel);
+            edges.insert(
+                id,
+                EdgeDesc {
+                    parent: parent.clone(),
+                    child: child.clone(),
+                    metadata: md,
+                },
+            );
+        };
+        for (key, e) in &self.namespaces {
+            let Some((owner_id, owner_tid)) = self.owner(*key) else {
+                continue;
+            };
+            if *key != self.root {
+                let mut m = Map::new();
+                m.insert("Name", e.info.name.as_str());
+                m.insert("Type", "netns");
+                m.insert("Path", e.info.path.to_string_lossy().as_ref());
+                m.insert("Inode", e.info.inode as i64);
+                m.insert("Device", e.info.device as i64);
+                m.insert("TID", owner_tid.as_str());
+                nodes.insert(owner_id.clone(), m);
+                add_edge(&self.host_id, &owner_id, relation("ownership"));
+            }
+            for l in e.links.values() {
+                let id = Self::interface_id(&owner_tid, l.index);
+                let mut m = l.metadata.clone();
+                m.insert("TID", child_tid(&owner_tid, &l.name, &l.ty).as_str());
+                add_edge(&owner_id, &id, relation("ownership"));
+                if let Some(master) = l.master
+                    && e.links.contains_key(&master)
+                {
+                    add_edge(
+                        &Self::interface_id(&owner_tid, master),
+                        &id,
+                        relation("layer2"),
+                    );
+                }
+                if let Some((other_ns, other)) = l.link {
+                    let other_key = other_ns.unwrap_or(*key);
+                    if other_key != *key
+                        && other_key != self.root
+                        && let Some(o) = self.namespaces.get(&other_key)
+                    {
+                        m.insert("LinkNetNsName", o.info.name.as_str());
+                    }
+                    if let Some(other_id) = self.interface(other_key, other) {
+                        if l.ty == "veth" {
+                            // One layer2 edge per pair, whichever end reports it.
+                            let (p, c) = if id < other_id {
+                                (&id, &other_id)
+                            } else {
+                                (&other_id, &id)
+                            };
+                            add_edge(p, c, relation("layer2"));
+                        } else {
+                            let mut md = relation("layer2");
+                            if l.ty == "vlan" {
+                                md.insert("Type", "vlan");
+                            }
+                            add_edge(&other_id, &id, md);
+                        }
+                    }
+                }
+                nodes.insert(id, m);
+            }
+        }
+        (nodes, edges)
+    }
+
+    /// The operations that bring the graph to the current state, since the last call.
+    pub fn ops(&mut self) -> Vec<Op> {
+        let (nodes, edges) = self.desired();
+        let mut ops = Vec::new();
+        // Edges first out, nodes first in.
+        for (id, _) in self.edges.iter().filter(|(id, _)| !edges.contains_key(*id)) {
+            ops.push(Op::DeleteEdge(id.clone()));
+        }
+        let mut gone_nodes: Vec<Id> = self
+            .nodes
+            .keys()
+            .filter(|id| !nodes.contains_key(*id))
+            .cloned()
+            .collect();
+        gone_nodes.sort();
+        let mut set: Vec<(&Id, &Map)> = nodes
+            .iter()
+            .filter(|(id, m)| self.nodes.get(*id) != Some(*m))
+            .collect();
+        set.sort_by(|a, b| a.0.cmp(b.0));
+        // Namespaces before their interfaces, so that ownership edges find their parents.
+        set.sort_by_key(|(_, m)| m.get("Type").and_then(Value::as_str) != Some("netns"));
+        for (id, m) in set {
+            ops.push(Op::SetNode {
+                id: id.clone(),
+                metadata: m.clone(),
+                prev: self.nodes.get(id).cloned(),
+            });
+        }
+        let mut add: Vec<(&Id, &EdgeDesc)> = edges
+            .iter()
+            .filter(|(id, e)| self.edges.get(*id) != Some(*e))
+            .collect();
+        add.sort_by(|a, b| a.0.cmp(b.0));
+        for (id, e) in add {
+            if self.edges.contains_key(id) {
+                ops.push(Op::DeleteEdge(id.clone()));
+            }
+            ops.push(Op::AddEdge {
+                id: id.clone(),
+                parent: e.parent.clone(),
+                child: e.child.clone(),
+                metadata: e.metadata.clone(),
+            });
+        }
+        for id in gone_nodes {
+            ops.push(Op::DeleteNode(id));
+        }
+        self.nodes = nodes;
+        self.edges = edges;
+        ops
+    }
+}
+
+/// Applies operations to the agent's graph; elements created belong to `host`/`origin`.
+pub fn apply_ops(
+    g: &mut Graph,
+    ops: Vec<Op>,
+    host: &str,
+    origin: &str,
+    now: i64,
+) -> Vec<GraphEvent> {
+    let mut events = Vec::new();
+    for op in ops {
+        let r = match op {
+            Op::SetNode { id, metadata, prev } => {
+                if g.node(&id).is_none() {
+                    g.add_node(Node::new(id, metadata, host, origin, now))
+                        .map(|e| vec![e])
+                } else {
+                    let changes = diff_metadata(&prev.unwrap_or_default(), &metadata);
+                    g.update_node_metadata(&id, now, |m| {
+                        for c in &changes {
+                            c.apply(m);
+                        }
+                    })
+                    .map(|e| e.into_iter().collect())
+                }
+            }
+            Op::DeleteNode(id) => match g.node(&id) {
+                Some(_) => g.delete_node(&id, now),
+                None => Ok(Vec::new()),
+            },
+            Op::AddEdge {
+                id,
+                parent,
+                child,
+                metadata,
+            } => {
+                if g.edge(&id).is_some() {
+                    Ok(Vec::new())
+                } else {
+                    g.add_edge(Edge::new(id, parent, child, metadata, host, origin, now))
+                        .map(|e| vec![e])
+                }
+            }
+            Op::DeleteEdge(id) => match g.edge(&id) {
+                Some(_) => g.delete_edge(&id, now).map(|e| vec![e]),
+                None => Ok(Vec::new()),
+            },
+        };
+        match r {
+            Ok(evs) => events.extend(evs),
+            Err(e) => tracing::debug!("topology change not applied: {e}"),
+        }
+    }
+    events
+}
+
+/// Shared so that tests and the status can look at it.
+pub type SharedTopology = Arc<std::sync::Mutex<Topology>>;
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use skydive_graph::id::host_tid;
+    use skydive_graph::metadata;
+
+    use super::*;
+
+    fn ns(key: NsKey, name: &str) -> NsInfo {
+        NsInfo {
+            key,
+            name: name.into(),
+            path: PathBuf::from(format!("/var/run/netns/{name}")),
+            inode: key,
+            device: 4,
+            named: true,
+        }
+    }
+
+    fn link(index: u32, name: &str, ty: &str) -> LinkState {
+        LinkState {
+            index,
+            name: name.into(),
+            ty: ty.into(),
+            metadata: metadata! {"Name" => name, "Type" => ty, "IfIndex" => index as i64},
+            master: None,
+            link: None,
+        }
+    }
+
+    fn topo() -> Topology {
+        Topology::new(Id::from("host-node"), &host_tid("h1"), ns(1, "host"))
+    }
+
+    fn links(ns: NsKey, links: Vec<LinkState>) -> Input {
+        Input::Links {
+            ns,
+            full: true,
+            links,
+            removed: vec![],
+        }
+    }
+
+    fn graph_with_host() -> Graph {
+        let mut g = Graph::new();
+        g.add_node(Node::new(
+            "host-node",
+            metadata! {"Name" => "h1", "Type" => "host"},
+            "h1",
+            "agent.h1",
+            1,
+        ))
+        .unwrap();
+        g
+    }
+
+    fn names(g: &Graph, from: &str, rel: &str) -> Vec<String> {
+        let id = g.nodes().find(|n| n.name() == from).unwrap().id.clone();
+        let mut v: Vec<String> = g
+            .out_edges(&id)
+            .filter(|e| e.relation_type() == rel)
+            .map(|e| g.node(&e.child).unwrap().name().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn namespaces_and_interfaces_become_nodes_and_edges() {
+        let mut t = topo();
+        t.apply(Input::Namespace(ns(2, "red")));
+        let mut veth_host = link(5, "veth-red", "veth");
+        veth_host.link = Some((Some(2), 2));
+        veth_host.master = Some(4);
+        let mut veth_red = link(2, "eth0", "veth");
+        veth_red.link = Some((Some(1), 5));
+        let mut vlan = link(6, "eth0.100", "vlan");
+        vlan.link = Some((None, 7));
+        t.apply(links(
+            1,
+            vec![
+                link(4, "br0", "bridge"),
+                veth_host,
+                vlan,
+                link(7, "eth0", "device"),
+            ],
+        ));
+        t.apply(links(2, vec![link(1, "lo", "device"), veth_red]));
+        let mut g = graph_with_host();
+        apply_ops(&mut g, t.ops(), "h1", "agent.h1", 2);
+        assert_eq!(
+            names(&g, "h1", "ownership"),
+            vec!["br0", "eth0", "eth0.100", "red", "veth-red"]
+        );
+        assert_eq!(names(&g, "red", "ownership"), vec!["eth0", "lo"]);
+        assert_eq!(names(&g, "br0", "layer2"), vec!["veth-red"]);
+        // One layer2 edge for the veth pair, across namespaces.
+        let pair: Vec<_> = g
+            .edges()
+            .filter(|e| {
+                e.relation_type() == "layer2"
+                    && [&e.parent, &e.child]
+                        .iter()
+                        .all(|id| g.node(id).unwrap().str_at("Type") == Some("veth"))
+            })
+            .collect();
+        assert_eq!(pair.len(), 1);
+        // vlan: parent → vlan, with Type: vlan on the edge.
+        let vlan_edge = g
+            .edges()
+            .find(|e| {
+                g.node(&e.child).unwrap().name() == "eth0.100" && e.relation_type() == "layer2"
+            })
+            .unwrap();
+        assert_eq!(
+            vlan_edge.metadata.get("Type").and_then(Value::as_str),
+            Some("vlan")
+        );
+        assert_eq!(
+            g.node(&vlan_edge.parent).unwrap().str_at("Type"),
+            Some("device")
+        );
+        // The host side names the peer's namespace.
+        let vh = g.nodes().find(|n| n.name() == "veth-red").unwrap();
+        assert_eq!(vh.str_at("LinkNetNsName"), Some("red"));
+        // TIDs as Skydive computes them.
+        let red = g.nodes().find(|n| n.name() == "red").unwrap();
+        let red_tid = netns_tid(&host_tid("h1"), "/var/run/netns/red");
+        assert_eq!(red.str_at("TID"), Some(red_tid.as_str()));
+        let lo = g.nodes().find(|n| n.name() == "lo").unwrap();
+        assert_eq!(
+            lo.str_at("TID"),
+            Some(child_tid(&red_tid, "lo", "device").as_str())
+        );
+        assert_eq!(red.str_at("Path"), Some("/var/run/netns/red"));
+        // Nothing more to do.
+        assert!(t.ops().is_empty());
+    }
+
+    #[test]
+    fn ids_are_the_same_after_a_restart() {
+        let build = || {
+            let mut t = topo();
+            t.apply(Input::Namespace(ns(2, "red")));
+            t.apply(links(2, vec![link(1, "lo", "device")]));
+            let mut g = graph_with_host();
+            apply_ops(&mut g, t.ops(), "h1", "agent.h1", 2);
+            let mut ids: Vec<String> = g.nodes().map(|n| n.id.to_string()).collect();
+            ids.extend(g.edges().map(|e| e.id.to_string()));
+            ids.sort();
+            ids
+        };
+        assert_eq!(build(), build());
+    }
+
+    #[test]
+    fn a_namespace_that_goes_takes_its_subgraph() {
+        let mut t = topo();
+        t.apply(Input::Namespace(ns(2, "red")));
+        t.apply(links(
+            2,
+            vec![link(1, "lo", "device"), link(2, "eth0", "veth")],
+        ));
+        let mut g = graph_with_host();
+        apply_ops(&mut g, t.ops(), "h1", "agent.h1", 2);
+        assert_eq!(g.node_count(), 4);
+        t.apply(Input::NamespaceGone(2));
+        apply_ops(&mut g, t.ops(), "h1", "agent.h1", 3);
+        assert_eq!(g.node_count(), 1, "only the host is left");
+        assert_eq!(g.edge_count(), 0);
+    }
+
+    #[test]
+    fn updates_touch_only_the_keys_the_probe_owns() {
+        let mut t = topo();
+        t.apply(links(1, vec![link(4, "eth0", "device")]));
+        let mut g = graph_with_host();
+        apply_ops(&mut g, t.ops(), "h1", "agent.h1", 2);
+        let id = t.interface(1, 4).unwrap();
+        // Another probe adds its own key.
+        g.update_node_metadata(&id, 3, |m| {
+            m.insert("Captures", "x");
+        })
+        .unwrap();
+        let mut l = link(4, "eth0", "device");
+        l.metadata.insert("MTU", 9000i64);
+        t.apply(Input::Links {
+            ns: 1,
+            full: false,
+            links: vec![l],
+            removed: vec![],
+        });
+        let evs = apply_ops(&mut g, t.ops(), "h1", "agent.h1", 4);
+        let GraphEvent::NodeUpdated { ops, node } = &evs[0] else {
+            panic!("{evs:?}")
+        };
+        assert_eq!(ops.len(), 1, "a partial update of MTU only: {ops:?}");
+        assert_eq!(
+            node.metadata.get("Captures").and_then(Value::as_str),
+            Some("x")
+        );
+        assert_eq!(node.metadata.get("MTU"), Some(&Value::Int(9000)));
+    }
+}
