@@ -32,7 +32,7 @@ install_python_packages() {
     local name=${spec%%[=<>]*} want=""
     [[ $spec == *==* ]] && want=${spec##*==}
     local have
-    have=$(python3 -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p')
+    have=$(python3 -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p' || true)
     if [ -z "$have" ] || { [ -n "$want" ] && [ "$have" != "$want" ]; }; then missing+=("$spec"); fi
   done
   [ ${#missing[@]} -eq 0 ] && return 0
