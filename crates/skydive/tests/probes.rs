@@ -40,8 +40,11 @@ fn nix_is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Runs a command line; panics with its output when it fails.
+/// Runs a command line; panics with its output when it fails. `ip -n NS` and
+/// `ip netns exec NS` also remount `/` as a slave, which fails where `/` is not a mount point
+/// (a chroot); entering only the network namespace with `nsenter` works everywhere.
 fn sh(cmd: &str) {
+    let cmd = &in_netns(cmd);
     let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
     assert!(
         o.status.success(),
@@ -59,7 +62,7 @@ impl Drop for Cleanup {
         for c in self.0.iter().rev() {
             let _ = Command::new("sh")
                 .arg("-c")
-                .arg(format!("{c} 2>/dev/null"))
+                .arg(format!("{} 2>/dev/null", in_netns(c)))
                 .status();
         }
     }
@@ -74,6 +77,17 @@ impl Cleanup {
         sh(cmd);
         self.0.push(format!("ip link del {name}"));
     }
+}
+
+/// Rewrites `ip -n NS …` and `ip netns exec NS …` into `nsenter --net=/run/netns/NS …`.
+fn in_netns(cmd: &str) -> String {
+    let words: Vec<&str> = cmd.split(' ').collect();
+    let (ns, rest) = match words.as_slice() {
+        ["ip", "-n", ns, rest @ ..] => (*ns, format!("ip {}", rest.join(" "))),
+        ["ip", "netns", "exec", ns, rest @ ..] => (*ns, rest.join(" ")),
+        _ => return cmd.to_string(),
+    };
+    format!("nsenter --net=/run/netns/{ns} {rest}")
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
