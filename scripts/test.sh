@@ -11,7 +11,7 @@ install_python_packages "${TEST_PYTHON_PACKAGES[@]}"
 export RUST_BACKTRACE=1
 
 echo "== Rust tests" >&2
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked --no-fail-fast "$@"
 
 echo "== Python client compatibility tests (skydive-client from PyPI against skydive allinone)" >&2
 cargo build --locked -p skydive

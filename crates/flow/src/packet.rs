@@ -1,0 +1,515 @@
+//! What a flow needs from one packet segment: endpoints, tunnel IDs, the ICMP message, TCP
+//! flags; and the flow keys computed from them with Skydive's exact xxHash64 byte layouts
+//! (compat spec §5.3), so that flows keep the TrackingIDs Skydive gave them.
+
+use std::hash::Hasher as _;
+
+use twox_hash::XxHash64;
+
+use crate::decode::{Decoded, LayerKind, Segment};
+use crate::model::{FlowProtocol, IcmpType};
+
+/// gopacket endpoint types, written after each endpoint pair.
+const EP_IPV4: u64 = 1;
+const EP_IPV6: u64 = 2;
+const EP_MAC: u64 = 3;
+const EP_TCP: u64 = 4;
+const EP_UDP: u64 = 5;
+const EP_SCTP: u64 = 6;
+
+/// An ICMP message of a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Icmp {
+    pub v6: bool,
+    pub wire_type: u8,
+    pub code: u8,
+    /// The echo identifier (bytes 4-5 of the ICMPv4 header, of the ICMPv6 echo body).
+    pub id: u16,
+    pub kind: IcmpType,
+}
+
+impl Icmp {
+    /// An echo request (as opposed to a reply).
+    pub fn is_echo_request(&self) -> bool {
+        (!self.v6 && self.wire_type == 8) || (self.v6 && self.wire_type == 128)
+    }
+    pub fn is_echo_reply(&self) -> bool {
+        (!self.v6 && self.wire_type == 0) || (self.v6 && self.wire_type == 129)
+    }
+}
+
+/// The flow-relevant contents of a segment, borrowed from the frame.
+#[derive(Clone, Debug, Default)]
+pub struct SegmentInfo<'a> {
+    pub src_mac: Option<&'a [u8]>,
+    pub dst_mac: Option<&'a [u8]>,
+    /// Stacked 802.1Q IDs: innermost in the high bits, outermost in the low 12 bits.
+    pub vlan: i64,
+    pub ip_version: u8,
+    pub src_ip: &'a [u8],
+    pub dst_ip: &'a [u8],
+    /// The IP datagram's length (header included), for segments without Ethernet.
+    pub ip_len: u32,
+    pub ttl: u8,
+    /// IPv4 fragmentation field (flags and offset), and identification.
+    pub ip_frag: u16,
+    pub ip_id: u16,
+    pub transport: Option<(FlowProtocol, u16, u16)>,
+    pub icmp: Option<Icmp>,
+    pub tcp_flags: u8,
+    /// VNI or GRE key of the tunnel header that ends this segment.
+    pub tunnel_id: i64,
+    /// VXLAN/Geneve segments: (VNI, UDP destination port), the synthetic transport of the key.
+    pub vni_port: Option<(u32, u16)>,
+    /// The last layer before `Payload`/`DecodeFailure`.
+    pub last: Option<LayerKind>,
+    /// Offset of the segment's first byte in the frame.
+    pub offset: u32,
+}
+
+/// TCP flag bits.
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+fn be16(d: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([d[at], d[at + 1]])
+}
+
+/// The flow-relevant contents of a segment, from what the decoder noted: no second walk of
+/// the layers. The decoder checked every header it recorded, so the reads are in bounds.
+pub fn segment_info<'a>(data: &'a [u8], d: &Decoded, seg: Segment) -> SegmentInfo<'a> {
+    let Some(raw) = d.segs[..d.nsegs]
+        .iter()
+        .find(|s| s.first as usize == seg.first)
+    else {
+        return SegmentInfo::default();
+    };
+    let layers = d.layers();
+    let mut info = SegmentInfo {
+        offset: layers.get(seg.first).map(|l| l.start).unwrap_or(0),
+        vlan: raw.vlan,
+        tunnel_id: raw.tunnel_id,
+        last: raw.last_kind,
+        ..Default::default()
+    };
+    if raw.eth != 0 {
+        let e = raw.eth as usize - 1;
+        info.dst_mac = Some(&data[e..e + 6]);
+        info.src_mac = Some(&data[e + 6..e + 12]);
+    }
+    if raw.ip != 0 {
+        let h = raw.ip as usize - 1;
+        info.ip_version = raw.ip_version;
+        if raw.ip_version == 4 {
+            info.src_ip = &data[h + 12..h + 16];
+            info.dst_ip = &data[h + 16..h + 20];
+            info.ip_len = be16(data, h + 2) as u32;
+            info.ttl = data[h + 8];
+            info.ip_id = be16(data, h + 4);
+            info.ip_frag = be16(data, h + 6);
+        } else {
+            info.src_ip = &data[h + 8..h + 24];
+            info.dst_ip = &data[h + 24..h + 40];
+            info.ip_len = 40 + be16(data, h + 4) as u32;
+            info.ttl = data[h + 7];
+        }
+    }
+    if raw.l4 != 0 {
+        let h = raw.l4_at as usize - 1;
+        let proto = match raw.l4 {
+            6 => FlowProtocol::Tcp,
+            17 => FlowProtocol::Udp,
+            _ => FlowProtocol::Sctp,
+        };
+        info.transport = Some((proto, be16(data, h), be16(data, h + 2)));
+        if raw.l4 == 6 {
+            info.tcp_flags = data[h + 13];
+        }
+    }
+    if raw.icmp != 0 {
+        let h = raw.icmp as usize - 1;
+        let (t, code) = (data[h], data[h + 1]);
+        info.icmp = Some(if raw.icmp_v6 {
+            Icmp {
+                v6: true,
+                wire_type: t,
+                code,
+                id: if raw.echo6 != 0 {
+                    be16(data, raw.echo6 as usize - 1)
+                } else {
+                    0
+                },
+                kind: IcmpType::from_icmpv6(t),
+            }
+        } else {
+            Icmp {
+                v6: false,
+                wire_type: t,
+                code,
+                id: be16(data, h + 4),
+                kind: IcmpType::from_icmpv4(t),
+            }
+        });
+    }
+    // The synthetic transport of the key, only when the segment ends with its tunnel.
+    if let (Some(vni), Some(LayerKind::Vxlan | LayerKind::Geneve)) = (raw.vni, raw.last_kind) {
+        info.vni_port = Some((vni, raw.udp_dport));
+    }
+    info
+}
+
+/// The keys of a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keys {
+    /// The flow-table key (includes the parent flow).
+    pub key: u64,
+    /// Whether the packet goes from the "greater" endpoint to the smaller one.
+    pub swap: bool,
+}
+
+/// The bytes the keys hash, gathered on the stack: hashing prefixes of one buffer in one
+/// pass each is several times faster than feeding a streaming hasher small pieces (the
+/// digests are the same: xxHash64 of a concatenation).
+struct KeyBytes {
+    buf: [u8; 192],
+    len: usize,
+}
+
+impl KeyBytes {
+    /// Appends a fixed-size piece (a constant-size copy: no call to `memcpy`).
+    #[inline(always)]
+    fn put_n<const N: usize>(&mut self, b: &[u8; N]) {
+        if self.len + N <= self.buf.len() {
+            self.buf[self.len..self.len + N].copy_from_slice(b);
+            self.len += N;
+        }
+    }
+
+    /// Appends an address or a MAC: 4, 6 or 16 bytes.
+    #[inline(always)]
+    fn put_addr(&mut self, b: &[u8]) {
+        match b.len() {
+            4 => self.put_n::<4>(&[b[0], b[1], b[2], b[3]]),
+            6 => self.put_n::<6>(&[b[0], b[1], b[2], b[3], b[4], b[5]]),
+            16 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(b);
+                self.put_n::<16>(&a);
+            }
+            _ => self.put(b),
+        }
+    }
+
+    fn put(&mut self, b: &[u8]) {
+        let n = b.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&b[..n]);
+        self.len += n;
+    }
+
+    #[inline(always)]
+    fn pair_addr(&mut self, a: &[u8], b: &[u8], ty: u64, swap: bool) {
+        let (x, y) = if swap { (b, a) } else { (a, b) };
+        self.put_addr(x);
+        self.put_addr(y);
+        self.put_n(&ty.to_be_bytes());
+    }
+
+    #[inline(always)]
+    fn pair_ports(&mut self, a: [u8; 2], b: [u8; 2], ty: u64, swap: bool) {
+        let (x, y) = if swap { (b, a) } else { (a, b) };
+        self.put_n(&x);
+        self.put_n(&y);
+        self.put_n(&ty.to_be_bytes());
+    }
+
+    fn sum(&self) -> u64 {
+        XxHash64::oneshot(0, &self.buf[..self.len])
+    }
+}
+
+/// Which way a packet goes relative to its flow's canonical order (compat spec §5.3: MACs in
+/// L2 mode, else IPs, else ports), compared as big-endian integers.
+#[inline]
+fn swap_of(info: &SegmentInfo<'_>, l2_mode: bool) -> bool {
+    let has_ip = info.ip_version != 0;
+    if let (Some(s), Some(d)) = (info.src_mac, info.dst_mac)
+        && (l2_mode || !has_ip)
+    {
+        let (s, d) = (mac_u64(s), mac_u64(d));
+        if s != d || !has_ip {
+            return s > d;
+        }
+    }
+    let (s, d) = (addr_u128(info.src_ip), addr_u128(info.dst_ip));
+    if s != d {
+        return s > d;
+    }
+    match info.transport {
+        Some((_, sp, dp)) => sp > dp,
+        None => false,
+    }
+}
+
+#[inline]
+fn mac_u64(m: &[u8]) -> u64 {
+    match m {
+        [a, b, c, d, e, f] => u64::from_be_bytes([0, 0, *a, *b, *c, *d, *e, *f]),
+        _ => 0,
+    }
+}
+
+#[inline]
+fn addr_u128(a: &[u8]) -> u128 {
+    match a.len() {
+        4 => u32::from_be_bytes([a[0], a[1], a[2], a[3]]) as u128,
+        16 => {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(a);
+            u128::from_be_bytes(b)
+        }
+        _ => 0,
+    }
+}
+
+/// The ICMP endpoint Skydive hashes: type, code and echo identifier.
+#[inline]
+fn icmp_endpoint(icmp: &Icmp) -> u32 {
+    let kind = icmp.kind.number();
+    if !icmp.v6 {
+        (kind << 24) | ((icmp.code as u32) << 16) | icmp.id as u32
+    } else if icmp.kind == IcmpType::Echo {
+        (kind << 24) | icmp.id as u32
+    } else {
+        (kind << 24) | ((icmp.code as u32) << 16)
+    }
+}
+
+const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+
+#[inline(always)]
+fn mix(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(MIX).rotate_left(29)
+}
+
+/// The flow-table key of a segment: the fields Skydive's key is made of (§5.3), in their
+/// canonical order, mixed into 64 bits with a few multiplications. Two packets share a key
+/// exactly when they share Skydive's key; Skydive's own hashes (TrackingID, L3TrackingID,
+/// UUID) are computed once per flow by [`skydive_keys`]. `parent` is the UUID hash of the
+/// flow this segment is encapsulated in (0 for none).
+#[inline]
+pub fn keys(info: &SegmentInfo<'_>, l2_mode: bool, parent: u64) -> Keys {
+    let swap = swap_of(info, l2_mode);
+    let order = |a: u128, b: u128| if swap { (b, a) } else { (a, b) };
+    let mut h = mix(0x5ca1_ab1e, info.ip_version as u64);
+    if info.ip_version != 0 {
+        let (a, b) = order(addr_u128(info.src_ip), addr_u128(info.dst_ip));
+        h = mix(h, a as u64);
+        h = mix(h, (a >> 64) as u64);
+        h = mix(h, b as u64);
+        h = mix(h, (b >> 64) as u64);
+    }
+    if let Some((vni, port)) = info.vni_port {
+        h = mix(h, 1 << 48 | (vni as u64) << 16 | port as u64);
+    } else if let Some((proto, sp, dp)) = info.transport {
+        let (a, b) = order(sp as u128, dp as u128);
+        h = mix(
+            h,
+            2 << 48 | (proto.number() as u64) << 32 | (a as u64) << 16 | b as u64,
+        );
+    }
+    if let Some(icmp) = &info.icmp {
+        h = mix(h, 3 << 48 | icmp_endpoint(icmp) as u64);
+    }
+    if let (Some(s), Some(d)) = (info.src_mac, info.dst_mac)
+        && (l2_mode || info.ip_version == 0)
+    {
+        let (a, b) = order(mac_u64(s) as u128, mac_u64(d) as u128);
+        h = mix(h, 4 << 48 | a as u64);
+        h = mix(h, b as u64);
+    }
+    h = mix(h, parent);
+    // Final avalanche.
+    h ^= h >> 31;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    Keys { key: h, swap }
+}
+
+/// Skydive's hashes of a segment (§5.3): the key (the seed of the UUID), the `TrackingID`
+/// hash (L2) and the `L3TrackingID` hash.
+pub fn skydive_keys(info: &SegmentInfo<'_>, l2_mode: bool, parent_uuid: &str) -> (u64, u64, u64) {
+    let swap = swap_of(info, l2_mode);
+    let mut h = KeyBytes {
+        buf: [0; 192],
+        len: 0,
+    };
+    if info.ip_version != 0 {
+        let ty = if info.ip_version == 4 {
+            EP_IPV4
+        } else {
+            EP_IPV6
+        };
+        h.pair_addr(info.src_ip, info.dst_ip, ty, swap);
+    }
+    if let Some((vni, port)) = info.vni_port {
+        // One flow per tunnel and VNI, whichever way it goes: the VNI and the destination
+        // port, not oriented.
+        h.put_n(&vni.to_be_bytes());
+        h.put_n(&port.to_be_bytes());
+        h.put_n(&0u64.to_be_bytes());
+    } else if let Some((proto, sp, dp)) = info.transport {
+        let ty = match proto {
+            FlowProtocol::Tcp => EP_TCP,
+            FlowProtocol::Udp => EP_UDP,
+            _ => EP_SCTP,
+        };
+        h.pair_ports(sp.to_be_bytes(), dp.to_be_bytes(), ty, swap);
+    }
+    if let Some(icmp) = &info.icmp {
+        h.put_n(&icmp_endpoint(icmp).to_be_bytes());
+        h.put_n(&0u64.to_be_bytes());
+    }
+    let l3 = h.sum();
+    let l2 = match (info.src_mac, info.dst_mac) {
+        (Some(s), Some(d)) if l2_mode || info.ip_version == 0 => {
+            h.pair_addr(s, d, EP_MAC, swap);
+            h.sum()
+        }
+        _ => l3,
+    };
+    let key = if h.len + parent_uuid.len() <= h.buf.len() {
+        h.put(parent_uuid.as_bytes());
+        h.sum()
+    } else {
+        let mut s = XxHash64::with_seed(0);
+        s.write(&h.buf[..h.len]);
+        s.write(parent_uuid.as_bytes());
+        s.finish()
+    };
+    (key, l2, l3)
+}
+
+/// A flow's UUID hash: xxHash64 seeded with Skydive's key, over the flow's start (ms,
+/// big-endian) and the TID of the interface it was captured on. The UUID is its hex form.
+pub fn flow_uuid_hash(skydive_key: u64, start_ms: i64, node_tid: &str) -> u64 {
+    let mut h = XxHash64::with_seed(skydive_key);
+    h.write(&start_ms.to_be_bytes());
+    h.write(node_tid.as_bytes());
+    h.finish()
+}
+
+/// A flow's UUID (compat spec §5.3 step 9): hex, not zero-padded.
+pub fn flow_uuid(skydive_key: u64, start_ms: i64, node_tid: &str) -> String {
+    format!("{:x}", flow_uuid_hash(skydive_key, start_ms, node_tid))
+}
+
+/// The `LayersPath` of a segment: gopacket's names joined with `/`, without `Linux SLL`,
+/// stopping at `Payload` or `DecodeFailure`.
+pub fn layers_path(d: &Decoded, seg: Segment) -> String {
+    let mut s = String::new();
+    for l in &d.layers()[seg.first..=seg.last] {
+        match l.kind {
+            LayerKind::Payload | LayerKind::DecodeFailure => break,
+            LayerKind::LinuxSll => continue,
+            k => {
+                if !s.is_empty() {
+                    s.push('/');
+                }
+                s.push_str(k.name());
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{LinkType, decode, segments};
+
+    fn frame(
+        src_mac: u8,
+        dst_mac: u8,
+        src: [u8; 4],
+        dst: [u8; 4],
+        sport: u16,
+        dport: u16,
+    ) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, dst_mac, 2, 0, 0, 0, 0, src_mac, 0x08, 0x00];
+        f.extend_from_slice(&[0x45, 0, 0, 28, 0, 1, 0, 0, 64, 17, 0, 0]);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&sport.to_be_bytes());
+        f.extend_from_slice(&dport.to_be_bytes());
+        f.extend_from_slice(&[0, 8, 0, 0]);
+        f
+    }
+
+    struct All {
+        key: u64,
+        skydive: u64,
+        l2: u64,
+        l3: u64,
+        swap: bool,
+    }
+
+    fn keys_of(f: &[u8], l2: bool) -> All {
+        let mut d = Decoded::default();
+        decode(f, LinkType::Ethernet, &mut d);
+        let mut segs = Vec::new();
+        segments(&d, &mut segs);
+        let info = segment_info(f, &d, segs[0]);
+        let k = keys(&info, l2, 0);
+        let (sk, l2h, l3h) = skydive_keys(&info, l2, "");
+        All {
+            key: k.key,
+            skydive: sk,
+            l2: l2h,
+            l3: l3h,
+            swap: k.swap,
+        }
+    }
+
+    #[test]
+    fn both_directions_share_their_keys() {
+        let ab = frame(1, 2, [10, 0, 0, 1], [10, 0, 0, 2], 1000, 53);
+        let ba = frame(2, 1, [10, 0, 0, 2], [10, 0, 0, 1], 53, 1000);
+        for l2 in [true, false] {
+            let (k1, k2) = (keys_of(&ab, l2), keys_of(&ba, l2));
+            assert_eq!(
+                (k1.key, k1.skydive, k1.l2, k1.l3),
+                (k2.key, k2.skydive, k2.l2, k2.l3)
+            );
+            assert_ne!(k1.swap, k2.swap);
+        }
+        // Swapped ports are another connection.
+        let other = frame(1, 2, [10, 0, 0, 1], [10, 0, 0, 2], 53, 1000);
+        assert_ne!(keys_of(&ab, true).key, keys_of(&other, true).key);
+        assert_ne!(keys_of(&ab, true).skydive, keys_of(&other, true).skydive);
+    }
+
+    #[test]
+    fn l3_tracking_ignores_the_link() {
+        let a = frame(1, 2, [10, 0, 0, 1], [10, 0, 0, 2], 1000, 53);
+        let b = frame(7, 8, [10, 0, 0, 1], [10, 0, 0, 2], 1000, 53);
+        assert_eq!(keys_of(&a, true).l3, keys_of(&b, true).l3);
+        assert_ne!(keys_of(&a, true).l2, keys_of(&b, true).l2);
+        assert_eq!(
+            keys_of(&a, false).key,
+            keys_of(&b, false).key,
+            "L3 mode ignores MACs"
+        );
+        assert_eq!(keys_of(&a, false).skydive, keys_of(&b, false).skydive);
+        assert_ne!(keys_of(&a, true).key, keys_of(&b, true).key);
+    }
+
+    #[test]
+    fn the_uuid_depends_on_start_and_interface() {
+        let k = keys_of(&frame(1, 2, [10, 0, 0, 1], [10, 0, 0, 2], 1, 2), true).skydive;
+        assert_ne!(flow_uuid(k, 1, "tid-a"), flow_uuid(k, 1, "tid-b"));
+        assert_ne!(flow_uuid(k, 1, "tid-a"), flow_uuid(k, 2, "tid-a"));
+        assert_eq!(flow_uuid(k, 1, "tid-a"), flow_uuid(k, 1, "tid-a"));
+    }
+}

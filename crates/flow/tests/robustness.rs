@@ -1,0 +1,164 @@
+//! Hostile input never panics the flow engine: arbitrary bytes, and real frames cut,
+//! corrupted and stacked, through every link type and option.
+
+mod frames;
+
+use frames::*;
+use proptest::prelude::*;
+use skydive_flow::decode::LinkType;
+use skydive_flow::{FlowTable, TableConfig};
+
+fn table() -> FlowTable {
+    FlowTable::new(TableConfig {
+        node_tid: "t".into(),
+        raw_packet_limit: 3,
+        extra_tcp_metric: true,
+        ip_defrag: true,
+        extra_layers: 7,
+        max_entries: 64,
+        update_ms: 5,
+        expire_ms: 20,
+        ..Default::default()
+    })
+}
+
+fn samples() -> Vec<Vec<u8>> {
+    let a = [10, 0, 0, 1];
+    let b = [10, 0, 0, 2];
+    let inner = eth(
+        mac(3),
+        mac(4),
+        0x0800,
+        &ipv4(a, b, 17, &udp(53, 53, &dns(1, "a.b", Some([1, 2, 3, 4])))),
+    );
+    vec![
+        eth(
+            mac(1),
+            mac(2),
+            0x0800,
+            &ipv4(a, b, 6, &tcp(1, 2, 3, 4, SYN, b"x")),
+        ),
+        eth(
+            mac(1),
+            mac(2),
+            0x0800,
+            &ipv4(a, b, 17, &udp(1, 4789, &vxlan(1, &inner))),
+        ),
+        eth(
+            mac(1),
+            mac(2),
+            0x0800,
+            &ipv4(a, b, 17, &udp(1, 6081, &geneve(1, &inner))),
+        ),
+        eth(
+            mac(1),
+            mac(2),
+            0x0800,
+            &ipv4(
+                a,
+                b,
+                47,
+                &gre(0x88be, Some(1), Some(2), &erspan2(1, &inner)),
+            ),
+        ),
+        eth(
+            mac(1),
+            mac(2),
+            0x8847,
+            &mpls(&[1, 2, 3], &ipv4(a, b, 1, &icmp_echo(true, 1, 1, b""))),
+        ),
+        eth(
+            mac(1),
+            mac(2),
+            0x86dd,
+            &ipv6(
+                v6(1),
+                v6(2),
+                58,
+                &[(0, vec![0; 8]), (60, vec![0; 8])],
+                &icmpv6_echo(true, 1, 1),
+            ),
+        ),
+        vlan_tagged(
+            mac(1),
+            mac(2),
+            &[(0x88a8, 1), (0x8100, 2), (0x8100, 3)],
+            0x0806,
+            &arp(true, mac(1), a, mac(2), b),
+        ),
+        eth(
+            mac(1),
+            mac(2),
+            0x0800,
+            &ipv4_frag(a, b, 17, 7, 0x2000, 64, &udp(1, 67, &[0; 300])),
+        ),
+        eth(
+            mac(1),
+            mac(2),
+            0x0800,
+            &ipv4(a, b, 132, &sctp(1, 2, b"data")),
+        ),
+        eth(
+            mac(1),
+            mac(2),
+            0x0800,
+            &ipv4(a, b, 112, &[0x21, 1, 100, 1, 0, 1, 0, 0, 1, 2, 3, 4]),
+        ),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300), ts in 0i64..1_000_000_000) {
+        let mut t = table();
+        for link in [LinkType::Ethernet, LinkType::RawIp, LinkType::LinuxSll] {
+            t.process(&data, data.len() as u32, ts, link);
+        }
+        let _ = t.advance(ts / 1_000_000 + 100);
+        let _ = t.flows();
+        let _ = t.flush(ts / 1_000_000 + 200);
+    }
+
+    #[test]
+    fn corrupted_real_frames_never_panic(
+        which in 0usize..10,
+        cut in 0usize..400,
+        flips in proptest::collection::vec((0usize..400, any::<u8>()), 0..8),
+        wire in any::<u32>(),
+    ) {
+        let mut f = samples()[which].clone();
+        for (at, v) in flips {
+            if !f.is_empty() {
+                let i = at % f.len();
+                f[i] ^= v;
+            }
+        }
+        f.truncate(cut.min(f.len()));
+        let mut t = table();
+        for i in 0..3 {
+            t.process(&f, wire, i * 1_000_000, LinkType::Ethernet);
+        }
+        let flows = t.flush(10);
+        for fl in flows {
+            serde_json::to_string(&fl).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_full_table_evicts_and_counts() {
+    let mut t = table();
+    for i in 0..200u16 {
+        let f = eth(
+            mac(1),
+            mac(2),
+            0x0800,
+            &ipv4([10, 0, 0, 1], [10, 0, 0, 2], 17, &udp(i, 9, b"")),
+        );
+        t.process(&f, f.len() as u32, i as i64, LinkType::Ethernet);
+    }
+    assert_eq!(t.len(), 64);
+    assert_eq!(t.stats().evicted, 200 - 64);
+}
