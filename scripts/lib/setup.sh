@@ -4,7 +4,9 @@
 # Debian packages the build needs.
 BUILD_PACKAGES=(pkg-config)
 # Debian packages the tests need (on top of the build's).
-TEST_PACKAGES=("${BUILD_PACKAGES[@]}")
+# iproute2 and util-linux (nsenter): namespaces and links; tcpdump, tshark, iperf3, ping: the
+# flow engine's cross-check against tshark on recorded traffic.
+TEST_PACKAGES=("${BUILD_PACKAGES[@]}" iproute2 util-linux tcpdump tshark iperf3 iputils-ping)
 # Python packages the tests need.
 TEST_PYTHON_PACKAGES=(skydive-client==0.10.0 pytest)
 
