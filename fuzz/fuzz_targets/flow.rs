@@ -1,31 +1,6 @@
-//! Any byte string as a captured frame: the decoder, the flow keys, defragmentation, the
-//! application layers and the table take it or count it, never panic. The first byte picks
-//! the link type.
+//! Any byte string as a captured frame (see `skydive_flow::fuzzing::frame`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use skydive_flow::decode::LinkType;
-use skydive_flow::{FlowTable, TableConfig};
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&sel, frame)) = data.split_first() else { return };
-    let link = match sel % 3 {
-        0 => LinkType::Ethernet,
-        1 => LinkType::RawIp,
-        _ => LinkType::LinuxSll,
-    };
-    let mut t = FlowTable::new(TableConfig {
-        raw_packet_limit: 2,
-        extra_tcp_metric: true,
-        ip_defrag: sel & 0x10 != 0,
-        extra_layers: 7,
-        l2_mode: sel & 0x20 != 0,
-        max_entries: 8,
-        ..Default::default()
-    });
-    t.process(frame, frame.len() as u32, 1_000_000, link);
-    t.process(frame, u32::MAX, 2_000_000, link);
-    for f in t.flush(10) {
-        let _ = serde_json::to_vec(&f);
-    }
-});
+fuzz_target!(|data: &[u8]| skydive_flow::fuzzing::frame(data));

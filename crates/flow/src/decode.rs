@@ -218,12 +218,16 @@ impl Decoded {
 
     fn push(&mut self, d: &[u8], kind: LayerKind, start: usize, end: usize) -> bool {
         if self.len >= MAX_LAYERS - 1 {
-            self.layers[self.len] = Layer {
-                kind: LayerKind::DecodeFailure,
-                start: start as u32,
-                end: start as u32,
-            };
-            self.len += 1;
+            // Full: the last slot says so, later layers are dropped.
+            if self.len < MAX_LAYERS {
+                self.layers[self.len] = Layer {
+                    kind: LayerKind::DecodeFailure,
+                    start: start as u32,
+                    end: start as u32,
+                };
+                self.len += 1;
+            }
+            self.truncated = true;
             return false;
         }
         self.layers[self.len] = Layer {

@@ -9,6 +9,8 @@
 pub mod capture;
 pub mod decode;
 pub mod extra;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod packet;
 pub mod table;

@@ -162,3 +162,16 @@ fn a_full_table_evicts_and_counts() {
     assert_eq!(t.len(), 64);
     assert_eq!(t.stats().evicted, 200 - 64);
 }
+
+/// Inputs the fuzzer once crashed the engine with, replayed as the fuzz target does.
+#[test]
+fn fuzz_findings_stay_fixed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let data = std::fs::read(e.unwrap().path()).unwrap();
+        skydive_flow::fuzzing::frame(&data);
+        n += 1;
+    }
+    assert!(n > 0, "no inputs in {}", dir.display());
+}
