@@ -739,7 +739,8 @@ pub fn decode(data: &[u8], link: LinkType, out: &mut Decoded) {
 }
 
 /// The layer gopacket decodes a UDP port as (the ones flows care about).
-fn udp_port_layer(port: u16) -> Option<LayerKind> {
+#[inline]
+pub(crate) fn udp_port_layer(port: u16) -> Option<LayerKind> {
     match port {
         53 | 5353 => Some(LayerKind::Dns),
         67 | 68 => Some(LayerKind::Dhcpv4),

@@ -19,4 +19,4 @@ pub use model::{
     FinishType, Flow, FlowLayer, FlowMetric, FlowProtocol, IcmpLayer, IcmpType, IpMetric,
     RawPacket, TcpMetric, TransportLayer,
 };
-pub use table::{FlowTable, TableConfig, TableStats};
+pub use table::{FlowTable, Packet, TableConfig, TableStats};

@@ -6,7 +6,7 @@ use std::hash::Hasher as _;
 
 use twox_hash::XxHash64;
 
-use crate::decode::{Decoded, LayerKind, Segment};
+use crate::decode::{Decoded, LayerKind, Segment, udp_port_layer};
 use crate::model::{FlowProtocol, IcmpType};
 
 /// gopacket endpoint types, written after each endpoint pair.
@@ -39,7 +39,7 @@ impl Icmp {
 }
 
 /// The flow-relevant contents of a segment, borrowed from the frame.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct SegmentInfo<'a> {
     pub src_mac: Option<&'a [u8]>,
     pub dst_mac: Option<&'a [u8]>,
@@ -160,6 +160,99 @@ pub fn segment_info<'a>(data: &'a [u8], d: &Decoded, seg: Segment) -> SegmentInf
     info
 }
 
+/// The common case, read straight off the frame: an Ethernet frame (at most one 802.1Q tag)
+/// carrying a whole, unfragmented IPv4 or IPv6 datagram (no extension headers) with TCP, or
+/// with UDP on a port no application layer or tunnel is decoded on. For such a frame it gives
+/// exactly what [`decode`](crate::decode::decode) then [`segment_info`] give for its only
+/// segment; for any other frame, `None`, and the caller takes the general path.
+#[inline(always)]
+pub fn fast_info(data: &[u8]) -> Option<SegmentInfo<'_>> {
+    if data.len() < 14 {
+        return None;
+    }
+    let mut t = be16(data, 12);
+    let mut at = 14;
+    let mut vlan = 0;
+    if matches!(t, 0x8100 | 0x88a8 | 0x9100) {
+        if data.len() < 18 {
+            return None;
+        }
+        vlan = (be16(data, 14) & 0x0fff) as i64;
+        t = be16(data, 16);
+        at = 18;
+    }
+    let mut info = SegmentInfo {
+        dst_mac: Some(&data[0..6]),
+        src_mac: Some(&data[6..12]),
+        vlan,
+        ..Default::default()
+    };
+    let (proto, l4, end) = match t {
+        0x0800 => {
+            if data.len() < at + 20 || data[at] >> 4 != 4 {
+                return None;
+            }
+            let ihl = (data[at] & 0x0f) as usize * 4;
+            let total = be16(data, at + 2) as usize;
+            let frag = be16(data, at + 6);
+            if ihl < 20 || total < ihl || at + total > data.len() || frag & 0x3fff != 0 {
+                return None;
+            }
+            info.ip_version = 4;
+            info.src_ip = &data[at + 12..at + 16];
+            info.dst_ip = &data[at + 16..at + 20];
+            info.ip_len = total as u32;
+            info.ttl = data[at + 8];
+            info.ip_id = be16(data, at + 4);
+            info.ip_frag = frag;
+            (data[at + 9], at + ihl, at + total)
+        }
+        0x86dd => {
+            if data.len() < at + 40 || data[at] >> 4 != 6 {
+                return None;
+            }
+            let plen = be16(data, at + 4) as usize;
+            if at + 40 + plen > data.len() {
+                return None;
+            }
+            info.ip_version = 6;
+            info.src_ip = &data[at + 8..at + 24];
+            info.dst_ip = &data[at + 24..at + 40];
+            info.ip_len = 40 + plen as u32;
+            info.ttl = data[at + 7];
+            (data[at + 6], at + 40, at + 40 + plen)
+        }
+        _ => return None,
+    };
+    match proto {
+        6 => {
+            if end < l4 + 20 {
+                return None;
+            }
+            let off = (data[l4 + 12] >> 4) as usize * 4;
+            if off < 20 || end < l4 + off {
+                return None;
+            }
+            info.transport = Some((FlowProtocol::Tcp, be16(data, l4), be16(data, l4 + 2)));
+            info.tcp_flags = data[l4 + 13];
+            info.last = Some(LayerKind::Tcp);
+        }
+        17 => {
+            if end < l4 + 8 {
+                return None;
+            }
+            let (sp, dp) = (be16(data, l4), be16(data, l4 + 2));
+            if udp_port_layer(sp).is_some() || udp_port_layer(dp).is_some() {
+                return None;
+            }
+            info.transport = Some((FlowProtocol::Udp, sp, dp));
+            info.last = Some(LayerKind::Udp);
+        }
+        _ => return None,
+    }
+    Some(info)
+}
+
 /// The keys of a flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Keys {
@@ -167,6 +260,9 @@ pub struct Keys {
     pub key: u64,
     /// Whether the packet goes from the "greater" endpoint to the smaller one.
     pub swap: bool,
+    /// Whether the canonical order tells the packet's two endpoints apart (else `swap` is
+    /// false both ways, and the packet's direction is found otherwise).
+    pub decided: bool,
 }
 
 /// The bytes the keys hash, gathered on the stack: hashing prefixes of one buffer in one
@@ -230,34 +326,54 @@ impl KeyBytes {
 }
 
 /// Which way a packet goes relative to its flow's canonical order (compat spec §5.3: MACs in
-/// L2 mode, else IPs, else ports), compared as big-endian integers.
+/// L2 mode, else IPs, else ports), compared as big-endian integers; and whether the order
+/// told the two endpoints apart (not when they are the same: ICMP to oneself, say).
 #[inline]
-fn swap_of(info: &SegmentInfo<'_>, l2_mode: bool) -> bool {
+fn swap_of(info: &SegmentInfo<'_>, l2_mode: bool) -> (bool, bool) {
     let has_ip = info.ip_version != 0;
     if let (Some(s), Some(d)) = (info.src_mac, info.dst_mac)
         && (l2_mode || !has_ip)
     {
         let (s, d) = (mac_u64(s), mac_u64(d));
-        if s != d || !has_ip {
-            return s > d;
+        if s != d {
+            return (s > d, true);
+        }
+        if !has_ip {
+            return (false, false);
         }
     }
-    let (s, d) = (addr_u128(info.src_ip), addr_u128(info.dst_ip));
-    if s != d {
-        return s > d;
+    if info.ip_version == 4 {
+        let (s, d) = (ipv4_u32(info.src_ip), ipv4_u32(info.dst_ip));
+        if s != d {
+            return (s > d, true);
+        }
+    } else {
+        let (s, d) = (addr_u128(info.src_ip), addr_u128(info.dst_ip));
+        if s != d {
+            return (s > d, true);
+        }
     }
     match info.transport {
-        Some((_, sp, dp)) => sp > dp,
-        None => false,
+        Some((_, sp, dp)) if sp != dp => (sp > dp, true),
+        _ => (false, false),
     }
 }
 
-#[inline]
-fn mac_u64(m: &[u8]) -> u64 {
-    match m {
-        [a, b, c, d, e, f] => u64::from_be_bytes([0, 0, *a, *b, *c, *d, *e, *f]),
+#[inline(always)]
+fn ipv4_u32(a: &[u8]) -> u32 {
+    match a {
+        [a, b, c, d] => u32::from_be_bytes([*a, *b, *c, *d]),
         _ => 0,
     }
+}
+
+#[inline(always)]
+fn mac_u64(m: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    if m.len() == 6 {
+        b[2..].copy_from_slice(m);
+    }
+    u64::from_be_bytes(b)
 }
 
 #[inline]
@@ -300,10 +416,14 @@ fn mix(h: u64, w: u64) -> u64 {
 /// flow this segment is encapsulated in (0 for none).
 #[inline]
 pub fn keys(info: &SegmentInfo<'_>, l2_mode: bool, parent: u64) -> Keys {
-    let swap = swap_of(info, l2_mode);
+    let (swap, decided) = swap_of(info, l2_mode);
     let order = |a: u128, b: u128| if swap { (b, a) } else { (a, b) };
     let mut h = mix(0x5ca1_ab1e, info.ip_version as u64);
-    if info.ip_version != 0 {
+    if info.ip_version == 4 {
+        let (a, b) = (ipv4_u32(info.src_ip), ipv4_u32(info.dst_ip));
+        let (a, b) = if swap { (b, a) } else { (a, b) };
+        h = mix(h, (a as u64) << 32 | b as u64);
+    } else if info.ip_version != 0 {
         let (a, b) = order(addr_u128(info.src_ip), addr_u128(info.dst_ip));
         h = mix(h, a as u64);
         h = mix(h, (a >> 64) as u64);
@@ -334,13 +454,17 @@ pub fn keys(info: &SegmentInfo<'_>, l2_mode: bool, parent: u64) -> Keys {
     h ^= h >> 31;
     h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h ^= h >> 27;
-    Keys { key: h, swap }
+    Keys {
+        key: h,
+        swap,
+        decided,
+    }
 }
 
 /// Skydive's hashes of a segment (§5.3): the key (the seed of the UUID), the `TrackingID`
 /// hash (L2) and the `L3TrackingID` hash.
 pub fn skydive_keys(info: &SegmentInfo<'_>, l2_mode: bool, parent_uuid: &str) -> (u64, u64, u64) {
-    let swap = swap_of(info, l2_mode);
+    let (swap, _) = swap_of(info, l2_mode);
     let mut h = KeyBytes {
         buf: [0; 192],
         len: 0,

@@ -9,17 +9,17 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 
-use crate::decode::{Decoded, LayerKind, LinkType, Segment, decode, segments};
+use crate::decode::{Decoded, Layer, LayerKind, LinkType, Segment, decode, segments};
 use crate::extra;
 use crate::model::{
     FinishType, Flow, FlowLayer, FlowMetric, FlowProtocol, IcmpLayer, IcmpType, IpMetric,
     RawPacket, TcpMetric, TransportLayer,
 };
 use crate::packet::{
-    Keys, SegmentInfo, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, flow_uuid_hash, keys, layers_path,
-    segment_info, skydive_keys,
+    Keys, SegmentInfo, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, fast_info, flow_uuid_hash, keys,
+    layers_path, segment_info, skydive_keys,
 };
 
 /// Keys are hashes already: the map uses them as they are.
@@ -105,6 +105,52 @@ pub struct TableStats {
     pub fragment_errors: u64,
 }
 
+/// What the per-packet path reads and writes of a flow, in one cache line: the counters, the
+/// time, the flow's A side, its state bits. The rest of the flow ([`Entry`]) is touched only
+/// when the flow is made and sent, and by the packets that carry something rarer (RTT
+/// handshake, TCP flags with `ExtraTCPMetric`, raw packets, application layers, fragments).
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(64))]
+struct Hot {
+    ab_packets: i64,
+    ab_bytes: i64,
+    ba_packets: i64,
+    ba_bytes: i64,
+    last_ns: i64,
+    finish: FinishType,
+    flags: u8,
+    /// Raw packets kept so far (up to the capture's `RawPacketLimit`, at most 255).
+    raw_captured: u8,
+}
+
+/// [`Hot::flags`].
+const LIVE: u8 = 1;
+const TOUCHED: u8 = 2;
+/// Used since the eviction clock's hand last passed.
+const REFERENCED: u8 = 4;
+const RTT_STARTED: u8 = 8;
+const RTT_DONE: u8 = 16;
+/// The flow's first packet went from the greater endpoint to the smaller ([`Keys::swap`]).
+const A_SWAP: u8 = 32;
+/// The canonical order does not tell the flow's endpoints apart: directions come from
+/// [`side`], compared with [`Entry::a_side`].
+const UNDECIDED: u8 = 64;
+
+impl Hot {
+    fn metric(&self, e: &Entry) -> FlowMetric {
+        FlowMetric {
+            ab_packets: self.ab_packets,
+            ab_bytes: self.ab_bytes,
+            ba_packets: self.ba_packets,
+            ba_bytes: self.ba_bytes,
+            start: e.start_ms,
+            last: ms(self.last_ns),
+            rtt: e.rtt,
+        }
+    }
+}
+
+/// The rest of a flow.
 #[derive(Clone, Debug)]
 struct Entry {
     key: u64,
@@ -116,6 +162,11 @@ struct Entry {
     parent_uuid: String,
     layers_path: String,
     application: String,
+    /// `flow.application_timeout` of the application, in ms.
+    app_timeout: Option<i64>,
+    /// The source side of the flow's first packet, for flows whose endpoints the canonical
+    /// order does not tell apart.
+    a_side: [u8; 16],
     link: Option<([u8; 6], [u8; 6])>,
     vlan: i64,
     ip_version: u8,
@@ -124,18 +175,14 @@ struct Entry {
     tunnel_id: i64,
     transport: Option<(FlowProtocol, u16, u16)>,
     icmp: Option<(IcmpType, u8, u16, u8)>,
-    metric: FlowMetric,
-    last_ns: i64,
+    start_ms: i64,
     rtt_start_ns: i64,
+    rtt: i64,
     prev: Option<FlowMetric>,
     last_update: Option<FlowMetric>,
-    touched: bool,
-    finish: FinishType,
     tcp: Option<TcpMetric>,
     ip_metric: Option<IpMetric>,
     raw: Vec<RawPacket>,
-    raw_captured: i64,
-    packets: i64,
     dns: Option<skydive_graph::Value>,
     dhcpv4: Option<skydive_graph::Value>,
     vrrp: Option<skydive_graph::Value>,
@@ -153,27 +200,52 @@ fn ip16(b: &[u8]) -> [u8; 16] {
     m
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// `aa:bb:cc:dd:ee:ff` (flows are sent often: no formatting machinery).
 fn mac_str(m: &[u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
+    let mut s = String::with_capacity(17);
+    for (i, b) in m.iter().enumerate() {
+        if i > 0 {
+            s.push(':');
+        }
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
+    }
+    s
 }
 
 fn ip_str(v: u8, b: &[u8; 16]) -> String {
-    if v == 4 {
-        Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string()
-    } else {
-        Ipv6Addr::from(*b).to_string()
+    if v != 4 {
+        return Ipv6Addr::from(*b).to_string();
     }
+    let mut s = String::with_capacity(15);
+    for (i, &o) in b[..4].iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        if o >= 100 {
+            s.push((b'0' + o / 100) as char);
+        }
+        if o >= 10 {
+            s.push((b'0' + o / 10 % 10) as char);
+        }
+        s.push((b'0' + o % 10) as char);
+    }
+    s
 }
 
 impl Entry {
-    fn to_flow(&self, cfg: &TableConfig) -> Flow {
+    fn to_flow(&self, h: &Hot, cfg: &TableConfig) -> Flow {
+        self.clone().into_flow(h, cfg)
+    }
+
+    fn into_flow(self, h: &Hot, cfg: &TableConfig) -> Flow {
+        let metric = h.metric(&self);
         Flow {
-            uuid: self.uuid.clone(),
-            layers_path: self.layers_path.clone(),
-            application: self.application.clone(),
+            uuid: self.uuid,
+            layers_path: self.layers_path,
+            application: self.application,
             link: self.link.map(|(a, b)| FlowLayer {
                 protocol: FlowProtocol::Ethernet,
                 a: mac_str(&a),
@@ -201,31 +273,25 @@ impl Entry {
                 code: code as u32,
                 id: id as u32,
             }),
-            dhcpv4: self.dhcpv4.clone(),
-            dns: self.dns.clone(),
-            vrrpv2: self.vrrp.clone(),
+            dhcpv4: self.dhcpv4,
+            dns: self.dns,
+            vrrpv2: self.vrrp,
             last_update_metric: self.last_update,
-            metric: Some(self.metric),
+            metric: Some(metric),
             tcp_metric: self.tcp,
             ip_metric: self.ip_metric,
-            start: self.metric.start,
-            last: self.metric.last,
-            tracking_id: format!("{:x}", self.l2),
-            l3_tracking_id: format!("{:x}", self.l3),
-            parent_uuid: self.parent_uuid.clone(),
+            start: metric.start,
+            last: metric.last,
+            tracking_id: hex(self.l2),
+            l3_tracking_id: hex(self.l3),
+            parent_uuid: self.parent_uuid,
             node_tid: cfg.node_tid.clone(),
             capture_id: cfg.capture_id.clone(),
-            last_raw_packets: self.raw.clone(),
-            raw_packets_captured: self.raw_captured,
-            finish_type: self.finish,
+            last_raw_packets: self.raw,
+            raw_packets_captured: h.raw_captured as i64,
+            finish_type: h.finish,
         }
     }
-}
-
-/// A slot of the table, with its "recently used" bit for the clock eviction.
-struct Slot {
-    entry: Option<Entry>,
-    referenced: bool,
 }
 
 /// An IPv4 datagram being reassembled.
@@ -247,13 +313,30 @@ struct Scratch {
     parent_hash: u64,
 }
 
+/// A captured frame.
+#[derive(Clone, Copy, Debug)]
+pub struct Packet<'a> {
+    pub data: &'a [u8],
+    /// Its length on the wire (the capture may have kept less).
+    pub wire_len: u32,
+    pub ts_ns: i64,
+}
+
+/// Frames looked up together by [`FlowTable::process_batch`].
+const BATCH: usize = 32;
+
 /// The flow table.
 pub struct FlowTable {
     cfg: TableConfig,
     map: KeyMap<u32>,
-    slots: Vec<Slot>,
+    /// Per slot: the hot part of its flow, and the rest (`None` when the slot is free).
+    hot: Vec<Hot>,
+    /// (Boxed: the vector grows by moving pointers, not entries.)
+    cold: Vec<Option<Box<Entry>>>,
     free: Vec<u32>,
     hand: usize,
+    /// Flows removed so far (a slot found before may since hold another flow).
+    removals: u64,
     /// Per-packet working space, kept between packets (boxed: taken and put back by pointer).
     scratch: Option<Box<Scratch>>,
     stats: TableStats,
@@ -279,9 +362,11 @@ impl FlowTable {
         FlowTable {
             cfg,
             map: KeyMap::default(),
-            slots: Vec::new(),
+            hot: Vec::new(),
+            cold: Vec::new(),
             free: Vec::new(),
             hand: 0,
+            removals: 0,
             scratch: Some(Box::default()),
             stats: TableStats::default(),
             last_update_ms: None,
@@ -308,13 +393,97 @@ impl FlowTable {
     }
 
     /// Processes one frame: `wire_len` is its length on the wire (the capture may have kept
-    /// less), `ts_ns` its time.
+    /// less), `ts_ns` its time. [`FlowTable::process_batch`] is faster for many frames.
     pub fn process(&mut self, frame: &[u8], wire_len: u32, ts_ns: i64, link: LinkType) {
+        self.process_batch(
+            &[Packet {
+                data: frame,
+                wire_len,
+                ts_ns,
+            }],
+            link,
+        );
+    }
+
+    /// Processes frames in order. Frames are taken by groups: the flows of a group are
+    /// looked up together, so that their memory fetches overlap instead of following one
+    /// another (a table of many flows does not fit in the caches).
+    pub fn process_batch(&mut self, packets: &[Packet<'_>], link: LinkType) {
+        let mut chunks = packets.chunks(BATCH).peekable();
+        if let Some(first) = chunks.peek() {
+            touch_headers(first);
+        }
+        while let Some(chunk) = chunks.next() {
+            // The next group's headers are fetched while this group is processed.
+            if let Some(next) = chunks.peek() {
+                touch_headers(next);
+            }
+            self.process_chunk(chunk, link);
+        }
+    }
+
+    fn process_chunk(&mut self, chunk: &[Packet<'_>], link: LinkType) {
+        const NONE: u32 = u32::MAX;
+        // The keys of the frames that take the common case (the frame's fields are read again
+        // later rather than kept: cheaper than copying them around).
+        let mut fast: [Option<Keys>; BATCH] = [None; BATCH];
+        let mut slots = [NONE; BATCH];
+        if link == LinkType::Ethernet {
+            // The common case's keys, straight off the frames.
+            for (f, p) in fast.iter_mut().zip(chunk) {
+                if let Some(info) = fast_info(p.data) {
+                    *f = Some(keys(&info, self.cfg.l2_mode, 0));
+                }
+            }
+            // Their flows, then the flows' hot lines, all loads independent of each other.
+            for (s, f) in slots.iter_mut().zip(&fast) {
+                if let Some(k) = f {
+                    *s = self.map.get(&k.key).copied().unwrap_or(NONE);
+                }
+            }
+            let mut touch = 0u8;
+            for &s in &slots[..chunk.len()] {
+                if s != NONE {
+                    touch ^= self.hot[s as usize].flags;
+                }
+            }
+            std::hint::black_box(touch);
+        }
+        let removals = self.removals;
+        for (i, p) in chunk.iter().enumerate() {
+            if let Some(k) = &fast[i]
+                && let Some(info) = fast_info(p.data)
+            {
+                let mut slot = slots[i];
+                if slot == NONE || self.removals != removals {
+                    // Made by an earlier frame of the group, or moved by an eviction.
+                    slot = self.map.get(&k.key).copied().unwrap_or(NONE);
+                }
+                if slot != NONE {
+                    self.begin(p.ts_ns);
+                    let length = p.wire_len as i64;
+                    self.account(slot, k, &info, &[], p.data, p.ts_ns, length, link, None);
+                    continue;
+                }
+            }
+            self.process_one(p, link);
+        }
+    }
+
+    /// Counts a frame; the first one starts the table's clock.
+    #[inline]
+    fn begin(&mut self, ts_ns: i64) {
         self.stats.packets += 1;
         if self.last_update_ms.is_none() {
             self.last_update_ms = Some(ms(ts_ns));
             self.last_expire_ms = Some(ms(ts_ns));
         }
+    }
+
+    /// The general path: the frame decoded layer by layer, each segment its flow.
+    fn process_one(&mut self, p: &Packet<'_>, link: LinkType) {
+        let (frame, wire_len, ts_ns) = (p.data, p.wire_len, p.ts_ns);
+        self.begin(ts_ns);
         let mut sc = self.scratch.take().unwrap_or_default();
         decode(frame, link, &mut sc.decoded);
         if sc.decoded.truncated {
@@ -375,7 +544,7 @@ impl FlowTable {
             // Only tunnels have a next segment: the UUID is copied only then.
             if i + 1 < sc.segs.len() {
                 sc.parent.clear();
-                if let Some(e) = self.slots[slot as usize].entry.as_ref() {
+                if let Some(e) = self.cold[slot as usize].as_ref() {
                     sc.parent.push_str(&e.uuid);
                     sc.parent_hash = e.uuid_hash;
                 }
@@ -406,96 +575,141 @@ impl FlowTable {
             Some(s) => *s,
             None => {
                 let e = self.new_entry(k, info, seg, decoded, parent, ts_ns);
-                self.insert(e)
+                self.insert(e, k, ts_ns)
             }
         };
+        let layers = &decoded.layers()[seg.first..=seg.last];
+        self.account(slot, k, info, layers, frame, ts_ns, length, link, fragments);
+        slot
+    }
+
+    /// Accounts a packet in the flow of `slot`. `layers` are its segment's (only application
+    /// layers are looked for in them).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn account(
+        &mut self,
+        slot: u32,
+        k: &Keys,
+        info: &SegmentInfo<'_>,
+        layers: &[Layer],
+        frame: &[u8],
+        ts_ns: i64,
+        length: i64,
+        link: LinkType,
+        fragments: Option<i64>,
+    ) {
         let cfg = &self.cfg;
-        let s = &mut self.slots[slot as usize];
-        s.referenced = true;
-        let Some(e) = s.entry.as_mut() else {
-            return slot;
-        };
-        let ab = direction_ab(e, info, cfg.l2_mode);
-        e.packets += 1;
-        if ab {
-            e.metric.ab_packets += 1;
-            e.metric.ab_bytes += length;
+        let h = &mut self.hot[slot as usize];
+        h.flags |= TOUCHED | REFERENCED;
+        let ab = if h.flags & UNDECIDED == 0 {
+            k.swap == (h.flags & A_SWAP != 0)
         } else {
-            e.metric.ba_packets += 1;
-            e.metric.ba_bytes += length;
+            self.cold[slot as usize]
+                .as_ref()
+                .is_none_or(|e| side(info, cfg.l2_mode) == e.a_side)
+        };
+        if ab {
+            h.ab_packets += 1;
+            h.ab_bytes += length;
+        } else {
+            h.ba_packets += 1;
+            h.ba_bytes += length;
         }
-        if ts_ns > e.last_ns {
-            e.last_ns = ts_ns;
-            e.metric.last = ms(ts_ns);
+        if ts_ns > h.last_ns {
+            h.last_ns = ts_ns;
         }
-        e.touched = true;
+        // What needs the rest of the flow: decided from the packet and the hot part only.
+        let mut rtt_start = false;
+        let mut rtt_end = false;
+        let mut tcp_flags = 0;
+        if let Some(icmp) = info.icmp {
+            rtt_start = icmp.is_echo_request() && h.flags & RTT_STARTED == 0;
+            rtt_end = icmp.is_echo_reply() && h.flags & (RTT_STARTED | RTT_DONE) == RTT_STARTED;
+        }
+        if matches!(info.transport, Some((FlowProtocol::Tcp, _, _))) {
+            let f = info.tcp_flags;
+            rtt_start = f & TCP_SYN != 0 && f & TCP_ACK == 0 && h.flags & RTT_STARTED == 0;
+            rtt_end = (f & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK || f & TCP_RST != 0)
+                && h.flags & (RTT_STARTED | RTT_DONE) == RTT_STARTED;
+            // Any FIN or RST ends the flow (Skydive looked only at the flow's first packet).
+            if f & TCP_RST != 0 {
+                h.finish = FinishType::TcpRst;
+            } else if f & TCP_FIN != 0 && h.finish == FinishType::NotFinished {
+                h.finish = FinishType::TcpFin;
+            }
+            if cfg.extra_tcp_metric {
+                tcp_flags = f & (TCP_SYN | TCP_FIN | TCP_RST);
+            }
+        }
+        let raw =
+            cfg.raw_packet_limit > 0 && (h.raw_captured as usize) < cfg.raw_packet_limit.min(255);
+        let app = cfg.extra_layers != 0
+            && layers
+                .iter()
+                .any(|l| matches!(l.kind, LayerKind::Dns | LayerKind::Dhcpv4 | LayerKind::Vrrp));
+        if !(rtt_start || rtt_end || tcp_flags != 0 || raw || app || fragments.is_some()) {
+            return;
+        }
+        if rtt_start {
+            h.flags |= RTT_STARTED;
+        }
+        if rtt_end {
+            h.flags |= RTT_DONE;
+        }
+        if raw {
+            h.raw_captured += 1;
+        }
+        let packets = h.ab_packets + h.ba_packets;
+        let Some(e) = self.cold[slot as usize].as_mut() else {
+            return;
+        };
+        if rtt_start {
+            e.rtt_start_ns = ts_ns;
+        }
+        if rtt_end {
+            e.rtt = (ts_ns - e.rtt_start_ns).max(1);
+        }
         if let Some(n) = fragments {
             let m = e.ip_metric.get_or_insert_with(IpMetric::default);
             m.fragments += n;
         }
-        // Round-trip times.
-        if let Some(icmp) = info.icmp {
-            if icmp.is_echo_request() && e.rtt_start_ns == 0 {
-                e.rtt_start_ns = ts_ns;
-            } else if icmp.is_echo_reply() && e.rtt_start_ns != 0 && e.metric.rtt == 0 {
-                e.metric.rtt = (ts_ns - e.rtt_start_ns).max(1);
-            }
-        }
-        if matches!(info.transport, Some((FlowProtocol::Tcp, _, _))) {
-            let f = info.tcp_flags;
-            if f & TCP_SYN != 0 && f & TCP_ACK == 0 && e.rtt_start_ns == 0 {
-                e.rtt_start_ns = ts_ns;
-            } else if (f & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK || f & TCP_RST != 0)
-                && e.rtt_start_ns != 0
-                && e.metric.rtt == 0
-            {
-                e.metric.rtt = (ts_ns - e.rtt_start_ns).max(1);
-            }
-            // Any FIN or RST ends the flow (Skydive looked only at the flow's first packet).
-            if f & TCP_RST != 0 {
-                e.finish = FinishType::TcpRst;
-            } else if f & TCP_FIN != 0 && e.finish == FinishType::NotFinished {
-                e.finish = FinishType::TcpFin;
-            }
-            if cfg.extra_tcp_metric {
-                let t = e.tcp.get_or_insert_with(TcpMetric::default);
-                let now = ms(ts_ns);
-                if f & TCP_SYN != 0 {
-                    if ab && t.ab_syn_start == 0 {
-                        t.ab_syn_start = now;
-                        t.ab_syn_ttl = info.ttl as u32;
-                    } else if !ab && t.ba_syn_start == 0 {
-                        t.ba_syn_start = now;
-                        t.ba_syn_ttl = info.ttl as u32;
-                    }
+        if tcp_flags != 0 {
+            let t = e.tcp.get_or_insert_with(TcpMetric::default);
+            let now = ms(ts_ns);
+            if tcp_flags & TCP_SYN != 0 {
+                if ab && t.ab_syn_start == 0 {
+                    t.ab_syn_start = now;
+                    t.ab_syn_ttl = info.ttl as u32;
+                } else if !ab && t.ba_syn_start == 0 {
+                    t.ba_syn_start = now;
+                    t.ba_syn_ttl = info.ttl as u32;
                 }
-                if f & TCP_FIN != 0 {
-                    if ab && t.ab_fin_start == 0 {
-                        t.ab_fin_start = now;
-                    } else if !ab && t.ba_fin_start == 0 {
-                        t.ba_fin_start = now;
-                    }
+            }
+            if tcp_flags & TCP_FIN != 0 {
+                if ab && t.ab_fin_start == 0 {
+                    t.ab_fin_start = now;
+                } else if !ab && t.ba_fin_start == 0 {
+                    t.ba_fin_start = now;
                 }
-                if f & TCP_RST != 0 {
-                    if ab && t.ab_rst_start == 0 {
-                        t.ab_rst_start = now;
-                    } else if !ab && t.ba_rst_start == 0 {
-                        t.ba_rst_start = now;
-                    }
+            }
+            if tcp_flags & TCP_RST != 0 {
+                if ab && t.ab_rst_start == 0 {
+                    t.ab_rst_start = now;
+                } else if !ab && t.ba_rst_start == 0 {
+                    t.ba_rst_start = now;
                 }
             }
         }
-        if cfg.raw_packet_limit > 0 && (e.raw_captured as usize) < cfg.raw_packet_limit {
+        if raw {
             e.raw.push(RawPacket {
                 timestamp: ms(ts_ns),
-                index: e.packets,
+                index: packets,
                 data: frame.to_vec(),
                 link_type: link.pcap(),
             });
-            e.raw_captured += 1;
         }
-        if cfg.extra_layers != 0 {
-            let layers = &decoded.layers()[seg.first..=seg.last];
+        if app {
             for l in layers {
                 let body = &frame[l.start as usize..];
                 match l.kind {
@@ -512,7 +726,6 @@ impl FlowTable {
                 }
             }
         }
-        slot
     }
 
     fn new_entry(
@@ -545,6 +758,14 @@ impl FlowTable {
                 application = name.to_ascii_uppercase();
             }
         }
+        let app_timeout = if self.cfg.app_timeouts.is_empty() || application.is_empty() {
+            None
+        } else {
+            self.cfg
+                .app_timeouts
+                .get(&application.to_ascii_lowercase())
+                .copied()
+        };
         let (skydive_key, l2, l3) = skydive_keys(info, self.cfg.l2_mode, parent);
         let uuid_hash = flow_uuid_hash(skydive_key, start, &self.cfg.node_tid);
         Entry {
@@ -556,6 +777,8 @@ impl FlowTable {
             parent_uuid: parent.to_string(),
             layers_path: layers_path(decoded, seg),
             application,
+            app_timeout,
+            a_side: side(info, self.cfg.l2_mode),
             link: info
                 .src_mac
                 .zip(info.dst_mac)
@@ -567,22 +790,14 @@ impl FlowTable {
             tunnel_id: info.tunnel_id,
             transport: info.transport,
             icmp: info.icmp.map(|i| (i.kind, i.code, i.id, i.wire_type)),
-            metric: FlowMetric {
-                start,
-                last: start,
-                ..Default::default()
-            },
-            last_ns: ts_ns,
+            start_ms: start,
             rtt_start_ns: 0,
+            rtt: 0,
             prev: None,
             last_update: None,
-            touched: false,
-            finish: FinishType::NotFinished,
             tcp: None,
             ip_metric: None,
             raw: Vec::new(),
-            raw_captured: 0,
-            packets: 0,
             dns: None,
             dhcpv4: None,
             vrrp: None,
@@ -590,23 +805,30 @@ impl FlowTable {
     }
 
     /// Stores a new flow, evicting one if the table is full.
-    fn insert(&mut self, e: Entry) -> u32 {
+    fn insert(&mut self, e: Entry, k: &Keys, ts_ns: i64) -> u32 {
         let key = e.key;
         let slot = if let Some(s) = self.free.pop() {
             s
-        } else if self.slots.len() < self.cfg.max_entries.max(1) {
-            self.slots.push(Slot {
-                entry: None,
-                referenced: false,
-            });
-            (self.slots.len() - 1) as u32
+        } else if self.hot.len() < self.cfg.max_entries.max(1) {
+            self.hot.push(Hot::default());
+            self.cold.push(None);
+            (self.hot.len() - 1) as u32
         } else {
             self.evict()
         };
-        self.slots[slot as usize] = Slot {
-            entry: Some(e),
-            referenced: true,
+        let mut flags = LIVE | REFERENCED;
+        if k.swap {
+            flags |= A_SWAP;
+        }
+        if !k.decided {
+            flags |= UNDECIDED;
+        }
+        self.hot[slot as usize] = Hot {
+            last_ns: ts_ns,
+            flags,
+            ..Hot::default()
         };
+        self.cold[slot as usize] = Some(Box::new(e));
         self.map.insert(key, slot);
         slot
     }
@@ -614,14 +836,16 @@ impl FlowTable {
     /// The clock algorithm: the first flow not used since the hand last passed it goes.
     fn evict(&mut self) -> u32 {
         loop {
-            let i = self.hand % self.slots.len();
+            let i = self.hand % self.hot.len();
             self.hand = i + 1;
-            let s = &mut self.slots[i];
-            if s.referenced {
-                s.referenced = false;
+            let h = &mut self.hot[i];
+            if h.flags & REFERENCED != 0 {
+                h.flags &= !REFERENCED;
                 continue;
             }
-            if let Some(e) = s.entry.take() {
+            h.flags = 0;
+            self.removals += 1;
+            if let Some(e) = self.cold[i].take() {
                 self.map.remove(&e.key);
                 self.stats.evicted += 1;
             }
@@ -629,11 +853,13 @@ impl FlowTable {
         }
     }
 
-    fn remove_slot(&mut self, slot: usize) -> Option<Entry> {
-        let e = self.slots[slot].entry.take()?;
+    fn remove_slot(&mut self, slot: usize) -> Option<(Hot, Box<Entry>)> {
+        let e = self.cold[slot].take()?;
+        let h = std::mem::take(&mut self.hot[slot]);
+        self.removals += 1;
         self.map.remove(&e.key);
         self.free.push(slot as u32);
-        Some(e)
+        Some((h, e))
     }
 
     /// Runs the update and expire ticks that are due at `now_ms`; returns the flows to send.
@@ -657,35 +883,31 @@ impl FlowTable {
         self.last_update_ms = Some(now_ms);
         let mut out = Vec::new();
         let mut gone = Vec::new();
-        for (i, s) in self.slots.iter_mut().enumerate() {
-            let Some(e) = s.entry.as_mut() else { continue };
-            if e.touched {
+        for (i, (h, e)) in self.hot.iter_mut().zip(self.cold.iter_mut()).enumerate() {
+            let Some(e) = e.as_mut() else { continue };
+            let metric = h.metric(e);
+            if h.flags & TOUCHED != 0 {
                 let start = if e.prev.is_none() {
-                    e.metric.start
+                    e.start_ms
                 } else {
                     prev_tick
                 };
                 let prev = e.prev.unwrap_or_default();
-                e.last_update = Some(e.metric.delta(&prev, start, now_ms));
-                e.prev = Some(e.metric);
-                e.touched = false;
-                out.push(e.to_flow(&self.cfg));
+                e.last_update = Some(metric.delta(&prev, start, now_ms));
+                e.prev = Some(metric);
+                h.flags &= !TOUCHED;
+                out.push(e.to_flow(h, &self.cfg));
                 e.raw.clear();
                 continue;
             }
-            let timeout = self
-                .cfg
-                .app_timeouts
-                .get(&e.application.to_ascii_lowercase())
-                .copied();
-            if let Some(t) = timeout
-                && now_ms - e.metric.last > t
-                && !e.finish.is_finished()
+            if let Some(t) = e.app_timeout
+                && now_ms - metric.last > t
+                && !h.finish.is_finished()
             {
-                e.finish = FinishType::Timeout;
+                h.finish = FinishType::Timeout;
                 let prev = e.prev.unwrap_or_default();
-                e.last_update = Some(e.metric.delta(&prev, prev_tick, now_ms));
-                out.push(e.to_flow(&self.cfg));
+                e.last_update = Some(metric.delta(&prev, prev_tick, now_ms));
+                out.push(e.to_flow(h, &self.cfg));
                 gone.push(i);
                 continue;
             }
@@ -694,7 +916,7 @@ impl FlowTable {
                 last: now_ms,
                 ..Default::default()
             });
-            if e.finish.is_finished() && now_ms - e.metric.last >= HOLD_MS {
+            if h.finish.is_finished() && now_ms - metric.last >= HOLD_MS {
                 gone.push(i);
             }
         }
@@ -711,55 +933,60 @@ impl FlowTable {
         self.last_expire_ms = Some(now_ms);
         let prev_tick = self.last_update_ms.unwrap_or(now_ms);
         let idle: Vec<usize> = self
-            .slots
+            .hot
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.entry.as_ref().is_some_and(|e| e.metric.last < before))
+            .filter(|(_, h)| h.flags & LIVE != 0 && ms(h.last_ns) < before)
             .map(|(i, _)| i)
             .collect();
         let mut out = Vec::new();
         for i in idle {
-            if let Some(mut e) = self.remove_slot(i) {
-                out.push(self.finish(&mut e, prev_tick, now_ms));
+            if let Some((h, e)) = self.remove_slot(i) {
+                out.push(self.finish(h, e, prev_tick, now_ms));
             }
         }
         self.expire_reassembly(now_ms);
         out
     }
 
-    fn finish(&self, e: &mut Entry, prev_tick: i64, now_ms: i64) -> Flow {
+    /// A flow's last message: its final `LastUpdateMetric`, ended by timeout unless it
+    /// ended otherwise.
+    fn finish(&self, mut h: Hot, mut e: Box<Entry>, prev_tick: i64, now_ms: i64) -> Flow {
         let prev = e.prev.unwrap_or_default();
         let start = if e.prev.is_none() {
-            e.metric.start
+            e.start_ms
         } else {
             prev_tick
         };
-        e.last_update = Some(e.metric.delta(&prev, start, now_ms));
-        if !e.finish.is_finished() {
-            e.finish = FinishType::Timeout;
+        e.last_update = Some(h.metric(&e).delta(&prev, start, now_ms));
+        if !h.finish.is_finished() {
+            h.finish = FinishType::Timeout;
         }
-        e.to_flow(&self.cfg)
+        (*e).into_flow(&h, &self.cfg)
     }
 
     /// Ends every flow now (the capture stops): all are sent.
     pub fn flush(&mut self, now_ms: i64) -> Vec<Flow> {
         let prev_tick = self.last_update_ms.unwrap_or(now_ms);
-        let mut out = Vec::new();
-        for i in 0..self.slots.len() {
-            if let Some(mut e) = self.remove_slot(i) {
-                out.push(self.finish(&mut e, prev_tick, now_ms));
-            }
-        }
+        let hot = std::mem::take(&mut self.hot);
+        let cold = std::mem::take(&mut self.cold);
+        self.map.clear();
+        self.free.clear();
+        self.hand = 0;
+        self.removals += 1;
         self.reassembly.clear();
-        out
+        hot.into_iter()
+            .zip(cold)
+            .filter_map(|(h, e)| Some(self.finish(h, e?, prev_tick, now_ms)))
+            .collect()
     }
 
     /// The flows in the table now (for live queries).
     pub fn flows(&self) -> Vec<Flow> {
-        self.slots
+        self.hot
             .iter()
-            .filter_map(|s| s.entry.as_ref())
-            .map(|e| e.to_flow(&self.cfg))
+            .zip(&self.cold)
+            .filter_map(|(h, e)| e.as_ref().map(|e| e.to_flow(h, &self.cfg)))
             .collect()
     }
 
@@ -861,28 +1088,64 @@ impl FlowTable {
     }
 }
 
-/// Whether a packet goes from the flow's A side to its B side.
-fn direction_ab(e: &Entry, info: &SegmentInfo<'_>, l2_mode: bool) -> bool {
+/// Reads a byte of each frame, so that their headers are fetched from memory together (the
+/// loads do not depend on each other) before they are needed.
+#[inline]
+fn touch_headers(packets: &[Packet<'_>]) {
+    let mut touch = 0u8;
+    for p in packets {
+        touch ^= p.data.first().copied().unwrap_or(0);
+    }
+    std::hint::black_box(touch);
+}
+
+/// The source side of a packet, in the terms that orient its flow: the flow's A side is its
+/// first packet's, and a packet goes from A to B when its side is A's. By order of
+/// preference: the MAC address (L2 mode, when the two differ), the IP address (when they
+/// differ), the port (when they differ), the ICMP type, the MAC address.
+fn side(info: &SegmentInfo<'_>, l2_mode: bool) -> [u8; 16] {
+    let mut s = [0u8; 16];
     if l2_mode
-        && let (Some((a, _)), Some(src), Some(dst)) = (e.link, info.src_mac, info.dst_mac)
+        && let (Some(src), Some(dst)) = (info.src_mac, info.dst_mac)
         && src != dst
     {
-        return src == a;
+        s[..6].copy_from_slice(&src[..6]);
+        return s;
     }
     if info.ip_version != 0 && info.src_ip != info.dst_ip {
-        let n = if info.ip_version == 4 { 4 } else { 16 };
-        return info.src_ip == &e.a_ip[..n];
+        let n = info.src_ip.len().min(16);
+        s[..n].copy_from_slice(&info.src_ip[..n]);
+        return s;
     }
-    if let (Some((_, sp, dp)), Some((_, a, _))) = (info.transport, e.transport)
+    if let Some((_, sp, dp)) = info.transport
         && sp != dp
     {
-        return sp == a;
+        s[..2].copy_from_slice(&sp.to_be_bytes());
+        return s;
     }
-    if let (Some(icmp), Some((_, _, _, first_type))) = (info.icmp, e.icmp) {
-        return icmp.wire_type == first_type;
+    if let Some(icmp) = info.icmp {
+        s[0] = icmp.wire_type;
+        return s;
     }
-    if let (Some((a, _)), Some(src)) = (e.link, info.src_mac) {
-        return src == a;
+    if let Some(src) = info.src_mac {
+        s[..6].copy_from_slice(&src[..6]);
     }
-    true
+    s
+}
+
+/// Lower-case hexadecimal, without leading zeros (Go's `%x`).
+fn hex(v: u64) -> String {
+    const DIGITS: &[u8; 16] = HEX;
+    let mut buf = [0u8; 16];
+    let mut i = 16;
+    let mut v = v;
+    loop {
+        i -= 1;
+        buf[i] = DIGITS[(v & 15) as usize];
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&buf[i..]).into_owned()
 }

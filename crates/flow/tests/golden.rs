@@ -15,7 +15,7 @@ use frames::*;
 use pcap_file::DataLink;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
 use skydive_flow::decode::LinkType;
-use skydive_flow::{Flow, FlowTable, TableConfig};
+use skydive_flow::{Flow, FlowTable, Packet, TableConfig};
 
 /// A captured packet: time (ns from the scenario's start), bytes kept, length on the wire.
 struct Pkt {
@@ -78,6 +78,39 @@ fn replay(file: &[u8], cfg: TableConfig) -> Vec<Flow> {
     out
 }
 
+/// The file through a table without ticks, frames one by one or all in one batch.
+fn replay_untimed(file: &[u8], cfg: TableConfig, batched: bool) -> Vec<Flow> {
+    let mut r = PcapReader::new(file).unwrap();
+    let link = LinkType::from_pcap(u32::from(r.header().datalink)).unwrap();
+    let mut frames = Vec::new();
+    while let Some(p) = r.next_packet() {
+        let p = p.unwrap();
+        frames.push((
+            p.data.into_owned(),
+            p.orig_len,
+            p.timestamp.as_nanos() as i64,
+        ));
+    }
+    let mut t = FlowTable::new(cfg);
+    if batched {
+        let batch: Vec<Packet<'_>> = frames
+            .iter()
+            .map(|(data, wire_len, ts_ns)| Packet {
+                data,
+                wire_len: *wire_len,
+                ts_ns: *ts_ns,
+            })
+            .collect();
+        t.process_batch(&batch, link);
+    } else {
+        for (data, wire_len, ts_ns) in &frames {
+            t.process(data, *wire_len, *ts_ns, link);
+        }
+    }
+    let last = frames.last().map(|f| f.2 / 1_000_000).unwrap_or(0);
+    t.flush(last)
+}
+
 fn config() -> TableConfig {
     TableConfig {
         node_tid: "golden-node-tid".into(),
@@ -100,6 +133,11 @@ fn check(name: &str, link: LinkType, pkts: Vec<Pkt>, cfg: TableConfig) -> Vec<Fl
     assert!(
         stored == pcap,
         "{name}.pcap differs from what its generator makes now"
+    );
+    assert_eq!(
+        replay_untimed(&stored, cfg.clone(), true),
+        replay_untimed(&stored, cfg.clone(), false),
+        "{name}: frames taken by groups give other flows than frames one by one"
     );
     let flows = replay(&stored, cfg);
     let json = serde_json::to_string_pretty(&flows).unwrap() + "\n";

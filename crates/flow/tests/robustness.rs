@@ -6,7 +6,9 @@ mod frames;
 use frames::*;
 use proptest::prelude::*;
 use skydive_flow::decode::LinkType;
-use skydive_flow::{FlowTable, TableConfig};
+use skydive_flow::decode::{Decoded, decode, segments};
+use skydive_flow::packet::{fast_info, segment_info};
+use skydive_flow::{FlowTable, Packet, TableConfig};
 
 fn table() -> FlowTable {
     FlowTable::new(TableConfig {
@@ -174,4 +176,127 @@ fn fuzz_findings_stay_fixed() {
         n += 1;
     }
     assert!(n > 0, "no inputs in {}", dir.display());
+}
+
+/// Frames the common-case path is made for, and near misses: IPv4 and IPv6, TCP and UDP,
+/// with and without a VLAN tag, on ordinary and on decoded ports.
+fn common_frames() -> Vec<Vec<u8>> {
+    let (a, b) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+    let mut out = Vec::new();
+    for (sp, dp) in [
+        (40000, 443),
+        (443, 40000),
+        (53, 40000),
+        (40000, 4789),
+        (7, 7),
+    ] {
+        let v4t = ipv4(a, b, 6, &tcp(sp, dp, 1, 2, SYN | ACK, b"payload"));
+        let v4u = ipv4(a, b, 17, &udp(sp, dp, b"payload"));
+        let v6t = ipv6(v6(1), v6(2), 6, &[], &tcp(sp, dp, 1, 2, FIN, b""));
+        let v6u = ipv6(v6(1), v6(2), 17, &[], &udp(sp, dp, b"x"));
+        for (t, l3) in [(0x0800, v4t), (0x0800, v4u), (0x86dd, v6t), (0x86dd, v6u)] {
+            out.push(eth(mac(1), mac(2), t, &l3));
+            out.push(vlan_tagged(mac(2), mac(1), &[(0x8100, 7)], t, &l3));
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// Where the common-case path takes a frame, it reads exactly what the decoder does.
+    #[test]
+    fn the_common_case_path_agrees_with_the_decoder(
+        which in 0usize..40,
+        cut in 0usize..200,
+        flips in proptest::collection::vec((0usize..120, any::<u8>()), 0..3),
+    ) {
+        let mut f = common_frames()[which].clone();
+        for (at, v) in flips {
+            let i = at % f.len();
+            f[i] ^= v;
+        }
+        f.truncate(cut.max(14).min(f.len()));
+        if let Some(fast) = fast_info(&f) {
+            let mut d = Decoded::default();
+            decode(&f, LinkType::Ethernet, &mut d);
+            let mut segs = Vec::new();
+            segments(&d, &mut segs);
+            prop_assert!(!d.truncated);
+            prop_assert_eq!(segs.len(), 1);
+            prop_assert_eq!(fast, segment_info(&f, &d, segs[0]));
+        }
+    }
+}
+
+#[test]
+fn the_common_case_path_takes_the_common_case() {
+    let frames = common_frames();
+    let taken: Vec<bool> = frames.iter().map(|f| fast_info(f).is_some()).collect();
+    // Ordinary ports: taken, IPv4 and IPv6, tagged or not; DNS and VXLAN ports: not.
+    assert!(taken[..8].iter().all(|t| *t), "{taken:?}");
+    assert!(taken[8..16].iter().all(|t| *t), "{taken:?}");
+    let dns_udp = [&taken[18..20], &taken[22..24]];
+    assert!(dns_udp.iter().all(|t| t.iter().all(|t| !t)), "{taken:?}");
+    let dns_tcp = [&taken[16..18], &taken[20..22]];
+    assert!(dns_tcp.iter().all(|t| t.iter().all(|t| *t)), "{taken:?}");
+    assert!(
+        [26, 27, 30, 31].iter().all(|i| !taken[*i]),
+        "VXLAN: {taken:?}"
+    );
+    assert!(taken[32..].iter().all(|t| *t), "{taken:?}");
+}
+
+/// A full table evicting flows in the middle of a group of frames: the group gives what the
+/// same frames give one by one (a flow found before the eviction is looked up again).
+#[test]
+fn evictions_inside_a_group_match_frames_one_by_one() {
+    let frames: Vec<Vec<u8>> = (0..96u16)
+        .map(|i| {
+            let f = (i * 7) % 10;
+            eth(
+                mac(1),
+                mac(2),
+                0x0800,
+                &ipv4(
+                    [10, 0, 0, 1],
+                    [10, 0, 1, f as u8],
+                    17,
+                    &udp(1000 + f, 2000, b"x"),
+                ),
+            )
+        })
+        .collect();
+    let cfg = TableConfig {
+        max_entries: 4,
+        ..Default::default()
+    };
+    let mut one = FlowTable::new(cfg.clone());
+    for (i, f) in frames.iter().enumerate() {
+        one.process(f, f.len() as u32, i as i64 * 1000, LinkType::Ethernet);
+    }
+    let mut grouped = FlowTable::new(cfg);
+    let batch: Vec<Packet<'_>> = frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Packet {
+            data: f,
+            wire_len: f.len() as u32,
+            ts_ns: i as i64 * 1000,
+        })
+        .collect();
+    grouped.process_batch(&batch, LinkType::Ethernet);
+    assert!(one.stats().evicted > 50, "{:?}", one.stats());
+    assert_eq!(one.stats(), grouped.stats());
+    let sum = |t: &mut FlowTable| {
+        let mut v: Vec<(String, i64)> = t
+            .flush(1)
+            .into_iter()
+            .map(|f| (f.uuid, f.metric.unwrap().ab_packets))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(sum(&mut one), sum(&mut grouped));
 }
