@@ -9,7 +9,7 @@
 //! restart of the agent. TIDs follow Skydive: `UUIDv5(hostTID + Path + "netns")` for a
 //! namespace, `UUIDv5(ownerTID + Name + Type)` for an interface.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use skydive_graph::id::{child_tid, link_id, netns_tid};
@@ -80,15 +80,37 @@ struct EdgeDesc {
     metadata: Map,
 }
 
+/// What one namespace puts in the graph: its node and its interfaces, their ownership edges,
+/// and the layer2 edges its interfaces report (a veth pair's edge is reported by both ends).
+#[derive(Clone, Debug, Default)]
+struct Contribution {
+    nodes: HashMap<Id, Map>,
+    edges: HashMap<Id, EdgeDesc>,
+    /// The other namespaces its interfaces point into (veth peers, lower devices).
+    targets: BTreeSet<NsKey>,
+}
+
 /// The topology of one host.
+///
+/// Changes are worked out per namespace: a change in a namespace recomputes that namespace's
+/// contribution and those of the namespaces whose interfaces point into it, so that the cost of
+/// an event does not grow with the number of namespaces on the host.
 #[derive(Debug)]
 pub struct Topology {
     host_id: Id,
     host_tid: String,
     root: NsKey,
     namespaces: BTreeMap<NsKey, NsEntry>,
-    nodes: HashMap<Id, Map>,
-    edges: HashMap<Id, EdgeDesc>,
+    /// What each namespace put in the graph at the last [`Topology::ops`].
+    contributions: HashMap<NsKey, Contribution>,
+    /// The edges in the graph, with the number of namespaces that report each.
+    edges: HashMap<Id, (EdgeDesc, u32)>,
+    /// Namespaces changed since the last [`Topology::ops`]; `true` when what other
+    /// namespaces see of it changed (itself, or which interfaces it has), not only the
+    /// interfaces' metadata.
+    dirty: BTreeMap<NsKey, bool>,
+    /// For a namespace, the namespaces whose interfaces point into it.
+    referrers: HashMap<NsKey, BTreeSet<NsKey>>,
 }
 
 fn relation(kind: &str) -> Map {
@@ -115,8 +137,10 @@ impl Topology {
             host_tid: host_tid.to_string(),
             root: key,
             namespaces,
-            nodes: HashMap::new(),
+            contributions: HashMap::new(),
             edges: HashMap::new(),
+            dirty: BTreeMap::from([(key, true)]),
+            referrers: HashMap::new(),
         }
     }
 
@@ -129,6 +153,28 @@ impl Topology {
     }
 
     pub fn apply(&mut self, input: Input) {
+        let (key, seen) = match &input {
+            Input::Namespace(info) => (info.key, true),
+            Input::NamespaceGone(key) => (*key, true),
+            Input::Links {
+                ns,
+                full,
+                links,
+                removed,
+            } => {
+                let had = |i: &u32| {
+                    self.namespaces
+                        .get(ns)
+                        .is_some_and(|e| e.links.contains_key(i))
+                };
+                let count = self.namespaces.get(ns).map_or(0, |e| e.links.len());
+                let changed = links.iter().any(|l| !had(&l.index))
+                    || removed.iter().any(had)
+                    || (*full && count != links.len());
+                (*ns, changed)
+            }
+        };
+        *self.dirty.entry(key).or_default() |= seen;
         match input {
             Input::Namespace(info) => {
                 if info.key == self.root {
@@ -191,9 +237,15 @@ impl Topology {
         Some(Self::interface_id(&tid, index))
     }
 
-    fn desired(&self) -> (HashMap<Id, Map>, HashMap<Id, EdgeDesc>) {
-        let mut nodes = HashMap::new();
-        let mut edges = HashMap::new();
+    /// What namespace `key` puts in the graph now.
+    fn contribution(&self, key: NsKey) -> Contribution {
+        let mut c = Contribution::default();
+        let Some(e) = self.namespaces.get(&key) else {
+            return c;
+        };
+        let Some((owner_id, owner_tid)) = self.owner(key) else {
+            return c;
+        };
         let mut add_edge = |parent: &Id, child: &Id, md: Map| {
             let rel = md
                 .get("RelationType")
@@ -201,7 +253,7 @@ impl Topology {
                 .unwrap_or("")
                 .to_string();
             let id = link_id(parent, child, &rel);
-            edges.insert(
+            c.edges.insert(
                 id,
                 EdgeDesc {
                     parent: parent.clone(),
@@ -210,117 +262,158 @@ impl Topology {
                 },
             );
         };
-        for (key, e) in &self.namespaces {
-            let Some((owner_id, owner_tid)) = self.owner(*key) else {
-                continue;
-            };
-            if *key != self.root {
-                let mut m = Map::new();
-                m.insert("Name", e.info.name.as_str());
-                m.insert("Type", "netns");
-                m.insert("Path", e.info.path.to_string_lossy().as_ref());
-                m.insert("Inode", e.info.inode as i64);
-                m.insert("Device", e.info.device as i64);
-                m.insert("TID", owner_tid.as_str());
-                nodes.insert(owner_id.clone(), m);
-                add_edge(&self.host_id, &owner_id, relation("ownership"));
-            }
-            for l in e.links.values() {
-                let id = Self::interface_id(&owner_tid, l.index);
-                let mut m = l.metadata.clone();
-                m.insert("TID", child_tid(&owner_tid, &l.name, &l.ty).as_str());
-                add_edge(&owner_id, &id, relation("ownership"));
-                if let Some(master) = l.master
-                    && e.links.contains_key(&master)
-                {
-                    add_edge(
-                        &Self::interface_id(&owner_tid, master),
-                        &id,
-                        relation("layer2"),
-                    );
-                }
-                if let Some((other_ns, other)) = l.link {
-                    let other_key = other_ns.unwrap_or(*key);
-                    if other_key != *key
-                        && other_key != self.root
-                        && let Some(o) = self.namespaces.get(&other_key)
-                    {
-                        m.insert("LinkNetNsName", o.info.name.as_str());
-                    }
-                    if let Some(other_id) = self.interface(other_key, other) {
-                        if l.ty == "veth" {
-                            // One layer2 edge per pair, whichever end reports it.
-                            let (p, c) = if id < other_id {
-                                (&id, &other_id)
-                            } else {
-                                (&other_id, &id)
-                            };
-                            add_edge(p, c, relation("layer2"));
-                        } else {
-                            let mut md = relation("layer2");
-                            if l.ty == "vlan" {
-                                md.insert("Type", "vlan");
-                            }
-                            add_edge(&other_id, &id, md);
-                        }
-                    }
-                }
-                nodes.insert(id, m);
-            }
+        if key != self.root {
+            let mut m = Map::new();
+            m.insert("Name", e.info.name.as_str());
+            m.insert("Type", "netns");
+            m.insert("Path", e.info.path.to_string_lossy().as_ref());
+            m.insert("Inode", e.info.inode as i64);
+            m.insert("Device", e.info.device as i64);
+            m.insert("TID", owner_tid.as_str());
+            c.nodes.insert(owner_id.clone(), m);
+            add_edge(&self.host_id, &owner_id, relation("ownership"));
         }
-        (nodes, edges)
+        for l in e.links.values() {
+            let id = Self::interface_id(&owner_tid, l.index);
+            let mut m = l.metadata.clone();
+            m.insert("TID", child_tid(&owner_tid, &l.name, &l.ty).as_str());
+            add_edge(&owner_id, &id, relation("ownership"));
+            if let Some(master) = l.master
+                && e.links.contains_key(&master)
+            {
+                add_edge(
+                    &Self::interface_id(&owner_tid, master),
+                    &id,
+                    relation("layer2"),
+                );
+            }
+            if let Some((other_ns, other)) = l.link {
+                let other_key = other_ns.unwrap_or(key);
+                if other_key != key {
+                    c.targets.insert(other_key);
+                }
+                if other_key != key
+                    && other_key != self.root
+                    && let Some(o) = self.namespaces.get(&other_key)
+                {
+                    m.insert("LinkNetNsName", o.info.name.as_str());
+                }
+                if let Some(other_id) = self.interface(other_key, other) {
+                    if l.ty == "veth" {
+                        // One layer2 edge per pair, whichever end reports it.
+                        let (p, c) = if id < other_id {
+                            (&id, &other_id)
+                        } else {
+                            (&other_id, &id)
+                        };
+                        add_edge(p, c, relation("layer2"));
+                    } else {
+                        let mut md = relation("layer2");
+                        if l.ty == "vlan" {
+                            md.insert("Type", "vlan");
+                        }
+                        add_edge(&other_id, &id, md);
+                    }
+                }
+            }
+            c.nodes.insert(id, m);
+        }
+        c
     }
 
     /// The operations that bring the graph to the current state, since the last call.
     pub fn ops(&mut self) -> Vec<Op> {
-        let (nodes, edges) = self.desired();
-        let mut ops = Vec::new();
-        // Edges first out, nodes first in.
-        for (id, _) in self.edges.iter().filter(|(id, _)| !edges.contains_key(*id)) {
-            ops.push(Op::DeleteEdge(id.clone()));
-        }
-        let mut gone_nodes: Vec<Id> = self
-            .nodes
-            .keys()
-            .filter(|id| !nodes.contains_key(*id))
-            .cloned()
-            .collect();
-        gone_nodes.sort();
-        let mut set: Vec<(&Id, &Map)> = nodes
+        let changed = std::mem::take(&mut self.dirty);
+        // A namespace's contribution also depends on the namespaces it points into: on
+        // their names and paths, and on which interfaces they have.
+        let mut dirty: BTreeSet<NsKey> = changed.keys().copied().collect();
+        let referrers: Vec<NsKey> = changed
             .iter()
-            .filter(|(id, m)| self.nodes.get(*id) != Some(*m))
+            .filter(|(_, seen)| **seen)
+            .filter_map(|(k, _)| self.referrers.get(k))
+            .flatten()
+            .copied()
             .collect();
-        set.sort_by(|a, b| a.0.cmp(b.0));
-        // Namespaces before their interfaces, so that ownership edges find their parents.
-        set.sort_by_key(|(_, m)| m.get("Type").and_then(Value::as_str) != Some("netns"));
-        for (id, m) in set {
-            ops.push(Op::SetNode {
-                id: id.clone(),
-                metadata: m.clone(),
-                prev: self.nodes.get(id).cloned(),
-            });
-        }
-        let mut add: Vec<(&Id, &EdgeDesc)> = edges
-            .iter()
-            .filter(|(id, e)| self.edges.get(*id) != Some(*e))
-            .collect();
-        add.sort_by(|a, b| a.0.cmp(b.0));
-        for (id, e) in add {
-            if self.edges.contains_key(id) {
-                ops.push(Op::DeleteEdge(id.clone()));
+        dirty.extend(referrers);
+        let mut edges_out = Vec::new();
+        let mut set = Vec::new();
+        let mut edges_in = Vec::new();
+        let mut nodes_out = Vec::new();
+        for key in dirty {
+            let new = self.contribution(key);
+            let old = self.contributions.remove(&key).unwrap_or_default();
+            for t in &old.targets {
+                if let Some(r) = self.referrers.get_mut(t) {
+                    r.remove(&key);
+                    if r.is_empty() {
+                        self.referrers.remove(t);
+                    }
+                }
             }
+            for t in &new.targets {
+                self.referrers.entry(*t).or_default().insert(key);
+            }
+            for (id, m) in &new.nodes {
+                if old.nodes.get(id) != Some(m) {
+                    set.push((id.clone(), m.clone(), old.nodes.get(id).cloned()));
+                }
+            }
+            nodes_out.extend(
+                old.nodes
+                    .keys()
+                    .filter(|id| !new.nodes.contains_key(*id))
+                    .cloned(),
+            );
+            for (id, e) in &old.edges {
+                if new.edges.get(id) == Some(e) {
+                    continue;
+                }
+                if let Some((_, n)) = self.edges.get_mut(id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.edges.remove(id);
+                        edges_out.push(id.clone());
+                    }
+                }
+            }
+            for (id, e) in &new.edges {
+                if old.edges.get(id) == Some(e) {
+                    continue;
+                }
+                let entry = self.edges.entry(id.clone()).or_insert((e.clone(), 0));
+                entry.1 += 1;
+                if entry.1 == 1 {
+                    entry.0 = e.clone();
+                    edges_in.push((id.clone(), e.clone()));
+                }
+            }
+            if self.namespaces.contains_key(&key) {
+                self.contributions.insert(key, new);
+            }
+        }
+        // Edges first out, nodes first in; namespaces before their interfaces, so that
+        // ownership edges find their parents.
+        edges_out.sort();
+        edges_out.dedup();
+        set.sort_by(|a, b| a.0.cmp(&b.0));
+        set.sort_by_key(|(_, m, _)| m.get("Type").and_then(Value::as_str) != Some("netns"));
+        edges_in.sort_by(|a, b| a.0.cmp(&b.0));
+        nodes_out.sort();
+        let mut ops: Vec<Op> = edges_out.into_iter().map(Op::DeleteEdge).collect();
+        ops.extend(
+            set.into_iter()
+                .map(|(id, metadata, prev)| Op::SetNode { id, metadata, prev }),
+        );
+        // (An edge whose description changed is in both lists: deleted, then added back.)
+        for (id, e) in edges_in {
             ops.push(Op::AddEdge {
-                id: id.clone(),
-                parent: e.parent.clone(),
-                child: e.child.clone(),
-                metadata: e.metadata.clone(),
+                id,
+                parent: e.parent,
+                child: e.child,
+                metadata: e.metadata,
             });
         }
-        for id in gone_nodes {
-            ops.push(Op::DeleteNode(id));
-        }
-        self.nodes = nodes;
-        self.edges = edges;
+        ops.extend(nodes_out.into_iter().map(Op::DeleteNode));
         ops
     }
 }
@@ -586,5 +679,86 @@ mod tests {
             Some("x")
         );
         assert_eq!(node.metadata.get("MTU"), Some(&Value::Int(9000)));
+    }
+
+    /// The graph's elements, comparable.
+    fn snapshot(g: &Graph) -> (Vec<(Id, String)>, Vec<(Id, Id, Id, String)>) {
+        let mut nodes: Vec<_> = g
+            .nodes()
+            .map(|n| {
+                let m = serde_json::to_string(&n.metadata).unwrap();
+                (n.id.clone(), m)
+            })
+            .collect();
+        nodes.sort();
+        let mut edges: Vec<_> = g
+            .edges()
+            .map(|e| {
+                let m = serde_json::to_string(&e.metadata).unwrap();
+                (e.id.clone(), e.parent.clone(), e.child.clone(), m)
+            })
+            .collect();
+        edges.sort();
+        (nodes, edges)
+    }
+
+    #[test]
+    fn changes_worked_out_per_namespace_give_the_whole_recomputation() {
+        // Host: a bridge with one veth per namespace; each namespace: lo and the peer.
+        let host_links = |present: &[NsKey]| {
+            let mut v = vec![link(2, "br0", "bridge")];
+            for k in present {
+                let mut l = link(100 + *k as u32, &format!("veth{k}"), "veth");
+                l.master = Some(2);
+                l.link = Some((Some(*k), 2));
+                v.push(l);
+            }
+            v
+        };
+        let ns_links = |k: NsKey, mtu: i64| {
+            let mut peer = link(2, "eth0", "veth");
+            peer.link = Some((Some(1), 100 + k as u32));
+            peer.metadata.insert("MTU", mtu);
+            vec![link(1, "lo", "device"), peer]
+        };
+        let all: Vec<NsKey> = (2..7).collect();
+        let mut first: Vec<Input> = all
+            .iter()
+            .map(|k| Input::Namespace(ns(*k, &format!("n{k}"))))
+            .collect();
+        first.push(links(1, host_links(&all)));
+        first.extend(all.iter().map(|k| links(*k, ns_links(*k, 1500))));
+        let mut renamed = ns(3, "n3-renamed");
+        renamed.path = PathBuf::from("/run/netns/n3-renamed");
+        // A namespace renamed (new path: new IDs), one gone (the host's veth to it stays), a
+        // host veth gone (its pair's edge with it), an interface changed, a namespace back.
+        let steps = vec![
+            first,
+            vec![Input::Namespace(renamed)],
+            vec![Input::NamespaceGone(4)],
+            vec![links(1, host_links(&[2, 3, 4, 6]))],
+            vec![links(6, ns_links(6, 9000))],
+            vec![Input::Namespace(ns(4, "n4")), links(4, ns_links(4, 1500))],
+        ];
+        let mut t = topo();
+        let mut g = graph_with_host();
+        let mut so_far = Vec::new();
+        for (n, inputs) in steps.into_iter().enumerate() {
+            for i in &inputs {
+                t.apply(i.clone());
+            }
+            so_far.extend(inputs);
+            apply_ops(&mut g, t.ops(), "h1", "agent.h1", 2);
+            // The same inputs, worked out at once by a new topology.
+            let mut fresh = topo();
+            for i in &so_far {
+                fresh.apply(i.clone());
+            }
+            let mut expected = graph_with_host();
+            apply_ops(&mut expected, fresh.ops(), "h1", "agent.h1", 2);
+            assert_eq!(snapshot(&g), snapshot(&expected), "after step {n}");
+            assert!(t.ops().is_empty(), "after step {n}: nothing left to do");
+        }
+        assert_eq!(g.nodes().count(), 1 + 5 + 5 + 10);
     }
 }

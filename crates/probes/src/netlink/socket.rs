@@ -18,6 +18,10 @@ const GROUPS: u32 = 0x1 | 0x4 | 0x10 | 0x40 | 0x100 | 0x400;
 const EVENT_RCVBUF: usize = 8 << 20;
 const RECV_BUF: usize = 256 << 10;
 
+thread_local! {
+    static RECV: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(RECV_BUF));
+}
+
 /// Why a netlink operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
@@ -59,7 +63,6 @@ pub fn request_socket() -> io::Result<Socket> {
 pub struct NlSocket {
     fd: AsyncFd<Socket>,
     seq: u32,
-    buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for NlSocket {
@@ -95,7 +98,6 @@ impl NlSocket {
         Ok(NlSocket {
             fd: crate::sys::register_netlink(s)?,
             seq: 0,
-            buf: Vec::with_capacity(RECV_BUF),
         })
     }
 
@@ -126,10 +128,16 @@ impl NlSocket {
     ) -> Result<(Vec<NetlinkMessage<RouteNetlinkMessage>>, usize), NetlinkError> {
         loop {
             let mut guard = self.fd.readable().await?;
-            self.buf.clear();
-            let buf = &mut self.buf;
-            match guard.try_io(|s| s.get_ref().recv(buf, 0)) {
-                Ok(Ok(_)) => return Ok(parse_datagram(&self.buf)),
+            // One buffer per thread, not per socket (an agent has two sockets per namespace):
+            // a datagram is received and parsed without yielding in between.
+            let got = RECV.with_borrow_mut(|buf| {
+                buf.clear();
+                guard
+                    .try_io(|s| s.get_ref().recv(buf, 0))
+                    .map(|r| r.map(|_| parse_datagram(buf)))
+            });
+            match got {
+                Ok(Ok(parsed)) => return Ok(parsed),
                 Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     return Err(NetlinkError::Overrun);
                 }
