@@ -681,8 +681,10 @@ mod tests {
         assert_eq!(node.metadata.get("MTU"), Some(&Value::Int(9000)));
     }
 
-    /// The graph's elements, comparable.
-    fn snapshot(g: &Graph) -> (Vec<(Id, String)>, Vec<(Id, Id, Id, String)>) {
+    /// A graph's nodes (ID, metadata) and edges (ID, parent, child, metadata), sorted.
+    type Snapshot = (Vec<(Id, String)>, Vec<(Id, Id, Id, String)>);
+
+    fn snapshot(g: &Graph) -> Snapshot {
         let mut nodes: Vec<_> = g
             .nodes()
             .map(|n| {
