@@ -153,45 +153,26 @@ impl Topology {
     }
 
     pub fn apply(&mut self, input: Input) {
-        let (key, seen) = match &input {
-            Input::Namespace(info) => (info.key, true),
-            Input::NamespaceGone(key) => (*key, true),
-            Input::Links {
-                ns,
-                full,
-                links,
-                removed,
-            } => {
-                let had = |i: &u32| {
-                    self.namespaces
-                        .get(ns)
-                        .is_some_and(|e| e.links.contains_key(i))
-                };
-                let count = self.namespaces.get(ns).map_or(0, |e| e.links.len());
-                let changed = links.iter().any(|l| !had(&l.index))
-                    || removed.iter().any(had)
-                    || (*full && count != links.len());
-                (*ns, changed)
-            }
-        };
-        *self.dirty.entry(key).or_default() |= seen;
-        match input {
+        // Whether what other namespaces see of this one changes (see `dirty`).
+        let (key, seen) = match input {
             Input::Namespace(info) => {
-                if info.key == self.root {
-                    return;
+                let key = info.key;
+                if key != self.root {
+                    self.namespaces
+                        .entry(key)
+                        .and_modify(|e| e.info = info.clone())
+                        .or_insert(NsEntry {
+                            info,
+                            links: BTreeMap::new(),
+                        });
                 }
-                self.namespaces
-                    .entry(info.key)
-                    .and_modify(|e| e.info = info.clone())
-                    .or_insert(NsEntry {
-                        info,
-                        links: BTreeMap::new(),
-                    });
+                (key, true)
             }
             Input::NamespaceGone(key) => {
                 if key != self.root {
                     self.namespaces.remove(&key);
                 }
+                (key, true)
             }
             Input::Links {
                 ns,
@@ -202,6 +183,7 @@ impl Topology {
                 let Some(e) = self.namespaces.get_mut(&ns) else {
                     return;
                 };
+                let before: Vec<u32> = e.links.keys().copied().collect();
                 if full {
                     e.links.clear();
                 }
@@ -211,8 +193,10 @@ impl Topology {
                 for l in links {
                     e.links.insert(l.index, l);
                 }
+                (ns, !e.links.keys().copied().eq(before))
             }
-        }
+        };
+        *self.dirty.entry(key).or_default() |= seen;
     }
 
     /// The TID of a namespace's owner node: the host for the host's namespace.
