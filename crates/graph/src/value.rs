@@ -10,6 +10,7 @@
 //! (alphabetical) key order as Skydive's Go encoder.
 
 use std::fmt;
+use std::sync::Arc;
 
 use compact_str::CompactString;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -32,9 +33,13 @@ pub enum Value {
 }
 
 /// A map of metadata, sorted by key.
+///
+/// Shared on clone, copied on write: the copies of a node's metadata (a probe's state, the
+/// graph, its snapshots and events) share their entries, and nested maps (`Features`,
+/// `RoutingTables`, ...) stay shared when a top-level key changes.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Map {
-    entries: Vec<(Key, Value)>,
+    entries: Arc<Vec<(Key, Value)>>,
 }
 
 impl Value {
@@ -272,7 +277,7 @@ impl Map {
 
     pub fn with_capacity(n: usize) -> Self {
         Map {
-            entries: Vec::with_capacity(n),
+            entries: Arc::new(Vec::with_capacity(n)),
         }
     }
 
@@ -295,7 +300,7 @@ impl Map {
 
     pub fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
         match self.position(key) {
-            Ok(i) => Some(&mut self.entries[i].1),
+            Ok(i) => Some(&mut Arc::make_mut(&mut self.entries)[i].1),
             Err(_) => None,
         }
     }
@@ -309,9 +314,12 @@ impl Map {
         let key = key.into();
         let value = value.into();
         match self.position(&key) {
-            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+            Ok(i) => Some(std::mem::replace(
+                &mut Arc::make_mut(&mut self.entries)[i].1,
+                value,
+            )),
             Err(i) => {
-                self.entries.insert(i, (key, value));
+                Arc::make_mut(&mut self.entries).insert(i, (key, value));
                 None
             }
         }
@@ -320,7 +328,7 @@ impl Map {
     /// Removes a top-level key.
     pub fn remove(&mut self, key: &str) -> Option<Value> {
         match self.position(key) {
-            Ok(i) => Some(self.entries.remove(i).1),
+            Ok(i) => Some(Arc::make_mut(&mut self.entries).remove(i).1),
             Err(_) => None,
         }
     }
@@ -334,9 +342,12 @@ impl Map {
     }
 
     pub fn shrink_to_fit(&mut self) {
-        self.entries.shrink_to_fit();
-        for (_, v) in &mut self.entries {
-            shrink_value(v);
+        // Shared entries are left as they are (shrinking would copy them).
+        if let Some(entries) = Arc::get_mut(&mut self.entries) {
+            entries.shrink_to_fit();
+            for (_, v) in entries {
+                shrink_value(v);
+            }
         }
     }
 
@@ -373,12 +384,13 @@ impl Map {
         match path.split_once('.') {
             None => self.insert(path, value),
             Some((head, rest)) => {
-                let child = match self.position(head) {
-                    Ok(i) => &mut self.entries[i].1,
+                let pos = self.position(head);
+                let entries = Arc::make_mut(&mut self.entries);
+                let child = match pos {
+                    Ok(i) => &mut entries[i].1,
                     Err(i) => {
-                        self.entries
-                            .insert(i, (head.into(), Value::Map(Map::new())));
-                        &mut self.entries[i].1
+                        entries.insert(i, (head.into(), Value::Map(Map::new())));
+                        &mut entries[i].1
                     }
                 };
                 if !matches!(child, Value::Map(_)) {
@@ -399,12 +411,21 @@ impl Map {
         }
         let (head, rest) = path.split_once('.')?;
         let i = self.position(head).ok()?;
-        let Value::Map(child) = &mut self.entries[i].1 else {
+        // Nothing to delete: the shared entries are not copied.
+        if !self.entries[i]
+            .1
+            .as_map()
+            .is_some_and(|m| m.get_path(rest).is_some())
+        {
+            return None;
+        }
+        let entries = Arc::make_mut(&mut self.entries);
+        let Value::Map(child) = &mut entries[i].1 else {
             return None;
         };
         let removed = child.delete_path(rest);
         if removed.is_some() && child.is_empty() {
-            self.entries.remove(i);
+            entries.remove(i);
         }
         removed
     }
@@ -460,7 +481,9 @@ impl FromIterator<(Key, Value)> for Map {
                 _ => out.push((k, v)),
             }
         }
-        Map { entries: out }
+        Map {
+            entries: Arc::new(out),
+        }
     }
 }
 
@@ -521,7 +544,7 @@ impl Serialize for Value {
 impl Serialize for Map {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.entries.len()))?;
-        for (k, v) in &self.entries {
+        for (k, v) in self.entries.iter() {
             map.serialize_entry(k.as_str(), v)?;
         }
         map.end()
