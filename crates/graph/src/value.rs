@@ -412,13 +412,7 @@ impl Map {
         let (head, rest) = path.split_once('.')?;
         let i = self.position(head).ok()?;
         // Nothing to delete: the shared entries are not copied.
-        if !self.entries[i]
-            .1
-            .as_map()
-            .is_some_and(|m| m.get_path(rest).is_some())
-        {
-            return None;
-        }
+        self.entries[i].1.as_map()?.get_path(rest)?;
         let entries = Arc::make_mut(&mut self.entries);
         let Value::Map(child) = &mut entries[i].1 else {
             return None;
