@@ -13,19 +13,91 @@ use crate::resources::ResourceStore;
 use crate::{Result, StorageError};
 
 /// Schema migrations, applied in order; the database records how many it has.
-const MIGRATIONS: &[&str] = &["CREATE TABLE resources (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE resources (
         kind TEXT NOT NULL,
         id TEXT NOT NULL,
         value TEXT NOT NULL,
         expires_at INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (kind, id)
     ) WITHOUT ROWID;
-    CREATE INDEX resources_expiry ON resources (expires_at) WHERE expires_at > 0;"];
+    CREATE INDEX resources_expiry ON resources (expires_at) WHERE expires_at > 0;",
+    // Topology history: one row per element revision. `archived_at` 0 marks the current
+    // revision of a live element. `topology_span` indexes each revision's lifetime
+    // [updated_at, archived_at or deleted_at or forever], in whole seconds since
+    // `SPAN_EPOCH_MS` and rounded outwards, so that a time point or slice query reads only the
+    // revisions alive then; the exact test is done on the row.
+    "CREATE TABLE topology (
+        seq INTEGER PRIMARY KEY,
+        edge INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        host TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        parent TEXT NOT NULL,
+        child TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        deleted_at INTEGER NOT NULL,
+        archived_at INTEGER NOT NULL,
+        metadata BLOB NOT NULL
+    );
+    CREATE UNIQUE INDEX topology_live ON topology (edge, id) WHERE archived_at = 0;
+    CREATE INDEX topology_archived ON topology (archived_at) WHERE archived_at > 0;
+    CREATE VIRTUAL TABLE topology_span USING rtree_i32 (seq, lo, hi);",
+    // Flows: the latest state of each flow (key: the flow UUID's 64 bits), its metric
+    // updates (one row per update, appended in arrival order) and its raw packets.
+    "CREATE TABLE flows (
+        key INTEGER PRIMARY KEY,
+        uuid TEXT NOT NULL,
+        node_tid TEXT NOT NULL,
+        tracking_id TEXT NOT NULL,
+        l3_tracking_id TEXT NOT NULL,
+        application TEXT NOT NULL,
+        network_a TEXT NOT NULL,
+        network_b TEXT NOT NULL,
+        start INTEGER NOT NULL,
+        last INTEGER NOT NULL,
+        doc BLOB NOT NULL
+    );
+    CREATE INDEX flows_node_tid ON flows (node_tid);
+    CREATE INDEX flows_tracking_id ON flows (tracking_id);
+    CREATE INDEX flows_l3_tracking_id ON flows (l3_tracking_id);
+    CREATE INDEX flows_application ON flows (application);
+    CREATE INDEX flows_network_a ON flows (network_a);
+    CREATE INDEX flows_network_b ON flows (network_b);
+    CREATE INDEX flows_last ON flows (last);
+    CREATE TABLE flow_metrics (
+        flow INTEGER NOT NULL,
+        start INTEGER NOT NULL,
+        last INTEGER NOT NULL,
+        ab_packets INTEGER NOT NULL,
+        ab_bytes INTEGER NOT NULL,
+        ba_packets INTEGER NOT NULL,
+        ba_bytes INTEGER NOT NULL,
+        rtt INTEGER NOT NULL
+    );
+    CREATE INDEX flow_metrics_flow ON flow_metrics (flow, start);
+    CREATE TABLE flow_packets (
+        flow INTEGER NOT NULL,
+        timestamp INTEGER NOT NULL,
+        idx INTEGER NOT NULL,
+        link_type INTEGER NOT NULL,
+        data BLOB NOT NULL
+    );
+    CREATE INDEX flow_packets_flow ON flow_packets (flow, timestamp);",
+];
 
 /// The embedded store.
 pub struct Embedded {
     path: PathBuf,
+    /// The one writing connection (SQLite has one writer at a time).
     conn: Mutex<Connection>,
+    /// Idle reading connections: in WAL mode readers see the last commit and never wait
+    /// for the writer.
+    readers: Mutex<Vec<Connection>>,
+    /// History recorder state (current revisions seen since the store was opened).
+    pub(crate) recorder: Mutex<crate::history::RecorderState>,
 }
 
 impl std::fmt::Debug for Embedded {
@@ -50,14 +122,49 @@ impl Embedded {
             .map_err(|e| open_err(e.to_string()))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // 64 MiB of page cache for the writer: indexes of the flow tables stay in memory.
+        conn.pragma_update(None, "cache_size", -65536)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, m) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-            conn.execute_batch(m)?;
-            conn.pragma_update(None, "user_version", (i + 1) as i64)?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(open_err(format!(
+                "the database has schema version {version}, newer than this build knows ({})",
+                MIGRATIONS.len()
+            )));
         }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(m)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        let recorder = crate::history::RecorderState::load(&conn)?;
         Ok(Embedded {
             path,
             conn: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
+            recorder: Mutex::new(recorder),
+        })
+    }
+
+    /// A reading connection from the pool (opened when none is idle).
+    pub(crate) fn reader(&self) -> Result<Reader<'_>> {
+        let idle = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                c.busy_timeout(std::time::Duration::from_secs(5))?;
+                c.pragma_update(None, "cache_size", -32768)?;
+                c
+            }
+        };
+        Ok(Reader {
+            pool: &self.readers,
+            conn: Some(conn),
         })
     }
 
@@ -66,9 +173,35 @@ impl Embedded {
         &self.path
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         // SQLite keeps the database consistent even if a holder panicked mid-statement.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A pooled reading connection; goes back to the pool when dropped.
+pub(crate) struct Reader<'a> {
+    pool: &'a Mutex<Vec<Connection>>,
+    conn: Option<Connection>,
+}
+
+impl std::ops::Deref for Reader<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+            .as_ref()
+            .expect("a reader holds its connection until dropped")
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < 4 {
+                pool.push(c);
+            }
+        }
     }
 }
 

@@ -1,16 +1,22 @@
 //! Storage for the analyzer: API resources (captures, alerts, rules, nodes and edges created
-//! through the API), and later the topology history and flows.
+//! through the API), the topology history and the flows.
 //!
 //! Two backends: the embedded store (SQLite in a data directory, the default; survives
-//! restarts and crashes) and memory (nothing survives a restart).
+//! restarts and crashes; history, flows and retention) and memory (resources and flows
+//! while the process runs, no history).
 
 #![forbid(unsafe_code)]
 
 pub mod embedded;
+pub mod flows;
+pub mod history;
 pub mod resources;
+pub mod retention;
 
 pub use embedded::Embedded;
+pub use flows::{FlowStore, MemoryFlows, flow_key};
 pub use resources::{MemoryResources, ResourceStore};
+pub use retention::{Removed, Retention};
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +25,8 @@ pub enum StorageError {
     Open { path: String, message: String },
     #[error("storage error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("storage error: a stored value has the wrong type: {0}")]
+    Column(#[from] rusqlite::types::FromSqlError),
     #[error("cannot decode a stored {kind} '{id}': {message}")]
     Decode {
         kind: String,
