@@ -13,6 +13,7 @@ pub mod nodes;
 pub mod resources;
 pub mod rules;
 pub mod status;
+pub mod storage;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,8 +23,7 @@ use anyhow::Context as _;
 use skydive_api::hub::{Hub, HubHandle};
 use skydive_api::server::{self, Context, Service, Shared};
 use skydive_config::Settings;
-use skydive_graph::{Graph, NoHistory};
-use skydive_storage::{Embedded, MemoryResources, ResourceStore};
+use skydive_graph::Graph;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -50,29 +50,6 @@ impl std::fmt::Debug for Analyzer {
     }
 }
 
-/// Opens the store named by `analyzer.topology.backend`.
-fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn ResourceStore>> {
-    let backend = &settings.analyzer.topology.backend;
-    let section = settings.storage.get(backend);
-    match settings.storage_driver(backend) {
-        Some("embedded") => {
-            let path = section
-                .and_then(|s| s.get("path"))
-                .and_then(|p| p.as_str())
-                .unwrap_or("/var/lib/skydive");
-            let store = Embedded::open(std::path::Path::new(path))
-                .with_context(|| format!("storage.{backend}: the embedded store cannot be used"))?;
-            tracing::info!(path = %store.path().display(), "embedded store open");
-            Ok(Arc::new(store))
-        }
-        Some("memory") => Ok(Arc::new(MemoryResources::new())),
-        Some(other) => anyhow::bail!(
-            "storage.{backend}: the {other} driver is not available in this build yet"
-        ),
-        None => anyhow::bail!("storage.{backend}: no such storage section"),
-    }
-}
-
 impl Analyzer {
     /// Opens the store, binds `analyzer.listen` and starts every task.
     pub async fn start(settings: &Settings) -> anyhow::Result<Analyzer> {
@@ -88,7 +65,7 @@ impl Analyzer {
         ] {
             server::require_noauth(settings, key, backend)?;
         }
-        let store = open_store(settings)?;
+        let stores = storage::Stores::open(settings)?;
         let listener = server::bind(&settings.analyzer.listen)
             .await
             .with_context(|| {
@@ -99,18 +76,28 @@ impl Analyzer {
             })?;
         let addr = listener.local_addr()?;
 
-        let hub = Hub::new(Graph::new()).spawn();
+        let mut hub = Hub::new(Graph::new());
+        let history_sink = stores.recorder.as_ref().map(|_| hub.add_sink(64));
+        let hub = hub.spawn();
+        let flows: Option<Arc<dyn skydive_gremlin::FlowSource>> =
+            stores.flows.clone().map(|store| {
+                Arc::new(storage::StoredFlows {
+                    store,
+                    expire: settings.flow.expire.saturating_mul(1000) as i64,
+                }) as Arc<dyn skydive_gremlin::FlowSource>
+            });
         let ctx: Shared = Arc::new(Context {
             service: Service::Analyzer,
             host_id: settings.host_id.clone(),
             hub: hub.clone(),
-            history: Arc::new(NoHistory),
-            flows: None,
+            history: stores.history.clone(),
+            flows,
             bpf: None,
             ws: settings.http.ws.clone(),
             registry: Default::default(),
         });
-        let resources = Resources::new(store);
+        let resources = Resources::new(stores.resources.clone());
+        let stores = Arc::new(stores);
         let agents = Agents::new(
             ctx.clone(),
             Duration::from_secs(settings.analyzer.topology.agent_grace_period),
@@ -131,6 +118,7 @@ impl Analyzer {
             .merge(status::routes(status::AnalyzerStatus {
                 ctx: ctx.clone(),
                 agents: agents.clone(),
+                stores: stores.clone(),
             }));
         let app = server::with_layers(app);
 
@@ -138,11 +126,25 @@ impl Analyzer {
         let server = tokio::spawn(server::serve(listener, app, async move {
             let _ = rx.wait_for(|s| *s).await;
         }));
-        let tasks = vec![
+        let mut tasks = vec![
             resources.spawn_expiry(),
             tokio::spawn(elements.run()),
             tokio::spawn(rules.run()),
+            tokio::spawn(storage::retention_loop(
+                stores.embedded.values().cloned().collect(),
+                Duration::from_secs(60),
+                stores.status.clone(),
+            )),
         ];
+        if let (Some(store), Some(sink)) = (stores.recorder.clone(), history_sink) {
+            storage::spawn_recorder(store.clone(), sink, stores.status.clone());
+            tasks.push(tokio::spawn(storage::close_orphans_later(
+                store,
+                Duration::from_secs(settings.analyzer.topology.agent_grace_period),
+                stores.status.clone(),
+            )));
+        }
+
         tracing::info!(%addr, host_id = %settings.host_id, "analyzer started");
         Ok(Analyzer {
             addr,

@@ -17,6 +17,7 @@ use crate::agents::Agents;
 pub struct AnalyzerStatus {
     pub ctx: Shared,
     pub agents: Arc<Agents>,
+    pub stores: Arc<crate::storage::Stores>,
 }
 
 impl AnalyzerStatus {
@@ -35,6 +36,7 @@ impl AnalyzerStatus {
             "Captures": {"IsMaster": true},
             "Probes": {},
             "Graph": {"Nodes": snap.graph.node_count(), "Edges": snap.graph.edge_count()},
+            "Storage": self.stores.status_document(),
         })
     }
 }

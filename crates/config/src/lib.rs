@@ -390,6 +390,11 @@ impl Settings {
         self.storage.get(name)?.get("driver")?.as_str()
     }
 
+    /// The options of the embedded storage section `name` (validated at load).
+    pub fn embedded_storage(&self, name: &str) -> Option<EmbeddedStorage> {
+        embedded_options(name, self.storage.get(name)?).ok()
+    }
+
     /// The `type` of the authentication section `name`.
     pub fn auth_type(&self, name: &str) -> Option<&str> {
         self.auth.get(name)?.get("type")?.as_str()
@@ -433,6 +438,11 @@ impl Settings {
                 driver,
                 &["embedded", "memory", "elasticsearch"],
             )?;
+        }
+        for (name, section) in &self.storage {
+            if self.storage_driver(name) == Some("embedded") {
+                embedded_options(name, section)?;
+            }
         }
         for (key, backend) in [
             ("analyzer.auth.api.backend", &self.analyzer.auth.api.backend),
@@ -763,4 +773,45 @@ mod tests {
             );
         }
     }
+}
+
+/// The options of an `embedded` storage section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmbeddedStorage {
+    /// The data directory.
+    pub path: String,
+    /// `retention.max_age`: seconds of history and flows kept; 0 keeps everything.
+    pub max_age: u64,
+    /// `retention.max_size`: MiB the database may hold; 0 means no limit.
+    pub max_size: u64,
+}
+
+fn embedded_options(name: &str, section: &Value) -> Result<EmbeddedStorage, ConfigError> {
+    let path = match section.get("path") {
+        None => "/var/lib/skydive".to_string(),
+        Some(Value::String(p)) if !p.is_empty() => p.clone(),
+        Some(_) => {
+            return Err(ConfigError::invalid(
+                &format!("storage.{name}.path"),
+                "must be a directory path",
+            ));
+        }
+    };
+    let retention = section.get("retention");
+    let number = |key: &str, default: u64| -> Result<u64, ConfigError> {
+        match retention.and_then(|r| r.get(key)) {
+            None => Ok(default),
+            Some(v) => v.as_u64().ok_or_else(|| {
+                ConfigError::invalid(
+                    &format!("storage.{name}.retention.{key}"),
+                    "must be a whole number, 0 or more",
+                )
+            }),
+        }
+    };
+    Ok(EmbeddedStorage {
+        path,
+        max_age: number("max_age", 604_800)?,
+        max_size: number("max_size", 1024)?,
+    })
 }

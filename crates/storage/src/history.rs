@@ -220,7 +220,7 @@ impl Embedded {
             }
         }
         tx.commit()?;
-        drop(conn);
+        // Still holding the writer: `close_orphans` cannot run between the commit and this.
         let mut state = self.recorder.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(orphans) = state.orphans.as_mut().filter(|o| !o.is_empty()) {
             for ev in events {
@@ -235,6 +235,8 @@ impl Embedded {
                 orphans.remove(&key);
             }
         }
+        drop(state);
+        drop(conn);
         Ok(())
     }
 
@@ -242,6 +244,7 @@ impl Embedded {
     /// and that no event has mentioned since: they did not come back after a restart.
     /// Runs once; returns how many were closed.
     pub fn close_orphans(&self, at: Time) -> Result<usize> {
+        let mut conn = self.conn();
         let orphans = {
             let mut state = self.recorder.lock().unwrap_or_else(|e| e.into_inner());
             state.orphans.take().unwrap_or_default()
@@ -249,7 +252,6 @@ impl Embedded {
         if orphans.is_empty() {
             return Ok(0);
         }
-        let mut conn = self.conn();
         let tx = conn.transaction()?;
         let mut closed = 0;
         for (edge, id) in &orphans {

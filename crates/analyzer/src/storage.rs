@@ -1,0 +1,341 @@
+//! The analyzer's storage: the stores named by `analyzer.topology.backend` (resources and
+//! topology history) and `analyzer.flow.backend` (flows), the recorder that writes every
+//! graph change into the history, and the retention task (compat spec §10, our §4.5).
+//!
+//! The recorder is a thread of its own fed by a hub sink: it writes whatever has queued
+//! while the previous write was being made durable, in one transaction (group commit). When
+//! a write fails (disk full, read-only directory) it says so in the log and in
+//! `/api/status`, keeps the changes (up to `MAX_PENDING` events, then the oldest are
+//! counted as lost) and tries again every second, so ingestion resumes on its own once the
+//! store can be written again; the live graph never waits for it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use skydive_api::hub::EventBatch;
+use skydive_config::Settings;
+use skydive_flow::{Flow, FlowMetric, RawPacket};
+use skydive_graph::{GraphEvent, History, NoHistory, Time, now_ms};
+use skydive_gremlin::{FlowQuery, FlowSource};
+use skydive_storage::{Embedded, FlowStore, MemoryResources, ResourceStore, Retention};
+use tokio::sync::mpsc;
+
+/// Events kept in memory while the store cannot be written.
+const MAX_PENDING: usize = 1_000_000;
+
+/// The stores the analyzer uses.
+pub struct Stores {
+    pub resources: Arc<dyn ResourceStore>,
+    pub history: Arc<dyn History>,
+    pub flows: Option<Arc<dyn FlowStore>>,
+    /// The embedded store holding the topology history, if it is one.
+    pub recorder: Option<Arc<Embedded>>,
+    /// Every embedded store open, by section name, with its retention.
+    pub embedded: BTreeMap<String, (Arc<Embedded>, Retention)>,
+    pub status: Arc<StorageStatus>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores")
+            .field("embedded", &self.embedded.keys())
+            .finish()
+    }
+}
+
+/// What `/api/status` says about storage.
+#[derive(Debug, Default)]
+pub struct StorageStatus {
+    /// The last write error, cleared by the next successful write.
+    error: std::sync::Mutex<Option<String>>,
+    pub revisions_batches: AtomicU64,
+    pub events_written: AtomicU64,
+    pub pending: AtomicU64,
+    pub lost: AtomicU64,
+    pub retention_removed: AtomicU64,
+    pub orphans_closed: AtomicU64,
+}
+
+impl StorageStatus {
+    fn set_error(&self, e: Option<String>) {
+        *self.error.lock().unwrap_or_else(|e| e.into_inner()) = e;
+    }
+
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Stores {
+    /// Opens the stores of the configuration.
+    pub fn open(settings: &Settings) -> anyhow::Result<Stores> {
+        let mut embedded: BTreeMap<String, (Arc<Embedded>, Retention)> = BTreeMap::new();
+        let mut open_embedded = |name: &str| -> anyhow::Result<Arc<Embedded>> {
+            if let Some((e, _)) = embedded.get(name) {
+                return Ok(e.clone());
+            }
+            let opts = settings
+                .embedded_storage(name)
+                .with_context(|| format!("storage.{name}: invalid embedded store options"))?;
+            let store = Embedded::open(Path::new(&opts.path))
+                .with_context(|| format!("storage.{name}: the embedded store cannot be used"))?;
+            tracing::info!(path = %store.path().display(), "embedded store open");
+            let store = Arc::new(store);
+            let retention = Retention {
+                max_age: opts.max_age.saturating_mul(1000) as i64,
+                max_size: opts.max_size.saturating_mul(1 << 20),
+            };
+            embedded.insert(name.to_string(), (store.clone(), retention));
+            Ok(store)
+        };
+
+        let topo = &settings.analyzer.topology.backend;
+        let (resources, history, recorder): (Arc<dyn ResourceStore>, Arc<dyn History>, _) =
+            match settings.storage_driver(topo) {
+                Some("embedded") => {
+                    let e = open_embedded(topo)?;
+                    (e.clone(), e.clone(), Some(e))
+                }
+                Some("memory") => (Arc::new(MemoryResources::new()), Arc::new(NoHistory), None),
+                Some(other) => anyhow::bail!(
+                    "storage.{topo}: the {other} driver is not available in this build yet"
+                ),
+                None => anyhow::bail!("storage.{topo}: no such storage section"),
+            };
+        let flow = &settings.analyzer.flow.backend;
+        let flows: Option<Arc<dyn FlowStore>> = match settings.storage_driver(flow) {
+            Some("embedded") => Some(open_embedded(flow)?),
+            // As Skydive: no flow storage, so flow queries in a time context fail.
+            Some("memory") => None,
+            Some(other) => anyhow::bail!(
+                "storage.{flow}: the {other} driver is not available in this build yet"
+            ),
+            None => anyhow::bail!("storage.{flow}: no such storage section"),
+        };
+        Ok(Stores {
+            resources,
+            history,
+            flows,
+            recorder,
+            embedded,
+            status: Arc::new(StorageStatus::default()),
+        })
+    }
+
+    /// The storage part of `/api/status`.
+    pub fn status_document(&self) -> Value {
+        let s = &self.status;
+        let stores: serde_json::Map<String, Value> = self
+            .embedded
+            .iter()
+            .map(|(name, (e, r))| {
+                (
+                    name.clone(),
+                    json!({
+                        "Driver": "embedded",
+                        "Path": e.path().display().to_string(),
+                        "UsedBytes": e.used_bytes().unwrap_or(0),
+                        "Retention": {"MaxAge": r.max_age / 1000, "MaxSize": r.max_size >> 20},
+                    }),
+                )
+            })
+            .collect();
+        json!({
+            "State": if s.error().is_some() { "error" } else { "ok" },
+            "Error": s.error().unwrap_or_default(),
+            "Stores": stores,
+            "History": {
+                "Recording": self.recorder.is_some(),
+                "EventsWritten": s.events_written.load(Ordering::Relaxed),
+                "Pending": s.pending.load(Ordering::Relaxed),
+                "Lost": s.lost.load(Ordering::Relaxed),
+                "OrphansClosed": s.orphans_closed.load(Ordering::Relaxed),
+            },
+            "RetentionRemoved": s.retention_removed.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Writes the hub's event batches into the history until the hub goes away.
+pub fn spawn_recorder(
+    store: Arc<Embedded>,
+    mut batches: mpsc::Receiver<Arc<EventBatch>>,
+    status: Arc<StorageStatus>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("history-recorder".into())
+        .spawn(move || {
+            let mut pending: VecDeque<GraphEvent> = VecDeque::new();
+            let mut open = true;
+            while open || !pending.is_empty() {
+                if pending.is_empty() {
+                    match batches.blocking_recv() {
+                        Some(b) => pending.extend(b.events.iter().cloned()),
+                        None => break,
+                    }
+                }
+                open &= drain(&mut batches, &mut pending);
+                if pending.len() > MAX_PENDING {
+                    let excess = pending.len() - MAX_PENDING;
+                    pending.drain(..excess);
+                    status.lost.fetch_add(excess as u64, Ordering::Relaxed);
+                }
+                status.pending.store(pending.len() as u64, Ordering::Relaxed);
+                let events = pending.make_contiguous();
+                match store.record(events) {
+                    Ok(()) => {
+                        status
+                            .events_written
+                            .fetch_add(events.len() as u64, Ordering::Relaxed);
+                        status.revisions_batches.fetch_add(1, Ordering::Relaxed);
+                        if status.error().is_some() {
+                            tracing::info!("the history store can be written again");
+                        }
+                        status.set_error(None);
+                        pending.clear();
+                        status.pending.store(0, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        let msg = format!(
+                            "cannot write the topology history to {}: {e}; {} changes kept, retrying every second",
+                            store.path().display(),
+                            pending.len()
+                        );
+                        if status.error().as_deref() != Some(msg.as_str()) {
+                            tracing::error!("{msg}");
+                        }
+                        status.set_error(Some(msg));
+                        if !open {
+                            tracing::error!(
+                                "shutting down with {} history changes not written",
+                                pending.len()
+                            );
+                            status
+                                .lost
+                                .fetch_add(pending.len() as u64, Ordering::Relaxed);
+                            break;
+                        }
+                        // Keep taking the hub's batches meanwhile: the hub never waits.
+                        for _ in 0..20 {
+                            std::thread::sleep(Duration::from_millis(50));
+                            open &= drain(&mut batches, &mut pending);
+                        }
+                    }
+                }
+            }
+        })
+        .expect("the recorder thread starts")
+}
+
+/// Moves every queued batch's events to `pending`; false once the hub is gone.
+fn drain(
+    batches: &mut mpsc::Receiver<Arc<EventBatch>>,
+    pending: &mut VecDeque<GraphEvent>,
+) -> bool {
+    loop {
+        match batches.try_recv() {
+            Ok(b) => pending.extend(b.events.iter().cloned()),
+            Err(mpsc::error::TryRecvError::Empty) => return true,
+            Err(mpsc::error::TryRecvError::Disconnected) => return false,
+        }
+    }
+}
+
+/// After the agents' grace period, closes the history of elements that did not come back
+/// after a restart.
+pub async fn close_orphans_later(
+    store: Arc<Embedded>,
+    grace: Duration,
+    status: Arc<StorageStatus>,
+) {
+    tokio::time::sleep(grace).await;
+    let closed = tokio::task::spawn_blocking(move || store.close_orphans(now_ms())).await;
+    match closed {
+        Ok(Ok(n)) => {
+            status.orphans_closed.store(n as u64, Ordering::Relaxed);
+            if n > 0 {
+                tracing::info!(
+                    closed = n,
+                    "history: elements current before the restart that did not come back are closed"
+                );
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::error!("history: cannot close the elements gone during the restart: {e}")
+        }
+        Err(e) => tracing::error!("history: the closing task failed: {e}"),
+    }
+}
+
+/// Enforces each embedded store's retention every `every`.
+pub async fn retention_loop(
+    stores: Vec<(Arc<Embedded>, Retention)>,
+    every: Duration,
+    status: Arc<StorageStatus>,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        for (store, r) in &stores {
+            let (store, r) = (store.clone(), *r);
+            match tokio::task::spawn_blocking(move || store.enforce_retention(r, now_ms())).await {
+                Ok(Ok(removed)) => {
+                    status
+                        .retention_removed
+                        .fetch_add(removed.total(), Ordering::Relaxed);
+                    if removed.total() > 0 {
+                        tracing::debug!(?removed, "retention");
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!("retention: {e}"),
+                Err(e) => tracing::warn!("retention task failed: {e}"),
+            }
+        }
+    }
+}
+
+/// Flows for Gremlin: stored flows in a time context. Live flows (no time context) come
+/// from the agents' tables through captures; until an agent reports any, there are none.
+pub struct StoredFlows {
+    pub store: Arc<dyn FlowStore>,
+    /// `flow.expire`, in milliseconds: a flow last seen that long before a slice may still
+    /// have been alive in it (compat spec §4.6).
+    pub expire: Time,
+}
+
+impl FlowSource for StoredFlows {
+    fn flows(&self, q: &FlowQuery) -> Result<Vec<Flow>, String> {
+        match q.time {
+            None => Ok(Vec::new()),
+            Some(t) => self
+                .store
+                .flows(&q.filter, t.start.saturating_sub(self.expire), t.last)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    fn metrics(&self, q: &FlowQuery) -> Result<BTreeMap<String, Vec<FlowMetric>>, String> {
+        match q.time {
+            None => Ok(BTreeMap::new()),
+            Some(t) => self
+                .store
+                .metrics(&q.filter, t.start, t.last)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    fn raw_packets(&self, q: &FlowQuery) -> Result<BTreeMap<String, Vec<RawPacket>>, String> {
+        match q.time {
+            None => Ok(BTreeMap::new()),
+            Some(t) => self
+                .store
+                .raw_packets(&q.filter, t.start, t.last)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
