@@ -186,9 +186,10 @@ impl MemoryHistory {
 
 impl History for MemoryHistory {
     fn at(&self, t: Time) -> Result<RevisionGraph, HistoryError> {
-        let nodes = latest_revisions(Self::collect(&self.nodes, t, t));
-        let edges = latest_revisions(Self::collect(&self.edges, t, t));
-        Ok(RevisionGraph::new(nodes, edges))
+        Ok(RevisionGraph::latest(
+            Self::collect(&self.nodes, t, t),
+            Self::collect(&self.edges, t, t),
+        ))
     }
 
     fn slice(&self, start: Time, last: Time) -> Result<RevisionGraph, HistoryError> {

@@ -121,10 +121,45 @@ impl GraphView for Graph {
 pub struct RevisionGraph {
     nodes: Vec<Arc<Node>>,
     edges: Vec<Arc<Edge>>,
-    node_ids: HashMap<Id, Vec<u32>>,
-    edge_ids: HashMap<Id, Vec<u32>>,
-    out_adj: HashMap<Id, Vec<u32>>,
-    in_adj: HashMap<Id, Vec<u32>>,
+    node_ids: HashMap<Id, Slots>,
+    edge_ids: HashMap<Id, Slots>,
+    out_adj: HashMap<Id, Slots>,
+    in_adj: HashMap<Id, Slots>,
+}
+
+/// Positions in a list: usually one, so without an allocation.
+#[derive(Clone, Debug)]
+enum Slots {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl Slots {
+    fn push(slot: Option<&mut Slots>, i: u32) -> Option<Slots> {
+        match slot {
+            None => Some(Slots::One(i)),
+            Some(s) => {
+                match s {
+                    Slots::One(first) => *s = Slots::Many(vec![*first, i]),
+                    Slots::Many(v) => v.push(i),
+                }
+                None
+            }
+        }
+    }
+
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Slots::One(i) => std::slice::from_ref(i),
+            Slots::Many(v) => v,
+        }
+    }
+}
+
+fn add_slot(map: &mut HashMap<Id, Slots>, id: &Id, i: usize) {
+    if let Some(new) = Slots::push(map.get_mut(id), i as u32) {
+        map.insert(id.clone(), new);
+    }
 }
 
 impl std::fmt::Debug for RevisionGraph {
@@ -143,18 +178,58 @@ impl RevisionGraph {
             edges,
             ..Default::default()
         };
+        g.node_ids.reserve(g.nodes.len());
         for (i, n) in g.nodes.iter().enumerate() {
-            g.node_ids.entry(n.id.clone()).or_default().push(i as u32);
+            add_slot(&mut g.node_ids, &n.id, i);
         }
+        g.index_edges();
+        g
+    }
+
+    /// The graph of the latest revision of each element among `nodes` and `edges` (a time
+    /// point), in the order of their first revision.
+    pub fn latest(nodes: Vec<Arc<Node>>, edges: Vec<Arc<Edge>>) -> Self {
+        fn keep_latest<T: std::ops::Deref<Target = crate::Element>>(
+            items: Vec<Arc<T>>,
+            ids: &mut HashMap<Id, Slots>,
+        ) -> Vec<Arc<T>> {
+            let mut out: Vec<Arc<T>> = Vec::with_capacity(items.len());
+            ids.reserve(items.len());
+            for item in items {
+                match ids.get(&item.id) {
+                    Some(Slots::One(i)) => {
+                        let cur = &mut out[*i as usize];
+                        if cur.revision < item.revision {
+                            *cur = item;
+                        }
+                    }
+                    _ => {
+                        ids.insert(item.id.clone(), Slots::One(out.len() as u32));
+                        out.push(item);
+                    }
+                }
+            }
+            out
+        }
+        let mut g = RevisionGraph::default();
+        g.nodes = keep_latest(nodes, &mut g.node_ids);
+        g.edges = keep_latest(edges, &mut g.edge_ids);
+        g.out_adj.reserve(g.edges.len());
+        g.in_adj.reserve(g.edges.len());
         for (i, e) in g.edges.iter().enumerate() {
-            g.edge_ids.entry(e.id.clone()).or_default().push(i as u32);
-            g.out_adj
-                .entry(e.parent.clone())
-                .or_default()
-                .push(i as u32);
-            g.in_adj.entry(e.child.clone()).or_default().push(i as u32);
+            add_slot(&mut g.out_adj, &e.parent, i);
+            add_slot(&mut g.in_adj, &e.child, i);
         }
         g
+    }
+
+    fn index_edges(&mut self) {
+        let g = self;
+        for (i, e) in g.edges.iter().enumerate() {
+            add_slot(&mut g.edge_ids, &e.id, i);
+            add_slot(&mut g.out_adj, &e.parent, i);
+            add_slot(&mut g.in_adj, &e.child, i);
+        }
     }
 
     pub fn nodes(&self) -> &[Arc<Node>] {
@@ -165,10 +240,10 @@ impl RevisionGraph {
         &self.edges
     }
 
-    fn pick<'a, T>(list: &'a [Arc<T>], idx: Option<&'a Vec<u32>>) -> Iter<'a, T> {
+    fn pick<'a, T>(list: &'a [Arc<T>], idx: Option<&'a Slots>) -> Iter<'a, T> {
         Box::new(
             idx.into_iter()
-                .flat_map(|v| v.iter())
+                .flat_map(|v| v.as_slice().iter())
                 .map(move |i| &list[*i as usize]),
         )
     }

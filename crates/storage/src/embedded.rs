@@ -13,7 +13,7 @@ use crate::resources::ResourceStore;
 use crate::{Result, StorageError};
 
 /// Schema migrations, applied in order; the database records how many it has.
-const MIGRATIONS: &[&str] = &[
+pub const MIGRATIONS: &[&str] = &[
     "CREATE TABLE resources (
         kind TEXT NOT NULL,
         id TEXT NOT NULL,
@@ -45,9 +45,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX topology_live ON topology (edge, id) WHERE archived_at = 0;
     CREATE INDEX topology_archived ON topology (archived_at) WHERE archived_at > 0;
     CREATE VIRTUAL TABLE topology_span USING rtree_i32 (seq, lo, hi);",
-    // Flows: the latest state of each flow (key: the flow UUID's 64 bits), its metric
-    // updates (one row per update, appended in arrival order) and its raw packets.
-    "CREATE TABLE flows (
+    // Flows. `flow_docs`: each flow as first stored (its identity: endpoints, layers, IDs,
+    // node), written once, with the indexed fields. `flows`: what changes at each update
+    // (times, counters, finish), small rows rewritten in place. `flow_metrics` and
+    // `flow_packets`: appended, one row per metric update and per raw packet, in arrival
+    // order, indexed by time.
+    "CREATE TABLE flow_docs (
         key INTEGER PRIMARY KEY,
         uuid TEXT NOT NULL,
         node_tid TEXT NOT NULL,
@@ -56,16 +59,20 @@ const MIGRATIONS: &[&str] = &[
         application TEXT NOT NULL,
         network_a TEXT NOT NULL,
         network_b TEXT NOT NULL,
-        start INTEGER NOT NULL,
-        last INTEGER NOT NULL,
         doc BLOB NOT NULL
     );
-    CREATE INDEX flows_node_tid ON flows (node_tid);
-    CREATE INDEX flows_tracking_id ON flows (tracking_id);
-    CREATE INDEX flows_l3_tracking_id ON flows (l3_tracking_id);
-    CREATE INDEX flows_application ON flows (application);
-    CREATE INDEX flows_network_a ON flows (network_a);
-    CREATE INDEX flows_network_b ON flows (network_b);
+    CREATE INDEX flow_docs_node_tid ON flow_docs (node_tid);
+    CREATE INDEX flow_docs_tracking_id ON flow_docs (tracking_id);
+    CREATE INDEX flow_docs_l3_tracking_id ON flow_docs (l3_tracking_id);
+    CREATE INDEX flow_docs_application ON flow_docs (application);
+    CREATE INDEX flow_docs_network_a ON flow_docs (network_a);
+    CREATE INDEX flow_docs_network_b ON flow_docs (network_b);
+    CREATE TABLE flows (
+        key INTEGER PRIMARY KEY,
+        start INTEGER NOT NULL,
+        last INTEGER NOT NULL,
+        state BLOB NOT NULL
+    );
     CREATE INDEX flows_last ON flows (last);
     CREATE TABLE flow_metrics (
         flow INTEGER NOT NULL,
@@ -77,7 +84,7 @@ const MIGRATIONS: &[&str] = &[
         ba_bytes INTEGER NOT NULL,
         rtt INTEGER NOT NULL
     );
-    CREATE INDEX flow_metrics_flow ON flow_metrics (flow, start);
+    CREATE INDEX flow_metrics_last ON flow_metrics (last);
     CREATE TABLE flow_packets (
         flow INTEGER NOT NULL,
         timestamp INTEGER NOT NULL,
@@ -85,7 +92,7 @@ const MIGRATIONS: &[&str] = &[
         link_type INTEGER NOT NULL,
         data BLOB NOT NULL
     );
-    CREATE INDEX flow_packets_flow ON flow_packets (flow, timestamp);",
+    CREATE INDEX flow_packets_timestamp ON flow_packets (timestamp);",
 ];
 
 /// The embedded store.
@@ -124,6 +131,10 @@ impl Embedded {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // 64 MiB of page cache for the writer: indexes of the flow tables stay in memory.
         conn.pragma_update(None, "cache_size", -65536)?;
+        // Checkpoint the WAL every 64 MiB rather than every 4 MiB: pages rewritten by many
+        // commits (the flows' rows) reach the database file once per checkpoint.
+        conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
+        conn.pragma_update(None, "journal_size_limit", 64i64 << 20)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > MIGRATIONS.len() as i64 {
             return Err(open_err(format!(

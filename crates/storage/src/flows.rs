@@ -7,11 +7,12 @@
 //! filters from indexes (`UUID`, `NodeTID`, `TrackingID`, `L3TrackingID`, `Application`,
 //! `Network.A`, `Network.B`) and checks the whole filter on each candidate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use rusqlite::{ToSql, params, params_from_iter};
-use skydive_flow::{Flow, FlowMetric, RawPacket};
+use serde::{Deserialize, Serialize};
+use skydive_flow::{FinishType, Flow, FlowMetric, IpMetric, RawPacket, TcpMetric};
 use skydive_graph::{Filter, Time};
 
 use crate::embedded::Embedded;
@@ -107,27 +108,191 @@ fn index_plan(f: &Filter) -> Option<Vec<Lookup>> {
 /// At most this many lookups go into one statement.
 const LOOKUPS_PER_STATEMENT: usize = 400;
 
-fn decode_flow(doc: &[u8]) -> Result<Flow> {
-    serde_json::from_slice(doc).map_err(|e| StorageError::Decode {
+fn decode_error(message: impl ToString) -> StorageError {
+    StorageError::Decode {
         kind: "flow".into(),
         id: String::new(),
-        message: e.to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// The rarely present parts of a flow's changing state, as JSON.
+#[derive(Serialize)]
+struct ExtraRef<'a> {
+    #[serde(rename = "T", skip_serializing_if = "Option::is_none")]
+    tcp_metric: &'a Option<TcpMetric>,
+    #[serde(rename = "I", skip_serializing_if = "Option::is_none")]
+    ip_metric: &'a Option<IpMetric>,
+    #[serde(rename = "D", skip_serializing_if = "Option::is_none")]
+    dns: &'a Option<skydive_graph::Value>,
+    #[serde(rename = "H", skip_serializing_if = "Option::is_none")]
+    dhcpv4: &'a Option<skydive_graph::Value>,
+    #[serde(rename = "V", skip_serializing_if = "Option::is_none")]
+    vrrpv2: &'a Option<skydive_graph::Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct Extra {
+    #[serde(rename = "T", default)]
+    tcp_metric: Option<TcpMetric>,
+    #[serde(rename = "I", default)]
+    ip_metric: Option<IpMetric>,
+    #[serde(rename = "D", default)]
+    dns: Option<skydive_graph::Value>,
+    #[serde(rename = "H", default)]
+    dhcpv4: Option<skydive_graph::Value>,
+    #[serde(rename = "V", default)]
+    vrrpv2: Option<skydive_graph::Value>,
+}
+
+const HAS_METRIC: u8 = 1;
+const HAS_LAST_UPDATE: u8 = 2;
+const HAS_EXTRA: u8 = 4;
+
+fn put_varint(out: &mut Vec<u8>, v: i64) {
+    // Zigzag, then 7 bits a byte.
+    let mut u = ((v << 1) ^ (v >> 63)) as u64;
+    while u >= 0x80 {
+        out.push(u as u8 | 0x80);
+        u >>= 7;
+    }
+    out.push(u as u8);
+}
+
+fn get_varint(b: &mut &[u8]) -> Result<i64> {
+    let mut u = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = b
+            .split_first()
+            .ok_or_else(|| decode_error("truncated state"))?;
+        *b = rest;
+        u |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok((u >> 1) as i64 ^ -((u & 1) as i64));
+        }
+    }
+    Err(decode_error("overlong varint in state"))
+}
+
+fn put_metric(out: &mut Vec<u8>, m: &FlowMetric) {
+    for v in [
+        m.ab_packets,
+        m.ab_bytes,
+        m.ba_packets,
+        m.ba_bytes,
+        m.start,
+        m.last,
+        m.rtt,
+    ] {
+        put_varint(out, v);
+    }
+}
+
+fn get_metric(b: &mut &[u8]) -> Result<FlowMetric> {
+    Ok(FlowMetric {
+        ab_packets: get_varint(b)?,
+        ab_bytes: get_varint(b)?,
+        ba_packets: get_varint(b)?,
+        ba_bytes: get_varint(b)?,
+        start: get_varint(b)?,
+        last: get_varint(b)?,
+        rtt: get_varint(b)?,
     })
 }
 
+/// The changing part of a flow as stored at each update: its counters in a few dozen bytes
+/// (zigzag varints; the row is rewritten at every update, so its size is what ingestion
+/// costs), and the rarely present parts as JSON. Public for the B6 benchmark, which writes
+/// the same rows with the `sqlite3` tool.
+pub fn encode_state(f: &Flow, out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
+    let extra = f.tcp_metric.is_some()
+        || f.ip_metric.is_some()
+        || f.dns.is_some()
+        || f.dhcpv4.is_some()
+        || f.vrrpv2.is_some();
+    let mut flags = 0;
+    if f.metric.is_some() {
+        flags |= HAS_METRIC;
+    }
+    if f.last_update_metric.is_some() {
+        flags |= HAS_LAST_UPDATE;
+    }
+    if extra {
+        flags |= HAS_EXTRA;
+    }
+    out.push(flags);
+    put_varint(out, f.finish_type.number());
+    put_varint(out, f.raw_packets_captured);
+    if let Some(m) = &f.metric {
+        put_metric(out, m);
+    }
+    if let Some(m) = &f.last_update_metric {
+        put_metric(out, m);
+    }
+    if extra {
+        serde_json::to_writer(
+            &mut *out,
+            &ExtraRef {
+                tcp_metric: &f.tcp_metric,
+                ip_metric: &f.ip_metric,
+                dns: &f.dns,
+                dhcpv4: &f.dhcpv4,
+                vrrpv2: &f.vrrpv2,
+            },
+        )
+        .map_err(decode_error)?;
+    }
+    Ok(())
+}
+
+/// A stored flow: its first record with the latest state laid over it.
+fn decode_flow(doc: &[u8], last: Time, state: &[u8]) -> Result<Flow> {
+    let mut f: Flow = serde_json::from_slice(doc).map_err(decode_error)?;
+    let (&flags, mut b) = state
+        .split_first()
+        .ok_or_else(|| decode_error("empty state"))?;
+    f.last = last;
+    f.finish_type = FinishType::from_number(get_varint(&mut b)?);
+    f.raw_packets_captured = get_varint(&mut b)?;
+    f.metric = (flags & HAS_METRIC != 0)
+        .then(|| get_metric(&mut b))
+        .transpose()?;
+    f.last_update_metric = (flags & HAS_LAST_UPDATE != 0)
+        .then(|| get_metric(&mut b))
+        .transpose()?;
+    let extra: Extra = if flags & HAS_EXTRA != 0 {
+        serde_json::from_slice(b).map_err(decode_error)?
+    } else {
+        Extra::default()
+    };
+    f.tcp_metric = extra.tcp_metric;
+    f.ip_metric = extra.ip_metric;
+    f.dns = extra.dns;
+    f.dhcpv4 = extra.dhcpv4;
+    f.vrrpv2 = extra.vrrpv2;
+    Ok(f)
+}
+
 impl Embedded {
-    /// The stored flows matching the filter and time range, with their row keys.
+    /// The stored flows matching the filter and time range, with their row keys, by key.
     fn matching_flows(&self, filter: &Filter, start: Time, last: Time) -> Result<Vec<(i64, Flow)>> {
         let conn = self.reader()?;
-        let base = "SELECT key, doc FROM flows WHERE start <= ?1 AND last >= ?2";
+        let base =
+            "SELECT d.key, d.doc, f.last, f.state FROM flows f JOIN flow_docs d ON d.key = f.key
+                    WHERE f.start <= ?1 AND f.last >= ?2";
         let mut out = Vec::new();
         let mut run = |sql: &str, extra: Vec<Box<dyn ToSql>>| -> Result<()> {
-            let mut stmt = conn.prepare(sql)?;
+            let mut stmt = conn.prepare_cached(sql)?;
             let mut args: Vec<Box<dyn ToSql>> = vec![Box::new(last), Box::new(start)];
             args.extend(extra);
             let mut rows = stmt.query(params_from_iter(args.iter()))?;
             while let Some(r) = rows.next()? {
-                let flow = decode_flow(r.get_ref(1)?.as_blob()?)?;
+                let flow = decode_flow(
+                    r.get_ref(1)?.as_blob()?,
+                    r.get(2)?,
+                    r.get_ref(3)?.as_blob()?,
+                )?;
                 if filter.eval(&flow) {
                     out.push((r.get(0)?, flow));
                 }
@@ -147,11 +312,11 @@ impl Embedded {
                         let n = args.len() + 3;
                         match l {
                             Lookup::Key(k) => {
-                                sql.push_str(&format!("key = ?{n}"));
+                                sql.push_str(&format!("d.key = ?{n}"));
                                 args.push(Box::new(*k));
                             }
                             Lookup::Column(c, v) => {
-                                sql.push_str(&format!("{c} = ?{n}"));
+                                sql.push_str(&format!("d.{c} = ?{n}"));
                                 args.push(Box::new(v.clone()));
                             }
                         }
@@ -159,11 +324,11 @@ impl Embedded {
                     sql.push(')');
                     run(&sql, args)?;
                 }
-                // Lookups of different chunks (or of two columns) can find the same flow.
-                out.sort_by_key(|(k, _)| *k);
-                out.dedup_by_key(|(k, _)| *k);
             }
         }
+        // Lookups of different chunks (or of two columns) can find the same flow.
+        out.sort_by_key(|(k, _)| *k);
+        out.dedup_by_key(|(k, _)| *k);
         Ok(out)
     }
 }
@@ -176,12 +341,18 @@ impl FlowStore for Embedded {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         {
-            let mut upsert = tx.prepare_cached(
-                "INSERT INTO flows (key, uuid, node_tid, tracking_id, l3_tracking_id,
-                     application, network_a, network_b, start, last, doc)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                 ON CONFLICT (key) DO UPDATE SET last = excluded.last, doc = excluded.doc
-                 WHERE flows.uuid = excluded.uuid",
+            // Most writes update a flow already stored: only its small `flows` row changes.
+            let mut update =
+                tx.prepare_cached("UPDATE flows SET last = ?2, state = ?3 WHERE key = ?1")?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO flows (key, start, last, state) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (key) DO NOTHING",
+            )?;
+            let mut insert_doc = tx.prepare_cached(
+                "INSERT INTO flow_docs (key, uuid, node_tid, tracking_id, l3_tracking_id,
+                     application, network_a, network_b, doc)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (key) DO NOTHING",
             )?;
             let mut metric = tx.prepare_cached(
                 "INSERT INTO flow_metrics (flow, start, last, ab_packets, ab_bytes, ba_packets,
@@ -192,28 +363,27 @@ impl FlowStore for Embedded {
                 "INSERT INTO flow_packets (flow, timestamp, idx, link_type, data)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
+            let mut state = Vec::with_capacity(256);
             let mut doc = Vec::with_capacity(1024);
             for f in flows {
                 let key = flow_key(&f.uuid);
-                doc.clear();
-                serde_json::to_writer(&mut doc, f).map_err(|e| StorageError::Decode {
-                    kind: "flow".into(),
-                    id: f.uuid.clone(),
-                    message: e.to_string(),
-                })?;
-                upsert.execute(params![
-                    key,
-                    f.uuid,
-                    f.node_tid,
-                    f.tracking_id,
-                    f.l3_tracking_id,
-                    f.application,
-                    network_end(f, false),
-                    network_end(f, true),
-                    f.start,
-                    f.last,
-                    doc,
-                ])?;
+                encode_state(f, &mut state)?;
+                if update.execute(params![key, f.last, state])? == 0 {
+                    doc.clear();
+                    serde_json::to_writer(&mut doc, f).map_err(decode_error)?;
+                    insert_doc.execute(params![
+                        key,
+                        f.uuid,
+                        f.node_tid,
+                        f.tracking_id,
+                        f.l3_tracking_id,
+                        f.application,
+                        network_end(f, false),
+                        network_end(f, true),
+                        doc,
+                    ])?;
+                    insert.execute(params![key, f.start, f.last, state])?;
+                }
                 if let Some(m) = &f.last_update_metric {
                     metric.execute(params![
                         key,
@@ -250,30 +420,34 @@ impl FlowStore for Embedded {
         last: Time,
     ) -> Result<BTreeMap<String, Vec<FlowMetric>>> {
         let flows = self.matching_flows(filter, start, last)?;
+        let uuids: HashMap<i64, String> = flows.into_iter().map(|(k, f)| (k, f.uuid)).collect();
+        let mut out: BTreeMap<String, Vec<FlowMetric>> = BTreeMap::new();
+        if uuids.is_empty() {
+            return Ok(out);
+        }
+        // Metric rows are indexed by time: read the slice, keep the matching flows' rows.
         let conn = self.reader()?;
         let mut stmt = conn.prepare_cached(
-            "SELECT start, last, ab_packets, ab_bytes, ba_packets, ba_bytes, rtt
-             FROM flow_metrics WHERE flow = ?1 AND start <= ?2 AND last >= ?3
-             ORDER BY start",
+            "SELECT flow, start, last, ab_packets, ab_bytes, ba_packets, ba_bytes, rtt
+             FROM flow_metrics WHERE last >= ?2 AND start <= ?1",
         )?;
-        let mut out = BTreeMap::new();
-        for (key, flow) in flows {
-            let metrics = stmt
-                .query_map(params![key, last, start], |r| {
-                    Ok(FlowMetric {
-                        start: r.get(0)?,
-                        last: r.get(1)?,
-                        ab_packets: r.get(2)?,
-                        ab_bytes: r.get(3)?,
-                        ba_packets: r.get(4)?,
-                        ba_bytes: r.get(5)?,
-                        rtt: r.get(6)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            if !metrics.is_empty() {
-                out.insert(flow.uuid, metrics);
-            }
+        let mut rows = stmt.query(params![last, start])?;
+        while let Some(r) = rows.next()? {
+            let Some(uuid) = uuids.get(&r.get::<_, i64>(0)?) else {
+                continue;
+            };
+            out.entry(uuid.clone()).or_default().push(FlowMetric {
+                start: r.get(1)?,
+                last: r.get(2)?,
+                ab_packets: r.get(3)?,
+                ab_bytes: r.get(4)?,
+                ba_packets: r.get(5)?,
+                ba_bytes: r.get(6)?,
+                rtt: r.get(7)?,
+            });
+        }
+        for ms in out.values_mut() {
+            ms.sort_by_key(|m| (m.start, m.last));
         }
         Ok(out)
     }
@@ -285,27 +459,30 @@ impl FlowStore for Embedded {
         last: Time,
     ) -> Result<BTreeMap<String, Vec<RawPacket>>> {
         let flows = self.matching_flows(filter, start, last)?;
+        let uuids: HashMap<i64, String> = flows.into_iter().map(|(k, f)| (k, f.uuid)).collect();
+        let mut out: BTreeMap<String, Vec<RawPacket>> = BTreeMap::new();
+        if uuids.is_empty() {
+            return Ok(out);
+        }
         let conn = self.reader()?;
         let mut stmt = conn.prepare_cached(
-            "SELECT timestamp, idx, link_type, data FROM flow_packets
-             WHERE flow = ?1 AND timestamp >= ?2 AND timestamp <= ?3
-             ORDER BY timestamp, idx",
+            "SELECT flow, timestamp, idx, link_type, data FROM flow_packets
+             WHERE timestamp >= ?1 AND timestamp <= ?2",
         )?;
-        let mut out = BTreeMap::new();
-        for (key, flow) in flows {
-            let packets = stmt
-                .query_map(params![key, start, last], |r| {
-                    Ok(RawPacket {
-                        timestamp: r.get(0)?,
-                        index: r.get(1)?,
-                        link_type: r.get(2)?,
-                        data: r.get(3)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            if !packets.is_empty() {
-                out.insert(flow.uuid, packets);
-            }
+        let mut rows = stmt.query(params![start, last])?;
+        while let Some(r) = rows.next()? {
+            let Some(uuid) = uuids.get(&r.get::<_, i64>(0)?) else {
+                continue;
+            };
+            out.entry(uuid.clone()).or_default().push(RawPacket {
+                timestamp: r.get(1)?,
+                index: r.get(2)?,
+                link_type: r.get(3)?,
+                data: r.get(4)?,
+            });
+        }
+        for ps in out.values_mut() {
+            ps.sort_by_key(|p| (p.timestamp, p.index));
         }
         Ok(out)
     }
@@ -432,6 +609,45 @@ impl FlowStore for MemoryFlows {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_round_trips() {
+        let mut f = Flow {
+            metric: Some(FlowMetric {
+                ab_packets: 3,
+                ab_bytes: -1,
+                ba_packets: i64::MAX,
+                ba_bytes: i64::MIN,
+                start: 1_764_000_000_000,
+                last: 1_764_000_000_999,
+                rtt: 0,
+            }),
+            finish_type: FinishType::TcpRst,
+            raw_packets_captured: 7,
+            ..Default::default()
+        };
+        let mut buf = Vec::new();
+        for extra in [false, true] {
+            if extra {
+                f.tcp_metric = Some(TcpMetric {
+                    ab_syn_start: 12,
+                    ..Default::default()
+                });
+                f.last_update_metric = f.metric;
+            }
+            encode_state(&f, &mut buf).unwrap();
+            let back = decode_flow(b"{}", 5, &buf).unwrap();
+            assert_eq!(
+                back,
+                Flow {
+                    last: 5,
+                    ..f.clone()
+                }
+            );
+        }
+        assert!(decode_flow(b"{}", 5, &buf[..3]).is_err());
+        assert!(decode_flow(b"{}", 5, &[1, 0x80]).is_err());
+    }
 
     #[test]
     fn flow_keys_are_the_uuid_bits() {

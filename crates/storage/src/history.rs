@@ -17,7 +17,6 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use skydive_graph::{
     Edge, Element, GraphEvent, History, HistoryError, Id, Map, Node, RevisionGraph, Time,
-    latest_revisions,
 };
 
 use crate::embedded::Embedded;
@@ -296,20 +295,11 @@ impl Embedded {
                AND (t.archived_at = 0 OR t.archived_at >= ?3)",
         )?;
         let mut rows = stmt.query(params![span_floor(last), span_floor(start), start, last])?;
-        let mut nodes = Vec::new();
-        let mut edges = Vec::new();
+        let mut raw: Vec<(Element, bool, Id, Id, Vec<u8>)> = Vec::new();
         while let Some(r) = rows.next()? {
-            let id: String = r.get(1)?;
-            let metadata = r.get_ref(10)?.as_blob()?;
-            let metadata: Map =
-                serde_json::from_slice(metadata).map_err(|e| StorageError::Decode {
-                    kind: "revision".into(),
-                    id: id.clone(),
-                    message: e.to_string(),
-                })?;
             let elem = Element {
-                id: Id::from(id),
-                metadata,
+                id: Id::from(r.get_ref(1)?.as_str()?),
+                metadata: Map::new(),
                 host: r.get_ref(2)?.as_str()?.into(),
                 origin: r.get_ref(3)?.as_str()?.into(),
                 created_at: r.get(7)?,
@@ -317,11 +307,67 @@ impl Embedded {
                 deleted_at: r.get(9)?,
                 revision: r.get(6)?,
             };
-            if r.get::<_, bool>(0)? {
+            let edge: bool = r.get(0)?;
+            let (parent, child) = if edge {
+                (
+                    Id::from(r.get_ref(4)?.as_str()?),
+                    Id::from(r.get_ref(5)?.as_str()?),
+                )
+            } else {
+                (Id::default(), Id::default())
+            };
+            raw.push((
+                elem,
+                edge,
+                parent,
+                child,
+                r.get_ref(10)?.as_blob()?.to_vec(),
+            ));
+        }
+        drop(rows);
+        // Decoding the metadata is most of the work: spread it over the cores.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        let per = raw.len().div_ceil(threads).max(1024);
+        let decoded: Vec<Result<Vec<Map>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = raw
+                .chunks(per)
+                .map(|chunk| {
+                    s.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|(e, _, _, _, m)| {
+                                serde_json::from_slice::<Map>(m).map_err(|err| {
+                                    StorageError::Decode {
+                                        kind: "revision".into(),
+                                        id: e.id.to_string(),
+                                        message: err.to_string(),
+                                    }
+                                })
+                            })
+                            .collect::<Result<Vec<Map>>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let mut nodes = Vec::new();
+        let mut edges = Vec::new();
+        let mut maps = Vec::with_capacity(raw.len());
+        for d in decoded {
+            maps.extend(d?);
+        }
+        for ((mut elem, edge, parent, child, _), metadata) in raw.into_iter().zip(maps) {
+            elem.metadata = metadata;
+            if edge {
                 edges.push(Arc::new(Edge {
                     elem,
-                    parent: Id::from(r.get_ref(4)?.as_str()?),
-                    child: Id::from(r.get_ref(5)?.as_str()?),
+                    parent,
+                    child,
                 }));
             } else {
                 nodes.push(Arc::new(Node { elem }));
@@ -352,10 +398,7 @@ fn backend_error(e: StorageError) -> HistoryError {
 impl History for Embedded {
     fn at(&self, t: Time) -> std::result::Result<RevisionGraph, HistoryError> {
         let (nodes, edges) = self.revisions(t, t).map_err(backend_error)?;
-        Ok(RevisionGraph::new(
-            latest_revisions(nodes),
-            latest_revisions(edges),
-        ))
+        Ok(RevisionGraph::latest(nodes, edges))
     }
 
     fn slice(&self, start: Time, last: Time) -> std::result::Result<RevisionGraph, HistoryError> {

@@ -96,24 +96,22 @@ impl Embedded {
                          SELECT key FROM flows WHERE last < ?1 LIMIT ?2)
                      RETURNING key",
                 )?
-                .query_map(params![cutoff, CHUNK / 10], |r| r.get(0))?
+                .query_map(params![cutoff, CHUNK], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
             {
-                let mut metrics = tx.prepare_cached("DELETE FROM flow_metrics WHERE flow = ?1")?;
-                let mut packets = tx.prepare_cached("DELETE FROM flow_packets WHERE flow = ?1")?;
+                let mut docs = tx.prepare_cached("DELETE FROM flow_docs WHERE key = ?1")?;
                 for k in &keys {
-                    removed.metrics += metrics.execute([k])? as u64;
-                    removed.packets += packets.execute([k])? as u64;
+                    docs.execute([k])?;
                 }
             }
             tx.commit()?;
             removed.flows += keys.len() as u64;
-            if (keys.len() as i64) < CHUNK / 10 {
+            if (keys.len() as i64) < CHUNK {
                 break;
             }
         }
-        // Metric updates and packets of flows still alive: rows are appended in arrival
-        // order, so the old ones are at the start of each table.
+        // A flow's metric updates and packets are no later than its last update: those of
+        // the flows just removed go here too.
         for (table, time) in [("flow_metrics", "last"), ("flow_packets", "timestamp")] {
             loop {
                 let mut conn = self.conn();
@@ -121,9 +119,7 @@ impl Embedded {
                 let n = tx.execute(
                     &format!(
                         "DELETE FROM {table} WHERE rowid IN (
-                             SELECT rowid FROM (SELECT rowid, {time} AS t FROM {table}
-                                                ORDER BY rowid LIMIT ?2)
-                             WHERE t < ?1)"
+                             SELECT rowid FROM {table} WHERE {time} < ?1 LIMIT ?2)"
                     ),
                     params![cutoff, CHUNK],
                 )?;
@@ -133,7 +129,7 @@ impl Embedded {
                 } else {
                     removed.packets += n as u64;
                 }
-                if n == 0 {
+                if (n as i64) < CHUNK {
                     break;
                 }
             }
@@ -149,7 +145,8 @@ impl Embedded {
                 "SELECT MIN(t) FROM (
                      SELECT MIN(archived_at) AS t FROM topology WHERE archived_at > 0
                      UNION ALL SELECT MIN(last) FROM flows
-                     UNION ALL SELECT last FROM (SELECT last FROM flow_metrics ORDER BY rowid LIMIT 1))",
+                     UNION ALL SELECT MIN(last) FROM flow_metrics
+                     UNION ALL SELECT MIN(timestamp) FROM flow_packets)",
                 [],
                 |r| r.get(0),
             )
