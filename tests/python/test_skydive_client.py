@@ -190,3 +190,35 @@ def test_subscriber_filter(allinone):
     assert received[0]["Type"] == "SyncReply"
     nodes = received[0]["Obj"]["Nodes"]
     assert [n["Metadata"]["Type"] for n in nodes] == ["host"]
+
+
+def test_history_through_at_and_context(allinone):
+    """Skydive needed Elasticsearch for this; the embedded store answers it."""
+    c = rest(allinone)
+    before = int(time.time() * 1000)
+    time.sleep(0.05)
+    n = c.node_create(metadata={"Name": "py-history", "Type": "fabric", "MTU": 1500})
+    time.sleep(0.05)
+    created = int(time.time() * 1000)
+    time.sleep(0.05)
+    c.node_update(n.id, [{"op": "replace", "path": "/Metadata/MTU", "value": 9000}])
+    time.sleep(0.05)
+    updated = int(time.time() * 1000)
+    time.sleep(0.05)
+    c.node_delete(n.id)
+    time.sleep(0.05)
+    deleted = int(time.time() * 1000)
+
+    def at(t):
+        return c.lookup_nodes("G.At(%d).V().Has('Name', 'py-history')" % t)
+
+    wait_for("the history to have the deletion", lambda: at(updated) and not at(deleted))
+    assert at(before) == []
+    assert [x.metadata["MTU"] for x in at(created)] == [1500]
+    assert [x.metadata["MTU"] for x in at(updated)] == [9000]
+    assert at(deleted) == []
+    revisions = c.lookup_nodes(
+        "G.Context(%d, %d).V().Has('Name', 'py-history')" % (deleted, (deleted - before) // 1000 + 1)
+    )
+    assert [x.metadata["MTU"] for x in revisions] == [1500, 9000]
+    assert [x.revision for x in revisions] == [1, 2]
