@@ -146,3 +146,35 @@ fn a_full_disk_is_reported_and_the_history_catches_up_when_space_returns() {
         "every change made while the disk was full is in the history"
     );
 }
+
+#[test]
+fn a_read_only_data_directory_is_refused_at_start_with_the_reason() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "this test needs root under CI"
+        );
+        eprintln!("SKIPPED: a_read_only_data_directory_...: needs root to mount a tmpfs");
+        return;
+    }
+    let disk = SmallDisk::mount("1m").expect("mount a tmpfs");
+    let ok = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(disk.dir.path())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "remount read-only");
+    let settings = common::settings(&disk.dir.path().join("data"), "127.0.0.1:0");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let err = rt
+        .block_on(skydive_analyzer::Analyzer::start(&settings))
+        .map(|_| ())
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.starts_with("storage.embedded: the embedded store cannot be used")
+            && msg.contains("Read-only file system"),
+        "{msg}"
+    );
+}
