@@ -2,7 +2,7 @@
 # shellcheck shell=bash
 
 # Debian packages the build needs.
-BUILD_PACKAGES=(pkg-config)
+BUILD_PACKAGES=(pkg-config libpcap-dev)
 # Debian packages the tests need (on top of the build's).
 # iproute2 and util-linux (nsenter): namespaces and links; tcpdump, tshark, iperf3, ping: the
 # flow engine's cross-check against tshark on recorded traffic.

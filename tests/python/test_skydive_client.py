@@ -222,3 +222,16 @@ def test_history_through_at_and_context(allinone):
     )
     assert [x.metadata["MTU"] for x in revisions] == [1500, 9000]
     assert [x.revision for x in revisions] == [1, 2]
+
+
+def test_capture(allinone):
+    """As Skydive's own test_capture: create, find in the list by UUID, delete."""
+    c = rest(allinone)
+    capture = c.capture_create("G.V().Has('Name', 'py-cap-eth0')", bpf_filter="icmp", name="py")
+    assert capture.uuid
+    assert capture.uuid in [x.uuid for x in c.capture_list()]
+    with pytest.raises(BadRequest) as e:
+        c.capture_create("G.V(", name="broken")
+    assert b"invalid GremlinQuery" in e.value.args[0]
+    c.capture_delete(capture.uuid)
+    assert capture.uuid not in [x.uuid for x in c.capture_list()]

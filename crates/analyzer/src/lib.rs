@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agents;
+pub mod captures;
 pub mod nodes;
 pub mod resources;
 pub mod rules;
@@ -92,7 +93,7 @@ impl Analyzer {
             hub: hub.clone(),
             history: stores.history.clone(),
             flows,
-            bpf: None,
+            bpf: Some(Arc::new(captures::LibpcapBpf)),
             ws: settings.http.ws.clone(),
             registry: Default::default(),
         });
@@ -115,6 +116,10 @@ impl Analyzer {
             .merge(elements.routes())
             .merge(resources::routes::<rules::NodeRule>(resources.clone()))
             .merge(resources::routes::<rules::EdgeRule>(resources.clone()))
+            .merge(resources::routes_reading::<captures::Capture>(
+                resources.clone(),
+                Some(hub.clone()),
+            ))
             .merge(status::routes(status::AnalyzerStatus {
                 ctx: ctx.clone(),
                 agents: agents.clone(),

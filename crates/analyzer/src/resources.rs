@@ -221,6 +221,10 @@ pub trait Resource: Serialize + DeserializeOwned + PartialEq + Send + Sync + 'st
     fn duplicates(&self, _existing: &Self) -> bool {
         false
     }
+    /// Fills defaults before a create is validated.
+    fn normalize(&mut self) {}
+    /// Fills the fields computed on read (a capture's `Count`) from the live graph.
+    fn on_read(&mut self, _graph: &skydive_graph::Graph) {}
 }
 
 /// Decodes a request body: JSON, or YAML when the content type says so.
@@ -267,6 +271,7 @@ pub async fn create<T: Resource>(
     mut r: T,
     ttl_ms: i64,
 ) -> Result<T, ResourceError> {
+    r.normalize();
     r.validate().map_err(ResourceError::Invalid)?;
     let _w = res.write.lock().await;
     for (id, v) in res.list(T::NAME).await? {
@@ -284,6 +289,14 @@ pub async fn create<T: Resource>(
 
 /// The routes of resource `T`: `GET/POST /api/<name>`, `GET/PATCH/DELETE /api/<name>/{id}`.
 pub fn routes<T: Resource>(resources: Arc<Resources>) -> Router {
+    routes_reading::<T>(resources, None)
+}
+
+/// The routes of a resource whose reads fill fields from the live graph of `hub`.
+pub fn routes_reading<T: Resource>(
+    resources: Arc<Resources>,
+    hub: Option<skydive_api::hub::HubHandle>,
+) -> Router {
     Router::new()
         .route(
             &format!("/api/{}", T::NAME),
@@ -299,12 +312,14 @@ pub fn routes<T: Resource>(resources: Arc<Resources>) -> Router {
         )
         .with_state(Holder::<T> {
             resources,
+            hub,
             kind: PhantomData,
         })
 }
 
 struct Holder<T> {
     resources: Arc<Resources>,
+    hub: Option<skydive_api::hub::HubHandle>,
     kind: PhantomData<fn() -> T>,
 }
 
@@ -312,7 +327,16 @@ impl<T> Clone for Holder<T> {
     fn clone(&self) -> Self {
         Holder {
             resources: self.resources.clone(),
+            hub: self.hub.clone(),
             kind: PhantomData,
+        }
+    }
+}
+
+impl<T: Resource> Holder<T> {
+    fn read(&self, r: &mut T) {
+        if let Some(hub) = &self.hub {
+            r.on_read(&hub.snapshot().graph);
         }
     }
 }
@@ -327,7 +351,8 @@ async fn list<T: Resource>(State(h): State<Holder<T>>) -> Response {
             let mut out = serde_json::Map::new();
             for (id, v) in all {
                 match decode_stored::<T>(&id, v) {
-                    Ok(r) => {
+                    Ok(mut r) => {
+                        h.read(&mut r);
                         out.insert(id, to_json(&r));
                     }
                     Err(e) => tracing::warn!("{e}"),
@@ -342,7 +367,10 @@ async fn list<T: Resource>(State(h): State<Holder<T>>) -> Response {
 async fn get_one<T: Resource>(State(h): State<Holder<T>>, Path(id): Path<String>) -> Response {
     match h.resources.get(T::NAME, &id).await {
         Ok(Some(v)) => match decode_stored::<T>(&id, v) {
-            Ok(r) => ok_json(StatusCode::OK, &r),
+            Ok(mut r) => {
+                h.read(&mut r);
+                ok_json(StatusCode::OK, &r)
+            }
             Err(e) => e.into_response(),
         },
         Ok(None) => ResourceError::NotFound {

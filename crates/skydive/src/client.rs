@@ -72,6 +72,9 @@ enum ClientCommand {
     /// Edges of the graph.
     #[command(subcommand)]
     Edge(ElementCommand),
+    /// Flow captures.
+    #[command(subcommand)]
+    Capture(CaptureCommand),
     /// Node rules.
     #[command(subcommand, name = "node-rule")]
     NodeRule(NodeRuleCommand),
@@ -139,6 +142,155 @@ enum ElementCommand {
         #[arg(short = 'r', long = "remove")]
         remove: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum CaptureCommand {
+    /// Create a capture on the nodes of a Gremlin query, a node TID or a probe path.
+    Create(Box<CaptureCreate>),
+    Get {
+        id: String,
+    },
+    List,
+    Delete {
+        ids: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+struct CaptureCreate {
+    /// The nodes to capture on, e.g. "G.V().Has('Name', 'eth0')".
+    #[arg(long, default_value = "", conflicts_with_all = ["node", "probepath"])]
+    gremlin: String,
+    /// The TID of the node to capture on.
+    #[arg(long, default_value = "", conflicts_with = "probepath")]
+    node: String,
+    /// A probe path of Skydive's first versions: "host1[Type=host]/br1[Type=ovsbridge]",
+    /// `*` for any host.
+    #[arg(long, short = 'p', default_value = "")]
+    probepath: String,
+    /// A BPF filter, in tcpdump syntax.
+    #[arg(long, default_value = "")]
+    bpf: String,
+    #[arg(long, default_value = "")]
+    name: String,
+    #[arg(long, default_value = "")]
+    description: String,
+    /// afpacket, pcap, pcapsocket, sflow, ovssflow, … (default: the node type's).
+    #[arg(long = "type", default_value = "")]
+    kind: String,
+    #[arg(long, default_value_t = 0)]
+    port: i64,
+    #[arg(long, default_value_t = 1)]
+    samplingrate: i64,
+    #[arg(long, default_value_t = 10)]
+    pollinginterval: i64,
+    #[arg(long = "header-size", default_value_t = 0)]
+    header_size: i64,
+    #[arg(long = "rawpacket-limit", default_value_t = 0)]
+    rawpacket_limit: i64,
+    #[arg(long = "extra-tcp-metric")]
+    extra_tcp_metric: bool,
+    #[arg(long = "ip-defrag")]
+    ip_defrag: bool,
+    /// (Spelt as Skydive spelt it.)
+    #[arg(long = "reassamble-tcp")]
+    reassemble_tcp: bool,
+    #[arg(long = "layer-key-mode", default_value = "L2")]
+    layer_key_mode: String,
+    /// DNS, DHCPv4 or VRRP; repeatable.
+    #[arg(long = "extra-layer")]
+    extra_layer: Vec<String>,
+    #[arg(long, default_value = "")]
+    target: String,
+    #[arg(long = "target-type", default_value = "")]
+    target_type: String,
+    /// Time to live, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    ttl: u64,
+}
+
+/// Translates a probe path (`A[Type=a]/B[Type=b]`, `*` for any host) into the Gremlin
+/// query selecting the same node: each segment an ownership child of the previous one.
+pub fn probe_path_query(path: &str) -> Result<String, String> {
+    let segment = |seg: &str| -> Result<(String, String), String> {
+        let (name, rest) = seg.split_once('[').ok_or_else(|| {
+            format!("invalid probe path segment {seg:?}: expected Name[Type=type]")
+        })?;
+        let t = rest
+            .strip_suffix(']')
+            .and_then(|r| r.strip_prefix("Type="))
+            .ok_or_else(|| {
+                format!("invalid probe path segment {seg:?}: expected Name[Type=type]")
+            })?;
+        if name.is_empty() || t.is_empty() || name.contains('\'') || t.contains('\'') {
+            return Err(format!("invalid probe path segment {seg:?}"));
+        }
+        Ok((name.to_string(), t.to_string()))
+    };
+    let mut parts = path.split('/');
+    let first = parts.next().unwrap_or("");
+    let mut q = if first == "*" {
+        "G.V().Has('Type', 'host')".to_string()
+    } else {
+        let (n, t) = segment(first)?;
+        format!("G.V().Has('Name', '{n}', 'Type', '{t}')")
+    };
+    for seg in parts {
+        let (n, t) = segment(seg)?;
+        q.push_str(&format!(
+            ".OutE('RelationType', 'ownership').OutV('Name', '{n}', 'Type', '{t}')"
+        ));
+    }
+    Ok(q)
+}
+
+fn capture(c: &Client, cmd: &CaptureCommand) -> Result<(), String> {
+    match cmd {
+        CaptureCommand::Create(a) => {
+            let query = if !a.gremlin.is_empty() {
+                a.gremlin.clone()
+            } else if !a.node.is_empty() {
+                format!("G.V().Has('TID', '{}')", a.node.replace('\'', "\\'"))
+            } else if !a.probepath.is_empty() {
+                probe_path_query(&a.probepath)?
+            } else {
+                return Err("one of --gremlin, --node or --probepath is needed".into());
+            };
+            let mut layers = 0;
+            for l in &a.extra_layer {
+                layers |= match l.to_ascii_uppercase().as_str() {
+                    "VRRP" => 1,
+                    "DNS" => 2,
+                    "DHCPV4" => 4,
+                    _ => return Err(format!("unknown extra layer {l:?}: DNS, DHCPv4 or VRRP")),
+                };
+            }
+            let body = json!({
+                "GremlinQuery": query, "BPFFilter": a.bpf, "Name": a.name,
+                "Description": a.description, "Type": a.kind, "Port": a.port,
+                "SamplingRate": a.samplingrate, "PollingInterval": a.pollinginterval,
+                "HeaderSize": a.header_size, "RawPacketLimit": a.rawpacket_limit,
+                "ExtraTCPMetric": a.extra_tcp_metric, "IPDefrag": a.ip_defrag,
+                "ReassembleTCP": a.reassemble_tcp, "LayerKeyMode": a.layer_key_mode,
+                "ExtraLayers": layers, "Target": a.target, "TargetType": a.target_type,
+            });
+            let headers = if a.ttl > 0 {
+                vec![("X-Resource-TTL", format!("{}ms", a.ttl))]
+            } else {
+                Vec::new()
+            };
+            let hdrs: Vec<(&str, String)> = headers.into_iter().collect();
+            let r: Value = c
+                .json("POST", "/api/capture", &body, &hdrs)
+                .map_err(|e| e.to_string())?;
+            print_json(&r);
+            Ok(())
+        }
+        CaptureCommand::Get { id } => resource_common(c, "capture", Some(id), false, &[]),
+        CaptureCommand::List => resource_common(c, "capture", None, true, &[]),
+        CaptureCommand::Delete { ids } => resource_common(c, "capture", None, false, ids),
+    }
 }
 
 #[derive(Subcommand)]
@@ -486,6 +638,7 @@ pub fn run(args: &ClientArgs, config: &Config) -> ExitCode {
         ClientCommand::Topology(TopologyCommand::Export) => query(&c, "G", Format::Json),
         ClientCommand::Node(cmd) => element(&c, "node", cmd),
         ClientCommand::Edge(cmd) => element(&c, "edge", cmd),
+        ClientCommand::Capture(cmd) => capture(&c, cmd),
         ClientCommand::NodeRule(cmd) => node_rule(&c, cmd),
         ClientCommand::EdgeRule(cmd) => edge_rule(&c, cmd),
         ClientCommand::Status => c

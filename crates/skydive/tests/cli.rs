@@ -269,3 +269,130 @@ fn completion_and_version() {
     let o = run(&["version"]);
     assert!(stdout(&o).starts_with("skydive 0.28.0"), "{}", stdout(&o));
 }
+
+#[test]
+fn client_manages_captures_with_gremlin_and_probe_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, addr) = start_analyzer(dir.path());
+    let client = |args: &[&str]| {
+        let mut all = vec!["client", "--analyzer", addr.as_str()];
+        all.extend_from_slice(args);
+        run(&all)
+    };
+    let c = skydive_api::client::Client::new(&addr, None);
+    // host1 -ownership-> br1, and br1 -layer2-> port1 (not an ownership child).
+    for (id, name, t) in [
+        ("h1", "host1", "host"),
+        ("b1", "br1", "bridge"),
+        ("p1", "port1", "veth"),
+    ] {
+        let body = serde_json::json!({"ID": id, "Metadata": {"Name": name, "Type": t}});
+        c.json::<Value, _>("POST", "/api/node", &body, &[]).unwrap();
+    }
+    for (id, p, ch, rel) in [
+        ("e1", "h1", "b1", "ownership"),
+        ("e2", "b1", "p1", "layer2"),
+    ] {
+        let body = serde_json::json!({"ID": id, "Parent": p, "Child": ch, "Metadata": {"RelationType": rel}});
+        c.json::<Value, _>("POST", "/api/edge", &body, &[]).unwrap();
+    }
+
+    let o = client(&[
+        "capture",
+        "create",
+        "-p",
+        "host1[Type=host]/br1[Type=bridge]",
+        "--bpf",
+        "icmp",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cap: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let q = cap["GremlinQuery"].as_str().unwrap().to_string();
+    assert_eq!(cap["BPFFilter"], "icmp");
+    let found = query(&c, &q).unwrap();
+    assert_eq!(found.as_array().unwrap().len(), 1, "{q}: {found}");
+    assert_eq!(found[0]["ID"], "b1");
+    // The wildcard host, and a path that is not ownership.
+    let wild = client(&[
+        "capture",
+        "create",
+        "-p",
+        "*/br1[Type=bridge]",
+        "--type",
+        "pcap",
+    ]);
+    assert!(wild.status.success(), "{}", stderr(&wild));
+    let wq: Value = serde_json::from_str(&stdout(&wild)).unwrap();
+    assert_eq!(
+        query(&c, wq["GremlinQuery"].as_str().unwrap()).unwrap()[0]["ID"],
+        "b1"
+    );
+    let not_owned = cli_probe_path_nodes(
+        &client,
+        &c,
+        "host1[Type=host]/br1[Type=bridge]/port1[Type=veth]",
+    );
+    assert_eq!(
+        not_owned, 0,
+        "port1 is a layer2 child of br1, not an ownership one"
+    );
+
+    let o = client(&[
+        "capture",
+        "create",
+        "--gremlin",
+        "G.V().Has('Name', 'port1')",
+        "--extra-layer",
+        "DNS",
+        "--type",
+        "afpacket",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let third: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(third["ExtraLayers"], 2);
+    // Refused with the server's reason, exit code 1.
+    let bad = client(&[
+        "capture",
+        "create",
+        "--gremlin",
+        "G.V()",
+        "--bpf",
+        "port eighty",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("invalid BPF filter"),
+        "{}",
+        stderr(&bad)
+    );
+
+    let o = client(&["capture", "list"]);
+    let list: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(list.as_object().unwrap().len(), 4);
+    let id = cap["UUID"].as_str().unwrap();
+    let o = client(&["capture", "get", id]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout(&o)).unwrap()["UUID"],
+        id
+    );
+    let ids: Vec<String> = list.as_object().unwrap().keys().cloned().collect();
+    let mut args = vec!["capture", "delete"];
+    args.extend(ids.iter().map(String::as_str));
+    assert!(client(&args).status.success());
+    let o = client(&["capture", "list"]);
+    assert_eq!(stdout(&o).trim(), "{}");
+}
+
+/// Creates a capture on a probe path and returns how many nodes its query selects.
+fn cli_probe_path_nodes(
+    client: &dyn Fn(&[&str]) -> Output,
+    c: &skydive_api::client::Client,
+    path: &str,
+) -> usize {
+    let o = client(&["capture", "create", "-p", path]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cap: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    query(c, cap["GremlinQuery"].as_str().unwrap())
+        .and_then(|v| v.as_array().map(Vec::len))
+        .unwrap_or(0)
+}

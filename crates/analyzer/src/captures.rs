@@ -1,0 +1,289 @@
+//! The capture resource, `/api/capture` (compat spec §1.7, §6.1).
+
+use serde::{Deserialize, Serialize};
+use skydive_graph::{Graph, Value};
+
+use crate::resources::Resource;
+
+/// Every capture type Skydive knew.
+pub const CAPTURE_TYPES: &[&str] = &[
+    "ovssflow",
+    "pcapsocket",
+    "ovsmirror",
+    "dpdk",
+    "afpacket",
+    "pcap",
+    "ebpf",
+    "sflow",
+    "ovsnetflow",
+];
+
+/// Types that run several captures on one node (§6.3); the empty type counts as one.
+fn multi_capable(t: &str) -> bool {
+    matches!(t, "" | "afpacket" | "pcap")
+}
+
+fn is_zero(i: &i64) -> bool {
+    *i == 0
+}
+
+/// A capture.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Capture {
+    #[serde(rename = "UUID")]
+    pub uuid: String,
+    #[serde(rename = "GremlinQuery", skip_serializing_if = "String::is_empty")]
+    pub gremlin_query: String,
+    #[serde(rename = "BPFFilter", skip_serializing_if = "String::is_empty")]
+    pub bpf_filter: String,
+    #[serde(rename = "Name", skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(rename = "Description", skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(rename = "Type", skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    /// Computed on read: nodes of the query running this capture.
+    #[serde(rename = "Count")]
+    pub count: i64,
+    #[serde(rename = "Port", skip_serializing_if = "is_zero")]
+    pub port: i64,
+    #[serde(rename = "SamplingRate")]
+    pub sampling_rate: i64,
+    #[serde(rename = "PollingInterval")]
+    pub polling_interval: i64,
+    #[serde(rename = "RawPacketLimit", skip_serializing_if = "is_zero")]
+    pub raw_packet_limit: i64,
+    #[serde(rename = "HeaderSize", skip_serializing_if = "is_zero")]
+    pub header_size: i64,
+    #[serde(rename = "ExtraTCPMetric")]
+    pub extra_tcp_metric: bool,
+    #[serde(rename = "IPDefrag")]
+    pub ip_defrag: bool,
+    #[serde(rename = "ReassembleTCP")]
+    pub reassemble_tcp: bool,
+    #[serde(rename = "LayerKeyMode", skip_serializing_if = "String::is_empty")]
+    pub layer_key_mode: String,
+    /// Bitmask: VRRP 1, DNS 2, DHCPv4 4.
+    #[serde(rename = "ExtraLayers", skip_serializing_if = "is_zero")]
+    pub extra_layers: i64,
+    #[serde(rename = "Target", skip_serializing_if = "String::is_empty")]
+    pub target: String,
+    #[serde(rename = "TargetType", skip_serializing_if = "String::is_empty")]
+    pub target_type: String,
+}
+
+impl Capture {
+    /// Whether the node runs this capture, active.
+    fn active_on(&self, captures: Option<&Value>) -> bool {
+        let Some(Value::Array(list)) = captures else {
+            return false;
+        };
+        list.iter().any(|c| {
+            c.as_map().is_some_and(|m| {
+                m.get("ID").and_then(Value::as_str) == Some(self.uuid.as_str())
+                    && m.get("State").and_then(Value::as_str) == Some("active")
+            })
+        })
+    }
+}
+
+fn check_target(t: &str) -> Result<(), String> {
+    if t.is_empty() {
+        return Ok(());
+    }
+    let ok = t
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "Target {t:?} must be an address and a port, addr:port"
+        ))
+    }
+}
+
+impl Resource for Capture {
+    const NAME: &'static str = "capture";
+    const TITLE: &'static str = "Capture";
+
+    fn id(&self) -> &str {
+        &self.uuid
+    }
+    fn set_id(&mut self, id: String) {
+        self.uuid = id;
+    }
+    fn normalize(&mut self) {
+        if self.layer_key_mode.is_empty() {
+            self.layer_key_mode = "L2".into();
+        }
+    }
+    fn validate(&self) -> Result<(), String> {
+        if self.gremlin_query.trim().is_empty() {
+            return Err("GremlinQuery is required".into());
+        }
+        skydive_gremlin::parse(&self.gremlin_query)
+            .map_err(|e| format!("invalid GremlinQuery {:?}: {e}", self.gremlin_query))?;
+        skydive_capture::bpf::check(&self.bpf_filter).map_err(|e| e.to_string())?;
+        if !self.kind.is_empty() && !CAPTURE_TYPES.contains(&self.kind.as_str()) {
+            return Err(format!(
+                "unknown capture type {:?}: expected one of {}",
+                self.kind,
+                CAPTURE_TYPES.join(", ")
+            ));
+        }
+        if self.header_size != 0 && !(14..=4096).contains(&self.header_size) {
+            return Err(format!(
+                "HeaderSize must be 0 or between 14 and 4096, got {}",
+                self.header_size
+            ));
+        }
+        if !(0..=10).contains(&self.raw_packet_limit) {
+            return Err(format!(
+                "RawPacketLimit must be between 0 and 10, got {}",
+                self.raw_packet_limit
+            ));
+        }
+        if !matches!(self.layer_key_mode.as_str(), "" | "L2" | "L3") {
+            return Err(format!(
+                "LayerKeyMode must be L2 or L3, got {:?}",
+                self.layer_key_mode
+            ));
+        }
+        if !(0..=7).contains(&self.extra_layers) {
+            return Err(format!(
+                "ExtraLayers is a mask of VRRP (1), DNS (2) and DHCPv4 (4), got {}",
+                self.extra_layers
+            ));
+        }
+        if !matches!(
+            self.target_type.as_str(),
+            "" | "local" | "netflowv5" | "erspanv1"
+        ) {
+            return Err(format!(
+                "TargetType must be netflowv5, erspanv1 or local, got {:?}",
+                self.target_type
+            ));
+        }
+        check_target(&self.target)?;
+        // Capabilities (§6.3): ebpf has neither BPF nor raw packets.
+        if self.kind == "ebpf" {
+            if !self.bpf_filter.is_empty() {
+                return Err("Capture type ebpf doesn't support BPF filters".into());
+            }
+            if self.raw_packet_limit != 0 {
+                return Err("Capture type ebpf doesn't support raw packets".into());
+            }
+        }
+        Ok(())
+    }
+    fn duplicates(&self, existing: &Self) -> bool {
+        self.kind == existing.kind
+            && self.gremlin_query == existing.gremlin_query
+            && (!multi_capable(&self.kind) || self.bpf_filter == existing.bpf_filter)
+    }
+    fn on_read(&mut self, graph: &Graph) {
+        let env = skydive_gremlin::Env {
+            graph,
+            history: &skydive_graph::NoHistory,
+            flows: None,
+            bpf: None,
+            now: skydive_graph::now_ms(),
+        };
+        self.count = match skydive_gremlin::query(&self.gremlin_query, &env) {
+            Ok(skydive_gremlin::Output::Nodes(ns)) => ns
+                .iter()
+                .filter(|n| self.active_on(n.metadata.get("Captures")))
+                .count() as i64,
+            _ => 0,
+        };
+    }
+}
+
+/// `RawPackets().BPF(...)`: filters compiled by libpcap for each packet's link type.
+#[derive(Debug)]
+pub struct LibpcapBpf;
+
+impl skydive_gremlin::BpfCompiler for LibpcapBpf {
+    fn compile(&self, filter: &str) -> Result<skydive_gremlin::PacketMatcher, String> {
+        use skydive_capture::bpf::{Bpf, LINKTYPE_ETHERNET, LINKTYPE_RAW};
+        let ether = Bpf::compile(filter, LINKTYPE_ETHERNET).map_err(|e| e.to_string())?;
+        let raw = Bpf::compile(filter, LINKTYPE_RAW).ok();
+        Ok(Box::new(move |p: &skydive_flow::RawPacket| {
+            match p.link_type {
+                LINKTYPE_RAW => raw.as_ref().is_some_and(|b| b.matches(&p.data)),
+                _ => ether.matches(&p.data),
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capture(q: &str) -> Capture {
+        let mut c = Capture {
+            gremlin_query: q.into(),
+            ..Default::default()
+        };
+        c.normalize();
+        c
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        assert!(capture("G.V().Has('Name', 'eth0')").validate().is_ok());
+        let e = capture("G.V(").validate().unwrap_err();
+        assert!(e.starts_with("invalid GremlinQuery \"G.V(\": "), "{e}");
+        let mut c = capture("G.V()");
+        c.bpf_filter = "port eighty".into();
+        assert!(c.validate().unwrap_err().starts_with("invalid BPF filter"));
+        let mut c = capture("G.V()");
+        c.kind = "afpackt".into();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .starts_with("unknown capture type \"afpackt\"")
+        );
+        let mut c = capture("G.V()");
+        c.header_size = 13;
+        assert!(c.validate().is_err());
+        c.header_size = 14;
+        assert!(c.validate().is_ok());
+        c.raw_packet_limit = 11;
+        assert!(c.validate().is_err());
+        let mut c = capture("G.V()");
+        c.target = "10.0.0.1".into();
+        assert!(c.validate().is_err());
+        c.target = "10.0.0.1:2055".into();
+        assert!(c.validate().is_ok());
+        assert_eq!(capture("G.V()").layer_key_mode, "L2");
+    }
+
+    #[test]
+    fn duplicates_as_skydive_defines_them() {
+        let a = capture("G.V().Has('Name', 'eth0')");
+        let mut b = a.clone();
+        assert!(b.duplicates(&a));
+        b.bpf_filter = "icmp".into();
+        assert!(!b.duplicates(&a), "afpacket runs several filters on a node");
+        let mut s1 = a.clone();
+        s1.kind = "sflow".into();
+        let mut s2 = s1.clone();
+        s2.bpf_filter = "udp".into();
+        assert!(s2.duplicates(&s1), "one sflow capture per node");
+    }
+
+    #[test]
+    fn json_has_skydive_fields() {
+        let v = serde_json::to_value(capture("G.V()")).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"UUID": "", "GremlinQuery": "G.V()", "Count": 0,
+                "SamplingRate": 0, "PollingInterval": 0, "ExtraTCPMetric": false,
+                "IPDefrag": false, "ReassembleTCP": false, "LayerKeyMode": "L2"})
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! `/api/capture` over real sockets: validation, duplicates, `Count`, persistence
+//! (compat spec §1.3, §1.7, §6.1).
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn create(a: &TestAnalyzer, body: Value) -> (u16, String) {
+    let r = a.send("POST", "/api/capture", Some(body), &[]);
+    (r.status, r.text())
+}
+
+#[test]
+fn captures_are_validated_with_the_reason() {
+    let a = TestAnalyzer::start();
+    let cases = [
+        (
+            json!({"GremlinQuery": "G.V().Has("}),
+            "invalid GremlinQuery",
+        ),
+        (json!({}), "GremlinQuery is required"),
+        (
+            json!({"GremlinQuery": "G.V()", "BPFFilter": "port eighty"}),
+            "invalid BPF filter \"port eighty\": ",
+        ),
+        (
+            json!({"GremlinQuery": "G.V()", "Type": "afpackt"}),
+            "unknown capture type \"afpackt\"",
+        ),
+        (
+            json!({"GremlinQuery": "G.V()", "HeaderSize": 5000}),
+            "HeaderSize must be 0 or between 14 and 4096",
+        ),
+        (
+            json!({"GremlinQuery": "G.V()", "LayerKeyMode": "L4"}),
+            "LayerKeyMode must be L2 or L3",
+        ),
+        (
+            json!({"GremlinQuery": "G.V()", "Target": "nowhere"}),
+            "Target \"nowhere\" must be an address and a port",
+        ),
+    ];
+    for (body, reason) in cases {
+        let (status, text) = create(&a, body.clone());
+        assert_eq!(status, 400, "{body}: {text}");
+        assert!(text.starts_with(reason), "{body}: {text}");
+    }
+    assert!(
+        a.get("/api/capture").as_object().unwrap().is_empty(),
+        "nothing was stored"
+    );
+}
+
+#[test]
+fn capture_crud_duplicates_count_and_restart() {
+    let mut a = TestAnalyzer::start();
+    let (status, text) = create(
+        &a,
+        json!({"GremlinQuery": "G.V().Has('Name', 'eth-cap')", "BPFFilter": "icmp", "Name": "c1"}),
+    );
+    assert_eq!(status, 201, "{text}");
+    let c: Value = serde_json::from_str(&text).unwrap();
+    let id = c["UUID"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 36);
+    assert_eq!(c["LayerKeyMode"], "L2");
+    assert_eq!(c["Count"], 0);
+
+    // Same query, same filter: a duplicate; another filter: a second capture.
+    let (status, text) = create(
+        &a,
+        json!({"GremlinQuery": "G.V().Has('Name', 'eth-cap')", "BPFFilter": "icmp"}),
+    );
+    assert_eq!((status, text.as_str()), (409, "duplicated resource\n"));
+    let (status, _) = create(
+        &a,
+        json!({"GremlinQuery": "G.V().Has('Name', 'eth-cap')", "BPFFilter": "arp"}),
+    );
+    assert_eq!(status, 201);
+    assert_eq!(a.get("/api/capture").as_object().unwrap().len(), 2);
+
+    // Count: the nodes of the query where this capture is active.
+    let node = json!({"ID": "n-cap", "Metadata": {"Name": "eth-cap", "Type": "veth",
+        "Captures": [{"ID": id, "State": "active", "Type": "afpacket"}]}});
+    assert_eq!(a.send("POST", "/api/node", Some(node), &[]).status, 201);
+    assert_eq!(a.get(&format!("/api/capture/{id}"))["Count"], 1);
+    assert_eq!(a.get("/api/capture")[&id]["Count"], 1);
+
+    // Captures are not updatable.
+    let r = a.send(
+        "PATCH",
+        &format!("/api/capture/{id}"),
+        Some(json!([{"op": "replace", "path": "/Name", "value": "c2"}])),
+        &[],
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.text(),
+        "updating resource with patched version: resource not updatable\n"
+    );
+
+    a.restart();
+    let got = a.get(&format!("/api/capture/{id}"));
+    assert_eq!(got["BPFFilter"], "icmp");
+    assert_eq!(got["Name"], "c1");
+
+    assert_eq!(
+        a.send("DELETE", &format!("/api/capture/{id}"), None, &[])
+            .status,
+        200
+    );
+    let r = a.send("GET", &format!("/api/capture/{id}"), None, &[]);
+    assert_eq!(r.status, 404);
+    assert_eq!(r.text(), format!("Capture '{id}' not found\n"));
+}

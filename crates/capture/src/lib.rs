@@ -1,0 +1,8 @@
+//! Capture sources for the agent (compat spec §6.5): BPF filters compiled by libpcap, and
+//! the probes that turn a node's traffic into packets for the flow table.
+
+#![forbid(unsafe_code)]
+
+pub mod bpf;
+
+pub use bpf::{Bpf, BpfError};
