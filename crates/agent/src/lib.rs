@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod captures;
 pub mod host;
 pub mod link;
 
@@ -34,6 +35,7 @@ pub struct Agent {
     pub ctx: Shared,
     pub links: Vec<LinkHandle>,
     pub probes: Option<Arc<skydive_probes::Probes>>,
+    pub captures: Arc<captures::Captures>,
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     tasks: Vec<JoinHandle<()>>,
@@ -136,6 +138,14 @@ impl Agent {
             .with_context(|| format!("agent.listen: cannot listen on {}", settings.agent.listen))?;
         let addr = listener.local_addr()?;
         let hub = Hub::new(graph).spawn();
+        let captures = captures::Captures::new(
+            hub.clone(),
+            captures::CaptureSettings::from_settings(settings),
+        );
+        let requests: Arc<dyn RequestHandler> = Arc::new(captures::CaptureRequests {
+            captures: captures.clone(),
+            rest: requests,
+        });
         let probes = if options.probes {
             let cfg = skydive_probes::ProbesConfig {
                 host_id: host_id.clone(),
@@ -176,6 +186,7 @@ impl Agent {
                 host_id: host_id.clone(),
                 read_deadline: Duration::from_secs(ws.ping_delay + ws.pong_timeout.max(1)),
                 retry: Duration::from_secs(1),
+                flows: Some(captures.flow_sender()),
             };
             let (h, t) = link::spawn(cfg, hub.clone(), requests.clone(), stop_rx.clone());
             links.push(h);
@@ -207,6 +218,7 @@ impl Agent {
             ctx,
             links,
             probes,
+            captures,
             stop,
             server,
             tasks,
@@ -220,6 +232,10 @@ impl Agent {
 
     /// Closes the links and the API.
     pub async fn shutdown(self) {
+        // The captures' last flows go out while the links are still up.
+        let captures = self.captures.clone();
+        let _ = tokio::task::spawn_blocking(move || captures.stop_all()).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
         if let Some(p) = &self.probes {
             p.stop().await;
         }

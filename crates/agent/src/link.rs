@@ -73,6 +73,12 @@ pub struct LinkState {
     /// Frames sent since the start (several messages travel in one frame under load).
     #[serde(rename = "FramesSent")]
     pub frames_sent: u64,
+    /// Flows sent since the start.
+    #[serde(rename = "FlowsSent")]
+    pub flows_sent: u64,
+    /// Flow batches dropped because the link could not keep up.
+    #[serde(rename = "FlowBatchesDropped")]
+    pub flow_batches_dropped: u64,
 }
 
 /// A handle to a running link.
@@ -105,7 +111,52 @@ pub struct LinkConfig {
     pub read_deadline: Duration,
     /// Delay between two connection attempts.
     pub retry: Duration,
+    /// The captures' flow batches, sent to the analyzer as they come.
+    pub flows: Option<broadcast::Sender<Arc<Vec<skydive_flow::Flow>>>>,
 }
+
+/// Flows per frame.
+pub const MAX_FLOWS_PER_FRAME: usize = 500;
+
+/// The next flow batch; never resolves without a flow source.
+async fn next_flows(
+    rx: &mut Option<broadcast::Receiver<Arc<Vec<skydive_flow::Flow>>>>,
+) -> Result<Arc<Vec<skydive_flow::Flow>>, broadcast::error::RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The frames carrying a batch of flows: `Flow/FlowUpdates` messages whose `Obj` is an
+/// array of flows with their raw packets.
+fn flow_frames(flows: &[skydive_flow::Flow]) -> Vec<String> {
+    flows
+        .chunks(MAX_FLOWS_PER_FRAME)
+        .filter_map(|chunk| {
+            let wire: Vec<skydive_flow::WireFlow> = chunk
+                .iter()
+                .cloned()
+                .map(skydive_flow::WireFlow::from)
+                .collect();
+            match message::encode(
+                message::Protocol::Json,
+                FLOW_NAMESPACE,
+                FLOW_UPDATES,
+                &message::new_uuid(),
+                200,
+                &wire,
+            ) {
+                message::Frame::Text(t) => Some(t.to_string()),
+                message::Frame::Binary(_) => None,
+            }
+        })
+        .collect()
+}
+
+/// The namespace and type of flow messages.
+pub const FLOW_NAMESPACE: &str = "Flow";
+pub const FLOW_UPDATES: &str = "FlowUpdates";
 
 /// Starts a link; it runs until `stop` turns true.
 pub fn spawn(
@@ -297,6 +348,7 @@ async fn session(
     let err = |e: tokio_tungstenite::tungstenite::Error| e.to_string();
     // Subscribe before the snapshot: nothing falls between the two.
     let mut events = hub.subscribe();
+    let mut flows = cfg.flows.as_ref().map(|f| f.subscribe());
     let (frame, mut synced) = sync_frame(hub);
     ws.send(Message::text(frame)).await.map_err(err)?;
     set(state, |s| {
@@ -306,6 +358,25 @@ async fn session(
     });
     loop {
         tokio::select! {
+            f = next_flows(&mut flows) => match f {
+                Ok(batch) => {
+                    let frames = flow_frames(&batch);
+                    let nf = frames.len() as u64;
+                    for f in frames {
+                        ws.feed(Message::text(f)).await.map_err(err)?;
+                    }
+                    ws.flush().await.map_err(err)?;
+                    set(state, |s| {
+                        s.flows_sent += batch.len() as u64;
+                        s.frames_sent += nf;
+                    });
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(analyzer = %cfg.analyzer, "the link fell behind the captures: {n} flow batches dropped");
+                    set(state, |s| s.flow_batches_dropped += n);
+                }
+                Err(broadcast::error::RecvError::Closed) => flows = None,
+            },
             b = events.recv() => match b {
                 Ok(batch) => {
                     if batch.seq <= synced {

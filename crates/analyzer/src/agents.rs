@@ -25,6 +25,7 @@ pub const ENDPOINT: &str = "/ws/agent/topology";
 pub struct Agents {
     ctx: Shared,
     grace: Duration,
+    pub ingest: Arc<crate::flows::FlowIngest>,
     /// Origins whose removal is scheduled.
     pending: Mutex<HashMap<String, tokio::task::AbortHandle>>,
 }
@@ -38,10 +39,11 @@ impl std::fmt::Debug for Agents {
 }
 
 impl Agents {
-    pub fn new(ctx: Shared, grace: Duration) -> Arc<Agents> {
+    pub fn new(ctx: Shared, grace: Duration, ingest: Arc<crate::flows::FlowIngest>) -> Arc<Agents> {
         Arc::new(Agents {
             ctx,
             grace,
+            ingest,
             pending: Mutex::new(HashMap::new()),
         })
     }
@@ -112,6 +114,14 @@ impl MessageHandler for AgentHandler {
     async fn on_message(&self, conn: &Arc<Conn>, msg: Incoming) {
         if msg.namespace == graph_types::NAMESPACE {
             self.publisher.on_graph_message(conn, msg).await;
+        } else if msg.namespace == "Flow" && msg.kind == "FlowUpdates" {
+            match crate::flows::decode_flows(msg.obj_text()) {
+                Ok(flows) => self.agents.ingest.push(flows),
+                Err(e) => {
+                    tracing::warn!(agent = %conn.handshake.host_id, "dropping flows: {e}");
+                    conn.send_msg(&msg.namespace, &msg.kind, &msg.uuid, 400, &e);
+                }
+            }
         } else {
             tracing::debug!(agent = %conn.handshake.host_id, namespace = %msg.namespace, kind = %msg.kind, "unexpected message from an agent");
         }

@@ -5,18 +5,7 @@ use skydive_graph::{Graph, Value};
 
 use crate::resources::Resource;
 
-/// Every capture type Skydive knew.
-pub const CAPTURE_TYPES: &[&str] = &[
-    "ovssflow",
-    "pcapsocket",
-    "ovsmirror",
-    "dpdk",
-    "afpacket",
-    "pcap",
-    "ebpf",
-    "sflow",
-    "ovsnetflow",
-];
+use skydive_flow::capture::CAPTURE_TYPES;
 
 /// Types that run several captures on one node (§6.3); the empty type counts as one.
 fn multi_capable(t: &str) -> bool {

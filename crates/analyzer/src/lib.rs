@@ -10,9 +10,11 @@
 
 pub mod agents;
 pub mod captures;
+pub mod flows;
 pub mod nodes;
 pub mod resources;
 pub mod rules;
+pub mod scheduler;
 pub mod status;
 pub mod storage;
 
@@ -80,13 +82,12 @@ impl Analyzer {
         let mut hub = Hub::new(Graph::new());
         let history_sink = stores.recorder.as_ref().map(|_| hub.add_sink(64));
         let hub = hub.spawn();
-        let flows: Option<Arc<dyn skydive_gremlin::FlowSource>> =
-            stores.flows.clone().map(|store| {
-                Arc::new(storage::StoredFlows {
-                    store,
-                    expire: settings.flow.expire.saturating_mul(1000) as i64,
-                }) as Arc<dyn skydive_gremlin::FlowSource>
-            });
+        let flow_source = Arc::new(storage::AnalyzerFlows {
+            store: stores.flows.clone(),
+            expire: settings.flow.expire.saturating_mul(1000) as i64,
+            agents: Default::default(),
+        });
+        let flows: Option<Arc<dyn skydive_gremlin::FlowSource>> = Some(flow_source.clone());
         let ctx: Shared = Arc::new(Context {
             service: Service::Analyzer,
             host_id: settings.host_id.clone(),
@@ -99,10 +100,16 @@ impl Analyzer {
         });
         let resources = Resources::new(stores.resources.clone());
         let stores = Arc::new(stores);
+        let (ingest, ingest_task) = flows::FlowIngest::start(
+            stores.flows.clone(),
+            settings.analyzer.flow.max_buffer_size as usize,
+        );
         let agents = Agents::new(
             ctx.clone(),
             Duration::from_secs(settings.analyzer.topology.agent_grace_period),
+            ingest.clone(),
         );
+        let _ = flow_source.agents.set(agents.clone());
         let elements = nodes::ElementApi::new(hub.clone(), resources.clone(), &settings.host_id);
         let rules = rules::RulesEngine::new(hub.clone(), resources.clone(), &settings.host_id);
 
@@ -132,9 +139,13 @@ impl Analyzer {
             let _ = rx.wait_for(|s| *s).await;
         }));
         let mut tasks = vec![
+            ingest_task,
             resources.spawn_expiry(),
             tokio::spawn(elements.run()),
             tokio::spawn(rules.run()),
+            tokio::spawn(
+                scheduler::Scheduler::new(hub.clone(), resources.clone(), agents.clone()).run(),
+            ),
             tokio::spawn(storage::retention_loop(
                 stores.embedded.values().cloned().collect(),
                 Duration::from_secs(60),

@@ -37,6 +37,7 @@ impl AnalyzerStatus {
             "Probes": {},
             "Graph": {"Nodes": snap.graph.node_count(), "Edges": snap.graph.edge_count()},
             "Storage": self.stores.status_document(),
+            "Flows": self.agents.ingest.counters.document(),
         })
     }
 }

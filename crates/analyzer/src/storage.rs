@@ -299,21 +299,35 @@ pub async fn retention_loop(
     }
 }
 
-/// Flows for Gremlin: stored flows in a time context. Live flows (no time context) come
-/// from the agents' tables through captures; until an agent reports any, there are none.
-pub struct StoredFlows {
-    pub store: Arc<dyn FlowStore>,
+/// Flows for Gremlin: the agents' live tables without a time context, the flow store in
+/// one (compat spec §4.6).
+pub struct AnalyzerFlows {
+    pub store: Option<Arc<dyn FlowStore>>,
     /// `flow.expire`, in milliseconds: a flow last seen that long before a slice may still
-    /// have been alive in it (compat spec §4.6).
+    /// have been alive in it.
     pub expire: Time,
+    /// Set once the agents' registry exists.
+    pub agents: std::sync::OnceLock<Arc<crate::agents::Agents>>,
 }
 
-impl FlowSource for StoredFlows {
+impl AnalyzerFlows {
+    fn store(&self) -> Result<&Arc<dyn FlowStore>, String> {
+        self.store
+            .as_ref()
+            .ok_or_else(|| "No storage backend has been configured".to_string())
+    }
+}
+
+impl FlowSource for AnalyzerFlows {
     fn flows(&self, q: &FlowQuery) -> Result<Vec<Flow>, String> {
         match q.time {
-            None => Ok(Vec::new()),
+            None => Ok(self
+                .agents
+                .get()
+                .map(|a| crate::flows::live_flows(a, q))
+                .unwrap_or_default()),
             Some(t) => self
-                .store
+                .store()?
                 .flows(&q.filter, t.start.saturating_sub(self.expire), t.last)
                 .map_err(|e| e.to_string()),
         }
@@ -323,7 +337,7 @@ impl FlowSource for StoredFlows {
         match q.time {
             None => Ok(BTreeMap::new()),
             Some(t) => self
-                .store
+                .store()?
                 .metrics(&q.filter, t.start, t.last)
                 .map_err(|e| e.to_string()),
         }
@@ -333,7 +347,7 @@ impl FlowSource for StoredFlows {
         match q.time {
             None => Ok(BTreeMap::new()),
             Some(t) => self
-                .store
+                .store()?
                 .raw_packets(&q.filter, t.start, t.last)
                 .map_err(|e| e.to_string()),
         }

@@ -17,6 +17,6 @@ pub mod table;
 
 pub use model::{
     FinishType, Flow, FlowLayer, FlowMetric, FlowProtocol, IcmpLayer, IcmpType, IpMetric,
-    RawPacket, TcpMetric, TransportLayer,
+    RawPacket, TcpMetric, TransportLayer, WireFlow,
 };
 pub use table::{FlowTable, Packet, TableConfig, TableStats};

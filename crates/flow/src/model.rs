@@ -595,6 +595,35 @@ impl Getter for Flow {
     }
 }
 
+/// A flow as agents send it to the analyzer: the flow's JSON plus the raw packets of the
+/// last update period (which the flow's own JSON leaves out, as Skydive's did).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WireFlow {
+    #[serde(flatten)]
+    pub flow: Flow,
+    #[serde(
+        rename = "LastRawPackets",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub raw_packets: Vec<RawPacket>,
+}
+
+impl From<Flow> for WireFlow {
+    fn from(mut flow: Flow) -> Self {
+        let raw_packets = std::mem::take(&mut flow.last_raw_packets);
+        WireFlow { flow, raw_packets }
+    }
+}
+
+impl From<WireFlow> for Flow {
+    fn from(w: WireFlow) -> Self {
+        let mut f = w.flow;
+        f.last_raw_packets = w.raw_packets;
+        f
+    }
+}
+
 impl Flow {
     /// The flow as a metadata value (for `Values`, `Keys` and generic handling).
     pub fn to_value(&self) -> Value {
@@ -657,6 +686,23 @@ mod tests {
         );
         let back: Flow = serde_json::from_str(&json).unwrap();
         assert_eq!(back, icmp_flow());
+    }
+
+    #[test]
+    fn wire_flows_carry_the_raw_packets() {
+        let mut f = icmp_flow();
+        f.last_raw_packets = vec![RawPacket {
+            timestamp: 5,
+            index: 1,
+            data: vec![1, 2, 3],
+            link_type: 1,
+        }];
+        let json = serde_json::to_string(&WireFlow::from(f.clone())).unwrap();
+        assert!(json.contains(
+            r#""LastRawPackets":[{"Timestamp":5,"Index":1,"Data":"AQID","LinkType":1}]"#
+        ));
+        let back: WireFlow = serde_json::from_str(&json).unwrap();
+        assert_eq!(Flow::from(back), f);
     }
 
     #[test]

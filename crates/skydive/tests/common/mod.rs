@@ -121,3 +121,78 @@ pub fn wait_api(addr: &str) {
         },
     );
 }
+
+// Network namespaces and links for the tests that need root.
+
+/// Whether the test may run; prints why not.
+pub fn root(test: &str) -> bool {
+    if nix_is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test} needs root, and under CI=true it must run");
+    }
+    eprintln!("SKIPPED {test}: needs root (network namespaces)");
+    false
+}
+
+pub fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Runs a command line; panics with its output when it fails. `ip -n NS` and
+/// `ip netns exec NS` also remount `/` as a slave, which fails where `/` is not a mount point
+/// (a chroot); entering only the network namespace with `nsenter` works everywhere.
+pub fn sh(cmd: &str) {
+    let cmd = &in_netns(cmd);
+    let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(
+        o.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Removes what a test created when it ends, however it ends.
+pub struct Cleanup(pub Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for c in self.0.iter().rev() {
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!("{} 2>/dev/null", in_netns(c)))
+                .status();
+        }
+    }
+}
+
+impl Cleanup {
+    pub fn netns(&mut self, name: &str) {
+        sh(&format!("ip netns add {name}"));
+        self.0.push(format!("ip netns del {name}"));
+    }
+    pub fn link(&mut self, name: &str, cmd: &str) {
+        sh(cmd);
+        self.0.push(format!("ip link del {name}"));
+    }
+}
+
+/// Rewrites `ip -n NS …` and `ip netns exec NS …` into `nsenter --net=/run/netns/NS …`.
+pub fn in_netns(cmd: &str) -> String {
+    let words: Vec<&str> = cmd.split(' ').collect();
+    let (ns, rest) = match words.as_slice() {
+        ["ip", "-n", ns, rest @ ..] => (*ns, format!("ip {}", rest.join(" "))),
+        ["ip", "netns", "exec", ns, rest @ ..] => (*ns, rest.join(" ")),
+        _ => return cmd.to_string(),
+    };
+    format!("nsenter --net=/run/netns/{ns} {rest}")
+}

@@ -1,0 +1,703 @@
+//! The agent's captures (compat spec §6.4, §6.5): the analyzer asks for a capture on a node
+//! (`OnDemandCapture/Start`), the agent opens a probe on that interface inside the node's
+//! network namespace, feeds a flow table, and sends the flows to every analyzer; the node
+//! carries the capture's state and counters in `Captures`. `Stop` flushes the table.
+//!
+//! One thread per probe: it enters the namespace, opens the socket (an AF_PACKET ring, or
+//! libpcap for `pcap`), reads batches of frames into the table, runs the table's update and
+//! expiry ticks on the wall clock, and every `agent.capture.stats_update` seconds writes the
+//! counters into the node and a snapshot of the table for live flow queries.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+use skydive_api::hub::HubHandle;
+use skydive_api::message::Incoming;
+use skydive_capture::afpacket::{Ring, RingConfig, ifindex};
+use skydive_capture::bpf::{Bpf, LINKTYPE_ETHERNET};
+use skydive_flow::decode::LinkType;
+use skydive_flow::{Flow, FlowTable, Packet, TableConfig};
+use skydive_graph::{Filter, Graph, Map, Node, Value, now_ms};
+use tokio::sync::broadcast;
+
+use crate::link::RequestHandler;
+
+/// The namespace of capture requests.
+pub const NAMESPACE: &str = "OnDemandCapture";
+use crate::link::FLOW_NAMESPACE;
+
+/// What the capture manager needs from the agent's settings.
+#[derive(Clone, Debug)]
+pub struct CaptureSettings {
+    /// `flow.update`, ms.
+    pub update_ms: i64,
+    /// `flow.expire`, ms.
+    pub expire_ms: i64,
+    /// `flow.max_entries`.
+    pub max_entries: usize,
+    /// `flow.application_ports`.
+    pub app_ports: HashMap<(u8, u16), String>,
+    /// `agent.capture.stats_update`.
+    pub stats_every: Duration,
+    /// `host:port` of the analyzers, whose traffic is never captured.
+    pub analyzers: Vec<String>,
+}
+
+impl CaptureSettings {
+    pub fn from_settings(s: &skydive_config::Settings) -> Self {
+        let mut app_ports = HashMap::new();
+        for (proto, n) in [("tcp", 6u8), ("udp", 17u8)] {
+            if let Some(m) = s
+                .flow
+                .application_ports
+                .get(proto)
+                .and_then(Json::as_object)
+            {
+                for (port, app) in m {
+                    if let (Ok(p), Some(a)) = (port.parse::<u16>(), app.as_str()) {
+                        app_ports.insert((n, p), a.to_string());
+                    }
+                }
+            }
+        }
+        CaptureSettings {
+            update_ms: s.flow.update.saturating_mul(1000) as i64,
+            expire_ms: s.flow.expire.saturating_mul(1000) as i64,
+            max_entries: s.flow.max_entries as usize,
+            app_ports,
+            stats_every: Duration::from_secs(s.agent.capture.stats_update.max(1)),
+            analyzers: s.analyzers.clone(),
+        }
+    }
+}
+
+/// The capture resource fields a probe uses.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct CaptureSpec {
+    #[serde(rename = "UUID")]
+    pub uuid: String,
+    #[serde(rename = "Name")]
+    pub name: String,
+    #[serde(rename = "Description")]
+    pub description: String,
+    #[serde(rename = "Type")]
+    pub kind: String,
+    #[serde(rename = "BPFFilter")]
+    pub bpf_filter: String,
+    #[serde(rename = "HeaderSize")]
+    pub header_size: i64,
+    #[serde(rename = "RawPacketLimit")]
+    pub raw_packet_limit: i64,
+    #[serde(rename = "ExtraTCPMetric")]
+    pub extra_tcp_metric: bool,
+    #[serde(rename = "IPDefrag")]
+    pub ip_defrag: bool,
+    #[serde(rename = "LayerKeyMode")]
+    pub layer_key_mode: String,
+    #[serde(rename = "ExtraLayers")]
+    pub extra_layers: i64,
+}
+
+#[derive(Deserialize)]
+struct StartRequest {
+    #[serde(rename = "NodeID")]
+    node_id: String,
+    #[serde(rename = "Resource")]
+    resource: CaptureSpec,
+}
+
+/// A running probe.
+struct Probe {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// The table's flows at the last statistics tick (for live queries).
+    snapshot: Arc<Mutex<Vec<Flow>>>,
+}
+
+/// Counters of the capture manager, for `/api/status`.
+#[derive(Debug, Default)]
+pub struct CaptureCounters {
+    pub flows_sent: AtomicU64,
+    pub flows_dropped: AtomicU64,
+}
+
+/// The captures of an agent.
+pub struct Captures {
+    hub: HubHandle,
+    settings: CaptureSettings,
+    rt: tokio::runtime::Handle,
+    flows: broadcast::Sender<Arc<Vec<Flow>>>,
+    probes: Mutex<HashMap<(String, String), Probe>>,
+    pub counters: Arc<CaptureCounters>,
+}
+
+impl std::fmt::Debug for Captures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Captures").finish()
+    }
+}
+
+/// The BPF filter a probe attaches: the user's, minus the traffic to the analyzers.
+pub fn normalized_filter(user: &str, analyzers: &[String]) -> String {
+    let mut excl = Vec::new();
+    for a in analyzers {
+        if let Some((host, port)) = a.rsplit_once(':') {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let host = if host.is_empty() || host == "localhost" {
+                "127.0.0.1"
+            } else {
+                host
+            };
+            if host.parse::<std::net::IpAddr>().is_ok() && port.parse::<u16>().is_ok() {
+                excl.push(format!("(host {host} and port {port})"));
+            }
+        }
+    }
+    match (user.trim().is_empty(), excl.is_empty()) {
+        (true, true) => String::new(),
+        (false, true) => user.to_string(),
+        (true, false) => format!("not ({})", excl.join(" or ")),
+        (false, false) => format!("({user}) and not ({})", excl.join(" or ")),
+    }
+}
+
+/// The network namespace file of a node: that of the `netns` node owning it, or none for the
+/// host's own namespace.
+fn namespace_of(g: &Graph, node: &Node) -> Option<String> {
+    g.in_edges(&node.id)
+        .filter(|e| e.relation_type() == "ownership")
+        .filter_map(|e| g.node(&e.parent))
+        .find(|p| p.type_str() == "netns")
+        .and_then(|p| p.str_at("Path").map(str::to_string))
+}
+
+fn is_up(node: &Node) -> bool {
+    match node.metadata.get("LinkFlags") {
+        Some(Value::Array(flags)) => flags.iter().any(|f| f.as_str() == Some("UP")),
+        _ => node.str_at("State") == Some("UP"),
+    }
+}
+
+/// A `Captures` entry.
+fn capture_entry(
+    spec: &CaptureSpec,
+    kind: &str,
+    state: &str,
+    error: &str,
+    received: u64,
+    dropped: u64,
+) -> Value {
+    let mut m = Map::new();
+    m.insert("ID", spec.uuid.as_str());
+    m.insert("State", state);
+    m.insert("Type", kind);
+    if !spec.name.is_empty() {
+        m.insert("Name", spec.name.as_str());
+    }
+    if !spec.description.is_empty() {
+        m.insert("Description", spec.description.as_str());
+    }
+    if !spec.bpf_filter.is_empty() {
+        m.insert("BPFFilter", spec.bpf_filter.as_str());
+    }
+    if !error.is_empty() {
+        m.insert("Error", error);
+    }
+    m.insert("PacketsReceived", Value::Int(received as i64));
+    m.insert("PacketsDropped", Value::Int(dropped as i64));
+    Value::Map(m)
+}
+
+/// Replaces (or with `None` removes) the entry of capture `id` in the node's `Captures`.
+async fn set_entry(hub: &HubHandle, node: String, id: String, entry: Option<Value>) {
+    let _ = hub
+        .apply(None, move |g| {
+            if g.node(&node).is_none() {
+                return Ok(Vec::new());
+            }
+            Ok(g.update_node_metadata(&node, now_ms(), |m| {
+                let mut list = match m.get("Captures") {
+                    Some(Value::Array(l)) => l.clone(),
+                    _ => Vec::new(),
+                };
+                list.retain(|c| {
+                    c.as_map().and_then(|c| c.get("ID")).and_then(Value::as_str)
+                        != Some(id.as_str())
+                });
+                if let Some(e) = entry {
+                    list.push(e);
+                }
+                if list.is_empty() {
+                    m.remove("Captures");
+                } else {
+                    m.insert("Captures", Value::Array(list));
+                }
+            })?
+            .into_iter()
+            .collect())
+        })
+        .await;
+}
+
+/// Where frames come from.
+enum Source {
+    Ring(Ring),
+    Pcap(pcap::Capture<pcap::Active>),
+}
+
+impl Source {
+    fn open(kind: &str, ifname: &str, snaplen: u32, filter: &str) -> Result<Source, String> {
+        let bpf = if filter.is_empty() {
+            None
+        } else {
+            Some(Bpf::compile(filter, LINKTYPE_ETHERNET).map_err(|e| e.to_string())?)
+        };
+        match kind {
+            "pcap" => {
+                let mut c = pcap::Capture::from_device(ifname)
+                    .map_err(|e| e.to_string())?
+                    .snaplen(snaplen as i32)
+                    .immediate_mode(true)
+                    .timeout(100)
+                    .open()
+                    .map_err(|e| format!("cannot capture on {ifname}: {e}"))?;
+                if !filter.is_empty() {
+                    c.filter(filter, true).map_err(|e| e.to_string())?;
+                }
+                Ok(Source::Pcap(c))
+            }
+            _ => {
+                let cfg = RingConfig {
+                    ifindex: ifindex(ifname).map_err(|e| format!("no interface {ifname}: {e}"))?,
+                    snaplen,
+                    ..Default::default()
+                };
+                Ring::open(&cfg, bpf.as_ref().map(|b| b.instructions()))
+                    .map(Source::Ring)
+                    .map_err(|e| format!("cannot capture on {ifname}: {e}"))
+            }
+        }
+    }
+
+    /// Reads what is there (waiting up to `wait`) into `buf`/`frames`.
+    fn read(
+        &mut self,
+        wait: Duration,
+        buf: &mut Vec<u8>,
+        frames: &mut Vec<(usize, usize, u32, i64)>,
+    ) -> Result<(), String> {
+        let mut push = |data: &[u8], wire: u32, ts: i64| {
+            let start = buf.len();
+            buf.extend_from_slice(data);
+            frames.push((start, data.len(), wire, ts));
+        };
+        match self {
+            Source::Ring(r) => r
+                .next_block(wait, |f| push(f.data, f.wire_len, f.ts_ns))
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Source::Pcap(c) => {
+                for _ in 0..256 {
+                    match c.next_packet() {
+                        Ok(p) => {
+                            let ts =
+                                p.header.ts.tv_sec * 1_000_000_000 + p.header.ts.tv_usec * 1000;
+                            push(p.data, p.header.len, ts);
+                        }
+                        Err(pcap::Error::TimeoutExpired) => break,
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn stats(&mut self) -> (u64, u64) {
+        match self {
+            Source::Ring(r) => r.stats().map(|s| (s.received, s.dropped)).unwrap_or((0, 0)),
+            Source::Pcap(c) => c
+                .stats()
+                .map(|s| (u64::from(s.received), u64::from(s.dropped)))
+                .unwrap_or((0, 0)),
+        }
+    }
+}
+
+impl Captures {
+    pub fn new(hub: HubHandle, settings: CaptureSettings) -> Arc<Captures> {
+        Arc::new(Captures {
+            hub,
+            settings,
+            rt: tokio::runtime::Handle::current(),
+            flows: broadcast::channel(1024).0,
+            probes: Mutex::new(HashMap::new()),
+            counters: Arc::default(),
+        })
+    }
+
+    /// Where flow batches are published (each link subscribes and sends them on).
+    pub fn flow_sender(&self) -> broadcast::Sender<Arc<Vec<Flow>>> {
+        self.flows.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Probe>> {
+        self.probes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many probes run.
+    pub fn running(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn start(&self, req: StartRequest) -> Result<(), (i64, String)> {
+        let snap = self.hub.snapshot();
+        let g = &snap.graph;
+        let node = g
+            .node(&req.node_id)
+            .cloned()
+            .ok_or((404, format!("node {} not found", req.node_id)))?;
+        let spec = req.resource;
+        let allowed = skydive_flow::capture::allowed_capture_types(node.type_str());
+        let kind = if spec.kind.is_empty() {
+            allowed.first().copied().unwrap_or("")
+        } else {
+            spec.kind.as_str()
+        };
+        if !allowed.contains(&kind) {
+            return Err((
+                500,
+                format!(
+                    "Capture type {kind} not allowed on this node type: {}",
+                    node.type_str()
+                ),
+            ));
+        }
+        if !matches!(kind, "afpacket" | "pcap") {
+            return Err((
+                500,
+                format!("capture type {kind} is not available on this agent yet"),
+            ));
+        }
+        let key = (spec.uuid.clone(), node.id.to_string());
+        if self.lock().contains_key(&key) {
+            return Ok(());
+        }
+        let name = node.name().to_string();
+        if name.is_empty() {
+            return Err((500, "the node has no Name".into()));
+        }
+        if !is_up(&node) {
+            return Err((500, format!("Can't start capture on node down {name}")));
+        }
+        let tid = node
+            .str_at("TID")
+            .ok_or((500, format!("the node {name} has no TID")))?
+            .to_string();
+        let netns = namespace_of(g, &node);
+        let filter = normalized_filter(&spec.bpf_filter, &self.settings.analyzers);
+        let snaplen = if spec.header_size == 0 {
+            256
+        } else {
+            spec.header_size as u32
+        };
+        let cfg = TableConfig {
+            node_tid: tid,
+            capture_id: spec.uuid.clone(),
+            l2_mode: spec.layer_key_mode != "L3",
+            raw_packet_limit: spec.raw_packet_limit.clamp(0, 10) as usize,
+            extra_tcp_metric: spec.extra_tcp_metric,
+            ip_defrag: spec.ip_defrag,
+            extra_layers: spec.extra_layers.clamp(0, 7) as u32,
+            app_ports: self.settings.app_ports.clone(),
+            max_entries: self.settings.max_entries.max(1),
+            update_ms: self.settings.update_ms.max(1000),
+            expire_ms: self.settings.expire_ms.max(1000),
+            ..TableConfig::default()
+        };
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let snapshot = Arc::new(Mutex::new(Vec::new()));
+        let (opened_tx, opened_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let ctx = ProbeContext {
+            hub: self.hub.clone(),
+            rt: self.rt.clone(),
+            flows: self.flows.clone(),
+            counters: self.counters.clone(),
+            stats_every: self.settings.stats_every,
+            stop: stop.clone(),
+            snapshot: snapshot.clone(),
+            node_id: node.id.to_string(),
+            spec: spec.clone(),
+            kind: kind.to_string(),
+        };
+        let kind_owned = kind.to_string();
+        let thread = std::thread::Builder::new()
+            .name(format!("capture-{name}"))
+            .spawn(move || {
+                if let Some(path) = &netns {
+                    let entered = std::fs::File::open(path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|f| {
+                            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
+                                .map_err(|e| e.to_string())
+                        });
+                    if let Err(e) = entered {
+                        let _ =
+                            opened_tx.send(Err(format!("cannot enter the namespace {path}: {e}")));
+                        return;
+                    }
+                }
+                match Source::open(&kind_owned, &name, snaplen, &filter) {
+                    Ok(source) => {
+                        let _ = opened_tx.send(Ok(()));
+                        ctx.run(source, cfg);
+                    }
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                    }
+                }
+            })
+            .map_err(|e| (500, e.to_string()))?;
+        match opened_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err((500, e));
+            }
+            Err(_) => return Err((500, "the probe did not start within 10 s".into())),
+        }
+        let hub = self.hub.clone();
+        let entry = capture_entry(&spec, kind, "active", "", 0, 0);
+        let (node_id, id) = (node.id.to_string(), spec.uuid.clone());
+        self.rt
+            .spawn(async move { set_entry(&hub, node_id, id, Some(entry)).await });
+        tracing::info!(capture = %spec.uuid, node = %node.id, kind, "capture started");
+        self.lock().insert(
+            key,
+            Probe {
+                stop,
+                thread: Some(thread),
+                snapshot,
+            },
+        );
+        Ok(())
+    }
+
+    fn stop(&self, node_id: &str, capture_id: &str) -> bool {
+        let probe = self
+            .lock()
+            .remove(&(capture_id.to_string(), node_id.to_string()));
+        let Some(mut p) = probe else { return false };
+        p.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = p.thread.take() {
+            let _ = t.join();
+        }
+        tracing::info!(capture = %capture_id, node = %node_id, "capture stopped");
+        let hub = self.hub.clone();
+        let (node_id, id) = (node_id.to_string(), capture_id.to_string());
+        self.rt
+            .spawn(async move { set_entry(&hub, node_id, id, None).await });
+        true
+    }
+
+    /// Stops every probe (the agent is stopping); their tables are flushed.
+    pub fn stop_all(&self) {
+        let keys: Vec<(String, String)> = self.lock().keys().cloned().collect();
+        for (capture, node) in keys {
+            self.stop(&node, &capture);
+        }
+    }
+
+    /// The live flows of every probe that match `filter`.
+    pub fn live_flows(&self, filter: &Filter) -> Vec<Flow> {
+        self.lock()
+            .values()
+            .flat_map(|p| {
+                p.snapshot
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .filter(|f| filter.eval(*f))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+impl Drop for Captures {
+    fn drop(&mut self) {
+        for p in self.lock().values() {
+            p.stop.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+struct ProbeContext {
+    hub: HubHandle,
+    rt: tokio::runtime::Handle,
+    flows: broadcast::Sender<Arc<Vec<Flow>>>,
+    counters: Arc<CaptureCounters>,
+    stats_every: Duration,
+    stop: Arc<AtomicBool>,
+    snapshot: Arc<Mutex<Vec<Flow>>>,
+    node_id: String,
+    spec: CaptureSpec,
+    kind: String,
+}
+
+impl ProbeContext {
+    fn send(&self, flows: Vec<Flow>) {
+        if flows.is_empty() {
+            return;
+        }
+        let n = flows.len() as u64;
+        match self.flows.send(Arc::new(flows)) {
+            Ok(_) => self.counters.flows_sent.fetch_add(n, Ordering::Relaxed),
+            // No analyzer link listening.
+            Err(_) => self.counters.flows_dropped.fetch_add(n, Ordering::Relaxed),
+        };
+    }
+
+    fn run(self, mut source: Source, cfg: TableConfig) {
+        let mut table = FlowTable::new(cfg);
+        let mut buf = Vec::with_capacity(1 << 20);
+        let mut frames = Vec::with_capacity(4096);
+        let mut last_stats = Instant::now();
+        let mut error = String::new();
+        while !self.stop.load(Ordering::SeqCst) {
+            buf.clear();
+            frames.clear();
+            if let Err(e) = source.read(Duration::from_millis(100), &mut buf, &mut frames) {
+                error = e;
+                break;
+            }
+            if !frames.is_empty() {
+                let packets: Vec<Packet<'_>> = frames
+                    .iter()
+                    .map(|&(start, len, wire_len, ts_ns)| Packet {
+                        data: &buf[start..start + len],
+                        wire_len,
+                        ts_ns,
+                    })
+                    .collect();
+                table.process_batch(&packets, LinkType::Ethernet);
+            }
+            self.send(table.advance(now_ms()));
+            if last_stats.elapsed() >= self.stats_every {
+                last_stats = Instant::now();
+                *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = table.flows();
+                let (rx, dropped) = source.stats();
+                let entry = capture_entry(&self.spec, &self.kind, "active", "", rx, dropped);
+                self.rt.block_on(set_entry(
+                    &self.hub,
+                    self.node_id.clone(),
+                    self.spec.uuid.clone(),
+                    Some(entry),
+                ));
+            }
+        }
+        self.send(table.flush(now_ms()));
+        if !error.is_empty() {
+            tracing::warn!(capture = %self.spec.uuid, node = %self.node_id, "capture failed: {error}");
+            let (rx, dropped) = source.stats();
+            let entry = capture_entry(&self.spec, &self.kind, "error", &error, rx, dropped);
+            self.rt.block_on(set_entry(
+                &self.hub,
+                self.node_id.clone(),
+                self.spec.uuid.clone(),
+                Some(entry),
+            ));
+        }
+    }
+}
+
+/// Serves capture and flow requests, and hands the others to `rest`.
+pub struct CaptureRequests {
+    pub captures: Arc<Captures>,
+    pub rest: Arc<dyn RequestHandler>,
+}
+
+impl RequestHandler for CaptureRequests {
+    fn handle(&self, msg: &Incoming) -> (String, i64, serde_json::Value) {
+        let this = &self.captures;
+        match (msg.namespace.as_str(), msg.kind.as_str()) {
+            (NAMESPACE, "Start") => {
+                let req: StartRequest = match serde_json::from_str(msg.obj_text()) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return (
+                            "StartReply".into(),
+                            400,
+                            json!(format!("invalid request: {e}")),
+                        );
+                    }
+                };
+                // Opening a probe waits for its thread: not on the runtime's workers.
+                match tokio::task::block_in_place(|| this.start(req)) {
+                    Ok(()) => ("StartReply".into(), 200, json!(null)),
+                    Err((status, e)) => ("StartReply".into(), status, json!(e)),
+                }
+            }
+            (NAMESPACE, "Stop") => {
+                let v: Json = serde_json::from_str(msg.obj_text()).unwrap_or_default();
+                let node = v["NodeID"].as_str().unwrap_or("").to_string();
+                let id = v["CaptureID"]
+                    .as_str()
+                    .or_else(|| v["Resource"]["UUID"].as_str())
+                    .unwrap_or("")
+                    .to_string();
+                let stopped = tokio::task::block_in_place(|| this.stop(&node, &id));
+                if stopped {
+                    ("StopReply".into(), 200, json!(null))
+                } else {
+                    (
+                        "StopReply".into(),
+                        404,
+                        json!(format!("no capture {id} on node {node}")),
+                    )
+                }
+            }
+            (FLOW_NAMESPACE, "TableQuery") => {
+                let v: Json = serde_json::from_str(msg.obj_text()).unwrap_or_default();
+                let filter: Filter =
+                    serde_json::from_value(v["Filter"].clone()).unwrap_or(Filter::True);
+                let flows: Vec<skydive_flow::WireFlow> = this
+                    .live_flows(&filter)
+                    .into_iter()
+                    .map(skydive_flow::WireFlow::from)
+                    .collect();
+                ("TableResult".into(), 200, json!(flows))
+            }
+            _ => self.rest.handle(msg),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_analyzers_traffic_is_kept_out() {
+        let a = vec!["127.0.0.1:8082".to_string(), "[::1]:8082".to_string()];
+        assert_eq!(
+            normalized_filter("icmp", &a),
+            "(icmp) and not ((host 127.0.0.1 and port 8082) or (host ::1 and port 8082))"
+        );
+        assert_eq!(
+            normalized_filter("", &a[..1]),
+            "not ((host 127.0.0.1 and port 8082))"
+        );
+        assert_eq!(normalized_filter("", &[]), "");
+        for f in [normalized_filter("icmp", &a), normalized_filter("", &a)] {
+            skydive_capture::bpf::check(&f).unwrap();
+        }
+    }
+}

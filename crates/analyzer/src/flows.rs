@@ -1,0 +1,199 @@
+//! Flows at the analyzer (compat spec §5.6, §5.7): the agents' flow updates, queued with a
+//! bound and written to the flow store in groups; and the live flows of the agents' tables
+//! for Gremlin queries without a time context.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use skydive_flow::{Flow, WireFlow};
+use skydive_gremlin::FlowQuery;
+use skydive_storage::FlowStore;
+use tokio::sync::mpsc;
+
+use crate::agents::Agents;
+
+/// What `/api/status` says about flow ingestion.
+#[derive(Debug, Default)]
+pub struct IngestCounters {
+    pub received: AtomicU64,
+    pub stored: AtomicU64,
+    pub dropped: AtomicU64,
+    pub store_errors: AtomicU64,
+    queued: AtomicUsize,
+}
+
+impl IngestCounters {
+    pub fn document(&self) -> serde_json::Value {
+        serde_json::json!({
+            "Received": self.received.load(Ordering::Relaxed),
+            "Stored": self.stored.load(Ordering::Relaxed),
+            "Dropped": self.dropped.load(Ordering::Relaxed),
+            "StoreErrors": self.store_errors.load(Ordering::Relaxed),
+            "Queued": self.queued.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// The analyzer's flow intake.
+pub struct FlowIngest {
+    tx: mpsc::UnboundedSender<Vec<Flow>>,
+    /// `analyzer.flow.max_buffer_size`: flows queued before new ones are dropped.
+    max_queued: usize,
+    pub counters: Arc<IngestCounters>,
+}
+
+impl std::fmt::Debug for FlowIngest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowIngest")
+            .field("max_queued", &self.max_queued)
+            .finish()
+    }
+}
+
+impl FlowIngest {
+    /// Starts the writer; flows are dropped (and counted) when there is no flow store.
+    pub fn start(
+        store: Option<Arc<dyn FlowStore>>,
+        max_queued: usize,
+    ) -> (Arc<FlowIngest>, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let counters = Arc::new(IngestCounters::default());
+        let task = tokio::spawn(writer(store, rx, counters.clone()));
+        (
+            Arc::new(FlowIngest {
+                tx,
+                max_queued: max_queued.max(200),
+                counters,
+            }),
+            task,
+        )
+    }
+
+    /// Takes the flows of one agent message.
+    pub fn push(&self, flows: Vec<Flow>) {
+        let n = flows.len();
+        let c = &self.counters;
+        c.received.fetch_add(n as u64, Ordering::Relaxed);
+        if c.queued.load(Ordering::Relaxed) + n > self.max_queued {
+            let before = c.dropped.fetch_add(n as u64, Ordering::Relaxed);
+            // One line per 10,000 drops at most.
+            if before / 10_000 != (before + n as u64) / 10_000 || before == 0 {
+                tracing::warn!(
+                    dropped = before + n as u64,
+                    "flow queue full ({} flows): flows are dropped",
+                    self.max_queued
+                );
+            }
+            return;
+        }
+        c.queued.fetch_add(n, Ordering::Relaxed);
+        if self.tx.send(flows).is_err() {
+            c.queued.fetch_sub(n, Ordering::Relaxed);
+            c.dropped.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Writes what has queued while the previous write was made durable, in one transaction.
+async fn writer(
+    store: Option<Arc<dyn FlowStore>>,
+    mut rx: mpsc::UnboundedReceiver<Vec<Flow>>,
+    c: Arc<IngestCounters>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = first;
+        while batch.len() < 50_000 {
+            match rx.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len();
+        let Some(store) = store.clone() else {
+            c.queued.fetch_sub(n, Ordering::Relaxed);
+            continue;
+        };
+        let mut batch = Arc::new(batch);
+        loop {
+            let (s, b) = (store.clone(), batch.clone());
+            match tokio::task::spawn_blocking(move || s.store_flows(&b)).await {
+                Ok(Ok(())) => {
+                    c.stored.fetch_add(n as u64, Ordering::Relaxed);
+                    break;
+                }
+                Ok(Err(e)) => {
+                    c.store_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("cannot store {n} flows: {e}; retrying in a second");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    tracing::error!("the flow writer failed: {e}");
+                    break;
+                }
+            }
+            batch = Arc::new(Arc::try_unwrap(batch).unwrap_or_else(|b| (*b).clone()));
+        }
+        c.queued.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// Decodes the `Obj` of a `Flow/FlowUpdates` or `Flow/TableResult` message.
+pub fn decode_flows(obj: &str) -> Result<Vec<Flow>, String> {
+    serde_json::from_str::<Vec<WireFlow>>(obj)
+        .map(|v| v.into_iter().map(Flow::from).collect())
+        .map_err(|e| format!("invalid flows: {e}"))
+}
+
+/// The live flows of the agents: a `Flow/TableQuery` to each agent concerned (those owning
+/// the query's nodes, or all), each answering from its tables within 10 s (a failing agent
+/// contributes nothing).
+pub fn live_flows(agents: &Agents, q: &FlowQuery) -> Vec<Flow> {
+    let hosts: Vec<String> = match &q.nodes {
+        Some(nodes) => {
+            let mut h: Vec<String> = nodes.iter().map(|(host, _)| host.clone()).collect();
+            h.sort();
+            h.dedup();
+            h
+        }
+        None => agents.statuses().keys().cloned().collect(),
+    };
+    let filter = q.filter.clone();
+    let conns: Vec<_> = hosts.iter().filter_map(|h| agents.find(h)).collect();
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return Vec::new();
+    };
+    rt.block_on(async move {
+        let mut asks = tokio::task::JoinSet::new();
+        for conn in conns {
+            let filter = filter.clone();
+            asks.spawn(async move {
+                let obj = serde_json::json!({ "Filter": filter });
+                match conn
+                    .request("Flow", "TableQuery", &obj, Duration::from_secs(10))
+                    .await
+                {
+                    Ok(reply) if reply.status == 200 => decode_flows(reply.obj_text())
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(agent = %conn.handshake.host_id, "{e}");
+                            Vec::new()
+                        }),
+                    Ok(reply) => {
+                        tracing::warn!(agent = %conn.handshake.host_id, status = reply.status, "flow query refused: {}", reply.obj_text());
+                        Vec::new()
+                    }
+                    Err(e) => {
+                        tracing::warn!("flow query: {e}");
+                        Vec::new()
+                    }
+                }
+            });
+        }
+        let mut all: Vec<Flow> = Vec::new();
+        while let Some(r) = asks.join_next().await {
+            all.extend(r.unwrap_or_default().into_iter().filter(|f| filter.eval(f)));
+        }
+        all.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+        all
+    })
+}

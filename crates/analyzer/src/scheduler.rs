@@ -1,0 +1,234 @@
+//! Capture scheduling (compat spec §6.4): each capture's query is evaluated against the live
+//! graph when captures change and when nodes appear or change (after a short settling
+//! delay); every capturable node of an agent that does not run the capture yet gets an
+//! `OnDemandCapture/Start` sent to its agent. Deleting a capture sends `Stop` to every node
+//! running it. Nodes that stop matching keep their capture; nodes that appear later get it.
+//!
+//! Which nodes run a capture is read from their `Captures` metadata, which the agents
+//! maintain; the scheduler itself only remembers the requests in flight, so a restarted
+//! analyzer or agent needs no state to be rebuilt.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use skydive_api::hub::HubHandle;
+use skydive_graph::{Graph, GraphEvent, Node, Value};
+use tokio::sync::broadcast;
+
+use crate::agents::Agents;
+use crate::captures::Capture;
+use crate::resources::{Change, Resource, Resources};
+
+/// How long changes settle before the queries run.
+const SETTLE: Duration = Duration::from_millis(200);
+/// Every so often, whatever happened.
+const SWEEP: Duration = Duration::from_secs(10);
+/// How long an agent has to answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The scheduler.
+pub struct Scheduler {
+    hub: HubHandle,
+    resources: Arc<Resources>,
+    agents: Arc<Agents>,
+    in_flight: Arc<Mutex<HashSet<(String, String)>>>,
+}
+
+/// The IDs of the captures a node's `Captures` metadata lists.
+pub fn node_captures(n: &Node) -> Vec<&str> {
+    match n.metadata.get("Captures") {
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(|c| c.as_map()?.get("ID")?.as_str())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The nodes of `capture` that should run it and do not yet.
+pub fn nodes_to_start(g: &Graph, capture: &Capture) -> Vec<Arc<Node>> {
+    let env = skydive_gremlin::Env {
+        graph: g,
+        history: &skydive_graph::NoHistory,
+        flows: None,
+        bpf: None,
+        now: skydive_graph::now_ms(),
+    };
+    let nodes = match skydive_gremlin::query(&capture.gremlin_query, &env) {
+        Ok(skydive_gremlin::Output::Nodes(ns)) => ns,
+        Ok(skydive_gremlin::Output::Paths(ps)) => ps.into_iter().flatten().collect(),
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            tracing::warn!(capture = %capture.uuid, "capture query failed: {e}");
+            Vec::new()
+        }
+    };
+    let mut seen = HashSet::new();
+    nodes
+        .into_iter()
+        .filter(|n| seen.insert(n.id.clone()))
+        .filter(|n| !n.host.is_empty() && n.origin.starts_with("agent."))
+        .filter(|n| skydive_flow::capture::is_capturable(n.type_str()))
+        .filter(|n| !node_captures(n).contains(&capture.uuid.as_str()))
+        .collect()
+}
+
+impl Scheduler {
+    pub fn new(hub: HubHandle, resources: Arc<Resources>, agents: Arc<Agents>) -> Scheduler {
+        Scheduler {
+            hub,
+            resources,
+            agents,
+            in_flight: Arc::default(),
+        }
+    }
+
+    async fn captures(&self) -> BTreeMap<String, Capture> {
+        match self.resources.list(Capture::NAME).await {
+            Ok(all) => all
+                .into_iter()
+                .filter_map(|(id, v)| Some((id, serde_json::from_value(v).ok()?)))
+                .collect(),
+            Err(e) => {
+                tracing::warn!("captures cannot be read: {e}");
+                BTreeMap::new()
+            }
+        }
+    }
+
+    /// Starts each capture where it should run.
+    async fn reconcile(&self) {
+        let captures = self.captures().await;
+        if captures.is_empty() {
+            return;
+        }
+        let snap = self.hub.snapshot();
+        for capture in captures.values() {
+            for node in nodes_to_start(&snap.graph, capture) {
+                let key = (capture.uuid.clone(), node.id.to_string());
+                if !self.lock().insert(key.clone()) {
+                    continue;
+                }
+                let Some(conn) = self.agents.find(&node.host) else {
+                    self.lock().remove(&key);
+                    continue;
+                };
+                let obj = json!({"NodeID": node.id.as_str(), "Resource": capture});
+                let in_flight = self.in_flight.clone();
+                let (cid, name) = (capture.uuid.clone(), node.name().to_string());
+                tokio::spawn(async move {
+                    match conn
+                        .request("OnDemandCapture", "Start", &obj, REQUEST_TIMEOUT)
+                        .await
+                    {
+                        Ok(r) if r.status == 200 => {
+                            tracing::info!(capture = %cid, node = %name, agent = %conn.handshake.host_id, "capture started");
+                        }
+                        Ok(r) => {
+                            tracing::warn!(capture = %cid, node = %name, status = r.status, "the agent could not start the capture: {}", r.obj_text());
+                        }
+                        Err(e) => {
+                            tracing::warn!(capture = %cid, node = %name, "capture start: {e}")
+                        }
+                    }
+                    // Either it runs (the node says so) or it failed and is tried again on
+                    // the next change.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    in_flight
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&key);
+                });
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String)>> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops a deleted capture on every node running it.
+    fn stop_everywhere(&self, id: &str) {
+        let snap = self.hub.snapshot();
+        for node in snap.graph.nodes() {
+            if !node_captures(node).contains(&id) {
+                continue;
+            }
+            let Some(conn) = self.agents.find(&node.host) else {
+                continue;
+            };
+            let obj = json!({"NodeID": node.id.as_str(), "CaptureID": id});
+            let (cid, name) = (id.to_string(), node.name().to_string());
+            tokio::spawn(async move {
+                match conn
+                    .request("OnDemandCapture", "Stop", &obj, REQUEST_TIMEOUT)
+                    .await
+                {
+                    Ok(r) if r.status == 200 => {
+                        tracing::info!(capture = %cid, node = %name, "capture stopped")
+                    }
+                    Ok(r) => {
+                        tracing::warn!(capture = %cid, node = %name, status = r.status, "capture stop: {}", r.obj_text())
+                    }
+                    Err(e) => tracing::warn!(capture = %cid, node = %name, "capture stop: {e}"),
+                }
+            });
+        }
+    }
+
+    /// Whether graph events can make a capture start somewhere.
+    fn relevant(events: &[GraphEvent]) -> bool {
+        events.iter().any(|e| {
+            matches!(
+                e,
+                GraphEvent::NodeAdded(_)
+                    | GraphEvent::NodeUpdated { .. }
+                    | GraphEvent::EdgeAdded(_)
+            )
+        })
+    }
+
+    pub async fn run(self) {
+        let mut changes = self.resources.subscribe();
+        let mut events = self.hub.subscribe();
+        let mut sweep = tokio::time::interval(SWEEP);
+        loop {
+            let dirty = tokio::select! {
+                c = changes.recv() => match c {
+                    Ok(c) if c.kind == Capture::NAME => {
+                        if let Change::Deleted(_) = c.change {
+                            self.stop_everywhere(&c.id);
+                            false
+                        } else {
+                            true
+                        }
+                    }
+                    Ok(_) => false,
+                    Err(broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                b = events.recv() => match b {
+                    Ok(b) => Self::relevant(&b.events),
+                    Err(broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = sweep.tick() => true,
+            };
+            if dirty {
+                tokio::time::sleep(SETTLE).await;
+                // What came meanwhile is covered by this pass.
+                while let Ok(c) = changes.try_recv() {
+                    if c.kind == Capture::NAME
+                        && let Change::Deleted(_) = c.change
+                    {
+                        self.stop_everywhere(&c.id);
+                    }
+                }
+                while events.try_recv().is_ok() {}
+                self.reconcile().await;
+            }
+        }
+    }
+}
