@@ -247,6 +247,7 @@ async fn set_entry(hub: &HubHandle, node: String, id: String, entry: Option<Valu
 /// Where frames come from.
 enum Source {
     Ring(Ring),
+    /// Non-blocking: libpcap in immediate mode may otherwise wait forever for a packet.
     Pcap(pcap::Capture<pcap::Active>),
 }
 
@@ -263,12 +264,12 @@ impl Source {
                     .map_err(|e| e.to_string())?
                     .snaplen(snaplen as i32)
                     .immediate_mode(true)
-                    .timeout(100)
                     .open()
                     .map_err(|e| format!("cannot capture on {ifname}: {e}"))?;
                 if !filter.is_empty() {
                     c.filter(filter, true).map_err(|e| e.to_string())?;
                 }
+                let c = c.setnonblock().map_err(|e| e.to_string())?;
                 Ok(Source::Pcap(c))
             }
             _ => {

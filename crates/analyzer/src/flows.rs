@@ -197,3 +197,32 @@ pub fn live_flows(agents: &Agents, q: &FlowQuery) -> Vec<Flow> {
         all
     })
 }
+
+/// `POST /api/pcap`: the flows of an uploaded pcap file, with the file's times, go to the
+/// flow store as if an agent had sent them. 202 once read; 400 with the reason when the file
+/// cannot be read.
+pub async fn pcap_upload(
+    axum::extract::State((ingest, cfg)): axum::extract::State<(
+        Arc<FlowIngest>,
+        skydive_flow::TableConfig,
+    )>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let read = tokio::task::spawn_blocking(move || {
+        skydive_capture::pcapfile::PcapFeeder::flows_of(&body, cfg)
+    })
+    .await;
+    match read {
+        Ok(Ok((flows, packets))) => {
+            tracing::info!(packets, flows = flows.len(), "pcap file read");
+            ingest.push(flows);
+            StatusCode::ACCEPTED.into_response()
+        }
+        Ok(Err(e)) => skydive_api::server::text_error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => {
+            skydive_api::server::text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+        }
+    }
+}

@@ -121,6 +121,20 @@ impl Analyzer {
                     .with_state(agents.clone()),
             )
             .merge(elements.routes())
+            .merge(
+                axum::Router::new()
+                    .route("/api/pcap", axum::routing::post(flows::pcap_upload))
+                    .layer(axum::extract::DefaultBodyLimit::max(1 << 30))
+                    .with_state((
+                        ingest.clone(),
+                        skydive_flow::TableConfig {
+                            app_ports: settings.application_ports(),
+                            update_ms: settings.flow.update.saturating_mul(1000) as i64,
+                            expire_ms: settings.flow.expire.saturating_mul(1000) as i64,
+                            ..Default::default()
+                        },
+                    )),
+            )
             .merge(resources::routes::<rules::NodeRule>(resources.clone()))
             .merge(resources::routes::<rules::EdgeRule>(resources.clone()))
             .merge(resources::routes_reading::<captures::Capture>(

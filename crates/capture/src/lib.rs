@@ -6,5 +6,6 @@
 #[allow(unsafe_code)]
 pub mod afpacket;
 pub mod bpf;
+pub mod pcapfile;
 
 pub use bpf::{Bpf, BpfError};

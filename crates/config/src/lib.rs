@@ -390,6 +390,26 @@ impl Settings {
         self.storage.get(name)?.get("driver")?.as_str()
     }
 
+    /// `flow.application_ports` as (IP protocol, port) → application name.
+    pub fn application_ports(&self) -> std::collections::HashMap<(u8, u16), String> {
+        let mut out = std::collections::HashMap::new();
+        for (proto, n) in [("tcp", 6u8), ("udp", 17u8)] {
+            if let Some(m) = self
+                .flow
+                .application_ports
+                .get(proto)
+                .and_then(Value::as_object)
+            {
+                for (port, app) in m {
+                    if let (Ok(p), Some(a)) = (port.parse::<u16>(), app.as_str()) {
+                        out.insert((n, p), a.to_string());
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The options of the embedded storage section `name` (validated at load).
     pub fn embedded_storage(&self, name: &str) -> Option<EmbeddedStorage> {
         embedded_options(name, self.storage.get(name)?).ok()

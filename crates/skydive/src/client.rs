@@ -75,6 +75,12 @@ enum ClientCommand {
     /// Flow captures.
     #[command(subcommand)]
     Capture(CaptureCommand),
+    /// Upload a pcap file: its flows are computed and stored.
+    Pcap {
+        /// The pcap file.
+        #[arg(long)]
+        trace: std::path::PathBuf,
+    },
     /// Node rules.
     #[command(subcommand, name = "node-rule")]
     NodeRule(NodeRuleCommand),
@@ -243,6 +249,23 @@ pub fn probe_path_query(path: &str) -> Result<String, String> {
         ));
     }
     Ok(q)
+}
+
+fn upload_pcap(c: &Client, trace: &std::path::Path) -> Result<(), String> {
+    let bytes =
+        std::fs::read(trace).map_err(|e| format!("cannot read {}: {e}", trace.display()))?;
+    let r = c
+        .send(
+            "POST",
+            "/api/pcap",
+            Some(("application/octet-stream", bytes)),
+            &[],
+        )
+        .map_err(|e| e.to_string())?;
+    match r.status {
+        202 => Ok(()),
+        s => Err(format!("{s}: {}", r.text().trim_end())),
+    }
 }
 
 fn capture(c: &Client, cmd: &CaptureCommand) -> Result<(), String> {
@@ -639,6 +662,7 @@ pub fn run(args: &ClientArgs, config: &Config) -> ExitCode {
         ClientCommand::Node(cmd) => element(&c, "node", cmd),
         ClientCommand::Edge(cmd) => element(&c, "edge", cmd),
         ClientCommand::Capture(cmd) => capture(&c, cmd),
+        ClientCommand::Pcap { trace } => upload_pcap(&c, trace),
         ClientCommand::NodeRule(cmd) => node_rule(&c, cmd),
         ClientCommand::EdgeRule(cmd) => edge_rule(&c, cmd),
         ClientCommand::Status => c

@@ -162,3 +162,204 @@ fn a_capture_defined_in_advance_gives_flows_live_and_stored() {
     drop(clean);
     drop(p);
 }
+
+/// Runs a command in the background; killed when dropped.
+struct Background(std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn background(cmd: &str) -> Background {
+    Background(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(in_netns(cmd))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn pcap_and_afpacket_agree_and_an_uploaded_pcap_gives_its_dns_flows() {
+    if !root("pcap_and_afpacket_agree_and_an_uploaded_pcap_gives_its_dns_flows") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_p, addr) = allinone(dir.path());
+    let c = Client::new(&addr, None);
+    let (ns_a, ns_b, veth, peer) = ("cappcap-a", "cappcap-b", "vcappcap", "vcappcapp");
+    let mut clean = Cleanup(Vec::new());
+    clean.netns(ns_a);
+    clean.netns(ns_b);
+    sh(&format!(
+        "ip link add {veth} netns {ns_a} type veth peer name {peer} netns {ns_b}"
+    ));
+    sh(&format!("ip -n {ns_a} addr add 10.78.2.1/24 dev {veth}"));
+    sh(&format!("ip -n {ns_b} addr add 10.78.2.2/24 dev {peer}"));
+    sh(&format!("ip -n {ns_a} link set {veth} up"));
+    sh(&format!("ip -n {ns_b} link set {peer} up"));
+
+    // The same interface captured by both probe types.
+    let mut ids = Vec::new();
+    for kind in ["afpacket", "pcap"] {
+        let cap: Value = c
+            .json(
+                "POST",
+                "/api/capture",
+                &json!({"GremlinQuery": format!("G.V().Has('Name', '{veth}')"), "Type": kind, "BPFFilter": "tcp"}),
+                &[],
+            )
+            .unwrap();
+        ids.push(cap["UUID"].as_str().unwrap().to_string());
+    }
+    eventually(Duration::from_secs(20), "both captures active", || {
+        count(
+            &c,
+            &format!("G.V().Has('Name', '{veth}', 'Captures.State', 'active')"),
+        ) == 1
+            && ids.iter().all(|id| {
+                count(
+                    &c,
+                    &format!("G.V().Has('Name', '{veth}', 'Captures.ID', '{id}')"),
+                ) == 1
+            })
+    });
+
+    // Two TCP connections, one each way.
+    let _server_b = background(&format!(
+        "ip netns exec {ns_b} python3 -c \"import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('10.78.2.2',7001));s.listen();c,_=s.accept();c.sendall(c.recv(100)*3);c.close()\""
+    ));
+    let _server_a = background(&format!(
+        "ip netns exec {ns_a} python3 -c \"import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('10.78.2.1',7002));s.listen();c,_=s.accept();c.sendall(c.recv(100)*3);c.close()\""
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    let client = |ns: &str, ip: &str, port: u16| {
+        sh(&format!(
+            "ip netns exec {ns} python3 -c \"import socket,time;s=socket.create_connection(('{ip}',{port}));s.sendall(b'x'*100);d=b''\nwhile len(d)<300:\n  d+=s.recv(1000)\ns.close()\""
+        ))
+    };
+    client(ns_a, "10.78.2.2", 7001);
+    client(ns_b, "10.78.2.1", 7002);
+
+    let per_capture = |id: &str| -> Vec<Value> {
+        json_query(
+            &c,
+            &format!("G.V().Has('Name', '{veth}').Flows().Has('CaptureID', '{id}', 'Application', 'TCP').Sort('Start')"),
+        )
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    };
+    eventually(
+        Duration::from_secs(20),
+        "two finished TCP flows per capture",
+        || {
+            ids.iter().all(|id| {
+                let fs = per_capture(id);
+                fs.len() == 2 && fs.iter().all(|f| f["FinishType"].as_i64().is_some())
+            })
+        },
+    );
+    let (af, pc) = (per_capture(&ids[0]), per_capture(&ids[1]));
+    for (a, p) in af.iter().zip(&pc) {
+        assert_eq!(a["TrackingID"], p["TrackingID"], "the same flows");
+        assert_eq!(a["Metric"]["ABPackets"], p["Metric"]["ABPackets"]);
+        assert_eq!(a["Metric"]["BAPackets"], p["Metric"]["BAPackets"]);
+        assert_eq!(a["Metric"]["ABBytes"], p["Metric"]["ABBytes"]);
+        assert_eq!(a["Metric"]["BABytes"], p["Metric"]["BABytes"]);
+    }
+    // Opposite directions: A is the side that connected.
+    assert_eq!(af[0]["Network"]["A"], "10.78.2.1");
+    assert_eq!(af[0]["Transport"]["B"], 7001);
+    assert_eq!(af[1]["Network"]["A"], "10.78.2.2");
+    assert_eq!(af[1]["Transport"]["B"], 7002);
+    for f in &af {
+        // 100 bytes one way, 300 the other, on top of the headers.
+        let (ab, ba) = (
+            f["Metric"]["ABBytes"].as_i64().unwrap(),
+            f["Metric"]["BABytes"].as_i64().unwrap(),
+        );
+        assert!(ab > 100 && ba > 300 && ba - ab >= 200, "{f}");
+    }
+    for id in &ids {
+        c.delete(&format!("/api/capture/{id}")).unwrap();
+    }
+
+    // DNS recorded with tcpdump, then uploaded.
+    let pcap = dir.path().join("dns.pcap");
+    let _dns = background(&format!(
+        "ip netns exec {ns_b} python3 -c \"import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('10.78.2.2',53));d,a=s.recvfrom(512);s.sendto(d,a)\""
+    ));
+    let dump = background(&format!(
+        "ip netns exec {ns_a} tcpdump -i {veth} -U -c 2 -w {} udp port 53",
+        pcap.display()
+    ));
+    std::thread::sleep(Duration::from_millis(700));
+    sh(&format!(
+        "ip netns exec {ns_a} python3 -c \"import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(3);s.sendto(bytes.fromhex('1234010000010000000000000377777706676f6f676c6503636f6d0000010001'),('10.78.2.2',53));s.recv(512)\""
+    ));
+    eventually(Duration::from_secs(5), "tcpdump wrote both packets", || {
+        std::fs::metadata(&pcap)
+            .map(|m| m.len() > 24 + 2 * 16 + 2 * 70)
+            .unwrap_or(false)
+    });
+    drop(dump);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let o = std::process::Command::new(bin())
+        .args([
+            "client",
+            "--analyzer",
+            &addr,
+            "pcap",
+            "--trace",
+            pcap.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dns_q = "G.Context(NOW, 600).Flows().Has('Application', 'DNS', 'Transport.B', 53)";
+    eventually(Duration::from_secs(10), "the uploaded DNS flow", || {
+        count(&c, dns_q) == 1
+    });
+    let f = json_query(&c, dns_q)[0].clone();
+    assert_eq!(f["Network"]["A"], "10.78.2.1");
+    assert_eq!(
+        (
+            f["Metric"]["ABPackets"].as_i64(),
+            f["Metric"]["BAPackets"].as_i64()
+        ),
+        (Some(1), Some(1))
+    );
+    // The file's times: the packets were sent before the upload.
+    assert!(f["Start"].as_i64().unwrap() <= before, "{f}");
+    // A file that is not pcap: 400 with the reason, through the CLI's exit code.
+    let junk = dir.path().join("junk.pcap");
+    std::fs::write(&junk, b"not a capture at all").unwrap();
+    let o = std::process::Command::new(bin())
+        .args([
+            "client",
+            "--analyzer",
+            &addr,
+            "pcap",
+            "--trace",
+            junk.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("400: not a pcap file"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    drop(clean);
+}
