@@ -256,9 +256,11 @@ pub fn pcap(m: &std::collections::BTreeMap<String, Vec<skydive_flow::RawPacket>>
     let mut packets: Vec<&skydive_flow::RawPacket> = m.values().flatten().collect();
     packets.sort_by_key(|p| (p.timestamp, p.index));
     let link = packets.first().map(|p| p.link_type).unwrap_or(1);
+    // Little-endian, as Skydive's writer (gopacket's pcapgo) made it.
     let header = PcapHeader {
         datalink: DataLink::from(link),
         snaplen: 65535,
+        endianness: pcap_file::Endianness::Little,
         ..Default::default()
     };
     let Ok(mut w) = PcapWriter::with_header(Vec::new(), header) else {

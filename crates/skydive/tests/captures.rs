@@ -53,7 +53,7 @@ fn a_capture_defined_in_advance_gives_flows_live_and_stored() {
         .json(
             "POST",
             "/api/capture",
-            &json!({"GremlinQuery": format!("G.V().Has('Name', '{veth}')"), "BPFFilter": "icmp", "Name": "e2e"}),
+            &json!({"GremlinQuery": format!("G.V().Has('Name', '{veth}')"), "BPFFilter": "icmp", "Name": "e2e", "RawPacketLimit": 2}),
             &[],
         )
         .unwrap();
@@ -148,7 +148,44 @@ fn a_capture_defined_in_advance_gives_flows_live_and_stored() {
         .sum();
     assert_eq!(total, 3, "the updates add up to the flow: {samples:?}");
 
+    // Raw packets kept with the flow (RawPacketLimit 2), stored, as a pcap file; and a BPF
+    // filter over them.
+    let raw = c
+        .query(
+            &format!("{stored_q}.RawPackets()"),
+            "application/vnd.tcpdump.pcap",
+        )
+        .unwrap();
+    assert_eq!(raw.content_type, "application/vnd.tcpdump.pcap");
+    assert_eq!(
+        &raw.body[..4],
+        &[0xd4, 0xc3, 0xb2, 0xa1],
+        "a little-endian pcap file"
+    );
+    let records = |body: &[u8]| {
+        let mut n = 0;
+        let mut off = 24;
+        while off + 16 <= body.len() {
+            let incl = u32::from_le_bytes(body[off + 8..off + 12].try_into().unwrap()) as usize;
+            off += 16 + incl;
+            n += 1;
+        }
+        n
+    };
+    assert_eq!(records(&raw.body), 2, "the first two packets of the flow");
+    let replies = c
+        .query(
+            &format!("{stored_q}.RawPackets().BPF('icmp[icmptype] == icmp-echoreply')"),
+            "application/vnd.tcpdump.pcap",
+        )
+        .unwrap();
+    assert_eq!(records(&replies.body), 1);
+
     // Deleting the capture stops the probe and clears the node.
+    let during = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     c.delete(&format!("/api/capture/{id}")).unwrap();
     eventually(Duration::from_secs(10), "the probe stops", || {
         count(
@@ -156,6 +193,11 @@ fn a_capture_defined_in_advance_gives_flows_live_and_stored() {
             &format!("G.V().Has('Name', '{veth}', 'Captures.ID', '{id}')"),
         ) == 0
     });
+    // Gone from the agent, the flow is still there in the past.
+    assert_eq!(count(&c, &flows_q), 0, "no live flow any more");
+    let past =
+        format!("G.At({during}).V().Has('Name', '{veth}').Flows().Has('Network.A', '10.78.1.1')");
+    assert_eq!(json_query(&c, &past)[0]["UUID"], flow["UUID"]);
     let status: Value = c.get("/api/status").unwrap();
     assert!(status["Flows"]["Stored"].as_u64().unwrap() >= 1, "{status}");
     assert_eq!(status["Flows"]["Dropped"], 0);

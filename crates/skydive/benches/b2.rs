@@ -1,0 +1,319 @@
+//! Benchmark B2 (capture): kernel drops of the `afpacket` capture under a traffic generator's
+//! load, against `tcpdump -i IF -w /dev/null` at the same rates, in the same run. Prints the
+//! table of `../shared/design/performance.md` and writes `target/bench/b2.json`.
+//!
+//! `cargo bench -p skydive --bench b2`, as root (sizes: `B2_SECONDS`, `B2_RATES` as a
+//! comma-separated list of packets per second, 0 meaning the generator's maximum).
+//!
+//! Two namespaces joined by a veth pair; `iperf3` sends 64-byte UDP datagrams from one to the
+//! other. Ours: a real `skydive allinone` (release build) with a capture on the sending
+//! veth; its counters are read from the node's `Captures` metadata. The peer: `tcpdump` on
+//! the same veth, writing to `/dev/null`, its drops read from its own report.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use skydive_api::client::Client;
+
+const NS_A: &str = "b2-gen";
+const NS_B: &str = "b2-sink";
+const VETH: &str = "b2v";
+
+fn sh(cmd: &str) {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "{cmd}");
+}
+
+struct Lab;
+
+impl Lab {
+    fn create() -> Lab {
+        Lab::remove();
+        sh(&format!("ip netns add {NS_A} && ip netns add {NS_B}"));
+        sh(&format!(
+            "ip link add {VETH} netns {NS_A} type veth peer name {VETH}p netns {NS_B}"
+        ));
+        sh(&format!(
+            "nsenter --net=/run/netns/{NS_A} sh -c 'ip addr add 10.79.0.1/24 dev {VETH} && ip link set {VETH} up && ip link set lo up'"
+        ));
+        sh(&format!(
+            "nsenter --net=/run/netns/{NS_B} sh -c 'ip addr add 10.79.0.2/24 dev {VETH}p && ip link set {VETH}p up && ip link set lo up'"
+        ));
+        Lab
+    }
+
+    fn remove() {
+        for ns in [NS_A, NS_B] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        Lab::remove();
+    }
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs the generator for `seconds` at `pps` (0: as fast as it can, with two streams);
+/// returns the datagrams it sent.
+fn generate(pps: u64, seconds: u64) -> u64 {
+    let server = Killed(
+        Command::new("nsenter")
+            .args([&format!("--net=/run/netns/{NS_B}"), "iperf3", "-s", "-1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let bitrate = if pps == 0 {
+        "0".to_string()
+    } else {
+        format!("{}", pps * 64 * 8)
+    };
+    let streams = if pps == 0 { "2" } else { "1" }.to_string();
+    let out = Command::new("nsenter")
+        .args([
+            &format!("--net=/run/netns/{NS_A}"),
+            "iperf3",
+            "-c",
+            "10.79.0.2",
+            "-u",
+            "-l",
+            "64",
+            "-b",
+            &bitrate,
+            "-t",
+            &seconds.to_string(),
+            "-P",
+            &streams,
+            "-J",
+        ])
+        .output()
+        .unwrap();
+    drop(server);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["end"]["sum"]["packets"]
+        .as_u64()
+        .or_else(|| v["end"]["sum_sent"]["packets"].as_u64())
+        .unwrap_or(0)
+}
+
+/// tcpdump's (captured, dropped by kernel) while the generator runs.
+fn tcpdump(pps: u64, seconds: u64) -> (u64, u64, u64) {
+    let dump = Command::new("nsenter")
+        .args([
+            &format!("--net=/run/netns/{NS_A}"),
+            "tcpdump",
+            "-i",
+            VETH,
+            "-w",
+            "/dev/null",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let sent = generate(pps, seconds);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = Command::new("kill")
+        .args(["-INT", &dump.id().to_string()])
+        .status();
+    let out = dump.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    let number = |what: &str| -> u64 {
+        text.lines()
+            .find(|l| l.contains(what))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        sent,
+        number("packets captured"),
+        number("packets dropped by kernel"),
+    )
+}
+
+fn capture_counters(c: &Client) -> (u64, u64) {
+    let v: Value = c
+        .query(
+            &format!("G.V().Has('Name', '{VETH}').Values('Captures')"),
+            "application/json",
+        )
+        .ok()
+        .and_then(|r| serde_json::from_slice(&r.body).ok())
+        .unwrap_or(Value::Null);
+    let entry = &v[0][0];
+    (
+        entry["PacketsReceived"].as_u64().unwrap_or(0),
+        entry["PacketsDropped"].as_u64().unwrap_or(0),
+    )
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let is_root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    if !is_root {
+        eprintln!("B2 needs root (network namespaces); skipped");
+        return;
+    }
+    let seconds: u64 = std::env::var("B2_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let rates: Vec<u64> = std::env::var("B2_RATES")
+        .unwrap_or_else(|_| "50000,200000,0".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let _lab = Lab::create();
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let conf = dir.path().join("skydive.yml");
+    std::fs::write(
+        &conf,
+        format!(
+            "host_id: b2-host\nanalyzer:\n  listen: {addr}\nagent:\n  listen: 127.0.0.1:{}\nlogging:\n  level: WARNING\nflow:\n  update: 5\nstorage:\n  embedded:\n    path: {}\n",
+            free_port(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let _skydive = Killed(
+        Command::new(env!("CARGO_BIN_EXE_skydive"))
+            .args(["-c", conf.to_str().unwrap(), "allinone"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let c = Client::new(&addr, None);
+    let t = Instant::now();
+    while c.send("GET", "/api", None, &[]).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let mut rows = Vec::new();
+    for &pps in &rates {
+        // Ours: a fresh capture for each rate.
+        let cap: Value = c
+            .json(
+                "POST",
+                "/api/capture",
+                &json!({"GremlinQuery": format!("G.V().Has('Name', '{VETH}')")}),
+                &[],
+            )
+            .unwrap();
+        let id = cap["UUID"].as_str().unwrap().to_string();
+        let t = Instant::now();
+        while capture_counters(&c) == (0, 0)
+            && c.query(
+                &format!("G.V().Has('Name', '{VETH}', 'Captures.ID', '{id}').Count()"),
+                "application/json",
+            )
+            .map(|r| r.text().trim() != "1")
+            .unwrap_or(true)
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "the capture does not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let before = capture_counters(&c);
+        let sent = generate(pps, seconds);
+        std::thread::sleep(Duration::from_millis(2500));
+        let after = capture_counters(&c);
+        c.delete(&format!("/api/capture/{id}")).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let (ours_rx, ours_drop) = (after.0 - before.0, after.1 - before.1);
+
+        let (peer_sent, peer_rx, peer_drop) = tcpdump(pps, seconds);
+        let label = if pps == 0 {
+            "generator's maximum".to_string()
+        } else {
+            format!("{pps} pps")
+        };
+        eprintln!(
+            "{label}: ours {ours_rx} received, {ours_drop} dropped ({sent} sent); tcpdump {peer_rx} captured, {peer_drop} dropped ({peer_sent} sent)"
+        );
+        rows.push(json!({
+            "rate": label, "seconds": seconds,
+            "ours": {"sent": sent, "received": ours_rx, "dropped": ours_drop},
+            "tcpdump": {"sent": peer_sent, "captured": peer_rx, "dropped": peer_drop},
+        }));
+    }
+
+    println!(
+        "{:<22} {:>12} {:>14} {:>12} {:>12} {:>14} {:>12}",
+        "rate", "sent", "ours recv", "ours drop", "sent", "tcpdump recv", "tcpdump drop"
+    );
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    for r in &rows {
+        println!(
+            "{:<22} {:>12} {:>14} {:>12} {:>12} {:>14} {:>12}",
+            r["rate"].as_str().unwrap_or(""),
+            n(&r["ours"]["sent"]),
+            n(&r["ours"]["received"]),
+            n(&r["ours"]["dropped"]),
+            n(&r["tcpdump"]["sent"]),
+            n(&r["tcpdump"]["captured"]),
+            n(&r["tcpdump"]["dropped"])
+        );
+    }
+    let ours_drops: u64 = rows
+        .iter()
+        .map(|r| r["ours"]["dropped"].as_u64().unwrap_or(0))
+        .sum();
+    let peer_drops: u64 = rows
+        .iter()
+        .map(|r| r["tcpdump"]["dropped"].as_u64().unwrap_or(0))
+        .sum();
+    println!(
+        "headline: afpacket capture dropped {ours_drops} packets in all, tcpdump {peer_drops}"
+    );
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(
+        target.join("b2.json"),
+        serde_json::to_vec_pretty(&json!({ "rows": rows })).unwrap(),
+    )
+    .unwrap();
+}
