@@ -38,6 +38,8 @@ impl IngestCounters {
 /// The analyzer's flow intake.
 pub struct FlowIngest {
     tx: mpsc::UnboundedSender<Vec<Flow>>,
+    /// Every group of flows once stored, for `/ws/subscriber/flow`.
+    stored: tokio::sync::broadcast::Sender<Arc<Vec<Flow>>>,
     /// `analyzer.flow.max_buffer_size`: flows queued before new ones are dropped.
     max_queued: usize,
     pub counters: Arc<IngestCounters>,
@@ -59,15 +61,22 @@ impl FlowIngest {
     ) -> (Arc<FlowIngest>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let counters = Arc::new(IngestCounters::default());
-        let task = tokio::spawn(writer(store, rx, counters.clone()));
+        let stored = tokio::sync::broadcast::channel(256).0;
+        let task = tokio::spawn(writer(store, rx, counters.clone(), stored.clone()));
         (
             Arc::new(FlowIngest {
                 tx,
+                stored,
                 max_queued: max_queued.max(200),
                 counters,
             }),
             task,
         )
+    }
+
+    /// Groups of flows as they are stored.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Vec<Flow>>> {
+        self.stored.subscribe()
     }
 
     /// Takes the flows of one agent message.
@@ -100,6 +109,7 @@ async fn writer(
     store: Option<Arc<dyn FlowStore>>,
     mut rx: mpsc::UnboundedReceiver<Vec<Flow>>,
     c: Arc<IngestCounters>,
+    stored: tokio::sync::broadcast::Sender<Arc<Vec<Flow>>>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = first;
@@ -112,6 +122,7 @@ async fn writer(
         let n = batch.len();
         let Some(store) = store.clone() else {
             c.queued.fetch_sub(n, Ordering::Relaxed);
+            let _ = stored.send(Arc::new(batch));
             continue;
         };
         let mut batch = Arc::new(batch);
@@ -135,6 +146,7 @@ async fn writer(
             batch = Arc::new(Arc::try_unwrap(batch).unwrap_or_else(|b| (*b).clone()));
         }
         c.queued.fetch_sub(n, Ordering::Relaxed);
+        let _ = stored.send(batch);
     }
 }
 
@@ -225,4 +237,67 @@ pub async fn pcap_upload(
             skydive_api::server::text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
         }
     }
+}
+
+/// The endpoint of flow subscribers.
+pub const SUBSCRIBER_ENDPOINT: &str = "/ws/subscriber/flow";
+
+struct FlowSubscriber;
+
+impl skydive_api::server::conn::MessageHandler for FlowSubscriber {
+    async fn on_message(
+        &self,
+        _conn: &Arc<skydive_api::server::conn::Conn>,
+        _msg: skydive_api::message::Incoming,
+    ) {
+    }
+
+    async fn on_close(&self, _conn: &Arc<skydive_api::server::conn::Conn>) {}
+}
+
+/// `GET /ws/subscriber/flow`: every group of stored flows as
+/// `{"Namespace":"flow","Type":"store","Obj":[…]}`, and per capture in the namespace
+/// `flow/<CaptureID>` for the clients that ask for it (compat spec §2.5).
+pub async fn ws_flow_subscriber(
+    axum::extract::State((ctx, ingest)): axum::extract::State<(
+        skydive_api::server::Shared,
+        Arc<FlowIngest>,
+    )>,
+    req: skydive_api::server::WsRequest,
+) -> axum::response::Response {
+    let mut rx = ingest.subscribe();
+    skydive_api::server::ws_endpoint(ctx, SUBSCRIBER_ENDPOINT, req, false, move |conn, _| {
+        tokio::spawn(async move {
+            loop {
+                let batch = tokio::select! {
+                    b = rx.recv() => match b {
+                        Ok(b) => b,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(host = %conn.handshake.host_id, "a flow subscriber missed {n} groups of flows");
+                            continue;
+                        }
+                        Err(_) => return,
+                    },
+                    _ = conn.closed() => return,
+                };
+                let all: Vec<WireFlow> = batch.iter().cloned().map(WireFlow::from).collect();
+                if conn.handshake.wants("flow") {
+                    conn.send_msg("flow", "store", "", 200, &all);
+                }
+                let mut by_capture: std::collections::BTreeMap<&str, Vec<&WireFlow>> =
+                    Default::default();
+                for f in &all {
+                    by_capture.entry(f.flow.capture_id.as_str()).or_default().push(f);
+                }
+                for (cid, flows) in by_capture {
+                    let ns = format!("flow/{cid}");
+                    if !cid.is_empty() && conn.handshake.namespaces.contains(&ns) {
+                        conn.send_msg(&ns, "store", "", 200, &flows);
+                    }
+                }
+            }
+        });
+        FlowSubscriber
+    })
+    .await
 }

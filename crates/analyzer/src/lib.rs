@@ -123,6 +123,14 @@ impl Analyzer {
             .merge(elements.routes())
             .merge(
                 axum::Router::new()
+                    .route(
+                        flows::SUBSCRIBER_ENDPOINT,
+                        axum::routing::any(flows::ws_flow_subscriber),
+                    )
+                    .with_state((ctx.clone(), ingest.clone())),
+            )
+            .merge(
+                axum::Router::new()
                     .route("/api/pcap", axum::routing::post(flows::pcap_upload))
                     .layer(axum::extract::DefaultBodyLimit::max(1 << 30))
                     .with_state((
