@@ -53,6 +53,30 @@ impl std::fmt::Debug for Analyzer {
     }
 }
 
+/// The capture of `analyzer.startup` (Skydive's `TestStartupCapture`), created once: it is
+/// stored like any other and found again at the next start.
+async fn startup_capture(settings: &Settings, resources: &Resources) -> anyhow::Result<()> {
+    let s = &settings.analyzer.startup;
+    if s.capture_gremlin.trim().is_empty() {
+        return Ok(());
+    }
+    let capture = captures::Capture {
+        gremlin_query: s.capture_gremlin.clone(),
+        bpf_filter: s.capture_bpf.clone(),
+        kind: s.capture_type.clone(),
+        name: "startup".into(),
+        ..Default::default()
+    };
+    match resources::create(resources, capture, 0).await {
+        Ok(c) => tracing::info!(capture = %c.uuid, query = %c.gremlin_query, "startup capture created"),
+        Err(resources::ResourceError::Duplicate) => {
+            tracing::info!("startup capture already defined")
+        }
+        Err(e) => anyhow::bail!("analyzer.startup.capture_gremlin: {e}"),
+    }
+    Ok(())
+}
+
 impl Analyzer {
     /// Opens the store, binds `analyzer.listen` and starts every task.
     pub async fn start(settings: &Settings) -> anyhow::Result<Analyzer> {
@@ -99,6 +123,7 @@ impl Analyzer {
             registry: Default::default(),
         });
         let resources = Resources::new(stores.resources.clone());
+        startup_capture(settings, &resources).await?;
         let stores = Arc::new(stores);
         let (ingest, ingest_task) = flows::FlowIngest::start(
             stores.flows.clone(),

@@ -113,3 +113,31 @@ fn capture_crud_duplicates_count_and_restart() {
     assert_eq!(r.status, 404);
     assert_eq!(r.text(), format!("Capture '{id}' not found\n"));
 }
+
+#[test]
+fn the_startup_capture_is_created_once_and_checked() {
+    let mut a = TestAnalyzer::start_with(|s| {
+        s.analyzer.startup.capture_gremlin = "G.V().Has('Name', 'eth-startup')".into();
+        s.analyzer.startup.capture_bpf = "tcp".into();
+    });
+    let list = a.get("/api/capture");
+    let caps: Vec<&Value> = list.as_object().unwrap().values().collect();
+    assert_eq!(caps.len(), 1);
+    assert_eq!(caps[0]["GremlinQuery"], "G.V().Has('Name', 'eth-startup')");
+    assert_eq!(caps[0]["BPFFilter"], "tcp");
+    a.restart();
+    assert_eq!(a.get("/api/capture").as_object().unwrap().len(), 1, "not twice");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = common::settings(dir.path(), "127.0.0.1:0");
+    s.analyzer.startup.capture_gremlin = "G.V(".into();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let err = rt
+        .block_on(skydive_analyzer::Analyzer::start(&s))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").starts_with("analyzer.startup.capture_gremlin: invalid GremlinQuery"),
+        "{err:#}"
+    );
+}
