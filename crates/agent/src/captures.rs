@@ -45,6 +45,8 @@ pub struct CaptureSettings {
     pub stats_every: Duration,
     /// `host:port` of the analyzers, whose traffic is never captured.
     pub analyzers: Vec<String>,
+    /// `agent.flow.pcapsocket`: address and port range of pcapsocket captures.
+    pub pcapsocket: (String, u16, u16),
 }
 
 impl CaptureSettings {
@@ -71,6 +73,11 @@ impl CaptureSettings {
             app_ports,
             stats_every: Duration::from_secs(s.agent.capture.stats_update.max(1)),
             analyzers: s.analyzers.clone(),
+            pcapsocket: (
+                s.agent.flow.pcapsocket.bind_address.clone(),
+                s.agent.flow.pcapsocket.min_port,
+                s.agent.flow.pcapsocket.max_port,
+            ),
         }
     }
 }
@@ -186,6 +193,7 @@ fn is_up(node: &Node) -> bool {
 /// A `Captures` entry.
 fn capture_entry(
     spec: &CaptureSpec,
+    socket: &str,
     kind: &str,
     state: &str,
     error: &str,
@@ -207,6 +215,9 @@ fn capture_entry(
     }
     if !error.is_empty() {
         m.insert("Error", error);
+    }
+    if !socket.is_empty() {
+        m.insert("PCAPSocket", socket);
     }
     m.insert("PacketsReceived", Value::Int(received as i64));
     m.insert("PacketsDropped", Value::Int(dropped as i64));
@@ -379,7 +390,7 @@ impl Captures {
                 ),
             ));
         }
-        if !matches!(kind, "afpacket" | "pcap") {
+        if !matches!(kind, "afpacket" | "pcap" | "pcapsocket") {
             return Err((
                 500,
                 format!("capture type {kind} is not available on this agent yet"),
@@ -393,9 +404,20 @@ impl Captures {
         if name.is_empty() {
             return Err((500, "the node has no Name".into()));
         }
-        if !is_up(&node) {
+        if kind != "pcapsocket" && !is_up(&node) {
             return Err((500, format!("Can't start capture on node down {name}")));
         }
+        // A pcapsocket capture listens in the agent's namespace, on a port of its range.
+        let listener = if kind == "pcapsocket" {
+            Some(self.pcap_listener()?)
+        } else {
+            None
+        };
+        let socket_addr = listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let tid = node
             .str_at("TID")
             .ok_or((500, format!("the node {name} has no TID")))?
@@ -436,11 +458,17 @@ impl Captures {
             node_id: node.id.to_string(),
             spec: spec.clone(),
             kind: kind.to_string(),
+            socket: socket_addr.clone(),
         };
         let kind_owned = kind.to_string();
         let thread = std::thread::Builder::new()
             .name(format!("capture-{name}"))
             .spawn(move || {
+                if let Some(listener) = listener {
+                    let _ = opened_tx.send(Ok(()));
+                    ctx.run_socket(listener, cfg);
+                    return;
+                }
                 if let Some(path) = &netns {
                     let entered = std::fs::File::open(path)
                         .map_err(|e| e.to_string())
@@ -474,7 +502,7 @@ impl Captures {
             Err(_) => return Err((500, "the probe did not start within 10 s".into())),
         }
         let hub = self.hub.clone();
-        let entry = capture_entry(&spec, kind, "active", "", 0, 0);
+        let entry = capture_entry(&spec, &socket_addr, kind, "active", "", 0, 0);
         let (node_id, id) = (node.id.to_string(), spec.uuid.clone());
         self.rt
             .spawn(async move { set_entry(&hub, node_id, id, Some(entry)).await });
@@ -488,6 +516,20 @@ impl Captures {
             },
         );
         Ok(())
+    }
+
+    /// A listener on the first free port of `agent.flow.pcapsocket`.
+    fn pcap_listener(&self) -> Result<std::net::TcpListener, (i64, String)> {
+        let (addr, min, max) = &self.settings.pcapsocket;
+        for port in *min..=*max {
+            if let Ok(l) = std::net::TcpListener::bind((addr.as_str(), port)) {
+                return Ok(l);
+            }
+        }
+        Err((
+            500,
+            format!("no free port for a pcapsocket capture on {addr}, {min}-{max}"),
+        ))
     }
 
     fn stop(&self, node_id: &str, capture_id: &str) -> bool {
@@ -551,9 +593,86 @@ struct ProbeContext {
     node_id: String,
     spec: CaptureSpec,
     kind: String,
+    /// `host:port` of a pcapsocket capture.
+    socket: String,
 }
 
 impl ProbeContext {
+    fn write_stats(&self, received: u64, dropped: u64) {
+        let entry = capture_entry(
+            &self.spec,
+            &self.socket,
+            &self.kind,
+            "active",
+            "",
+            received,
+            dropped,
+        );
+        self.rt.block_on(set_entry(
+            &self.hub,
+            self.node_id.clone(),
+            self.spec.uuid.clone(),
+            Some(entry),
+        ));
+    }
+
+    /// A pcapsocket capture: every connection writes a pcap stream (a global header and
+    /// packet records) whose packets go through a flow table, with the stream's times.
+    fn run_socket(self, listener: std::net::TcpListener, cfg: TableConfig) {
+        use std::io::Read;
+        let _ = listener.set_nonblocking(true);
+        let mut received = 0u64;
+        let mut last_stats = Instant::now();
+        let mut chunk = vec![0u8; 64 * 1024];
+        while !self.stop.load(Ordering::SeqCst) {
+            let mut conn = match listener.accept() {
+                Ok((c, _)) => c,
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(50));
+                    if last_stats.elapsed() >= self.stats_every {
+                        last_stats = Instant::now();
+                        self.write_stats(received, 0);
+                    }
+                    continue;
+                }
+            };
+            let _ = conn.set_nonblocking(false);
+            let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
+            let mut feeder = skydive_capture::pcapfile::PcapFeeder::new(cfg.clone());
+            let mut counted = 0;
+            loop {
+                if self.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                match conn.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => match feeder.feed(&chunk[..n]) {
+                        Ok(flows) => self.send(flows),
+                        Err(e) => {
+                            tracing::warn!(capture = %self.spec.uuid, "pcapsocket stream refused: {e}");
+                            break;
+                        }
+                    },
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => break,
+                }
+                received += feeder.packets() - counted;
+                counted = feeder.packets();
+                if last_stats.elapsed() >= self.stats_every {
+                    last_stats = Instant::now();
+                    self.write_stats(received, 0);
+                }
+            }
+            received += feeder.packets() - counted;
+            self.send(feeder.finish());
+            self.write_stats(received, 0);
+        }
+    }
+
     fn send(&self, flows: Vec<Flow>) {
         if flows.is_empty() {
             return;
@@ -595,7 +714,15 @@ impl ProbeContext {
                 last_stats = Instant::now();
                 *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = table.flows();
                 let (rx, dropped) = source.stats();
-                let entry = capture_entry(&self.spec, &self.kind, "active", "", rx, dropped);
+                let entry = capture_entry(
+                    &self.spec,
+                    &self.socket,
+                    &self.kind,
+                    "active",
+                    "",
+                    rx,
+                    dropped,
+                );
                 self.rt.block_on(set_entry(
                     &self.hub,
                     self.node_id.clone(),
@@ -608,7 +735,15 @@ impl ProbeContext {
         if !error.is_empty() {
             tracing::warn!(capture = %self.spec.uuid, node = %self.node_id, "capture failed: {error}");
             let (rx, dropped) = source.stats();
-            let entry = capture_entry(&self.spec, &self.kind, "error", &error, rx, dropped);
+            let entry = capture_entry(
+                &self.spec,
+                &self.socket,
+                &self.kind,
+                "error",
+                &error,
+                rx,
+                dropped,
+            );
             self.rt.block_on(set_entry(
                 &self.hub,
                 self.node_id.clone(),

@@ -68,7 +68,9 @@ async fn startup_capture(settings: &Settings, resources: &Resources) -> anyhow::
         ..Default::default()
     };
     match resources::create(resources, capture, 0).await {
-        Ok(c) => tracing::info!(capture = %c.uuid, query = %c.gremlin_query, "startup capture created"),
+        Ok(c) => {
+            tracing::info!(capture = %c.uuid, query = %c.gremlin_query, "startup capture created")
+        }
         Err(resources::ResourceError::Duplicate) => {
             tracing::info!("startup capture already defined")
         }

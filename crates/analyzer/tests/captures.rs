@@ -126,7 +126,11 @@ fn the_startup_capture_is_created_once_and_checked() {
     assert_eq!(caps[0]["GremlinQuery"], "G.V().Has('Name', 'eth-startup')");
     assert_eq!(caps[0]["BPFFilter"], "tcp");
     a.restart();
-    assert_eq!(a.get("/api/capture").as_object().unwrap().len(), 1, "not twice");
+    assert_eq!(
+        a.get("/api/capture").as_object().unwrap().len(),
+        1,
+        "not twice"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let mut s = common::settings(dir.path(), "127.0.0.1:0");

@@ -384,6 +384,57 @@ fn pcap_and_afpacket_agree_and_an_uploaded_pcap_gives_its_dns_flows() {
     );
     // The file's times: the packets were sent before the upload.
     assert!(f["Start"].as_i64().unwrap() <= before, "{f}");
+    // The same file written to a pcapsocket capture: its flows belong to the node.
+    let sock: Value = c
+        .json(
+            "POST",
+            "/api/capture",
+            &json!({"GremlinQuery": format!("G.V().Has('Name', '{veth}')"), "Type": "pcapsocket"}),
+            &[],
+        )
+        .unwrap();
+    let sock_id = sock["UUID"].as_str().unwrap().to_string();
+    let mut socket_addr = String::new();
+    eventually(
+        Duration::from_secs(20),
+        "the pcapsocket capture listens",
+        || {
+            let v = json_query(
+                &c,
+                &format!("G.V().Has('Name', '{veth}').Values('Captures')"),
+            );
+            socket_addr = v[0]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["ID"] == sock_id.as_str())
+                .and_then(|e| e["PCAPSocket"].as_str())
+                .unwrap_or("")
+                .to_string();
+            !socket_addr.is_empty()
+        },
+    );
+    {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(&socket_addr).unwrap();
+        s.write_all(&std::fs::read(&pcap).unwrap()).unwrap();
+    }
+    let node_dns = format!(
+        "G.Context(NOW, 600).V().Has('Name', '{veth}').Flows().Has('Application', 'DNS', 'CaptureID', '{sock_id}')"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the pcapsocket's DNS flow on the node",
+        || count(&c, &node_dns) == 1,
+    );
+    let via_socket = json_query(&c, &node_dns)[0].clone();
+    assert_eq!(
+        via_socket["TrackingID"], f["TrackingID"],
+        "the same flow as the upload"
+    );
+    assert!(!via_socket["NodeTID"].as_str().unwrap().is_empty());
+    c.delete(&format!("/api/capture/{sock_id}")).unwrap();
+
     // A file that is not pcap: 400 with the reason, through the CLI's exit code.
     let junk = dir.path().join("junk.pcap");
     std::fs::write(&junk, b"not a capture at all").unwrap();
