@@ -457,3 +457,67 @@ fn pcap_and_afpacket_agree_and_an_uploaded_pcap_gives_its_dns_flows() {
     );
     drop(clean);
 }
+
+#[test]
+fn a_capture_on_a_bridge_port_of_the_host_sees_the_ping_through_the_bridge() {
+    if !root("a_capture_on_a_bridge_port_of_the_host_sees_the_ping_through_the_bridge") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_p, addr) = allinone(dir.path());
+    let c = Client::new(&addr, None);
+    let mut clean = Cleanup(Vec::new());
+    let br = "capbr0";
+    clean.link(br, &format!("ip link add {br} type bridge"));
+    sh(&format!("ip link set {br} up"));
+    for (ns, ip) in [("capbr-a", "10.78.3.1"), ("capbr-b", "10.78.3.2")] {
+        clean.netns(ns);
+        let host_end = format!("v{ns}");
+        clean.link(
+            &host_end,
+            &format!("ip link add {host_end} type veth peer name eth0 netns {ns}"),
+        );
+        sh(&format!("ip link set {host_end} master {br} up"));
+        sh(&format!("ip -n {ns} addr add {ip}/24 dev eth0"));
+        sh(&format!("ip -n {ns} link set eth0 up"));
+    }
+    let cap: Value = c
+        .json(
+            "POST",
+            "/api/capture",
+            // A port of the bridge, in the host's namespace, found from the bridge.
+            &json!({"GremlinQuery": format!("G.V().Has('Name', '{br}', 'Type', 'bridge').Out('Name', 'vcapbr-a')"), "BPFFilter": "icmp"}),
+            &[],
+        )
+        .unwrap();
+    let id = cap["UUID"].as_str().unwrap().to_string();
+    eventually(
+        Duration::from_secs(20),
+        "the capture runs on the bridge port",
+        || {
+            count(
+                &c,
+                &format!(
+                    "G.V().Has('Name', 'vcapbr-a', 'Captures.ID', '{id}', 'Captures.State', 'active')"
+                ),
+            ) == 1
+        },
+    );
+    sh("ip netns exec capbr-a ping -q -c 1 -s 1024 -W 2 10.78.3.2");
+    let q = "G.V().Has('Name', 'vcapbr-a').Flows().Has('Network.A', '10.78.3.1')";
+    eventually(
+        Duration::from_secs(15),
+        "the ping's flow on the bridge port",
+        || {
+            json_query(&c, q)
+                .as_array()
+                .and_then(|fs| fs.first().cloned())
+                .is_some_and(|f| f["Metric"]["ABPackets"] == 1 && f["Metric"]["BAPackets"] == 1)
+        },
+    );
+    let f = json_query(&c, q)[0].clone();
+    assert!(f["Metric"]["BABytes"].as_i64().unwrap() >= 1066, "{f}");
+    assert!(f["Metric"]["RTT"].as_i64().unwrap() > 0);
+    c.delete(&format!("/api/capture/{id}")).unwrap();
+    drop(clean);
+}
