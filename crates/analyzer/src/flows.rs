@@ -301,3 +301,46 @@ pub async fn ws_flow_subscriber(
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flows(n: usize) -> Vec<Flow> {
+        (0..n)
+            .map(|i| Flow {
+                uuid: format!("{i:016x}"),
+                start: 1,
+                last: 2,
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_queue_drops_and_counts_instead_of_growing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn FlowStore> =
+            Arc::new(skydive_storage::Embedded::open(dir.path()).unwrap());
+        let (ingest, _task) = FlowIngest::start(Some(store.clone()), 500);
+        // The writer has not run yet (one thread): the queue fills up.
+        ingest.push(flows(300));
+        ingest.push(flows(150));
+        ingest.push(flows(100));
+        let c = &ingest.counters;
+        assert_eq!(c.received.load(Ordering::Relaxed), 550);
+        assert_eq!(c.dropped.load(Ordering::Relaxed), 100);
+        let mut stored = ingest.subscribe();
+        // Now the writer stores what was queued.
+        let mut n = 0;
+        while n < 450 {
+            n += stored.recv().await.unwrap().len();
+        }
+        assert_eq!(c.stored.load(Ordering::Relaxed), 450);
+        assert_eq!(c.document()["Queued"], 0);
+        let all = store
+            .flows(&skydive_graph::Filter::True, 0, i64::MAX)
+            .unwrap();
+        assert_eq!(all.len(), 300, "450 updates of 300 distinct flows");
+    }
+}
