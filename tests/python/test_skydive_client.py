@@ -235,3 +235,13 @@ def test_capture(allinone):
     assert b"invalid GremlinQuery" in e.value.args[0]
     c.capture_delete(capture.uuid)
     assert capture.uuid not in [x.uuid for x in c.capture_list()]
+
+
+def test_alert(allinone):
+    """As Skydive's own test_alert: create, find in the list by UUID, delete."""
+    c = rest(allinone)
+    alert = c.alert_create("https://127.0.0.1:1/hook", "G.V().Has('Name', 'py-alert')")
+    assert alert.uuid
+    assert alert.uuid in [x.uuid for x in c.alert_list()]
+    c.alert_delete(alert.uuid)
+    assert alert.uuid not in [x.uuid for x in c.alert_list()]

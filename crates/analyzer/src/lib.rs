@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agents;
+pub mod alerts;
 pub mod captures;
 pub mod flows;
 pub mod nodes;
@@ -137,6 +138,7 @@ impl Analyzer {
             ingest.clone(),
         );
         let _ = flow_source.agents.set(agents.clone());
+        let alert_engine = alerts::AlertEngine::new(ctx.clone(), resources.clone());
         let elements = nodes::ElementApi::new(hub.clone(), resources.clone(), &settings.host_id);
         let rules = rules::RulesEngine::new(hub.clone(), resources.clone(), &settings.host_id);
 
@@ -172,6 +174,7 @@ impl Analyzer {
             )
             .merge(resources::routes::<rules::NodeRule>(resources.clone()))
             .merge(resources::routes::<rules::EdgeRule>(resources.clone()))
+            .merge(resources::routes::<alerts::Alert>(resources.clone()))
             .merge(resources::routes_reading::<captures::Capture>(
                 resources.clone(),
                 Some(hub.clone()),
@@ -180,6 +183,7 @@ impl Analyzer {
                 ctx: ctx.clone(),
                 agents: agents.clone(),
                 stores: stores.clone(),
+                alerts: alert_engine.counters.clone(),
             }));
         let app = server::with_layers(app);
 
@@ -192,6 +196,7 @@ impl Analyzer {
             resources.spawn_expiry(),
             tokio::spawn(elements.run()),
             tokio::spawn(rules.run()),
+            tokio::spawn(alert_engine.clone().run()),
             tokio::spawn(
                 scheduler::Scheduler::new(hub.clone(), resources.clone(), agents.clone()).run(),
             ),

@@ -18,6 +18,7 @@ pub struct AnalyzerStatus {
     pub ctx: Shared,
     pub agents: Arc<Agents>,
     pub stores: Arc<crate::storage::Stores>,
+    pub alerts: Arc<crate::alerts::AlertCounters>,
 }
 
 impl AnalyzerStatus {
@@ -32,7 +33,7 @@ impl AnalyzerStatus {
             "Peers": {"Incomers": {}, "Outgoers": {}},
             "Publishers": publishers,
             "Subscribers": reg.statuses("/ws/subscriber", "analyzer"),
-            "Alerts": {"IsMaster": true},
+            "Alerts": self.alerts.document(),
             "Captures": {"IsMaster": true},
             "Probes": {},
             "Graph": {"Nodes": snap.graph.node_count(), "Edges": snap.graph.edge_count()},

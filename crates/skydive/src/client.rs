@@ -75,6 +75,9 @@ enum ClientCommand {
     /// Flow captures.
     #[command(subcommand)]
     Capture(CaptureCommand),
+    /// Alerts.
+    #[command(subcommand)]
+    Alert(AlertCommand),
     /// Upload a pcap file: its flows are computed and stored.
     Pcap {
         /// The pcap file.
@@ -148,6 +151,115 @@ enum ElementCommand {
         #[arg(short = 'r', long = "remove")]
         remove: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum AlertCommand {
+    /// Create an alert.
+    Create {
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// graph, or duration:<Go duration> (e.g. duration:10s).
+        #[arg(long, default_value = "graph")]
+        trigger: String,
+        /// A Gremlin query; the alert fires when its result becomes non-empty or changes.
+        #[arg(long)]
+        expression: String,
+        /// http(s)://… (the payload is POSTed) or file://… (a program given the payload).
+        #[arg(long, default_value = "")]
+        action: String,
+    },
+    Get {
+        id: String,
+    },
+    List,
+    Delete {
+        ids: Vec<String>,
+    },
+    /// Change some fields of an alert.
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        trigger: Option<String>,
+        #[arg(long)]
+        expression: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+    },
+}
+
+fn alert(c: &Client, cmd: &AlertCommand) -> Result<(), String> {
+    match cmd {
+        AlertCommand::Create {
+            name,
+            description,
+            trigger,
+            expression,
+            action,
+        } => {
+            let body = json!({"Name": name, "Description": description, "Trigger": trigger,
+                "Expression": expression, "Action": action});
+            let r: Value = c
+                .json("POST", "/api/alert", &body, &[])
+                .map_err(|e| e.to_string())?;
+            print_json(&r);
+            Ok(())
+        }
+        AlertCommand::Update {
+            id,
+            name,
+            description,
+            trigger,
+            expression,
+            action,
+        } => {
+            let ops: Vec<Value> = [
+                ("Name", name),
+                ("Description", description),
+                ("Trigger", trigger),
+                ("Expression", expression),
+                ("Action", action),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| {
+                v.as_ref()
+                    .map(|v| json!({"op": "add", "path": format!("/{k}"), "value": v}))
+            })
+            .collect();
+            let r = c
+                .send(
+                    "PATCH",
+                    &format!("/api/alert/{id}"),
+                    Some((
+                        "application/json",
+                        serde_json::to_vec(&ops).unwrap_or_default(),
+                    )),
+                    &[],
+                )
+                .map_err(|e| e.to_string())?;
+            match r.status {
+                200 => {
+                    let v: Value = serde_json::from_slice(&r.body).map_err(|e| e.to_string())?;
+                    print_json(&v);
+                    Ok(())
+                }
+                304 => {
+                    eprintln!("alert {id} unchanged");
+                    Ok(())
+                }
+                s => Err(format!("{s}: {}", r.text().trim_end())),
+            }
+        }
+        AlertCommand::Get { id } => resource_common(c, "alert", Some(id), false, &[]),
+        AlertCommand::List => resource_common(c, "alert", None, true, &[]),
+        AlertCommand::Delete { ids } => resource_common(c, "alert", None, false, ids),
+    }
 }
 
 #[derive(Subcommand)]
@@ -662,6 +774,7 @@ pub fn run(args: &ClientArgs, config: &Config) -> ExitCode {
         ClientCommand::Node(cmd) => element(&c, "node", cmd),
         ClientCommand::Edge(cmd) => element(&c, "edge", cmd),
         ClientCommand::Capture(cmd) => capture(&c, cmd),
+        ClientCommand::Alert(cmd) => alert(&c, cmd),
         ClientCommand::Pcap { trace } => upload_pcap(&c, trace),
         ClientCommand::NodeRule(cmd) => node_rule(&c, cmd),
         ClientCommand::EdgeRule(cmd) => edge_rule(&c, cmd),

@@ -396,3 +396,57 @@ fn cli_probe_path_nodes(
         .and_then(|v| v.as_array().map(Vec::len))
         .unwrap_or(0)
 }
+
+#[test]
+fn client_manages_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, addr) = start_analyzer(dir.path());
+    let client = |args: &[&str]| {
+        let mut all = vec!["client", "--analyzer", addr.as_str()];
+        all.extend_from_slice(args);
+        run(&all)
+    };
+    let o = client(&[
+        "alert",
+        "create",
+        "--name",
+        "ns",
+        "--expression",
+        "G.V().Has('Type', 'netns')",
+        "--trigger",
+        "duration:5s",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let id = a["UUID"].as_str().unwrap();
+    assert_eq!(a["Trigger"], "duration:5s");
+    let o = client(&[
+        "alert",
+        "update",
+        id,
+        "--name",
+        "ns2",
+        "--action",
+        "file:///bin/true",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let u: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        (u["Name"].as_str(), u["Action"].as_str()),
+        (Some("ns2"), Some("file:///bin/true"))
+    );
+    let o = client(&["alert", "get", id]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout(&o)).unwrap()["Name"],
+        "ns2"
+    );
+    let bad = client(&["alert", "create", "--expression", "G.V("]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("invalid Expression"),
+        "{}",
+        stderr(&bad)
+    );
+    assert!(client(&["alert", "delete", id]).status.success());
+    assert_eq!(stdout(&client(&["alert", "list"])).trim(), "{}");
+}
