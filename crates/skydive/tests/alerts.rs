@@ -54,5 +54,38 @@ fn a_new_namespace_reaches_the_webhook() {
     assert_eq!(body["UUID"], alert["UUID"]);
     assert_eq!(body["ReasonData"][0]["Metadata"]["Name"], "alert-e2e-ns");
     assert_eq!(body["ReasonData"][0]["Metadata"]["Type"], "netns");
+
+    // An interface toggled up and down: one alert each time, with different payloads.
+    let toggles = hook::Hook::start();
+    sh("ip -n alert-e2e-ns link add alertdum0 type veth peer name alertdum1");
+    sh("ip -n alert-e2e-ns link set alertdum1 up");
+    c.json::<Value, _>(
+        "POST",
+        "/api/alert",
+        &json!({"Expression": "G.V().Has('Name', 'alertdum0').Values('State')", "Action": toggles.url}),
+        &[],
+    )
+    .unwrap();
+    eventually(Duration::from_secs(10), "the first state", || {
+        toggles.bodies().len() == 1
+    });
+    assert_eq!(toggles.bodies()[0]["ReasonData"], json!(["DOWN"]));
+    sh("ip -n alert-e2e-ns link set alertdum0 up");
+    eventually(Duration::from_secs(10), "up", || {
+        toggles.bodies().len() == 2
+    });
+    sh("ip -n alert-e2e-ns link set alertdum0 down");
+    eventually(Duration::from_secs(10), "down", || {
+        toggles.bodies().len() == 3
+    });
+    let states: Vec<Value> = toggles
+        .bodies()
+        .iter()
+        .map(|b| b["ReasonData"].clone())
+        .collect();
+    assert_eq!(
+        states,
+        vec![json!(["DOWN"]), json!(["UP"]), json!(["DOWN"])]
+    );
     drop(clean);
 }
