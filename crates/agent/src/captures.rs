@@ -108,6 +108,9 @@ pub struct CaptureSpec {
     pub layer_key_mode: String,
     #[serde(rename = "ExtraLayers")]
     pub extra_layers: i64,
+    /// The UDP port of an `sflow` capture (6343 when 0).
+    #[serde(rename = "Port")]
+    pub port: i64,
 }
 
 #[derive(Deserialize)]
@@ -217,7 +220,12 @@ fn capture_entry(
         m.insert("Error", error);
     }
     if !socket.is_empty() {
-        m.insert("PCAPSocket", socket);
+        let key = if kind == "sflow" {
+            "SFlowSocket"
+        } else {
+            "PCAPSocket"
+        };
+        m.insert(key, socket);
     }
     m.insert("PacketsReceived", Value::Int(received as i64));
     m.insert("PacketsDropped", Value::Int(dropped as i64));
@@ -260,16 +268,97 @@ enum Source {
     Ring(Ring),
     /// Non-blocking: libpcap in immediate mode may otherwise wait forever for a packet.
     Pcap(pcap::Capture<pcap::Active>),
+    /// sFlow datagrams: their sampled Ethernet headers are the frames.
+    Sflow(SflowSource),
+}
+
+/// An `sflow` capture's socket.
+struct SflowSource {
+    sock: std::net::UdpSocket,
+    bpf: Option<Bpf>,
+    buf: Vec<u8>,
+    /// Samples taken.
+    received: u64,
+    /// Samples refused (not Ethernet) and datagrams refused (malformed).
+    dropped: u64,
+}
+
+impl SflowSource {
+    fn read(
+        &mut self,
+        wait: Duration,
+        push: &mut dyn FnMut(&[u8], u32, i64),
+    ) -> Result<(), String> {
+        let _ = self
+            .sock
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))));
+        for i in 0..256 {
+            if i == 1 {
+                let _ = self.sock.set_nonblocking(true);
+            }
+            let n = match self.sock.recv(&mut self.buf) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break;
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            let now_ns = now_ms() * 1_000_000;
+            match skydive_flow::sflow::decode(&self.buf[..n]) {
+                Ok(d) => {
+                    for p in &d.packets {
+                        if p.protocol != 1 {
+                            self.dropped += 1;
+                            continue;
+                        }
+                        if self.bpf.as_ref().is_some_and(|b| !b.matches(p.header)) {
+                            continue;
+                        }
+                        self.received += 1;
+                        push(p.header, p.frame_length, now_ns);
+                    }
+                }
+                Err(e) => {
+                    self.dropped += 1;
+                    tracing::debug!("sFlow datagram dropped: {e}");
+                }
+            }
+        }
+        let _ = self.sock.set_nonblocking(false);
+        Ok(())
+    }
 }
 
 impl Source {
-    fn open(kind: &str, ifname: &str, snaplen: u32, filter: &str) -> Result<Source, String> {
+    fn open(
+        kind: &str,
+        ifname: &str,
+        snaplen: u32,
+        filter: &str,
+        sflow_addr: &str,
+    ) -> Result<Source, String> {
         let bpf = if filter.is_empty() {
             None
         } else {
             Some(Bpf::compile(filter, LINKTYPE_ETHERNET).map_err(|e| e.to_string())?)
         };
         match kind {
+            "sflow" => {
+                let sock = std::net::UdpSocket::bind(sflow_addr)
+                    .map_err(|e| format!("cannot listen for sFlow on {sflow_addr}: {e}"))?;
+                Ok(Source::Sflow(SflowSource {
+                    sock,
+                    bpf,
+                    buf: vec![0; 65536],
+                    received: 0,
+                    dropped: 0,
+                }))
+            }
             "pcap" => {
                 let mut c = pcap::Capture::from_device(ifname)
                     .map_err(|e| e.to_string())?
@@ -309,6 +398,7 @@ impl Source {
             frames.push((start, data.len(), wire, ts));
         };
         match self {
+            Source::Sflow(s) => s.read(wait, &mut push),
             Source::Ring(r) => r
                 .next_block(wait, |f| push(f.data, f.wire_len, f.ts_ns))
                 .map(|_| ())
@@ -332,6 +422,7 @@ impl Source {
 
     fn stats(&mut self) -> (u64, u64) {
         match self {
+            Source::Sflow(s) => (s.received, s.dropped),
             Source::Ring(r) => r.stats().map(|s| (s.received, s.dropped)).unwrap_or((0, 0)),
             Source::Pcap(c) => c
                 .stats()
@@ -390,7 +481,7 @@ impl Captures {
                 ),
             ));
         }
-        if !matches!(kind, "afpacket" | "pcap" | "pcapsocket") {
+        if !matches!(kind, "afpacket" | "pcap" | "pcapsocket" | "sflow") {
             return Err((
                 500,
                 format!("capture type {kind} is not available on this agent yet"),
@@ -404,7 +495,7 @@ impl Captures {
         if name.is_empty() {
             return Err((500, "the node has no Name".into()));
         }
-        if kind != "pcapsocket" && !is_up(&node) {
+        if !matches!(kind, "pcapsocket" | "sflow") && !is_up(&node) {
             return Err((500, format!("Can't start capture on node down {name}")));
         }
         // A pcapsocket capture listens in the agent's namespace, on a port of its range.
@@ -413,11 +504,34 @@ impl Captures {
         } else {
             None
         };
-        let socket_addr = listener
+        let mut socket_addr = listener
             .as_ref()
             .and_then(|l| l.local_addr().ok())
             .map(|a| a.to_string())
             .unwrap_or_default();
+        if kind == "sflow" {
+            // On the node's address (in its namespace), or every address when it has several.
+            let ips: Vec<String> = match node.metadata.get("IPV4") {
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|v| v.as_str())
+                    .filter_map(|c| c.split('/').next().map(str::to_string))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let ip = match ips.as_slice() {
+                [] => {
+                    return Err((
+                        500,
+                        format!("the node {name} has no IPv4 address for sFlow"),
+                    ));
+                }
+                [one] => one.clone(),
+                _ => "0.0.0.0".to_string(),
+            };
+            let port = if spec.port > 0 { spec.port } else { 6343 };
+            socket_addr = format!("{ip}:{port}");
+        }
         let tid = node
             .str_at("TID")
             .ok_or((500, format!("the node {name} has no TID")))?
@@ -461,6 +575,7 @@ impl Captures {
             socket: socket_addr.clone(),
         };
         let kind_owned = kind.to_string();
+        let sflow_addr = socket_addr.clone();
         let thread = std::thread::Builder::new()
             .name(format!("capture-{name}"))
             .spawn(move || {
@@ -482,7 +597,7 @@ impl Captures {
                         return;
                     }
                 }
-                match Source::open(&kind_owned, &name, snaplen, &filter) {
+                match Source::open(&kind_owned, &name, snaplen, &filter, &sflow_addr) {
                     Ok(source) => {
                         let _ = opened_tx.send(Ok(()));
                         ctx.run(source, cfg);

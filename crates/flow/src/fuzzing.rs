@@ -31,3 +31,18 @@ pub fn frame(data: &[u8]) {
         let _ = serde_json::to_vec(&f);
     }
 }
+
+/// Any byte string as an sFlow datagram: refused or decoded, and its samples go through a
+/// flow table; never a panic.
+pub fn sflow_datagram(data: &[u8]) {
+    if let Ok(d) = crate::sflow::decode(data) {
+        let mut t = FlowTable::new(TableConfig {
+            max_entries: 8,
+            ..Default::default()
+        });
+        crate::sflow::feed(&mut t, &d, 1_000_000);
+        for f in t.flush(10) {
+            let _ = serde_json::to_vec(&f);
+        }
+    }
+}

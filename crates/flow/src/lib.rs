@@ -13,6 +13,7 @@ pub mod extra;
 pub mod fuzzing;
 pub mod model;
 pub mod packet;
+pub mod sflow;
 pub mod table;
 
 pub use model::{

@@ -521,3 +521,95 @@ fn a_capture_on_a_bridge_port_of_the_host_sees_the_ping_through_the_bridge() {
     c.delete(&format!("/api/capture/{id}")).unwrap();
     drop(clean);
 }
+
+#[test]
+fn an_sflow_capture_receives_pmacct_sfprobe_samples() {
+    if !root("an_sflow_capture_receives_pmacct_sfprobe_samples") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_p, addr) = allinone(dir.path());
+    let c = Client::new(&addr, None);
+    let (ns_a, ns_b, veth, peer) = ("capsf-a", "capsf-b", "vcapsf", "vcapsfp");
+    let mut clean = Cleanup(Vec::new());
+    clean.netns(ns_a);
+    clean.netns(ns_b);
+    sh(&format!(
+        "ip link add {veth} netns {ns_a} type veth peer name {peer} netns {ns_b}"
+    ));
+    sh(&format!("ip -n {ns_a} addr add 10.78.4.1/24 dev {veth}"));
+    sh(&format!("ip -n {ns_b} addr add 10.78.4.2/24 dev {peer}"));
+    sh(&format!("ip -n {ns_a} link set {veth} up"));
+    sh(&format!("ip -n {ns_b} link set {peer} up"));
+
+    // The collector: an sflow capture on the receiving veth, listening on its address.
+    let cap: Value = c
+        .json(
+            "POST",
+            "/api/capture",
+            &json!({"GremlinQuery": format!("G.V().Has('Name', '{peer}')"), "Type": "sflow", "Port": 6343}),
+            &[],
+        )
+        .unwrap();
+    let id = cap["UUID"].as_str().unwrap().to_string();
+    eventually(
+        Duration::from_secs(20),
+        "the sFlow collector listens",
+        || {
+            json_query(
+                &c,
+                &format!("G.V().Has('Name', '{peer}').Values('Captures')"),
+            )[0]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["ID"] == id.as_str() && e["SFlowSocket"] == "10.78.4.2:6343")
+        },
+    );
+    // The agent: pmacct's sfprobe on the sending veth, every packet sampled.
+    let conf = dir.path().join("pmacctd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemonize: false\npcap_interface: {veth}\nplugins: sfprobe\nsfprobe_receiver: 10.78.4.2:6343\nsfprobe_agentip: 10.78.4.1\nsfprobe_sampling_rate: 1\n"
+        ),
+    )
+    .unwrap();
+    let _pmacct = background(&format!(
+        "ip netns exec {ns_a} pmacctd -f {}",
+        conf.display()
+    ));
+    std::thread::sleep(Duration::from_secs(2));
+    sh(&format!(
+        "ip netns exec {ns_a} ping -q -c 5 -i 0.2 -W 1 10.78.4.2"
+    ));
+    let q = format!(
+        "G.V().Has('Name', '{peer}').Flows().Has('Application', 'ICMPv4', 'CaptureID', '{id}')"
+    );
+    eventually(
+        Duration::from_secs(20),
+        "ICMP flows from the sFlow samples",
+        || {
+            json_query(&c, &q)
+                .as_array()
+                .and_then(|fs| fs.first().cloned())
+                .is_some_and(|f| f["Metric"]["ABPackets"].as_i64().unwrap_or(0) >= 5)
+        },
+    );
+    let f = json_query(&c, &q)[0].clone();
+    assert_eq!(f["Network"]["A"], "10.78.4.1");
+    let received = json_query(
+        &c,
+        &format!("G.V().Has('Name', '{peer}').Values('Captures')"),
+    )[0]
+    .as_array()
+    .unwrap()
+    .iter()
+    .find(|e| e["ID"] == id.as_str())
+    .unwrap()["PacketsReceived"]
+        .as_i64()
+        .unwrap();
+    assert!(received >= 10, "samples counted: {received}");
+    c.delete(&format!("/api/capture/{id}")).unwrap();
+    drop(clean);
+}
