@@ -281,6 +281,51 @@ struct SflowSource {
     received: u64,
     /// Samples refused (not Ethernet) and datagrams refused (malformed).
     dropped: u64,
+    /// The interface counters of the latest counter sample, with when it came (ms).
+    counters: Option<(skydive_flow::sflow::IfCounters, i64)>,
+}
+
+/// The `SFlow` metadata of a node (Skydive's SFMetric fields): the counters, and what they
+/// grew by since `prev`.
+fn sflow_metadata(
+    cur: &skydive_flow::sflow::IfCounters,
+    prev: Option<&skydive_flow::sflow::IfCounters>,
+    start: i64,
+    last: i64,
+) -> Value {
+    let fields = |c: &skydive_flow::sflow::IfCounters| -> [(&'static str, i64); 13] {
+        [
+            ("IfInOctets", c.if_in_octets as i64),
+            ("IfInUcastPkts", c.if_in_ucast_pkts.into()),
+            ("IfInMulticastPkts", c.if_in_multicast_pkts.into()),
+            ("IfInBroadcastPkts", c.if_in_broadcast_pkts.into()),
+            ("IfInDiscards", c.if_in_discards.into()),
+            ("IfInErrors", c.if_in_errors.into()),
+            ("IfInUnknownProtos", c.if_in_unknown_protos.into()),
+            ("IfOutOctets", c.if_out_octets as i64),
+            ("IfOutUcastPkts", c.if_out_ucast_pkts.into()),
+            ("IfOutMulticastPkts", c.if_out_multicast_pkts.into()),
+            ("IfOutBroadcastPkts", c.if_out_broadcast_pkts.into()),
+            ("IfOutDiscards", c.if_out_discards.into()),
+            ("IfOutErrors", c.if_out_errors.into()),
+        ]
+    };
+    let mut metric = Map::new();
+    let mut delta = Map::new();
+    let before = prev.map(fields);
+    for (i, (k, v)) in fields(cur).into_iter().enumerate() {
+        metric.insert(k, Value::Int(v));
+        let was = before.as_ref().map_or(0, |b| b[i].1);
+        delta.insert(k, Value::Int(v.saturating_sub(was).max(0)));
+    }
+    metric.insert("Start", Value::Int(start));
+    metric.insert("Last", Value::Int(last));
+    delta.insert("Start", Value::Int(start));
+    delta.insert("Last", Value::Int(last));
+    let mut m = Map::new();
+    m.insert("Metric", Value::Map(metric));
+    m.insert("LastUpdateMetric", Value::Map(delta));
+    Value::Map(m)
 }
 
 impl SflowSource {
@@ -311,6 +356,9 @@ impl SflowSource {
             let now_ns = now_ms() * 1_000_000;
             match skydive_flow::sflow::decode(&self.buf[..n]) {
                 Ok(d) => {
+                    if let Some(c) = d.counters.last() {
+                        self.counters = Some((*c, now_ns / 1_000_000));
+                    }
                     for p in &d.packets {
                         if p.protocol != 1 {
                             self.dropped += 1;
@@ -357,6 +405,7 @@ impl Source {
                     buf: vec![0; 65536],
                     received: 0,
                     dropped: 0,
+                    counters: None,
                 }))
             }
             "pcap" => {
@@ -800,8 +849,30 @@ impl ProbeContext {
         };
     }
 
+    /// Writes a node's `SFlow` counters.
+    fn write_sflow(&self, v: Value) {
+        let node = self.node_id.clone();
+        self.rt.block_on(async {
+            let _ = self
+                .hub
+                .apply(None, move |g| {
+                    if g.node(&node).is_none() {
+                        return Ok(Vec::new());
+                    }
+                    Ok(g.update_node_metadata(&node, now_ms(), |m| {
+                        m.insert("SFlow", v);
+                    })?
+                    .into_iter()
+                    .collect())
+                })
+                .await;
+        });
+    }
+
     fn run(self, mut source: Source, cfg: TableConfig) {
         let mut table = FlowTable::new(cfg);
+        // The sFlow counters last written, with when.
+        let mut sflow_prev: Option<(skydive_flow::sflow::IfCounters, i64)> = None;
         let mut buf = Vec::with_capacity(1 << 20);
         let mut frames = Vec::with_capacity(4096);
         let mut last_stats = Instant::now();
@@ -827,6 +898,19 @@ impl ProbeContext {
             self.send(table.advance(now_ms()));
             if last_stats.elapsed() >= self.stats_every {
                 last_stats = Instant::now();
+                if let Source::Sflow(sf) = &source
+                    && let Some((cur, at)) = sf.counters
+                    && sflow_prev.is_none_or(|(_, prev_at)| prev_at != at)
+                {
+                    let start = sflow_prev.map_or(at, |(_, p)| p);
+                    self.write_sflow(sflow_metadata(
+                        &cur,
+                        sflow_prev.as_ref().map(|(c, _)| c),
+                        start,
+                        at,
+                    ));
+                    sflow_prev = Some((cur, at));
+                }
                 *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = table.flows();
                 let (rx, dropped) = source.stats();
                 let entry = capture_entry(

@@ -610,6 +610,67 @@ fn an_sflow_capture_receives_pmacct_sfprobe_samples() {
         .as_i64()
         .unwrap();
     assert!(received >= 10, "samples counted: {received}");
+
+    // Counter samples and a malformed datagram, sent from the other namespace.
+    let send = |bytes: &[u8]| {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        sh(&format!(
+            "ip netns exec {ns_a} python3 -c \"import socket;socket.socket(socket.AF_INET,socket.SOCK_DGRAM).sendto(bytes.fromhex('{hex}'),('10.78.4.2',6343))\""
+        ));
+    };
+    let counters = |octets: u64| {
+        skydive_flow::sflow::encode(&skydive_flow::sflow::Datagram {
+            agent: "10.78.4.1".parse().unwrap(),
+            sub_agent_id: 0,
+            sequence: 1,
+            uptime_ms: 1,
+            packets: Vec::new(),
+            counters: vec![skydive_flow::sflow::IfCounters {
+                if_index: 2,
+                if_in_octets: octets,
+                if_in_ucast_pkts: 7,
+                ..Default::default()
+            }],
+        })
+    };
+    send(&counters(1000));
+    eventually(
+        Duration::from_secs(10),
+        "SFlow counters on the node",
+        || {
+            json_query(
+                &c,
+                &format!("G.V().Has('Name', '{peer}').Values('SFlow.Metric.IfInOctets')"),
+            ) == json!([1000])
+        },
+    );
+    send(&counters(1500));
+    eventually(Duration::from_secs(10), "the SFlow delta", || {
+        json_query(
+            &c,
+            &format!("G.V().Has('Name', '{peer}').Values('SFlow.LastUpdateMetric.IfInOctets')"),
+        ) == json!([500])
+    });
+    let dropped = |c: &Client| -> i64 {
+        json_query(
+            c,
+            &format!("G.V().Has('Name', '{peer}').Values('Captures')"),
+        )[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["ID"] == id.as_str())
+        .unwrap()["PacketsDropped"]
+            .as_i64()
+            .unwrap()
+    };
+    let before = dropped(&c);
+    send(&[0, 0, 0, 5, 0, 0, 0, 1, 10, 78]);
+    eventually(
+        Duration::from_secs(10),
+        "the malformed datagram counted",
+        || dropped(&c) == before + 1,
+    );
     c.delete(&format!("/api/capture/{id}")).unwrap();
     drop(clean);
 }
