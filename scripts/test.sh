@@ -15,4 +15,4 @@ cargo test --workspace --locked --no-fail-fast "$@"
 
 echo "== Python client compatibility tests (skydive-client from PyPI against skydive allinone)" >&2
 cargo build --locked -p skydive
-SKYDIVE_BIN="$PWD/target/debug/skydive" python3 -m pytest -q tests/python
+SKYDIVE_BIN="$PWD/target/debug/skydive" "$PYTHON_VENV/bin/python" -m pytest -q tests/python

@@ -26,19 +26,30 @@ install_packages() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# Installs the Python packages that are missing.
+# The tests' Python environment: a virtual environment of its own under target/, so that
+# what the distribution installed (Debian's python3-openssl, say) cannot clash with what pip
+# installs.
+PYTHON_VENV=${PYTHON_VENV:-$PWD/target/python-venv}
+
+# Creates the virtual environment if needed, and installs the Python packages missing in it.
 install_python_packages() {
+  if [ ! -x "$PYTHON_VENV/bin/python" ]; then
+    if ! python3 -m venv "$PYTHON_VENV" >/dev/null 2>&1; then
+      rm -rf "$PYTHON_VENV"
+      install_packages python3-venv
+      python3 -m venv "$PYTHON_VENV"
+    fi
+  fi
   [ $# -eq 0 ] && return 0
-  local missing=()
+  local py="$PYTHON_VENV/bin/python" missing=()
   for spec in "$@"; do
     local name=${spec%%[=<>]*} want=""
     [[ $spec == *==* ]] && want=${spec##*==}
     local have
-    have=$(python3 -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p' || true)
+    have=$("$py" -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p' || true)
     if [ -z "$have" ] || { [ -n "$want" ] && [ "$have" != "$want" ]; }; then missing+=("$spec"); fi
   done
   [ ${#missing[@]} -eq 0 ] && return 0
-  python3 -m pip --version >/dev/null 2>&1 || install_packages python3-pip
   echo "installing Python packages: ${missing[*]}" >&2
-  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q "${missing[@]}"
+  "$py" -m pip install -q "${missing[@]}"
 }
