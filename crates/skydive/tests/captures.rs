@@ -101,6 +101,45 @@ fn a_capture_defined_in_advance_gives_flows_live_and_stored() {
     assert_eq!(flow["Application"], "ICMPv4");
     assert!(flow["Metric"]["RTT"].as_i64().unwrap() > 0);
     assert_eq!(flow["CaptureID"], id.as_str());
+    // Flow steps on live flows: from flows back to the interfaces.
+    let names = |q: &str| -> Vec<String> {
+        let mut v: Vec<String> = json_query(&c, q)
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["Metadata"]["Name"].as_str().map(str::to_string))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&format!("{flows_q}.Hops()")), vec![veth.to_string()]);
+    assert_eq!(
+        names(&format!("{flows_q}.CaptureNode()")),
+        vec![veth.to_string()]
+    );
+    assert_eq!(
+        names(&format!("{flows_q}.In()")),
+        vec![veth.to_string()],
+        "Link.A is the veth"
+    );
+    assert_eq!(
+        names(&format!("{flows_q}.Out()")),
+        vec![peer.to_string()],
+        "Link.B is its peer"
+    );
+    assert_eq!(
+        json_query(&c, &format!("{flows_q}.Dedup().Count()")),
+        json!(1)
+    );
+    // A float64, which Go's encoder writes without a fraction.
+    assert_eq!(
+        json_query(
+            &c,
+            &format!("G.V().Has('Name', '{veth}').Flows().Sum('Metric.BABytes')")
+        )
+        .as_f64(),
+        Some(bytes as f64)
+    );
     // The BPF filter kept ARP out.
     assert_eq!(
         count(
