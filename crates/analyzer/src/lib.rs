@@ -198,7 +198,7 @@ impl Analyzer {
             tokio::spawn(rules.run()),
             tokio::spawn(alert_engine.clone().run()),
             tokio::spawn(
-                scheduler::Scheduler::new(hub.clone(), resources.clone(), agents.clone()).run(),
+                scheduler::Scheduler::new(ctx.clone(), resources.clone(), agents.clone()).run(),
             ),
             tokio::spawn(storage::retention_loop(
                 stores.embedded.values().cloned().collect(),

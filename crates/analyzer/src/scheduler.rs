@@ -30,11 +30,17 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The scheduler.
 pub struct Scheduler {
+    ctx: skydive_api::server::Shared,
     hub: HubHandle,
     resources: Arc<Resources>,
     agents: Arc<Agents>,
     in_flight: Arc<Mutex<HashSet<(String, String)>>>,
+    /// (capture, node) pairs seen active, for the `NodeUpdated` notifications.
+    active: Mutex<HashSet<(String, String)>>,
 }
+
+/// The namespace of capture notifications to `/ws/subscriber` clients.
+pub const NOTIFICATION: &str = "OnDemandCaptureNotification";
 
 /// The IDs of the captures a node's `Captures` metadata lists.
 pub fn node_captures(n: &Node) -> Vec<&str> {
@@ -76,12 +82,63 @@ pub fn nodes_to_start(g: &Graph, capture: &Capture) -> Vec<Arc<Node>> {
 }
 
 impl Scheduler {
-    pub fn new(hub: HubHandle, resources: Arc<Resources>, agents: Arc<Agents>) -> Scheduler {
+    pub fn new(
+        ctx: skydive_api::server::Shared,
+        resources: Arc<Resources>,
+        agents: Arc<Agents>,
+    ) -> Scheduler {
         Scheduler {
-            hub,
+            hub: ctx.hub.clone(),
+            ctx,
             resources,
             agents,
             in_flight: Arc::default(),
+            active: Mutex::default(),
+        }
+    }
+
+    /// Tells `/ws/subscriber` clients about a capture (`Added`, `Deleted`, `NodeUpdated`).
+    fn notify(&self, kind: &str, capture: &serde_json::Value) {
+        for conn in self.ctx.registry.on("/ws/subscriber") {
+            if conn.handshake.wants(NOTIFICATION) {
+                conn.send_msg(NOTIFICATION, kind, "", 200, capture);
+            }
+        }
+    }
+
+    /// `NodeUpdated` notifications for the captures that just became active on a node.
+    async fn notify_activations(&self, events: &[GraphEvent]) {
+        let mut newly = Vec::new();
+        for e in events {
+            let n = match e {
+                GraphEvent::NodeUpdated { node, .. } | GraphEvent::NodeAdded(node) => node,
+                _ => continue,
+            };
+            let Some(Value::Array(list)) = n.metadata.get("Captures") else {
+                continue;
+            };
+            for c in list {
+                let Some(m) = c.as_map() else { continue };
+                if m.get("State").and_then(Value::as_str) != Some("active") {
+                    continue;
+                }
+                if let Some(id) = m.get("ID").and_then(Value::as_str) {
+                    let key = (id.to_string(), n.id.to_string());
+                    if self
+                        .active
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key)
+                    {
+                        newly.push(id.to_string());
+                    }
+                }
+            }
+        }
+        for id in newly {
+            if let Ok(Some(v)) = self.resources.get(Capture::NAME, &id).await {
+                self.notify("NodeUpdated", &v);
+            }
         }
     }
 
@@ -198,11 +255,20 @@ impl Scheduler {
             let dirty = tokio::select! {
                 c = changes.recv() => match c {
                     Ok(c) if c.kind == Capture::NAME => {
-                        if let Change::Deleted(_) = c.change {
-                            self.stop_everywhere(&c.id);
-                            false
-                        } else {
-                            true
+                        match &c.change {
+                            Change::Deleted(v) => {
+                                self.notify("Deleted", v);
+                                self.active
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .retain(|(id, _)| id != &c.id);
+                                self.stop_everywhere(&c.id);
+                                false
+                            }
+                            Change::Created(v) | Change::Updated(v) => {
+                                self.notify("Added", v);
+                                true
+                            }
                         }
                     }
                     Ok(_) => false,
@@ -210,7 +276,10 @@ impl Scheduler {
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 b = events.recv() => match b {
-                    Ok(b) => Self::relevant(&b.events),
+                    Ok(b) => {
+                        self.notify_activations(&b.events).await;
+                        Self::relevant(&b.events)
+                    }
                     Err(broadcast::error::RecvError::Lagged(_)) => true,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
@@ -220,13 +289,20 @@ impl Scheduler {
                 tokio::time::sleep(SETTLE).await;
                 // What came meanwhile is covered by this pass.
                 while let Ok(c) = changes.try_recv() {
-                    if c.kind == Capture::NAME
-                        && let Change::Deleted(_) = c.change
-                    {
-                        self.stop_everywhere(&c.id);
+                    if c.kind != Capture::NAME {
+                        continue;
+                    }
+                    match &c.change {
+                        Change::Deleted(v) => {
+                            self.notify("Deleted", v);
+                            self.stop_everywhere(&c.id);
+                        }
+                        Change::Created(v) | Change::Updated(v) => self.notify("Added", v),
                     }
                 }
-                while events.try_recv().is_ok() {}
+                while let Ok(b) = events.try_recv() {
+                    self.notify_activations(&b.events).await;
+                }
                 self.reconcile().await;
             }
         }
