@@ -10,6 +10,9 @@ install_python_packages "${TEST_PYTHON_PACKAGES[@]}"
 
 export RUST_BACKTRACE=1
 
+start_ovs
+trap stop_ovs EXIT
+
 echo "== Rust tests" >&2
 cargo test --workspace --locked --no-fail-fast "$@"
 

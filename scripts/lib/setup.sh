@@ -6,7 +6,9 @@ BUILD_PACKAGES=(pkg-config libpcap-dev)
 # Debian packages the tests need (on top of the build's).
 # iproute2 and util-linux (nsenter): namespaces and links; tcpdump, tshark, iperf3, ping: the
 # flow engine's cross-check against tshark on recorded traffic.
-TEST_PACKAGES=("${BUILD_PACKAGES[@]}" iproute2 util-linux tcpdump tshark iperf3 iputils-ping)
+# pmacct: an sFlow agent (sfprobe) for the sflow capture; openvswitch-switch: a real
+# ovsdb-server for the OVSDB client.
+TEST_PACKAGES=("${BUILD_PACKAGES[@]}" iproute2 util-linux tcpdump tshark iperf3 iputils-ping pmacct openvswitch-switch)
 # Python packages the tests need.
 TEST_PYTHON_PACKAGES=(skydive-client==0.10.0 pytest)
 
@@ -52,4 +54,19 @@ install_python_packages() {
   [ ${#missing[@]} -eq 0 ] && return 0
   echo "installing Python packages: ${missing[*]}" >&2
   "$py" -m pip install -q "${missing[@]}"
+}
+
+# Starts Open vSwitch (ovsdb-server and ovs-vswitchd, userspace datapath) unless it runs;
+# sets OVS_STARTED when this script started it.
+start_ovs() {
+  [ -S /var/run/openvswitch/db.sock ] && return 0
+  if /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random >/dev/null 2>&1; then
+    OVS_STARTED=1
+  else
+    echo "Open vSwitch did not start" >&2
+  fi
+}
+
+stop_ovs() {
+  [ -n "${OVS_STARTED:-}" ] && /usr/share/openvswitch/scripts/ovs-ctl stop >/dev/null 2>&1 || true
 }
