@@ -36,6 +36,7 @@ pub struct Agent {
     pub links: Vec<LinkHandle>,
     pub probes: Option<Arc<skydive_probes::Probes>>,
     pub captures: Arc<captures::Captures>,
+    ovs_task: Option<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     tasks: Vec<JoinHandle<()>>,
@@ -52,6 +53,7 @@ struct StatusState {
     ctx: Shared,
     links: Vec<LinkHandle>,
     probes: Option<Arc<skydive_probes::Probes>>,
+    ovs: Option<Arc<skydive_probes::ovs::OvsStatus>>,
 }
 
 /// What an agent runs besides its graph and its links.
@@ -99,10 +101,18 @@ async fn status(State(s): State<StatusState>) -> Response {
         }
         analyzers.insert(key, v);
     }
+    let mut probes = s
+        .probes
+        .as_ref()
+        .map(|p| p.status())
+        .unwrap_or_else(|| json!({}));
+    if let (Some(o), Some(obj)) = (&s.ovs, probes.as_object_mut()) {
+        obj.insert("ovsdb".into(), o.document());
+    }
     let doc = json!({
         "Clients": clients,
         "Analyzers": analyzers,
-        "TopologyProbes": s.probes.as_ref().map(|p| p.status()).unwrap_or_else(|| json!({})),
+        "TopologyProbes": probes,
         "FlowProbes": [],
     });
     json_response(StatusCode::OK, doc.to_string().into_bytes())
@@ -165,6 +175,20 @@ impl Agent {
         } else {
             None
         };
+        let mut ovs_task = None;
+        let ovs = if options.probes && settings.agent.topology.probes.iter().any(|p| p == "ovsdb") {
+            let status = Arc::new(skydive_probes::ovs::OvsStatus::default());
+            ovs_task = Some(tokio::spawn(skydive_probes::ovs::run(
+                settings.ovs.ovsdb.clone(),
+                hub.clone(),
+                host::host_node_id(&host_id),
+                host_id.clone(),
+                status.clone(),
+            )));
+            Some(status)
+        } else {
+            None
+        };
         let ctx: Shared = Arc::new(Context {
             service: Service::Agent,
             host_id: host_id.clone(),
@@ -205,6 +229,7 @@ impl Agent {
                         ctx: ctx.clone(),
                         links: links.clone(),
                         probes: probes.clone(),
+                        ovs,
                     }),
             );
         let app = server::with_layers(app);
@@ -219,6 +244,7 @@ impl Agent {
             links,
             probes,
             captures,
+            ovs_task,
             stop,
             server,
             tasks,
@@ -236,6 +262,9 @@ impl Agent {
         let captures = self.captures.clone();
         let _ = tokio::task::spawn_blocking(move || captures.stop_all()).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(t) = &self.ovs_task {
+            t.abort();
+        }
         if let Some(p) = &self.probes {
             p.stop().await;
         }

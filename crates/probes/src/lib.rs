@@ -9,6 +9,7 @@
 pub mod ethtool;
 pub mod netlink;
 pub mod netns;
+pub mod ovs;
 pub mod ovsdb;
 pub mod status;
 #[allow(unsafe_code)]

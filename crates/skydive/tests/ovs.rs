@@ -1,0 +1,153 @@
+//! The ovsdb probe with a real Open vSwitch (userspace datapath) and `skydive allinone`:
+//! bridges, ports, the internal port's device as one node with its netlink twin, patch
+//! peers, and everything gone with the bridges. Needs root and a running Open vSwitch (the
+//! test script starts it).
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use skydive_api::client::Client;
+
+const SOCK: &str = "/var/run/openvswitch/db.sock";
+
+fn vsctl(args: &str) {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ovs-vsctl {args}"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ovs-vsctl {args}");
+}
+
+struct Bridges(&'static [&'static str]);
+
+impl Drop for Bridges {
+    fn drop(&mut self) {
+        for b in self.0 {
+            let _ = Command::new("ovs-vsctl")
+                .args(["--if-exists", "del-br", b])
+                .status();
+        }
+    }
+}
+
+#[test]
+fn ovs_bridges_ports_and_patch_peers_follow_ovsdb() {
+    if !root("ovs_bridges_ports_and_patch_peers_follow_ovsdb") {
+        return;
+    }
+    if !std::path::Path::new(SOCK).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "under CI the test script starts Open vSwitch"
+        );
+        eprintln!(
+            "SKIPPED ovs_bridges_ports_and_patch_peers_follow_ovsdb: no ovsdb-server at {SOCK}"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let conf = write_config(
+        dir.path(),
+        "allinone.yml",
+        &format!(
+            "host_id: ovs-e2e\nanalyzer:\n  listen: {addr}\nagent:\n  listen: 127.0.0.1:{}\n  topology:\n    probes: [ovsdb]\novs:\n  ovsdb: unix://{SOCK}\nstorage:\n  embedded:\n    path: {}\n",
+            free_port(),
+            dir.path().join("data").display()
+        ),
+    );
+    let _p = Proc::spawn(
+        &["-c", conf.to_str().unwrap(), "allinone"],
+        &dir.path().join("allinone.log"),
+    );
+    wait_api(&addr);
+    let c = Client::new(&addr, None);
+
+    let _br = Bridges(&["skyovs5", "skyovs6"]);
+    for b in ["skyovs5", "skyovs6"] {
+        vsctl(&format!(
+            "--may-exist add-br {b} -- set bridge {b} datapath_type=netdev external_ids:skydive=test"
+        ));
+    }
+    vsctl("add-port skyovs5 sky-p5 -- set interface sky-p5 type=patch options:peer=sky-p6");
+    vsctl("add-port skyovs6 sky-p6 -- set interface sky-p6 type=patch options:peer=sky-p5");
+
+    eventually(
+        Duration::from_secs(15),
+        "both bridges with their two ports",
+        || {
+            count(
+                &c,
+                "G.V().Has('Type', 'ovsbridge', 'ExtID.skydive', 'test')",
+            ) == 2
+                && count(
+                    &c,
+                    "G.V().Has('Type', 'ovsbridge', 'Name', 'skyovs5').Out('Type', 'ovsport').Dedup()",
+                ) == 2
+        },
+    );
+    // Ports are linked from the bridge twice (ownership and layer2), as Skydive does.
+    assert_eq!(
+        count(
+            &c,
+            "G.V().Has('Type', 'ovsbridge', 'Name', 'skyovs5').Out('Type', 'ovsport')"
+        ),
+        4
+    );
+    // The patch peers, one layer2 edge of Type patch between them.
+    eventually(Duration::from_secs(10), "the patch peering", || {
+        count(
+            &c,
+            "G.V().Has('Name', 'sky-p5', 'Type', 'patch').Both('Name', 'sky-p6', 'Type', 'patch')",
+        ) == 1
+    });
+    assert_eq!(
+        count(&c, "G.E().Has('RelationType', 'layer2', 'Type', 'patch')"),
+        1
+    );
+    // The internal port's device (a tap of the userspace datapath) is one node: the netlink
+    // node, with the OVS keys.
+    eventually(
+        Duration::from_secs(15),
+        "the internal interface merged",
+        || {
+            count(
+                &c,
+                "G.V().Has('Name', 'skyovs5', 'OfPort', 65534).Has('MTU')",
+            ) == 1
+        },
+    );
+    let iface = query(&c, "G.V().Has('Name', 'skyovs5', 'OfPort', 65534)").unwrap()[0].clone();
+    assert_eq!(iface["Metadata"]["Ovs"]["Type"], "internal");
+    assert!(
+        iface["Metadata"]["IfIndex"].as_i64().unwrap() > 0,
+        "a netlink node: {iface}"
+    );
+    assert_eq!(
+        count(
+            &c,
+            "G.V().Has('Name', 'skyovs5', 'Type', 'ovsport').Out('Name', 'skyovs5', 'OfPort', 65534)"
+        ),
+        1,
+        "port → interface"
+    );
+
+    vsctl("del-br skyovs5");
+    vsctl("del-br skyovs6");
+    eventually(
+        Duration::from_secs(15),
+        "everything of the bridges gone",
+        || {
+            count(&c, "G.V().Has('ExtID.skydive', 'test')") == 0
+                && count(&c, "G.V().Has('Type', 'ovsport')") == 0
+                && count(&c, "G.V().Has('Name', 'sky-p5')") == 0
+                && count(&c, "G.V().Has('OfPort')") == 0
+        },
+    );
+}
