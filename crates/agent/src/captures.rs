@@ -47,6 +47,10 @@ pub struct CaptureSettings {
     pub analyzers: Vec<String>,
     /// `agent.flow.pcapsocket`: address and port range of pcapsocket captures.
     pub pcapsocket: (String, u16, u16),
+    /// `agent.flow.sflow`: address and port range of the collectors of ovssflow captures.
+    pub sflow: (String, u16, u16),
+    /// `ovs.ovsdb`.
+    pub ovsdb: String,
 }
 
 impl CaptureSettings {
@@ -78,6 +82,12 @@ impl CaptureSettings {
                 s.agent.flow.pcapsocket.min_port,
                 s.agent.flow.pcapsocket.max_port,
             ),
+            sflow: (
+                s.agent.flow.sflow.bind_address.clone(),
+                s.agent.flow.sflow.port_min,
+                s.agent.flow.sflow.port_max,
+            ),
+            ovsdb: s.ovs.ovsdb.clone(),
         }
     }
 }
@@ -111,6 +121,12 @@ pub struct CaptureSpec {
     /// The UDP port of an `sflow` capture (6343 when 0).
     #[serde(rename = "Port")]
     pub port: i64,
+    /// sFlow sampling 1:N (`ovssflow`).
+    #[serde(rename = "SamplingRate")]
+    pub sampling_rate: i64,
+    /// sFlow counter polling, seconds (`ovssflow`).
+    #[serde(rename = "PollingInterval")]
+    pub polling_interval: i64,
 }
 
 #[derive(Deserialize)]
@@ -261,6 +277,77 @@ async fn set_entry(hub: &HubHandle, node: String, id: String, entry: Option<Valu
             .collect())
         })
         .await;
+}
+
+/// Connects to OVSDB (`ovs.ovsdb`, Skydive's `unix:///…` form accepted).
+async fn ovsdb_client(addr: &str) -> Result<skydive_probes::ovsdb::OvsdbClient, String> {
+    let a = addr
+        .strip_prefix("unix://")
+        .map(|p| format!("unix:{p}"))
+        .or_else(|| addr.strip_prefix("tcp://").map(|hp| format!("tcp:{hp}")))
+        .unwrap_or_else(|| addr.to_string());
+    skydive_probes::ovsdb::OvsdbClient::connect(&a)
+        .await
+        .map(|(c, _)| c)
+        .map_err(|e| e.to_string())
+}
+
+/// Points the bridge's sFlow at `target` (compat spec §6.5 ovssflow): a new `sFlow` row
+/// (agent `lo`, header, sampling, polling, the capture's ID in `external_ids`) referenced by
+/// the bridge.
+async fn ovs_sflow_attach(
+    ovsdb: &str,
+    bridge_uuid: &str,
+    spec: &CaptureSpec,
+    target: &str,
+) -> Result<(), String> {
+    let client = ovsdb_client(ovsdb).await?;
+    let sampling = if spec.sampling_rate < 1 {
+        u32::MAX as i64
+    } else {
+        spec.sampling_rate
+    };
+    let header = if spec.header_size > 0 {
+        spec.header_size
+    } else {
+        128
+    };
+    let polling = if spec.polling_interval > 0 {
+        spec.polling_interval
+    } else {
+        10
+    };
+    client
+        .transact(
+            "Open_vSwitch",
+            vec![
+                json!({"op": "insert", "table": "sFlow", "uuid-name": "sf", "row": {
+                    "agent": "lo", "header": header, "sampling": sampling, "polling": polling,
+                    "targets": ["set", [target]],
+                    "external_ids": ["map", [["skydive-probe-id", spec.uuid.replace('-', "_")]]]}}),
+                json!({"op": "update", "table": "Bridge",
+                    "where": [["_uuid", "==", ["uuid", bridge_uuid]]],
+                    "row": {"sflow": ["named-uuid", "sf"]}}),
+            ],
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Removes the bridge's sFlow configuration (OVSDB deletes the unreferenced row).
+async fn ovs_sflow_detach(ovsdb: &str, bridge_uuid: &str) -> Result<(), String> {
+    let client = ovsdb_client(ovsdb).await?;
+    client
+        .transact(
+            "Open_vSwitch",
+            vec![json!({"op": "update", "table": "Bridge",
+                "where": [["_uuid", "==", ["uuid", bridge_uuid]]],
+                "row": {"sflow": ["set", []]}})],
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Where frames come from.
@@ -530,7 +617,10 @@ impl Captures {
                 ),
             ));
         }
-        if !matches!(kind, "afpacket" | "pcap" | "pcapsocket" | "sflow") {
+        if !matches!(
+            kind,
+            "afpacket" | "pcap" | "pcapsocket" | "sflow" | "ovssflow"
+        ) {
             return Err((
                 500,
                 format!("capture type {kind} is not available on this agent yet"),
@@ -544,7 +634,7 @@ impl Captures {
         if name.is_empty() {
             return Err((500, "the node has no Name".into()));
         }
-        if !matches!(kind, "pcapsocket" | "sflow") && !is_up(&node) {
+        if !matches!(kind, "pcapsocket" | "sflow" | "ovssflow") && !is_up(&node) {
             return Err((500, format!("Can't start capture on node down {name}")));
         }
         // A pcapsocket capture listens in the agent's namespace, on a port of its range.
@@ -580,6 +670,25 @@ impl Captures {
             };
             let port = if spec.port > 0 { spec.port } else { 6343 };
             socket_addr = format!("{ip}:{port}");
+        }
+        // An ovssflow capture: a collector of ours, and OVS told to send sFlow to it.
+        let mut ovs_sflow = None;
+        if kind == "ovssflow" {
+            let (sock, addr) = self.sflow_collector()?;
+            let bridge = node
+                .str_at("UUID")
+                .ok_or((500, format!("the bridge {name} has no UUID")))?
+                .to_string();
+            self.rt
+                .block_on(ovs_sflow_attach(
+                    &self.settings.ovsdb,
+                    &bridge,
+                    &spec,
+                    &addr,
+                ))
+                .map_err(|e| (500, format!("cannot configure sFlow on {name}: {e}")))?;
+            socket_addr = addr;
+            ovs_sflow = Some((sock, bridge));
         }
         let tid = node
             .str_at("TID")
@@ -625,12 +734,31 @@ impl Captures {
         };
         let kind_owned = kind.to_string();
         let sflow_addr = socket_addr.clone();
+        let ovsdb_addr = self.settings.ovsdb.clone();
         let thread = std::thread::Builder::new()
             .name(format!("capture-{name}"))
             .spawn(move || {
                 if let Some(listener) = listener {
                     let _ = opened_tx.send(Ok(()));
                     ctx.run_socket(listener, cfg);
+                    return;
+                }
+                if let Some((sock, bridge)) = ovs_sflow {
+                    let _ = opened_tx.send(Ok(()));
+                    let source = Source::Sflow(SflowSource {
+                        sock,
+                        bpf: None,
+                        buf: vec![0; 65536],
+                        received: 0,
+                        dropped: 0,
+                        counters: None,
+                    });
+                    let (rt, ovsdb) = (ctx.rt.clone(), ovsdb_addr.clone());
+                    ctx.run(source, cfg);
+                    // The capture ends: OVS stops sending (the sFlow row goes with the reference).
+                    if let Err(e) = rt.block_on(ovs_sflow_detach(&ovsdb, &bridge)) {
+                        tracing::warn!(bridge = %bridge, "cannot remove the sFlow configuration: {e}");
+                    }
                     return;
                 }
                 if let Some(path) = &netns {
@@ -680,6 +808,20 @@ impl Captures {
             },
         );
         Ok(())
+    }
+
+    /// A UDP socket on the first free port of `agent.flow.sflow`, with its `addr:port`.
+    fn sflow_collector(&self) -> Result<(std::net::UdpSocket, String), (i64, String)> {
+        let (addr, min, max) = &self.settings.sflow;
+        for port in *min..=*max {
+            if let Ok(s) = std::net::UdpSocket::bind((addr.as_str(), port)) {
+                return Ok((s, format!("{addr}:{port}")));
+            }
+        }
+        Err((
+            500,
+            format!("no free port for an sFlow collector on {addr}, {min}-{max}"),
+        ))
     }
 
     /// A listener on the first free port of `agent.flow.pcapsocket`.

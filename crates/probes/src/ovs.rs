@@ -164,6 +164,8 @@ pub fn desired(t: &Tables, g: &Graph, host: &Id, host_id: &str) -> OvsState {
         let mut m = ovs_keys(brow, buuid);
         m.insert("Name", string(brow, "name").unwrap_or_default().as_str());
         m.insert("Type", "ovsbridge");
+        // Flows captured on the bridge (ovssflow) carry it as their NodeTID.
+        m.insert("TID", bid.as_str());
         let mut ovs = Map::new();
         let oc = map(brow, "other_config");
         if !oc.is_empty() {
@@ -193,6 +195,7 @@ pub fn desired(t: &Tables, g: &Graph, host: &Id, host_id: &str) -> OvsState {
             let mut pm = ovs_keys(prow, puuid);
             pm.insert("Name", string(prow, "name").unwrap_or_default().as_str());
             pm.insert("Type", "ovsport");
+            pm.insert("TID", pid.as_str());
             if let Some(tag) = prow.get("tag").and_then(|v| v.as_i64()) {
                 pm.insert("Vlans", Value::Array(vec![Value::Int(tag)]));
             }

@@ -35,38 +35,137 @@ impl Drop for Bridges {
     }
 }
 
-#[test]
-fn ovs_bridges_ports_and_patch_peers_follow_ovsdb() {
-    if !root("ovs_bridges_ports_and_patch_peers_follow_ovsdb") {
-        return;
+fn allinone(dir: &std::path::Path) -> (Proc, String) {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let conf = write_config(
+        dir,
+        "allinone.yml",
+        &format!(
+            "host_id: ovs-e2e\nanalyzer:\n  listen: {addr}\nagent:\n  listen: 127.0.0.1:{}\n  topology:\n    probes: [ovsdb]\novs:\n  ovsdb: unix://{SOCK}\nflow:\n  update: 1\nstorage:\n  embedded:\n    path: {}\n",
+            free_port(),
+            dir.join("data").display()
+        ),
+    );
+    let p = Proc::spawn(
+        &["-c", conf.to_str().unwrap(), "allinone"],
+        &dir.join("allinone.log"),
+    );
+    wait_api(&addr);
+    (p, addr)
+}
+
+fn ovs_ready(test: &str) -> bool {
+    if !root(test) {
+        return false;
     }
     if !std::path::Path::new(SOCK).exists() {
         assert!(
             std::env::var_os("CI").is_none(),
             "under CI the test script starts Open vSwitch"
         );
-        eprintln!(
-            "SKIPPED ovs_bridges_ports_and_patch_peers_follow_ovsdb: no ovsdb-server at {SOCK}"
-        );
+        eprintln!("SKIPPED {test}: no ovsdb-server at {SOCK}");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn an_ovssflow_capture_gives_the_flows_through_the_bridge() {
+    if !ovs_ready("an_ovssflow_capture_gives_the_flows_through_the_bridge") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let conf = write_config(
-        dir.path(),
-        "allinone.yml",
-        &format!(
-            "host_id: ovs-e2e\nanalyzer:\n  listen: {addr}\nagent:\n  listen: 127.0.0.1:{}\n  topology:\n    probes: [ovsdb]\novs:\n  ovsdb: unix://{SOCK}\nstorage:\n  embedded:\n    path: {}\n",
-            free_port(),
-            dir.path().join("data").display()
-        ),
+    let (_p, addr) = allinone(dir.path());
+    let c = Client::new(&addr, None);
+    let _br = Bridges(&["skyovs7"]);
+    let mut clean = Cleanup(Vec::new());
+    vsctl("--may-exist add-br skyovs7 -- set bridge skyovs7 datapath_type=netdev");
+    for (ns, ip, end) in [
+        ("ovsf-a", "10.78.7.1", "vo7a"),
+        ("ovsf-b", "10.78.7.2", "vo7b"),
+    ] {
+        clean.netns(ns);
+        clean.link(
+            end,
+            &format!("ip link add {end} type veth peer name eth0 netns {ns}"),
+        );
+        sh(&format!("ip link set {end} up"));
+        sh(&format!("ip -n {ns} addr add {ip}/24 dev eth0"));
+        sh(&format!("ip -n {ns} link set eth0 up"));
+        vsctl(&format!("add-port skyovs7 {end}"));
+    }
+    eventually(Duration::from_secs(15), "the bridge in the graph", || {
+        count(&c, "G.V().Has('Type', 'ovsbridge', 'Name', 'skyovs7')") == 1
+    });
+    let tid = query(&c, "G.V().Has('Type', 'ovsbridge', 'Name', 'skyovs7')").unwrap()[0]["Metadata"]["TID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cap: serde_json::Value = c
+        .json(
+            "POST",
+            "/api/capture",
+            &serde_json::json!({"GremlinQuery": "G.V().Has('Type', 'ovsbridge', 'Name', 'skyovs7')", "SamplingRate": 1, "PollingInterval": 1}),
+            &[],
+        )
+        .unwrap();
+    let id = cap["UUID"].as_str().unwrap().to_string();
+    eventually(
+        Duration::from_secs(15),
+        "the ovssflow capture active",
+        || {
+            count(
+                &c,
+                &format!(
+                    "G.V().Has('Name', 'skyovs7', 'Captures.ID', '{id}', 'Captures.Type', 'ovssflow')"
+                ),
+            ) == 1
+        },
     );
-    let _p = Proc::spawn(
-        &["-c", conf.to_str().unwrap(), "allinone"],
-        &dir.path().join("allinone.log"),
+    let sflow_rows = || {
+        String::from_utf8_lossy(
+            &Command::new("ovs-vsctl")
+                .args(["--columns=external_ids", "list", "sflow"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .to_string()
+    };
+    assert!(
+        sflow_rows().contains("skydive-probe-id"),
+        "{}",
+        sflow_rows()
     );
-    wait_api(&addr);
+    sh("ip netns exec ovsf-a ping -q -c 5 -i 0.2 -W 1 10.78.7.2");
+    let q =
+        "G.V().Has('Name', 'skyovs7', 'Type', 'ovsbridge').Flows().Has('Application', 'ICMPv4')";
+    eventually(
+        Duration::from_secs(20),
+        "ICMP flows with the bridge's TID",
+        || {
+            query(&c, q)
+                .and_then(|v| v.as_array().cloned())
+                .is_some_and(|fs| !fs.is_empty() && fs.iter().all(|f| f["NodeTID"] == tid.as_str()))
+        },
+    );
+    c.delete(&format!("/api/capture/{id}")).unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the sFlow row gone from OVSDB",
+        || !sflow_rows().contains("skydive-probe-id"),
+    );
+    drop(clean);
+}
+
+#[test]
+fn ovs_bridges_ports_and_patch_peers_follow_ovsdb() {
+    if !ovs_ready("ovs_bridges_ports_and_patch_peers_follow_ovsdb") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_p, addr) = allinone(dir.path());
     let c = Client::new(&addr, None);
 
     let _br = Bridges(&["skyovs5", "skyovs6"]);
