@@ -87,12 +87,30 @@ fn edge(state: &mut OvsState, parent: &Id, child: &Id, relation: &str, extra: &[
     state.edges.insert(id, (parent.clone(), child.clone(), m));
 }
 
-/// The node of the host's namespace named `name` (a netlink interface), if any.
-fn netlink_node(g: &Graph, host: &Id, name: &str) -> Option<Id> {
-    g.out_edges(host)
-        .filter(|e| e.relation_type() == "ownership")
-        .filter_map(|e| g.node(&e.child))
-        .find(|n| n.name() == name && !matches!(n.type_str(), "ovsbridge" | "ovsport"))
+/// The netlink node of an OVS interface: the interface of the host's namespace with its
+/// name, or, when it was moved into another namespace (an internal port given to a
+/// container), the interface anywhere with its name and MAC.
+fn netlink_node(g: &Graph, host: &Id, name: &str, mac: Option<&str>) -> Option<Id> {
+    let candidates: Vec<&std::sync::Arc<skydive_graph::Node>> = g
+        .index_lookup("Name", name)
+        .into_iter()
+        .flatten()
+        .filter(|n| !matches!(n.type_str(), "ovsbridge" | "ovsport" | "host" | "netns"))
+        .filter(|n| n.metadata.get("IfIndex").is_some())
+        .collect();
+    let host_owned = |n: &skydive_graph::Node| {
+        g.in_edges(&n.id)
+            .any(|e| e.relation_type() == "ownership" && &e.parent == host)
+    };
+    candidates
+        .iter()
+        .find(|n| host_owned(n))
+        .or_else(|| {
+            let mac = mac?;
+            candidates
+                .iter()
+                .find(|n| n.str_at("MAC").is_some_and(|m| m.eq_ignore_ascii_case(mac)))
+        })
         .map(|n| n.id.clone())
 }
 
@@ -136,7 +154,8 @@ pub fn desired(t: &Tables, g: &Graph, host: &Id, host_id: &str) -> OvsState {
             ovs.insert("Error", e);
         }
         keys.insert("Ovs", Value::Map(ovs));
-        match netlink_node(g, host, &name) {
+        let mac = string(row, "mac_in_use");
+        match netlink_node(g, host, &name, mac.as_deref()) {
             Some(id) => {
                 s.merged.insert(id.clone(), keys);
                 iface_node.insert(uuid.clone(), id);
@@ -471,7 +490,7 @@ mod tests {
         // The internal port's device, as the netlink probe shows it.
         g.add_node(Node::new(
             "nl-br0",
-            metadata! {"Name" => "br0", "Type" => "tun", "MTU" => 1500},
+            metadata! {"Name" => "br0", "Type" => "tun", "MTU" => 1500, "IfIndex" => 7},
             "h",
             "agent.h",
             1,
@@ -555,5 +574,70 @@ mod tests {
         assert_eq!(n.metadata.get("MTU"), Some(&Value::Int(1500)));
         assert_eq!(g.node_count(), 2, "host and the netlink node remain");
         assert_eq!(g.edge_count(), 1);
+    }
+
+    #[test]
+    fn an_internal_port_moved_into_a_namespace_is_found_by_its_mac() {
+        let host = Id::from("host");
+        let mut g = Graph::new();
+        g.add_node(Node::new(
+            "host",
+            metadata! {"Name" => "h", "Type" => "host"},
+            "h",
+            "agent.h",
+            1,
+        ))
+        .unwrap();
+        g.add_node(Node::new(
+            "ns",
+            metadata! {"Name" => "c1", "Type" => "netns"},
+            "h",
+            "agent.h",
+            1,
+        ))
+        .unwrap();
+        g.add_edge(Edge::new(
+            "e1",
+            "host",
+            "ns",
+            metadata! {"RelationType" => "ownership"},
+            "h",
+            "agent.h",
+            1,
+        ))
+        .unwrap();
+        // Two interfaces named like the port: another namespace's (other MAC) and the moved one.
+        for (id, mac) in [
+            ("other", "02:00:00:00:00:99"),
+            ("moved", "02:00:00:00:00:01"),
+        ] {
+            g.add_node(Node::new(
+                id,
+                metadata! {"Name" => "vm1", "Type" => "tun", "MAC" => mac, "IfIndex" => 3},
+                "h",
+                "agent.h",
+                1,
+            ))
+            .unwrap();
+            g.add_edge(Edge::new(
+                format!("e-{id}").as_str(),
+                "ns",
+                id,
+                metadata! {"RelationType" => "ownership"},
+                "h",
+                "agent.h",
+                1,
+            ))
+            .unwrap();
+        }
+        let u: TableUpdates = serde_json::from_value(json!({"Interface": {"i9": {"new": {
+            "name": "vm1", "type": "internal", "options": ["map", []], "external_ids": ["map", []],
+            "ofport": 2, "mac_in_use": "02:00:00:00:00:01", "error": ["set", []]}}}}))
+        .unwrap();
+        let mut t = Tables::default();
+        t.apply(&u);
+        let s = desired(&t, &g, &host, "h");
+        assert!(s.merged.contains_key(&Id::from("moved")), "{s:?}");
+        assert!(s.created.is_empty(), "no second node for the device");
     }
 }

@@ -237,6 +237,42 @@ fn ovs_bridges_ports_and_patch_peers_follow_ovsdb() {
         "port → interface"
     );
 
+    // An internal port given to a namespace (as to a container) stays one node.
+    let mut clean = Cleanup(Vec::new());
+    clean.netns("ovs-int-ns");
+    vsctl("add-port skyovs5 skyint5 -- set interface skyint5 type=internal");
+    eventually(
+        Duration::from_secs(15),
+        "the internal port's device merged",
+        || {
+            count(
+                &c,
+                "G.V().Has('Name', 'skyint5').Has('OfPort').Has('IfIndex')",
+            ) == 1
+        },
+    );
+    sh("ip link set skyint5 netns ovs-int-ns");
+    eventually(
+        Duration::from_secs(15),
+        "the moved device, still one node with its OVS keys",
+        || {
+            count(
+                &c,
+                "G.V().Has('Type', 'netns', 'Name', 'ovs-int-ns').Out('Name', 'skyint5').Has('OfPort')",
+            ) == 1
+                && count(&c, "G.V().Has('Name', 'skyint5').Has('OfPort')") == 1
+                && count(&c, "G.V().Has('Name', 'skyint5')") == 2
+        },
+    );
+    assert_eq!(
+        count(
+            &c,
+            "G.V().Has('Name', 'skyint5', 'Type', 'ovsport').Out('Name', 'skyint5').Has('IfIndex')"
+        ),
+        1,
+        "the port links to the moved device"
+    );
+
     vsctl("del-br skyovs5");
     vsctl("del-br skyovs6");
     eventually(
