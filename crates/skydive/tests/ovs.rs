@@ -286,3 +286,83 @@ fn ovs_bridges_ports_and_patch_peers_follow_ovsdb() {
         },
     );
 }
+
+#[test]
+fn two_bridges_joined_by_patch_ports_see_the_same_tracking_id() {
+    if !ovs_ready("two_bridges_joined_by_patch_ports_see_the_same_tracking_id") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_p, addr) = allinone(dir.path());
+    let c = Client::new(&addr, None);
+    let _br = Bridges(&["skyovs8", "skyovs9"]);
+    let mut clean = Cleanup(Vec::new());
+    for b in ["skyovs8", "skyovs9"] {
+        vsctl(&format!(
+            "--may-exist add-br {b} -- set bridge {b} datapath_type=netdev"
+        ));
+    }
+    vsctl("add-port skyovs8 sky-p8 -- set interface sky-p8 type=patch options:peer=sky-p9");
+    vsctl("add-port skyovs9 sky-p9 -- set interface sky-p9 type=patch options:peer=sky-p8");
+    for (ns, ip, end, br) in [
+        ("ovsp-a", "10.78.8.1", "vo8a", "skyovs8"),
+        ("ovsp-b", "10.78.8.2", "vo8b", "skyovs9"),
+    ] {
+        clean.netns(ns);
+        clean.link(
+            end,
+            &format!("ip link add {end} type veth peer name eth0 netns {ns}"),
+        );
+        sh(&format!("ip link set {end} up"));
+        sh(&format!("ip -n {ns} addr add {ip}/24 dev eth0"));
+        sh(&format!("ip -n {ns} link set eth0 up"));
+        vsctl(&format!("add-port {br} {end}"));
+    }
+    eventually(Duration::from_secs(15), "both bridges in the graph", || {
+        count(
+            &c,
+            "G.V().Has('Type', 'ovsbridge', 'Name', Regex('skyovs[89]'))",
+        ) == 2
+    });
+    let cap: serde_json::Value = c
+        .json(
+            "POST",
+            "/api/capture",
+            &serde_json::json!({"GremlinQuery": "G.V().Has('Type', 'ovsbridge', 'Name', Regex('skyovs[89]'))", "SamplingRate": 1, "PollingInterval": 1}),
+            &[],
+        )
+        .unwrap();
+    let id = cap["UUID"].as_str().unwrap().to_string();
+    eventually(
+        Duration::from_secs(15),
+        "the capture on both bridges",
+        || {
+            count(
+                &c,
+                &format!("G.V().Has('Type', 'ovsbridge', 'Captures.ID', '{id}')"),
+            ) == 2
+        },
+    );
+    sh("ip netns exec ovsp-a ping -q -c 5 -i 0.2 -W 1 10.78.8.2");
+    let q = "G.V().Has('Type', 'ovsbridge', 'Name', Regex('skyovs[89]')).Flows().Has('Application', 'ICMPv4')";
+    eventually(
+        Duration::from_secs(20),
+        "the ICMP flow seen on both bridges",
+        || {
+            let flows = query(&c, q)
+                .and_then(|v| v.as_array().cloned())
+                .unwrap_or_default();
+            let tids: std::collections::BTreeSet<String> = flows
+                .iter()
+                .filter_map(|f| f["NodeTID"].as_str().map(str::to_string))
+                .collect();
+            let tracking: std::collections::BTreeSet<String> = flows
+                .iter()
+                .filter_map(|f| f["TrackingID"].as_str().map(str::to_string))
+                .collect();
+            tids.len() == 2 && tracking.len() == 1
+        },
+    );
+    c.delete(&format!("/api/capture/{id}")).unwrap();
+    drop(clean);
+}
