@@ -359,6 +359,9 @@ enum Source {
     Sflow(SflowSource),
 }
 
+/// The receive buffer of sFlow collectors: 16 MiB, a few seconds of a busy switch.
+const SFLOW_RCVBUF: usize = 16 << 20;
+
 /// An `sflow` capture's socket.
 struct SflowSource {
     sock: std::net::UdpSocket,
@@ -486,6 +489,7 @@ impl Source {
             "sflow" => {
                 let sock = std::net::UdpSocket::bind(sflow_addr)
                     .map_err(|e| format!("cannot listen for sFlow on {sflow_addr}: {e}"))?;
+                skydive_capture::large_receive_buffer(&sock, SFLOW_RCVBUF);
                 Ok(Source::Sflow(SflowSource {
                     sock,
                     bpf,
@@ -744,6 +748,7 @@ impl Captures {
                     return;
                 }
                 if let Some((sock, bridge)) = ovs_sflow {
+                    skydive_capture::large_receive_buffer(&sock, SFLOW_RCVBUF);
                     let _ = opened_tx.send(Ok(()));
                     let source = Source::Sflow(SflowSource {
                         sock,
