@@ -5,8 +5,8 @@
 //! `cargo bench -p skydive --bench b2`, as root (sizes: `B2_SECONDS`, `B2_RATES` as a
 //! comma-separated list of packets per second, 0 meaning the generator's maximum).
 //!
-//! Two namespaces joined by a veth pair; `iperf3` sends 64-byte UDP datagrams from one to the
-//! other. Ours: a real `skydive allinone` (release build) with a capture on the sending
+//! Two namespaces joined by a veth pair; netsniff-ng's `trafgen` (or `iperf3` when trafgen is
+//! not installed) sends 64-byte UDP frames from one to the other. Ours: a real `skydive allinone` (release build) with a capture on the sending
 //! veth; its counters are read from the node's `Captures` metadata. The peer: `tcpdump` on
 //! the same veth, writing to `/dev/null`, its drops read from its own report.
 
@@ -84,6 +84,9 @@ fn free_port() -> u16 {
 /// Runs the generator for `seconds` at `pps` (0: as fast as it can, with two streams);
 /// returns the datagrams it sent.
 fn generate(pps: u64, seconds: u64) -> u64 {
+    if which("trafgen") {
+        return trafgen(pps, seconds);
+    }
     let server = Killed(
         Command::new("nsenter")
             .args([&format!("--net=/run/netns/{NS_B}"), "iperf3", "-s", "-1"])
@@ -123,6 +126,81 @@ fn generate(pps: u64, seconds: u64) -> u64 {
     v["end"]["sum"]["packets"]
         .as_u64()
         .or_else(|| v["end"]["sum_sent"]["packets"].as_u64())
+        .unwrap_or(0)
+}
+
+fn which(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// netsniff-ng's trafgen (packet mmap TX ring, one CPU, through the qdisc): 64-byte UDP
+/// frames to the sink at
+/// `pps` (0: as fast as it can) for `seconds`; returns the frames sent.
+fn trafgen(pps: u64, seconds: u64) -> u64 {
+    let out = Command::new("nsenter")
+        .args([
+            &format!("--net=/run/netns/{NS_B}"),
+            "ip",
+            "-br",
+            "link",
+            "show",
+            &format!("{VETH}p"),
+        ])
+        .output()
+        .unwrap();
+    let mac = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or("ff:ff:ff:ff:ff:ff")
+        .to_string();
+    let cfg = std::env::temp_dir().join("skydive-b2-trafgen.cfg");
+    std::fs::write(
+        &cfg,
+        format!("{{ eth(da={mac}), ipv4(saddr=10.79.0.1, daddr=10.79.0.2), udp(sp=1000, dp=2000), fill(0x41, 18) }}\n"),
+    )
+    .unwrap();
+    let mut args = vec![
+        format!("--net=/run/netns/{NS_A}"),
+        "trafgen".into(),
+        "-o".into(),
+        VETH.into(),
+        "-i".into(),
+        cfg.display().to_string(),
+        "-P".into(),
+        "1".into(),
+        // Through the qdisc, as a socket's traffic goes, so that capture taps see it.
+        "-q".into(),
+    ];
+    if pps > 0 {
+        args.extend([
+            "-n".into(),
+            (pps * seconds).to_string(),
+            "-b".into(),
+            format!("{pps}pps"),
+        ]);
+    }
+    let child = Command::new("timeout")
+        .arg("-s")
+        .arg("INT")
+        .arg(format!("{seconds}"))
+        .arg("nsenter")
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains("packets outgoing"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
 
@@ -196,7 +274,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
     let rates: Vec<u64> = std::env::var("B2_RATES")
-        .unwrap_or_else(|_| "50000,200000,0".into())
+        .unwrap_or_else(|_| "100000,200000,0".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
