@@ -139,6 +139,15 @@ pub fn desired(t: &Tables, g: &Graph, host: &Id, host_id: &str) -> OvsState {
         }
         let mut ovs = Map::new();
         let options = map(row, "options");
+        // Tunnels: their end points, as Skydive shows them.
+        if matches!(kind.as_str(), "vxlan" | "geneve" | "gre" | "stt" | "erspan") {
+            if let Some(ip) = options.get("remote_ip") {
+                keys.insert("RemoteIP", ip.as_str());
+            }
+            if let Some(ip) = options.get("local_ip") {
+                keys.insert("LocalIP", ip.as_str());
+            }
+        }
         if !options.is_empty() {
             ovs.insert("Options", str_map(options));
         }
