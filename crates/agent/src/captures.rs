@@ -145,11 +145,22 @@ struct Probe {
     snapshot: Arc<Mutex<Vec<Flow>>>,
 }
 
-/// Counters of the capture manager, for `/api/status`.
+/// Counters of the capture manager, for `/api/status` (`Flows`).
 #[derive(Debug, Default)]
 pub struct CaptureCounters {
+    /// Flows handed to the links.
     pub flows_sent: AtomicU64,
+    /// Flows produced while no link to an analyzer was up.
     pub flows_dropped: AtomicU64,
+}
+
+impl CaptureCounters {
+    pub fn document(&self) -> serde_json::Value {
+        json!({
+            "Sent": self.flows_sent.load(Ordering::Relaxed),
+            "Dropped": self.flows_dropped.load(Ordering::Relaxed),
+        })
+    }
 }
 
 /// The captures of an agent.
@@ -250,43 +261,43 @@ fn capture_entry(
 
 /// Replaces (or with `None` removes) the entry of capture `id` in the node's `Captures`.
 async fn set_entry(hub: &HubHandle, node: String, id: String, entry: Option<Value>) {
+    update_node(hub, node, move |m| {
+        let mut list = match m.get("Captures") {
+            Some(Value::Array(l)) => l.clone(),
+            _ => Vec::new(),
+        };
+        list.retain(|c| {
+            c.as_map().and_then(|c| c.get("ID")).and_then(Value::as_str) != Some(id.as_str())
+        });
+        if let Some(e) = entry {
+            list.push(e);
+        }
+        if list.is_empty() {
+            m.remove("Captures");
+        } else {
+            m.insert("Captures", Value::Array(list));
+        }
+    })
+    .await;
+}
+
+/// Changes a node's metadata, if the node is still there.
+async fn update_node(hub: &HubHandle, node: String, f: impl FnOnce(&mut Map) + Send + 'static) {
     let _ = hub
         .apply(None, move |g| {
             if g.node(&node).is_none() {
                 return Ok(Vec::new());
             }
-            Ok(g.update_node_metadata(&node, now_ms(), |m| {
-                let mut list = match m.get("Captures") {
-                    Some(Value::Array(l)) => l.clone(),
-                    _ => Vec::new(),
-                };
-                list.retain(|c| {
-                    c.as_map().and_then(|c| c.get("ID")).and_then(Value::as_str)
-                        != Some(id.as_str())
-                });
-                if let Some(e) = entry {
-                    list.push(e);
-                }
-                if list.is_empty() {
-                    m.remove("Captures");
-                } else {
-                    m.insert("Captures", Value::Array(list));
-                }
-            })?
-            .into_iter()
-            .collect())
+            Ok(g.update_node_metadata(&node, now_ms(), f)?
+                .into_iter()
+                .collect())
         })
         .await;
 }
 
-/// Connects to OVSDB (`ovs.ovsdb`, Skydive's `unix:///…` form accepted).
+/// Connects to OVSDB (`ovs.ovsdb`).
 async fn ovsdb_client(addr: &str) -> Result<skydive_probes::ovsdb::OvsdbClient, String> {
-    let a = addr
-        .strip_prefix("unix://")
-        .map(|p| format!("unix:{p}"))
-        .or_else(|| addr.strip_prefix("tcp://").map(|hp| format!("tcp:{hp}")))
-        .unwrap_or_else(|| addr.to_string());
-    skydive_probes::ovsdb::OvsdbClient::connect(&a)
+    skydive_probes::ovsdb::OvsdbClient::connect(addr)
         .await
         .map(|(c, _)| c)
         .map_err(|e| e.to_string())
@@ -362,6 +373,9 @@ enum Source {
 /// The receive buffer of sFlow collectors: 16 MiB, a few seconds of a busy switch.
 const SFLOW_RCVBUF: usize = 16 << 20;
 
+/// How long a probe's read waits for traffic before it looks at its clock and stop flag.
+const READ_WAIT: Duration = Duration::from_millis(100);
+
 /// An `sflow` capture's socket.
 struct SflowSource {
     sock: std::net::UdpSocket,
@@ -419,19 +433,35 @@ fn sflow_metadata(
 }
 
 impl SflowSource {
-    fn read(
-        &mut self,
-        wait: Duration,
-        push: &mut dyn FnMut(&[u8], u32, i64),
-    ) -> Result<(), String> {
-        let _ = self
-            .sock
-            .set_read_timeout(Some(wait.max(Duration::from_millis(1))));
+    /// A collector on `sock`: a large receive buffer, reads that wait at most [`READ_WAIT`].
+    fn new(sock: std::net::UdpSocket, bpf: Option<Bpf>) -> SflowSource {
+        skydive_capture::large_receive_buffer(&sock, SFLOW_RCVBUF);
+        let _ = sock.set_read_timeout(Some(READ_WAIT));
+        SflowSource {
+            sock,
+            bpf,
+            buf: vec![0; 65536],
+            received: 0,
+            dropped: 0,
+            counters: None,
+        }
+    }
+
+    /// Waits for a datagram (up to [`READ_WAIT`]), then takes those already queued.
+    fn read(&mut self, push: &mut dyn FnMut(&[u8], u32, i64)) -> Result<(), String> {
+        use std::os::fd::AsRawFd;
         for i in 0..256 {
-            if i == 1 {
-                let _ = self.sock.set_nonblocking(true);
-            }
-            let n = match self.sock.recv(&mut self.buf) {
+            let got = if i == 0 {
+                self.sock.recv(&mut self.buf)
+            } else {
+                nix::sys::socket::recv(
+                    self.sock.as_raw_fd(),
+                    &mut self.buf,
+                    nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+                )
+                .map_err(std::io::Error::from)
+            };
+            let n = match got {
                 Ok(n) => n,
                 Err(e)
                     if matches!(
@@ -443,11 +473,12 @@ impl SflowSource {
                 }
                 Err(e) => return Err(e.to_string()),
             };
-            let now_ns = now_ms() * 1_000_000;
+            let now = now_ms();
+            let now_ns = now * 1_000_000;
             match skydive_flow::sflow::decode(&self.buf[..n]) {
                 Ok(d) => {
                     if let Some(c) = d.counters.last() {
-                        self.counters = Some((*c, now_ns / 1_000_000));
+                        self.counters = Some((*c, now));
                     }
                     for p in &d.packets {
                         if p.protocol != 1 {
@@ -467,7 +498,6 @@ impl SflowSource {
                 }
             }
         }
-        let _ = self.sock.set_nonblocking(false);
         Ok(())
     }
 }
@@ -489,15 +519,7 @@ impl Source {
             "sflow" => {
                 let sock = std::net::UdpSocket::bind(sflow_addr)
                     .map_err(|e| format!("cannot listen for sFlow on {sflow_addr}: {e}"))?;
-                skydive_capture::large_receive_buffer(&sock, SFLOW_RCVBUF);
-                Ok(Source::Sflow(SflowSource {
-                    sock,
-                    bpf,
-                    buf: vec![0; 65536],
-                    received: 0,
-                    dropped: 0,
-                    counters: None,
-                }))
+                Ok(Source::Sflow(SflowSource::new(sock, bpf)))
             }
             "pcap" => {
                 let mut c = pcap::Capture::from_device(ifname)
@@ -538,7 +560,7 @@ impl Source {
             frames.push((start, data.len(), wire, ts));
         };
         match self {
-            Source::Sflow(s) => s.read(wait, &mut push),
+            Source::Sflow(s) => s.read(&mut push),
             Source::Ring(r) => r
                 .next_block(wait, |f| push(f.data, f.wire_len, f.ts_ns))
                 .map(|_| ())
@@ -591,11 +613,6 @@ impl Captures {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Probe>> {
         self.probes.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// How many probes run.
-    pub fn running(&self) -> usize {
-        self.lock().len()
     }
 
     fn start(&self, req: StartRequest) -> Result<(), (i64, String)> {
@@ -748,16 +765,8 @@ impl Captures {
                     return;
                 }
                 if let Some((sock, bridge)) = ovs_sflow {
-                    skydive_capture::large_receive_buffer(&sock, SFLOW_RCVBUF);
                     let _ = opened_tx.send(Ok(()));
-                    let source = Source::Sflow(SflowSource {
-                        sock,
-                        bpf: None,
-                        buf: vec![0; 65536],
-                        received: 0,
-                        dropped: 0,
-                        counters: None,
-                    });
+                    let source = Source::Sflow(SflowSource::new(sock, None));
                     let (rt, ovsdb) = (ctx.rt.clone(), ovsdb_addr.clone());
                     ctx.run(source, cfg);
                     // The capture ends: OVS stops sending (the sFlow row goes with the reference).
@@ -909,13 +918,14 @@ struct ProbeContext {
 }
 
 impl ProbeContext {
-    fn write_stats(&self, received: u64, dropped: u64) {
+    /// Writes the capture's entry of the node's `Captures`.
+    fn write_entry(&self, state: &str, error: &str, received: u64, dropped: u64) {
         let entry = capture_entry(
             &self.spec,
             &self.socket,
             &self.kind,
-            "active",
-            "",
+            state,
+            error,
             received,
             dropped,
         );
@@ -942,7 +952,7 @@ impl ProbeContext {
                     std::thread::sleep(Duration::from_millis(50));
                     if last_stats.elapsed() >= self.stats_every {
                         last_stats = Instant::now();
-                        self.write_stats(received, 0);
+                        self.write_entry("active", "", received, 0);
                     }
                     continue;
                 }
@@ -975,12 +985,12 @@ impl ProbeContext {
                 counted = feeder.packets();
                 if last_stats.elapsed() >= self.stats_every {
                     last_stats = Instant::now();
-                    self.write_stats(received, 0);
+                    self.write_entry("active", "", received, 0);
                 }
             }
             received += feeder.packets() - counted;
             self.send(feeder.finish());
-            self.write_stats(received, 0);
+            self.write_entry("active", "", received, 0);
         }
     }
 
@@ -998,22 +1008,10 @@ impl ProbeContext {
 
     /// Writes a node's `SFlow` counters.
     fn write_sflow(&self, v: Value) {
-        let node = self.node_id.clone();
-        self.rt.block_on(async {
-            let _ = self
-                .hub
-                .apply(None, move |g| {
-                    if g.node(&node).is_none() {
-                        return Ok(Vec::new());
-                    }
-                    Ok(g.update_node_metadata(&node, now_ms(), |m| {
-                        m.insert("SFlow", v);
-                    })?
-                    .into_iter()
-                    .collect())
-                })
-                .await;
-        });
+        self.rt
+            .block_on(update_node(&self.hub, self.node_id.clone(), move |m| {
+                m.insert("SFlow", v);
+            }));
     }
 
     fn run(self, mut source: Source, cfg: TableConfig) {
@@ -1027,7 +1025,7 @@ impl ProbeContext {
         while !self.stop.load(Ordering::SeqCst) {
             buf.clear();
             frames.clear();
-            if let Err(e) = source.read(Duration::from_millis(100), &mut buf, &mut frames) {
+            if let Err(e) = source.read(READ_WAIT, &mut buf, &mut frames) {
                 error = e;
                 break;
             }
@@ -1060,42 +1058,14 @@ impl ProbeContext {
                 }
                 *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = table.flows();
                 let (rx, dropped) = source.stats();
-                let entry = capture_entry(
-                    &self.spec,
-                    &self.socket,
-                    &self.kind,
-                    "active",
-                    "",
-                    rx,
-                    dropped,
-                );
-                self.rt.block_on(set_entry(
-                    &self.hub,
-                    self.node_id.clone(),
-                    self.spec.uuid.clone(),
-                    Some(entry),
-                ));
+                self.write_entry("active", "", rx, dropped);
             }
         }
         self.send(table.flush(now_ms()));
         if !error.is_empty() {
             tracing::warn!(capture = %self.spec.uuid, node = %self.node_id, "capture failed: {error}");
             let (rx, dropped) = source.stats();
-            let entry = capture_entry(
-                &self.spec,
-                &self.socket,
-                &self.kind,
-                "error",
-                &error,
-                rx,
-                dropped,
-            );
-            self.rt.block_on(set_entry(
-                &self.hub,
-                self.node_id.clone(),
-                self.spec.uuid.clone(),
-                Some(entry),
-            ));
+            self.write_entry("error", &error, rx, dropped);
         }
     }
 }

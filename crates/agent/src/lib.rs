@@ -54,6 +54,7 @@ struct StatusState {
     links: Vec<LinkHandle>,
     probes: Option<Arc<skydive_probes::Probes>>,
     ovs: Option<Arc<skydive_probes::ovs::OvsStatus>>,
+    captures: Arc<captures::CaptureCounters>,
 }
 
 /// What an agent runs besides its graph and its links.
@@ -113,6 +114,7 @@ async fn status(State(s): State<StatusState>) -> Response {
         "Clients": clients,
         "Analyzers": analyzers,
         "TopologyProbes": probes,
+        "Flows": s.captures.document(),
         "FlowProbes": [],
     });
     json_response(StatusCode::OK, doc.to_string().into_bytes())
@@ -230,6 +232,7 @@ impl Agent {
                         links: links.clone(),
                         probes: probes.clone(),
                         ovs,
+                        captures: captures.counters.clone(),
                     }),
             );
         let app = server::with_layers(app);

@@ -146,6 +146,8 @@ impl AlertCounters {
 /// One watched alert.
 struct Watched {
     alert: Alert,
+    /// `alert.trigger()`, worked out once.
+    trigger: Trigger,
     /// The result of the last firing, while the result stays non-empty.
     last: Option<Json>,
     ticker: Option<JoinHandle<()>>,
@@ -251,17 +253,6 @@ impl AlertEngine {
         });
     }
 
-    fn watch(self: &Arc<Self>, alert: Alert) -> Watched {
-        let mut w = Watched {
-            alert,
-            last: None,
-            ticker: None,
-        };
-        // Evaluated once when registered.
-        self.check(&mut w);
-        w
-    }
-
     pub async fn run(self: Arc<Self>) {
         let mut changes = self.resources.subscribe();
         let mut events = self.hub.subscribe();
@@ -301,7 +292,7 @@ impl AlertEngine {
                 b = events.recv() => match b {
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
                         for w in watched.values_mut() {
-                            if w.alert.trigger() == Ok(Trigger::Graph) {
+                            if w.trigger == Trigger::Graph {
                                 self.check(w);
                             }
                         }
@@ -334,8 +325,17 @@ fn load_one(
     a: Alert,
     tick_tx: &tokio::sync::mpsc::UnboundedSender<String>,
 ) {
-    let mut w = engine.watch(a.clone());
-    if let Ok(Trigger::Every(d)) = a.trigger() {
+    // Stored alerts were validated: their trigger parses.
+    let trigger = a.trigger().unwrap_or(Trigger::Graph);
+    let mut w = Watched {
+        alert: a.clone(),
+        trigger,
+        last: None,
+        ticker: None,
+    };
+    // Evaluated once when registered.
+    engine.check(&mut w);
+    if let Trigger::Every(d) = trigger {
         let (tx, id) = (tick_tx.clone(), a.uuid.clone());
         w.ticker = Some(tokio::spawn(async move {
             let mut t = tokio::time::interval(d);

@@ -125,7 +125,7 @@ async fn writer(
             let _ = stored.send(Arc::new(batch));
             continue;
         };
-        let mut batch = Arc::new(batch);
+        let batch = Arc::new(batch);
         loop {
             let (s, b) = (store.clone(), batch.clone());
             match tokio::task::spawn_blocking(move || s.store_flows(&b)).await {
@@ -143,7 +143,6 @@ async fn writer(
                     break;
                 }
             }
-            batch = Arc::new(Arc::try_unwrap(batch).unwrap_or_else(|b| (*b).clone()));
         }
         c.queued.fetch_sub(n, Ordering::Relaxed);
         let _ = stored.send(batch);

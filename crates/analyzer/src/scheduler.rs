@@ -112,6 +112,14 @@ impl Scheduler {
         for e in events {
             let n = match e {
                 GraphEvent::NodeUpdated { node, .. } | GraphEvent::NodeAdded(node) => node,
+                GraphEvent::NodeDeleted(node) => {
+                    // Forget the node: if it comes back running a capture, that is news.
+                    self.active
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .retain(|(_, n)| n != node.id.as_str());
+                    continue;
+                }
                 _ => continue,
             };
             let Some(Value::Array(list)) = n.metadata.get("Captures") else {

@@ -53,7 +53,6 @@ impl std::fmt::Debug for Stores {
 pub struct StorageStatus {
     /// The last write error, cleared by the next successful write.
     error: std::sync::Mutex<Option<String>>,
-    pub revisions_batches: AtomicU64,
     pub events_written: AtomicU64,
     pub pending: AtomicU64,
     pub lost: AtomicU64,
@@ -192,7 +191,6 @@ pub fn spawn_recorder(
                         status
                             .events_written
                             .fetch_add(events.len() as u64, Ordering::Relaxed);
-                        status.revisions_batches.fetch_add(1, Ordering::Relaxed);
                         if status.error().is_some() {
                             tracing::info!("the history store can be written again");
                         }

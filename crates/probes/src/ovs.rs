@@ -355,7 +355,6 @@ pub async fn run(
     host_id: String,
     status: std::sync::Arc<OvsStatus>,
 ) {
-    let addr = normalize(&addr);
     let origin = format!("agent.{host_id}");
     let mut state = OvsState::default();
     let mut logged = false;
@@ -410,19 +409,6 @@ pub async fn run(
             }
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    }
-}
-
-/// `unix:///var/run/…` (Skydive's form) → `unix:/var/run/…`; `host:port` → `tcp:host:port`.
-fn normalize(addr: &str) -> String {
-    if let Some(p) = addr.strip_prefix("unix://") {
-        format!("unix:{p}")
-    } else if let Some(hp) = addr.strip_prefix("tcp://") {
-        format!("tcp:{hp}")
-    } else if addr.starts_with("unix:") || addr.starts_with("tcp:") || addr.starts_with('/') {
-        addr.to_string()
-    } else {
-        format!("tcp:{addr}")
     }
 }
 

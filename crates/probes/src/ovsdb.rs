@@ -146,7 +146,8 @@ pub enum Notification {
 }
 
 impl OvsdbClient {
-    /// Connects to `unix:/path` (or a bare path) or `tcp:host:port`.
+    /// Connects to an address in any form `ovs.ovsdb` takes: `unix:///path` (Skydive's),
+    /// `unix:/path`, a bare `/path`, `tcp://host:port`, `tcp:host:port` or `host:port`.
     pub async fn connect(
         addr: &str,
     ) -> Result<(OvsdbClient, mpsc::UnboundedReceiver<Notification>), OvsdbError> {
@@ -154,15 +155,25 @@ impl OvsdbClient {
             addr: addr.to_string(),
             message: e.to_string(),
         };
-        if let Some(hp) = addr.strip_prefix("tcp:") {
-            let s = tokio::net::TcpStream::connect(hp).await.map_err(err)?;
-            let (r, w) = s.into_split();
-            Ok(Self::start(r, w))
-        } else {
-            let path = addr.strip_prefix("unix:").unwrap_or(addr);
-            let s = tokio::net::UnixStream::connect(path).await.map_err(err)?;
-            let (r, w) = s.into_split();
-            Ok(Self::start(r, w))
+        let unix = addr
+            .strip_prefix("unix://")
+            .or_else(|| addr.strip_prefix("unix:"))
+            .or_else(|| addr.starts_with('/').then_some(addr));
+        match unix {
+            Some(path) => {
+                let s = tokio::net::UnixStream::connect(path).await.map_err(err)?;
+                let (r, w) = s.into_split();
+                Ok(Self::start(r, w))
+            }
+            None => {
+                let hp = addr
+                    .strip_prefix("tcp://")
+                    .or_else(|| addr.strip_prefix("tcp:"))
+                    .unwrap_or(addr);
+                let s = tokio::net::TcpStream::connect(hp).await.map_err(err)?;
+                let (r, w) = s.into_split();
+                Ok(Self::start(r, w))
+            }
         }
     }
 

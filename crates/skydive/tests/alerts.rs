@@ -17,22 +17,7 @@ fn a_new_namespace_reaches_the_webhook() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let conf = write_config(
-        dir.path(),
-        "allinone.yml",
-        &format!(
-            "host_id: alert-e2e\nanalyzer:\n  listen: {addr}\nagent:\n  listen: 127.0.0.1:{}\nstorage:\n  embedded:\n    path: {}\n",
-            free_port(),
-            dir.path().join("data").display()
-        ),
-    );
-    let _p = Proc::spawn(
-        &["-c", conf.to_str().unwrap(), "allinone"],
-        &dir.path().join("allinone.log"),
-    );
-    wait_api(&addr);
+    let (_p, addr) = allinone(dir.path(), "alert-e2e", "");
     let c = Client::new(&addr, None);
     let hook = hook::Hook::start();
     let alert: Value = c

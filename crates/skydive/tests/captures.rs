@@ -12,23 +12,7 @@ use serde_json::{Value, json};
 use skydive_api::client::Client;
 
 fn allinone(dir: &std::path::Path) -> (Proc, String) {
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let conf = write_config(
-        dir,
-        "allinone.yml",
-        &format!(
-            "host_id: cap-e2e\nanalyzer:\n  listen: {addr}\nagent:\n  listen: 127.0.0.1:{}\nflow:\n  update: 1\n  expire: 5\nstorage:\n  embedded:\n    path: {}\n",
-            free_port(),
-            dir.join("data").display()
-        ),
-    );
-    let p = Proc::spawn(
-        &["-c", conf.to_str().unwrap(), "allinone"],
-        &dir.join("allinone.log"),
-    );
-    wait_api(&addr);
-    (p, addr)
+    common::allinone(dir, "cap-e2e", "flow:\n  update: 1\n  expire: 5\n")
 }
 
 fn json_query(c: &Client, q: &str) -> Value {
@@ -59,15 +43,7 @@ fn a_capture_defined_in_advance_gives_flows_live_and_stored() {
         .unwrap();
     let id = cap["UUID"].as_str().unwrap().to_string();
 
-    clean.netns(ns_a);
-    clean.netns(ns_b);
-    sh(&format!(
-        "ip link add {veth} netns {ns_a} type veth peer name {peer} netns {ns_b}"
-    ));
-    sh(&format!("ip -n {ns_a} addr add 10.78.1.1/24 dev {veth}"));
-    sh(&format!("ip -n {ns_b} addr add 10.78.1.2/24 dev {peer}"));
-    sh(&format!("ip -n {ns_a} link set {veth} up"));
-    sh(&format!("ip -n {ns_b} link set {peer} up"));
+    clean.veth_pair((ns_a, veth), (ns_b, peer), "10.78.1");
 
     let active =
         format!("G.V().Has('Name', '{veth}', 'Captures.ID', '{id}', 'Captures.State', 'active')");
@@ -276,15 +252,7 @@ fn pcap_and_afpacket_agree_and_an_uploaded_pcap_gives_its_dns_flows() {
     let c = Client::new(&addr, None);
     let (ns_a, ns_b, veth, peer) = ("cappcap-a", "cappcap-b", "vcappcap", "vcappcapp");
     let mut clean = Cleanup(Vec::new());
-    clean.netns(ns_a);
-    clean.netns(ns_b);
-    sh(&format!(
-        "ip link add {veth} netns {ns_a} type veth peer name {peer} netns {ns_b}"
-    ));
-    sh(&format!("ip -n {ns_a} addr add 10.78.2.1/24 dev {veth}"));
-    sh(&format!("ip -n {ns_b} addr add 10.78.2.2/24 dev {peer}"));
-    sh(&format!("ip -n {ns_a} link set {veth} up"));
-    sh(&format!("ip -n {ns_b} link set {peer} up"));
+    clean.veth_pair((ns_a, veth), (ns_b, peer), "10.78.2");
 
     // The same interface captured by both probe types.
     let mut ids = Vec::new();
@@ -319,7 +287,9 @@ fn pcap_and_afpacket_agree_and_an_uploaded_pcap_gives_its_dns_flows() {
     let _server_a = background(&format!(
         "ip netns exec {ns_a} python3 -c \"import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('10.78.2.1',7002));s.listen();c,_=s.accept();c.sendall(c.recv(100)*3);c.close()\""
     ));
-    std::thread::sleep(Duration::from_millis(500));
+    eventually(Duration::from_secs(10), "both servers listen", || {
+        listening(ns_b, "t", 7001) && listening(ns_a, "t", 7002)
+    });
     let client = |ns: &str, ip: &str, port: u16| {
         sh(&format!(
             "ip netns exec {ns} python3 -c \"import socket,time;s=socket.create_connection(('{ip}',{port}));s.sendall(b'x'*100);d=b''\nwhile len(d)<300:\n  d+=s.recv(1000)\ns.close()\""
@@ -382,7 +352,12 @@ fn pcap_and_afpacket_agree_and_an_uploaded_pcap_gives_its_dns_flows() {
         "ip netns exec {ns_a} tcpdump -i {veth} -U -c 2 -w {} udp port 53",
         pcap.display()
     ));
-    std::thread::sleep(Duration::from_millis(700));
+    // tcpdump creates its file once it captures.
+    eventually(
+        Duration::from_secs(10),
+        "the DNS server and tcpdump ready",
+        || listening(ns_b, "u", 53) && pcap.exists(),
+    );
     sh(&format!(
         "ip netns exec {ns_a} python3 -c \"import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(3);s.sendto(bytes.fromhex('1234010000010000000000000377777706676f6f676c6503636f6d0000010001'),('10.78.2.2',53));s.recv(512)\""
     ));
@@ -510,15 +485,9 @@ fn a_capture_on_a_bridge_port_of_the_host_sees_the_ping_through_the_bridge() {
     clean.link(br, &format!("ip link add {br} type bridge"));
     sh(&format!("ip link set {br} up"));
     for (ns, ip) in [("capbr-a", "10.78.3.1"), ("capbr-b", "10.78.3.2")] {
-        clean.netns(ns);
         let host_end = format!("v{ns}");
-        clean.link(
-            &host_end,
-            &format!("ip link add {host_end} type veth peer name eth0 netns {ns}"),
-        );
-        sh(&format!("ip link set {host_end} master {br} up"));
-        sh(&format!("ip -n {ns} addr add {ip}/24 dev eth0"));
-        sh(&format!("ip -n {ns} link set eth0 up"));
+        clean.host_veth(ns, &host_end, ip);
+        sh(&format!("ip link set {host_end} master {br}"));
     }
     let cap: Value = c
         .json(
@@ -561,6 +530,15 @@ fn a_capture_on_a_bridge_port_of_the_host_sees_the_ping_through_the_bridge() {
     drop(clean);
 }
 
+/// The flow of at least 5 echo requests, among `flows`.
+fn five_pings(flows: &Value) -> Option<Value> {
+    flows
+        .as_array()?
+        .iter()
+        .find(|f| f["Metric"]["ABPackets"].as_i64().unwrap_or(0) >= 5)
+        .cloned()
+}
+
 #[test]
 fn an_sflow_capture_receives_pmacct_sfprobe_samples() {
     if !root("an_sflow_capture_receives_pmacct_sfprobe_samples") {
@@ -571,15 +549,7 @@ fn an_sflow_capture_receives_pmacct_sfprobe_samples() {
     let c = Client::new(&addr, None);
     let (ns_a, ns_b, veth, peer) = ("capsf-a", "capsf-b", "vcapsf", "vcapsfp");
     let mut clean = Cleanup(Vec::new());
-    clean.netns(ns_a);
-    clean.netns(ns_b);
-    sh(&format!(
-        "ip link add {veth} netns {ns_a} type veth peer name {peer} netns {ns_b}"
-    ));
-    sh(&format!("ip -n {ns_a} addr add 10.78.4.1/24 dev {veth}"));
-    sh(&format!("ip -n {ns_b} addr add 10.78.4.2/24 dev {peer}"));
-    sh(&format!("ip -n {ns_a} link set {veth} up"));
-    sh(&format!("ip -n {ns_b} link set {peer} up"));
+    clean.veth_pair((ns_a, veth), (ns_b, peer), "10.78.4");
 
     // The collector: an sflow capture on the receiving veth, listening on its address.
     let cap: Value = c
@@ -618,24 +588,26 @@ fn an_sflow_capture_receives_pmacct_sfprobe_samples() {
         "ip netns exec {ns_a} pmacctd -f {}",
         conf.display()
     ));
-    std::thread::sleep(Duration::from_secs(2));
-    sh(&format!(
-        "ip netns exec {ns_a} ping -q -c 5 -i 0.2 -W 1 10.78.4.2"
-    ));
     let q = format!(
         "G.V().Has('Name', '{peer}').Flows().Has('Application', 'ICMPv4', 'CaptureID', '{id}')"
     );
+    // pmacctd samples once it has started: ping until its first samples make a flow.
+    eventually(Duration::from_secs(20), "pmacctd's first samples", || {
+        sh(&format!("ip netns exec {ns_a} ping -q -c 1 -W 1 10.78.4.2"));
+        json_query(&c, &q)
+            .as_array()
+            .is_some_and(|fs| !fs.is_empty())
+    });
+    sh(&format!(
+        "ip netns exec {ns_a} ping -q -c 5 -i 0.2 -W 1 10.78.4.2"
+    ));
     eventually(
         Duration::from_secs(20),
         "ICMP flows from the sFlow samples",
-        || {
-            json_query(&c, &q)
-                .as_array()
-                .and_then(|fs| fs.first().cloned())
-                .is_some_and(|f| f["Metric"]["ABPackets"].as_i64().unwrap_or(0) >= 5)
-        },
+        || five_pings(&json_query(&c, &q)).is_some(),
     );
-    let f = json_query(&c, &q)[0].clone();
+    // (Each warm-up ping is a flow of its own: the 5 echoes of one ping are one flow.)
+    let f = five_pings(&json_query(&c, &q)).unwrap();
     assert_eq!(f["Network"]["A"], "10.78.4.1");
     let received = json_query(
         &c,

@@ -27,6 +27,15 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `skydive client --analyzer ADDR …`.
+fn client_of(addr: &str) -> impl Fn(&[&str]) -> Output + '_ {
+    move |args: &[&str]| {
+        let mut all = vec!["client", "--analyzer", addr];
+        all.extend_from_slice(args);
+        run(&all)
+    }
+}
+
 fn start_analyzer(dir: &std::path::Path) -> (Proc, String) {
     let port = free_port();
     let conf = write_config(
@@ -50,11 +59,7 @@ fn start_analyzer(dir: &std::path::Path) -> (Proc, String) {
 fn client_manages_nodes_edges_and_queries() {
     let dir = tempfile::tempdir().unwrap();
     let (_a, addr) = start_analyzer(dir.path());
-    let client = |args: &[&str]| {
-        let mut all = vec!["client", "--analyzer", addr.as_str()];
-        all.extend_from_slice(args);
-        run(&all)
-    };
+    let client = client_of(&addr);
 
     let o = client(&[
         "node",
@@ -274,11 +279,7 @@ fn completion_and_version() {
 fn client_manages_captures_with_gremlin_and_probe_paths() {
     let dir = tempfile::tempdir().unwrap();
     let (_a, addr) = start_analyzer(dir.path());
-    let client = |args: &[&str]| {
-        let mut all = vec!["client", "--analyzer", addr.as_str()];
-        all.extend_from_slice(args);
-        run(&all)
-    };
+    let client = client_of(&addr);
     let c = skydive_api::client::Client::new(&addr, None);
     // host1 -ownership-> br1, and br1 -layer2-> port1 (not an ownership child).
     for (id, name, t) in [
@@ -401,11 +402,7 @@ fn cli_probe_path_nodes(
 fn client_manages_alerts() {
     let dir = tempfile::tempdir().unwrap();
     let (_a, addr) = start_analyzer(dir.path());
-    let client = |args: &[&str]| {
-        let mut all = vec!["client", "--analyzer", addr.as_str()];
-        all.extend_from_slice(args);
-        run(&all)
-    };
+    let client = client_of(&addr);
     let o = client(&[
         "alert",
         "create",

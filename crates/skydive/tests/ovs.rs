@@ -36,23 +36,12 @@ impl Drop for Bridges {
 }
 
 fn allinone(dir: &std::path::Path) -> (Proc, String) {
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let conf = write_config(
+    // The ovsdb probe is on by default; `ovs.ovsdb` names the server explicitly.
+    common::allinone(
         dir,
-        "allinone.yml",
-        &format!(
-            "host_id: ovs-e2e\nanalyzer:\n  listen: {addr}\nagent:\n  listen: 127.0.0.1:{}\n  topology:\n    probes: [ovsdb]\novs:\n  ovsdb: unix://{SOCK}\nflow:\n  update: 1\nstorage:\n  embedded:\n    path: {}\n",
-            free_port(),
-            dir.join("data").display()
-        ),
-    );
-    let p = Proc::spawn(
-        &["-c", conf.to_str().unwrap(), "allinone"],
-        &dir.join("allinone.log"),
-    );
-    wait_api(&addr);
-    (p, addr)
+        "ovs-e2e",
+        &format!("ovs:\n  ovsdb: unix://{SOCK}\nflow:\n  update: 1\n"),
+    )
 }
 
 /// One test at a time: they share the host's Open vSwitch, and a reconfiguration of the
@@ -95,14 +84,7 @@ fn an_ovssflow_capture_gives_the_flows_through_the_bridge() {
         ("ovsf-a", "10.78.7.1", "vo7a"),
         ("ovsf-b", "10.78.7.2", "vo7b"),
     ] {
-        clean.netns(ns);
-        clean.link(
-            end,
-            &format!("ip link add {end} type veth peer name eth0 netns {ns}"),
-        );
-        sh(&format!("ip link set {end} up"));
-        sh(&format!("ip -n {ns} addr add {ip}/24 dev eth0"));
-        sh(&format!("ip -n {ns} link set eth0 up"));
+        clean.host_veth(ns, end, ip);
         vsctl(&format!("add-port skyovs7 {end}"));
     }
     eventually(Duration::from_secs(15), "the bridge in the graph", || {
@@ -288,14 +270,7 @@ fn two_bridges_joined_by_patch_ports_see_the_same_tracking_id() {
         ("ovsp-a", "10.78.8.1", "vo8a", "skyovs8"),
         ("ovsp-b", "10.78.8.2", "vo8b", "skyovs9"),
     ] {
-        clean.netns(ns);
-        clean.link(
-            end,
-            &format!("ip link add {end} type veth peer name eth0 netns {ns}"),
-        );
-        sh(&format!("ip link set {end} up"));
-        sh(&format!("ip -n {ns} addr add {ip}/24 dev eth0"));
-        sh(&format!("ip -n {ns} link set eth0 up"));
+        clean.host_veth(ns, end, ip);
         vsctl(&format!("add-port {br} {end}"));
     }
     eventually(Duration::from_secs(15), "both bridges in the graph", || {

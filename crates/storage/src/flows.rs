@@ -419,33 +419,25 @@ impl FlowStore for Embedded {
         start: Time,
         last: Time,
     ) -> Result<BTreeMap<String, Vec<FlowMetric>>> {
-        let flows = self.matching_flows(filter, start, last)?;
-        let uuids: HashMap<i64, String> = flows.into_iter().map(|(k, f)| (k, f.uuid)).collect();
-        let mut out: BTreeMap<String, Vec<FlowMetric>> = BTreeMap::new();
-        if uuids.is_empty() {
-            return Ok(out);
-        }
         // Metric rows are indexed by time: read the slice, keep the matching flows' rows.
-        let conn = self.reader()?;
-        let mut stmt = conn.prepare_cached(
+        let mut out = self.rows_of_flows(
+            filter,
+            start,
+            last,
             "SELECT flow, start, last, ab_packets, ab_bytes, ba_packets, ba_bytes, rtt
-             FROM flow_metrics WHERE last >= ?2 AND start <= ?1",
+             FROM flow_metrics WHERE last >= ?1 AND start <= ?2",
+            |r| {
+                Ok(FlowMetric {
+                    start: r.get(1)?,
+                    last: r.get(2)?,
+                    ab_packets: r.get(3)?,
+                    ab_bytes: r.get(4)?,
+                    ba_packets: r.get(5)?,
+                    ba_bytes: r.get(6)?,
+                    rtt: r.get(7)?,
+                })
+            },
         )?;
-        let mut rows = stmt.query(params![last, start])?;
-        while let Some(r) = rows.next()? {
-            let Some(uuid) = uuids.get(&r.get::<_, i64>(0)?) else {
-                continue;
-            };
-            out.entry(uuid.clone()).or_default().push(FlowMetric {
-                start: r.get(1)?,
-                last: r.get(2)?,
-                ab_packets: r.get(3)?,
-                ab_bytes: r.get(4)?,
-                ba_packets: r.get(5)?,
-                ba_bytes: r.get(6)?,
-                rtt: r.get(7)?,
-            });
-        }
         for ms in out.values_mut() {
             ms.sort_by_key(|m| (m.start, m.last));
         }
@@ -458,31 +450,53 @@ impl FlowStore for Embedded {
         start: Time,
         last: Time,
     ) -> Result<BTreeMap<String, Vec<RawPacket>>> {
+        let mut out = self.rows_of_flows(
+            filter,
+            start,
+            last,
+            "SELECT flow, timestamp, idx, link_type, data FROM flow_packets
+             WHERE timestamp >= ?1 AND timestamp <= ?2",
+            |r| {
+                Ok(RawPacket {
+                    timestamp: r.get(1)?,
+                    index: r.get(2)?,
+                    link_type: r.get(3)?,
+                    data: r.get(4)?,
+                })
+            },
+        )?;
+        for ps in out.values_mut() {
+            ps.sort_by_key(|p| (p.timestamp, p.index));
+        }
+        Ok(out)
+    }
+}
+
+impl Embedded {
+    /// The rows of a per-flow, time-indexed table (`sql` takes the slice as `?1`, `?2` and
+    /// returns the flow key first) that belong to the flows matching `filter`, by UUID.
+    fn rows_of_flows<T>(
+        &self,
+        filter: &Filter,
+        start: Time,
+        last: Time,
+        sql: &str,
+        decode: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<BTreeMap<String, Vec<T>>> {
         let flows = self.matching_flows(filter, start, last)?;
         let uuids: HashMap<i64, String> = flows.into_iter().map(|(k, f)| (k, f.uuid)).collect();
-        let mut out: BTreeMap<String, Vec<RawPacket>> = BTreeMap::new();
+        let mut out: BTreeMap<String, Vec<T>> = BTreeMap::new();
         if uuids.is_empty() {
             return Ok(out);
         }
         let conn = self.reader()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT flow, timestamp, idx, link_type, data FROM flow_packets
-             WHERE timestamp >= ?1 AND timestamp <= ?2",
-        )?;
+        let mut stmt = conn.prepare_cached(sql)?;
         let mut rows = stmt.query(params![start, last])?;
         while let Some(r) = rows.next()? {
             let Some(uuid) = uuids.get(&r.get::<_, i64>(0)?) else {
                 continue;
             };
-            out.entry(uuid.clone()).or_default().push(RawPacket {
-                timestamp: r.get(1)?,
-                index: r.get(2)?,
-                link_type: r.get(3)?,
-                data: r.get(4)?,
-            });
-        }
-        for ps in out.values_mut() {
-            ps.sort_by_key(|p| (p.timestamp, p.index));
+            out.entry(uuid.clone()).or_default().push(decode(r)?);
         }
         Ok(out)
     }
@@ -517,13 +531,40 @@ impl MemoryFlows {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn matching(inner: &MemoryFlowsInner, filter: &Filter, start: Time, last: Time) -> Vec<Flow> {
+    fn matching<'a>(
+        inner: &'a MemoryFlowsInner,
+        filter: &'a Filter,
+        start: Time,
+        last: Time,
+    ) -> impl Iterator<Item = &'a Flow> + 'a {
         inner
             .flows
             .values()
-            .filter(|f| f.start <= last && f.last >= start && filter.eval(*f))
-            .cloned()
-            .collect()
+            .filter(move |f| f.start <= last && f.last >= start && filter.eval(*f))
+    }
+
+    /// The items of `table` kept by `keep`, of `flows`, by UUID, sorted by `key`.
+    fn per_flow<'a, T: Clone, K: Ord>(
+        flows: impl Iterator<Item = &'a Flow>,
+        table: &BTreeMap<String, Vec<T>>,
+        keep: impl Fn(&T) -> bool,
+        key: impl Fn(&T) -> K,
+    ) -> BTreeMap<String, Vec<T>> {
+        let mut out = BTreeMap::new();
+        for f in flows {
+            let mut items: Vec<T> = table
+                .get(&f.uuid)
+                .into_iter()
+                .flatten()
+                .filter(|x| keep(x))
+                .cloned()
+                .collect();
+            items.sort_by_key(|x| key(x));
+            if !items.is_empty() {
+                out.insert(f.uuid.clone(), items);
+            }
+        }
+        out
     }
 }
 
@@ -550,7 +591,9 @@ impl FlowStore for MemoryFlows {
 
     fn flows(&self, filter: &Filter, start: Time, last: Time) -> Result<Vec<Flow>> {
         let inner = self.lock();
-        let mut out = Self::matching(&inner, filter, start, last);
+        let mut out: Vec<Flow> = Self::matching(&inner, filter, start, last)
+            .cloned()
+            .collect();
         out.sort_by_key(|f| flow_key(&f.uuid));
         Ok(out)
     }
@@ -562,22 +605,12 @@ impl FlowStore for MemoryFlows {
         last: Time,
     ) -> Result<BTreeMap<String, Vec<FlowMetric>>> {
         let inner = self.lock();
-        let mut out = BTreeMap::new();
-        for f in Self::matching(&inner, filter, start, last) {
-            let mut ms: Vec<FlowMetric> = inner
-                .metrics
-                .get(&f.uuid)
-                .into_iter()
-                .flatten()
-                .filter(|m| m.start <= last && m.last >= start)
-                .copied()
-                .collect();
-            ms.sort_by_key(|m| m.start);
-            if !ms.is_empty() {
-                out.insert(f.uuid, ms);
-            }
-        }
-        Ok(out)
+        Ok(Self::per_flow(
+            Self::matching(&inner, filter, start, last),
+            &inner.metrics,
+            |m| m.start <= last && m.last >= start,
+            |m| (m.start, m.last),
+        ))
     }
 
     fn raw_packets(
@@ -587,22 +620,12 @@ impl FlowStore for MemoryFlows {
         last: Time,
     ) -> Result<BTreeMap<String, Vec<RawPacket>>> {
         let inner = self.lock();
-        let mut out = BTreeMap::new();
-        for f in Self::matching(&inner, filter, start, last) {
-            let mut ps: Vec<RawPacket> = inner
-                .packets
-                .get(&f.uuid)
-                .into_iter()
-                .flatten()
-                .filter(|p| p.timestamp >= start && p.timestamp <= last)
-                .cloned()
-                .collect();
-            ps.sort_by_key(|p| (p.timestamp, p.index));
-            if !ps.is_empty() {
-                out.insert(f.uuid, ps);
-            }
-        }
-        Ok(out)
+        Ok(Self::per_flow(
+            Self::matching(&inner, filter, start, last),
+            &inner.packets,
+            |p| p.timestamp >= start && p.timestamp <= last,
+            |p| (p.timestamp, p.index),
+        ))
     }
 }
 

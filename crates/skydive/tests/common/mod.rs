@@ -184,6 +184,71 @@ impl Cleanup {
         sh(cmd);
         self.0.push(format!("ip link del {name}"));
     }
+
+    /// Two new namespaces joined by a veth pair `a`/`b`, addressed `<net>.1/24` and
+    /// `<net>.2/24`, both up.
+    pub fn veth_pair(&mut self, (ns_a, a): (&str, &str), (ns_b, b): (&str, &str), net: &str) {
+        self.netns(ns_a);
+        self.netns(ns_b);
+        sh(&format!(
+            "ip link add {a} netns {ns_a} type veth peer name {b} netns {ns_b}"
+        ));
+        sh(&format!("ip -n {ns_a} addr add {net}.1/24 dev {a}"));
+        sh(&format!("ip -n {ns_b} addr add {net}.2/24 dev {b}"));
+        sh(&format!("ip -n {ns_a} link set {a} up"));
+        sh(&format!("ip -n {ns_b} link set {b} up"));
+    }
+
+    /// A new namespace whose `eth0`, addressed `ip/24`, is the peer of `end` in the host's
+    /// namespace; both up.
+    pub fn host_veth(&mut self, ns: &str, end: &str, ip: &str) {
+        self.netns(ns);
+        self.link(
+            end,
+            &format!("ip link add {end} type veth peer name eth0 netns {ns}"),
+        );
+        sh(&format!("ip link set {end} up"));
+        sh(&format!("ip -n {ns} addr add {ip}/24 dev eth0"));
+        sh(&format!("ip -n {ns} link set eth0 up"));
+    }
+}
+
+/// A `skydive allinone` of host `host_id` with its store in `dir` and the extra top-level
+/// configuration `extra` (YAML); returns it with the analyzer's address once it answers.
+pub fn allinone(dir: &Path, host_id: &str, extra: &str) -> (Proc, String) {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let conf = write_config(
+        dir,
+        "allinone.yml",
+        &format!(
+            "host_id: {host_id}\nanalyzer:\n  listen: {addr}\nagent:\n  listen: 127.0.0.1:{}\nstorage:\n  embedded:\n    path: {}\n{extra}",
+            free_port(),
+            dir.join("data").display()
+        ),
+    );
+    let p = Proc::spawn(
+        &["-c", conf.to_str().unwrap(), "allinone"],
+        &dir.join("allinone.log"),
+    );
+    wait_api(&addr);
+    (p, addr)
+}
+
+/// Whether a socket of namespace `ns` listens on `port` (`proto` "t" for TCP, "u" for UDP).
+pub fn listening(ns: &str, proto: &str, port: u16) -> bool {
+    Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .args([
+            "ss",
+            &format!("-Hln{proto}"),
+            "sport",
+            "=",
+            &format!(":{port}"),
+        ])
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false)
 }
 
 /// Rewrites `ip -n NS …` and `ip netns exec NS …` into `nsenter --net=/run/netns/NS …`.
