@@ -16,6 +16,6 @@ trap stop_ovs EXIT
 echo "== Rust tests" >&2
 cargo test --workspace --locked --no-fail-fast "$@"
 
-echo "== Python client compatibility tests (skydive-client from PyPI against skydive allinone)" >&2
+echo "== Python tests: skydive-client (PyPI) against skydive allinone; the web UI in headless Chromium" >&2
 cargo build --locked -p skydive
 SKYDIVE_BIN="$PWD/target/debug/skydive" "$PYTHON_VENV/bin/python" -m pytest -q tests/python

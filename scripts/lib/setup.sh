@@ -7,10 +7,11 @@ BUILD_PACKAGES=(pkg-config libpcap-dev)
 # iproute2 and util-linux (nsenter): namespaces and links; tcpdump, tshark, iperf3, ping: the
 # flow engine's cross-check against tshark on recorded traffic.
 # pmacct: an sFlow agent (sfprobe) for the sflow capture; openvswitch-switch: a real
-# ovsdb-server for the OVSDB client.
-TEST_PACKAGES=("${BUILD_PACKAGES[@]}" iproute2 util-linux tcpdump tshark iperf3 iputils-ping pmacct openvswitch-switch)
-# Python packages the tests need.
-TEST_PYTHON_PACKAGES=(skydive-client==0.10.0 pytest)
+# ovsdb-server for the OVSDB client; chromium and chromium-driver: the web UI's browser tests.
+TEST_PACKAGES=("${BUILD_PACKAGES[@]}" iproute2 util-linux tcpdump tshark iperf3 iputils-ping pmacct openvswitch-switch chromium chromium-driver)
+# Python packages the tests need: Skydive's Python client, pytest, and Selenium (WebDriver
+# through Debian's chromedriver; it downloads nothing).
+TEST_PYTHON_PACKAGES=(skydive-client==0.10.0 pytest selenium==4.51.0)
 
 # Installs the Debian packages that are missing (needs root; apt-get update only when needed).
 install_packages() {

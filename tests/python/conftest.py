@@ -31,7 +31,7 @@ def wait_for(what, cond, timeout=10.0):
 
 
 class Allinone:
-    def __init__(self, tmp):
+    def __init__(self, tmp, extra_yaml=""):
         self.port = free_port()
         self.agent_port = free_port()
         self.endpoint = "127.0.0.1:%d" % self.port
@@ -43,6 +43,7 @@ class Allinone:
                 "agent:\n  listen: 127.0.0.1:%d\n"
                 "storage:\n  embedded:\n    path: %s\n"
                 % (self.port, self.agent_port, os.path.join(tmp, "data"))
+                + extra_yaml
             )
         binary = os.environ.get("SKYDIVE_BIN", "target/debug/skydive")
         self.log = open(os.path.join(tmp, "allinone.log"), "w")

@@ -12,3 +12,4 @@ pub mod schema;
 
 pub use hub::{ConnId, EventBatch, Hub, HubError, HubHandle, Snapshot, next_conn_id};
 pub mod server;
+pub mod ui;

@@ -101,7 +101,7 @@ pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
         .into_response()
 }
 
-/// The routes every server has.
+/// The routes every server has (the web UI among them).
 pub fn common_routes() -> Router<Shared> {
     Router::new()
         .route("/api", get(api_info))
@@ -110,6 +110,7 @@ pub fn common_routes() -> Router<Shared> {
         .route("/ws/subscriber", any(ws_subscriber))
         .route("/ws/publisher", any(ws_publisher))
         .route("/ws/pubsub", any(ws_pubsub))
+        .merge(crate::ui::routes())
 }
 
 /// CORS and compression, as Skydive's router wraps every handler.

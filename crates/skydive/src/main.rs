@@ -120,13 +120,19 @@ async fn run_service(cmd: &Command, config: Config) -> anyhow::Result<()> {
     match cmd {
         Command::Analyzer => {
             let analyzer = skydive_analyzer::Analyzer::start(&settings).await?;
-            eprintln!("Skydive analyzer: API on http://{}/api", analyzer.addr);
+            eprintln!(
+                "Skydive analyzer: web UI on http://{a}/ ; API on http://{a}/api",
+                a = analyzer.addr
+            );
             shutdown_signal().await;
             analyzer.shutdown().await;
         }
         Command::Agent => {
             let agent = skydive_agent::Agent::start(&settings).await?;
-            eprintln!("Skydive agent: API on http://{}/api", agent.addr);
+            eprintln!(
+                "Skydive agent: web UI on http://{a}/ ; API on http://{a}/api",
+                a = agent.addr
+            );
             shutdown_signal().await;
             agent.shutdown().await;
         }
@@ -142,7 +148,7 @@ async fn run_service(cmd: &Command, config: Config) -> anyhow::Result<()> {
                 }
             };
             eprintln!(
-                "Skydive allinone: analyzer API on http://{a}/api ; agent API on http://{b}/api",
+                "Skydive allinone: web UI on http://{a}/ ; analyzer API on http://{a}/api ; agent API on http://{b}/api (its own UI on http://{b}/)",
                 a = analyzer.addr,
                 b = agent.addr
             );
