@@ -1,6 +1,7 @@
 """A real `skydive allinone` for the tests, on free ports of 127.0.0.1, with its embedded
 store in a temporary directory. The binary is $SKYDIVE_BIN (scripts/test.sh builds it)."""
 
+import base64
 import json
 import os
 import socket
@@ -31,7 +32,12 @@ def wait_for(what, cond, timeout=10.0):
 
 
 class Allinone:
-    def __init__(self, tmp, extra_yaml=""):
+    def __init__(self, tmp, extra_yaml="", auth=None, overlay_yaml=None):
+        # (user, password) sent as basic authentication by api_up() and count().
+        self.headers = {}
+        if auth:
+            token = base64.b64encode(("%s:%s" % auth).encode()).decode()
+            self.headers["Authorization"] = "Basic " + token
         self.port = free_port()
         self.agent_port = free_port()
         self.endpoint = "127.0.0.1:%d" % self.port
@@ -45,23 +51,31 @@ class Allinone:
                 % (self.port, self.agent_port, os.path.join(tmp, "data"))
                 + extra_yaml
             )
+        confs = ["-c", conf]
+        if overlay_yaml:
+            # A second file, merged over the first (as `-c` files are).
+            overlay = os.path.join(tmp, "overlay.yml")
+            with open(overlay, "w") as f:
+                f.write(overlay_yaml)
+            confs += ["-c", overlay]
         binary = os.environ.get("SKYDIVE_BIN", "target/debug/skydive")
         self.log = open(os.path.join(tmp, "allinone.log"), "w")
         self.proc = subprocess.Popen(
-            [binary, "-c", conf, "allinone"], stdout=self.log, stderr=self.log
+            [binary] + confs + ["allinone"], stdout=self.log, stderr=self.log
         )
         wait_for("the analyzer API", self.api_up)
         wait_for("the agent's host node", lambda: self.count("G.V().Has('Type', 'host')") == 1)
 
     def api_up(self):
-        with urllib.request.urlopen("http://%s/api" % self.endpoint, timeout=1) as r:
+        req = urllib.request.Request("http://%s/api" % self.endpoint, headers=self.headers)
+        with urllib.request.urlopen(req, timeout=1) as r:
             return r.status == 200
 
     def count(self, q):
         req = urllib.request.Request(
             "http://%s/api/topology" % self.endpoint,
             data=json.dumps({"GremlinQuery": q + ".Count()"}).encode(),
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            headers=dict(self.headers, **{"Content-Type": "application/json", "Accept": "application/json"}),
         )
         with urllib.request.urlopen(req, timeout=5) as r:
             return json.loads(r.read())

@@ -12,6 +12,29 @@ export class ApiError extends Error {
 export class Api {
   constructor(base) {
     this.base = (base || window.location.origin).replace(/\/+$/, '');
+    // The token of a login (`POST /login`), per server, for this browser tab.
+    this.tokenKey = `skydive-token:${this.base}`;
+    this.token = sessionStorage.getItem(this.tokenKey);
+  }
+
+  /** Logs in; the token goes with every later request (header, or query for WebSockets). */
+  async login(username, password) {
+    const r = await fetch(`${this.base}/login`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ username, password }),
+    });
+    const text = await r.text();
+    if (!r.ok) throw new ApiError(r.status, text);
+    const answer = JSON.parse(text);
+    this.token = answer.Token;
+    sessionStorage.setItem(this.tokenKey, this.token);
+    return answer;
+  }
+
+  logout() {
+    this.token = null;
+    sessionStorage.removeItem(this.tokenKey);
   }
 
   static fromLocation() {
@@ -21,6 +44,7 @@ export class Api {
 
   async request(method, path, body) {
     const opts = { method, headers: { Accept: 'application/json' } };
+    if (this.token) opts.headers['X-Auth-Token'] = this.token;
     if (body !== undefined) {
       opts.headers['Content-Type'] = 'application/json';
       opts.body = JSON.stringify(body);
@@ -66,6 +90,7 @@ export class Api {
     const u = new URL(this.base + path);
     u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
     for (const [k, v] of params) u.searchParams.append(k, v);
+    if (this.token) u.searchParams.append('x-auth-token', this.token);
     return u.toString();
   }
 }

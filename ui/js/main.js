@@ -26,26 +26,32 @@ const state = { selected: null, history: null, missedLive: 0, service: null };
 
 // ---------------------------------------------------------------- the live topology socket
 
-const socket = new Socket(
-  api.wsUrl('/ws/subscriber', [
-    ['x-client-type', 'webui'],
-    ['x-update-policy', 'partial'],
-    ['x-websocket-namespace', 'Graph'],
-    ['x-websocket-namespace', 'OnDemandCaptureNotification'],
-    ['x-websocket-namespace', 'Alert'],
-  ]),
-  {
-    onOpen: (s) => {
-      if (state.history === null) s.send('Graph', 'SyncRequest', {});
+let socket = null;
+
+/** The subscription to the live graph (after a login, when the server asks for one). */
+function openSocket() {
+  socket = new Socket(
+    api.wsUrl('/ws/subscriber', [
+      ['x-client-type', 'webui'],
+      ['x-update-policy', 'partial'],
+      ['x-websocket-namespace', 'Graph'],
+      ['x-websocket-namespace', 'OnDemandCaptureNotification'],
+      ['x-websocket-namespace', 'Alert'],
+    ]),
+    {
+      onOpen: (s) => {
+        if (state.history === null) s.send('Graph', 'SyncRequest', {});
+      },
+      onMessage: onMessage,
+      onState: (st) => {
+        const c = $('#conn');
+        c.textContent = st;
+        c.className = st;
+      },
     },
-    onMessage: onMessage,
-    onState: (st) => {
-      const c = $('#conn');
-      c.textContent = st;
-      c.className = st;
-    },
-  },
-);
+  );
+  window.skydiveUI.socket = socket;
+}
 
 function onMessage(msg) {
   if (msg.Namespace === 'Graph') {
@@ -279,19 +285,62 @@ const history = new HistoryPanel($('#tab-history'), {
 select(null);
 showTab('node');
 
-api
-  .info()
-  .then((info) => {
-    state.service = info.Service;
-    $('#server').textContent = `${info.Service} ${info.Host} · ${info.Version}${api.base !== window.location.origin ? ' · ' + api.base : ''}`;
-    document.title = `Skydive · ${info.Host}`;
-    if (info.Service === 'agent') {
-      // An agent's own API has no capture or history of its own: they live on the analyzer.
-      $('#tab-captures').replaceChildren(el('p', { class: 'muted', id: 'agent-captures' }, 'This is an agent: captures and flows are managed by the analyzer.'));
-    } else {
-      captures.refresh();
+/** Asks for a user name and password until `POST /login` accepts them. */
+function askLogin() {
+  const form = $('#login');
+  form.hidden = false;
+  form.elements.username.focus();
+  return new Promise((resolve) => {
+    form.onsubmit = async (ev) => {
+      ev.preventDefault();
+      const err = $('#login-error');
+      err.textContent = '';
+      try {
+        await api.login(form.elements.username.value, form.elements.password.value);
+        form.hidden = true;
+        form.elements.password.value = '';
+        resolve();
+      } catch (e) {
+        err.textContent = e.message;
+      }
+    };
+  });
+}
+
+$('#logout').addEventListener('click', () => {
+  api.logout();
+  window.location.reload();
+});
+
+async function start() {
+  let info;
+  for (;;) {
+    try {
+      info = await api.info();
+      break;
+    } catch (e) {
+      if (e.status !== 401) {
+        showError(`${api.base}/api: ${e.message}`);
+        $('#conn').textContent = 'unreachable';
+        return;
+      }
+      // No credentials, or they no longer work.
+      api.logout();
+      await askLogin();
     }
-  })
-  .catch((e) => showError(`${api.base}/api: ${e.message}`));
+  }
+  $('#logout').hidden = !api.token;
+  state.service = info.Service;
+  $('#server').textContent = `${info.Service} ${info.Host} · ${info.Version}${api.base !== window.location.origin ? ' · ' + api.base : ''}`;
+  document.title = `Skydive · ${info.Host}`;
+  if (info.Service === 'agent') {
+    // An agent's own API has no capture or history of its own: they live on the analyzer.
+    $('#tab-captures').replaceChildren(el('p', { class: 'muted', id: 'agent-captures' }, 'This is an agent: captures and flows are managed by the analyzer.'));
+  } else {
+    captures.refresh();
+  }
+  openSocket();
+}
 
 window.skydiveUI = { api, graph, view, socket, metrics, state, select, runQuery, captures, history, showTab };
+start();

@@ -132,11 +132,7 @@ impl Agent {
         requests: Arc<dyn RequestHandler>,
         options: AgentOptions,
     ) -> anyhow::Result<Agent> {
-        server::require_noauth(
-            settings,
-            "agent.auth.api.backend",
-            &settings.agent.auth.api.backend,
-        )?;
+        let auth = skydive_api::auth::Auth::agent(settings)?;
         let host_id = settings.host_id.clone();
         let mut graph = Graph::new();
         graph.add_node(host::host_node(
@@ -213,6 +209,12 @@ impl Agent {
                 read_deadline: Duration::from_secs(ws.ping_delay + ws.pong_timeout.max(1)),
                 retry: Duration::from_secs(1),
                 flows: Some(captures.flow_sender()),
+                credentials: (!settings.agent.auth.cluster.username.is_empty()).then(|| {
+                    (
+                        settings.agent.auth.cluster.username.clone(),
+                        settings.agent.auth.cluster.password.clone(),
+                    )
+                }),
             };
             let (h, t) = link::spawn(cfg, hub.clone(), requests.clone(), stop_rx.clone());
             links.push(h);
@@ -235,7 +237,7 @@ impl Agent {
                         captures: captures.counters.clone(),
                     }),
             );
-        let app = server::with_layers(app);
+        let app = server::with_layers(app, auth);
         let mut rx = stop_rx.clone();
         let server = tokio::spawn(server::serve(listener, app, async move {
             let _ = rx.wait_for(|s| *s).await;

@@ -113,6 +113,8 @@ pub struct LinkConfig {
     pub retry: Duration,
     /// The captures' flow batches, sent to the analyzer as they come.
     pub flows: Option<broadcast::Sender<Arc<Vec<skydive_flow::Flow>>>>,
+    /// `agent.auth.cluster.username` and `password`, sent as basic authentication.
+    pub credentials: Option<(String, String)>,
 }
 
 /// Flows per frame.
@@ -255,6 +257,11 @@ async fn connect(cfg: &LinkConfig) -> Result<(Ws, String), String> {
         HeaderValue::from_static("DeleteOnDisconnect"),
     );
     h.insert("X-Websocket-Namespace", HeaderValue::from_static("*"));
+    if let Some((user, password)) = &cfg.credentials {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        h.insert("Authorization", hv(&format!("Basic {token}"))?);
+    }
     let connecting = tokio_tungstenite::connect_async(req);
     let (ws, resp) = tokio::time::timeout(Duration::from_secs(10), connecting)
         .await

@@ -83,18 +83,7 @@ async fn startup_capture(settings: &Settings, resources: &Resources) -> anyhow::
 impl Analyzer {
     /// Opens the store, binds `analyzer.listen` and starts every task.
     pub async fn start(settings: &Settings) -> anyhow::Result<Analyzer> {
-        for (key, backend) in [
-            (
-                "analyzer.auth.api.backend",
-                &settings.analyzer.auth.api.backend,
-            ),
-            (
-                "analyzer.auth.cluster.backend",
-                &settings.analyzer.auth.cluster.backend,
-            ),
-        ] {
-            server::require_noauth(settings, key, backend)?;
-        }
+        let auth = skydive_api::auth::Auth::analyzer(settings)?;
         let stores = storage::Stores::open(settings)?;
         let listener = server::bind(&settings.analyzer.listen)
             .await
@@ -185,7 +174,7 @@ impl Analyzer {
                 stores: stores.clone(),
                 alerts: alert_engine.counters.clone(),
             }));
-        let app = server::with_layers(app);
+        let app = server::with_layers(app, auth);
 
         let (shutdown, mut rx) = watch::channel(false);
         let server = tokio::spawn(server::serve(listener, app, async move {

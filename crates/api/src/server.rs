@@ -113,8 +113,9 @@ pub fn common_routes() -> Router<Shared> {
         .merge(crate::ui::routes())
 }
 
-/// CORS and compression, as Skydive's router wraps every handler.
-pub fn with_layers(router: Router) -> Router {
+/// `/login`, authentication and authorisation, CORS and compression, as Skydive's router wraps
+/// every handler.
+pub fn with_layers(router: Router, auth: crate::auth::Auth) -> Router {
     use tower_http::compression::CompressionLayer;
     use tower_http::cors::{Any, CorsLayer};
     let cors = CorsLayer::new()
@@ -124,6 +125,7 @@ pub fn with_layers(router: Router) -> Router {
             Method::HEAD,
             Method::POST,
             Method::PUT,
+            Method::PATCH,
             Method::DELETE,
             Method::OPTIONS,
         ])
@@ -133,22 +135,14 @@ pub fn with_layers(router: Router) -> Router {
             header::AUTHORIZATION,
             header::HeaderName::from_static("x-auth-token"),
         ]);
-    router.layer(CompressionLayer::new().gzip(true)).layer(cors)
-}
-
-/// Refuses an authentication backend this build cannot enforce: better not to start than to
-/// serve without the protection the configuration asks for.
-pub fn require_noauth(
-    settings: &skydive_config::Settings,
-    key: &str,
-    backend: &str,
-) -> anyhow::Result<()> {
-    match settings.auth_type(backend) {
-        Some("noauth") | None => Ok(()),
-        Some(other) => anyhow::bail!(
-            "{key}: the `{backend}` backend is of type {other}, and authentication is not available in this build yet (use noauth)"
-        ),
-    }
+    router
+        .merge(crate::auth::routes(auth.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::middleware,
+        ))
+        .layer(CompressionLayer::new().gzip(true))
+        .layer(cors)
 }
 
 /// Binds a listen address of the configuration (`host:port`, `:port`, `port`; an empty
