@@ -221,14 +221,24 @@ fn is_up(node: &Node) -> bool {
 }
 
 /// A `Captures` entry.
+/// A probe's counters, as its `Captures` entry shows them.
+#[derive(Clone, Copy, Debug, Default)]
+struct ProbeCounts {
+    received: u64,
+    dropped: u64,
+    /// Flows in the table.
+    flows: u64,
+    /// Flows evicted because the table was full.
+    evicted: u64,
+}
+
 fn capture_entry(
     spec: &CaptureSpec,
     socket: &str,
     kind: &str,
     state: &str,
     error: &str,
-    received: u64,
-    dropped: u64,
+    counts: ProbeCounts,
 ) -> Value {
     let mut m = Map::new();
     m.insert("ID", spec.uuid.as_str());
@@ -254,8 +264,12 @@ fn capture_entry(
         };
         m.insert(key, socket);
     }
-    m.insert("PacketsReceived", Value::Int(received as i64));
-    m.insert("PacketsDropped", Value::Int(dropped as i64));
+    m.insert("PacketsReceived", Value::Int(counts.received as i64));
+    m.insert("PacketsDropped", Value::Int(counts.dropped as i64));
+    // The flow table: flows in it, flows evicted because it was full (the `stats` messages of
+    // `/ws/subscriber/flow` carry them as FlowCount and FlowDropped).
+    m.insert("FlowCount", Value::Int(counts.flows as i64));
+    m.insert("FlowDropped", Value::Int(counts.evicted as i64));
     Value::Map(m)
 }
 
@@ -752,6 +766,7 @@ impl Captures {
             spec: spec.clone(),
             kind: kind.to_string(),
             socket: socket_addr.clone(),
+            table: Default::default(),
         };
         let kind_owned = kind.to_string();
         let sflow_addr = socket_addr.clone();
@@ -808,7 +823,14 @@ impl Captures {
             Err(_) => return Err((500, "the probe did not start within 10 s".into())),
         }
         let hub = self.hub.clone();
-        let entry = capture_entry(&spec, &socket_addr, kind, "active", "", 0, 0);
+        let entry = capture_entry(
+            &spec,
+            &socket_addr,
+            kind,
+            "active",
+            "",
+            ProbeCounts::default(),
+        );
         let (node_id, id) = (node.id.to_string(), spec.uuid.clone());
         self.rt
             .spawn(async move { set_entry(&hub, node_id, id, Some(entry)).await });
@@ -915,6 +937,8 @@ struct ProbeContext {
     kind: String,
     /// `host:port` of a pcapsocket capture.
     socket: String,
+    /// The flow table's size and evictions at the last statistics tick.
+    table: std::cell::Cell<(u64, u64)>,
 }
 
 impl ProbeContext {
@@ -926,8 +950,12 @@ impl ProbeContext {
             &self.kind,
             state,
             error,
-            received,
-            dropped,
+            ProbeCounts {
+                received,
+                dropped,
+                flows: self.table.get().0,
+                evicted: self.table.get().1,
+            },
         );
         self.rt.block_on(set_entry(
             &self.hub,
@@ -985,6 +1013,7 @@ impl ProbeContext {
                 counted = feeder.packets();
                 if last_stats.elapsed() >= self.stats_every {
                     last_stats = Instant::now();
+                    self.table.set(feeder.table_stats());
                     self.write_entry("active", "", received, 0);
                 }
             }
@@ -1057,6 +1086,7 @@ impl ProbeContext {
                     sflow_prev = Some((cur, at));
                 }
                 *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = table.flows();
+                self.table.set((table.len() as u64, table.stats().evicted));
                 let (rx, dropped) = source.stats();
                 self.write_entry("active", "", rx, dropped);
             }

@@ -43,6 +43,8 @@ pub struct FlowIngest {
     /// `analyzer.flow.max_buffer_size`: flows queued before new ones are dropped.
     max_queued: usize,
     pub counters: Arc<IngestCounters>,
+    /// Capture statistics (`Stats` JSON), for `/ws/subscriber/flow`.
+    stats: tokio::sync::broadcast::Sender<Arc<serde_json::Value>>,
 }
 
 impl std::fmt::Debug for FlowIngest {
@@ -69,6 +71,7 @@ impl FlowIngest {
                 stored,
                 max_queued: max_queued.max(200),
                 counters,
+                stats: tokio::sync::broadcast::channel(1024).0,
             }),
             task,
         )
@@ -77,6 +80,48 @@ impl FlowIngest {
     /// Groups of flows as they are stored.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Vec<Flow>>> {
         self.stored.subscribe()
+    }
+
+    /// Capture statistics as they change.
+    pub fn subscribe_stats(&self) -> tokio::sync::broadcast::Receiver<Arc<serde_json::Value>> {
+        self.stats.subscribe()
+    }
+
+    /// Watches the graph for the `Captures` entries the agents update (every
+    /// `agent.flow.stats_update` seconds) and publishes each change as a `Stats` message.
+    pub async fn run_stats(self: Arc<Self>, hub: skydive_api::HubHandle) {
+        use skydive_graph::GraphEvent;
+        let mut events = hub.subscribe();
+        // (node, capture) -> the stats last published
+        let mut last: std::collections::HashMap<(String, String), Arc<serde_json::Value>> =
+            Default::default();
+        loop {
+            let batch = match events.recv().await {
+                Ok(b) => b,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            };
+            for ev in &batch.events {
+                let node = match ev {
+                    GraphEvent::NodeAdded(n) | GraphEvent::NodeUpdated { node: n, .. } => n,
+                    GraphEvent::NodeDeleted(n) => {
+                        last.retain(|(id, _), _| id != n.id.as_str());
+                        continue;
+                    }
+                    _ => continue,
+                };
+                for stats in capture_stats(node) {
+                    let cid = stats["CaptureID"].as_str().unwrap_or_default().to_string();
+                    let key = (node.id.to_string(), cid);
+                    if last.get(&key).is_some_and(|s| **s == stats) {
+                        continue;
+                    }
+                    let stats = Arc::new(stats);
+                    last.insert(key, stats.clone());
+                    let _ = self.stats.send(stats);
+                }
+            }
+        }
     }
 
     /// Takes the flows of one agent message.
@@ -254,9 +299,33 @@ impl skydive_api::server::conn::MessageHandler for FlowSubscriber {
     async fn on_close(&self, _conn: &Arc<skydive_api::server::conn::Conn>) {}
 }
 
+/// The `Stats` of each capture entry of a node's `Captures` metadata (compat spec §2.4).
+pub fn capture_stats(node: &skydive_graph::Node) -> Vec<serde_json::Value> {
+    use skydive_graph::Value;
+    let Some(Value::Array(list)) = node.metadata.get("Captures") else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(Value::as_map)
+        .filter_map(|c| {
+            let id = c.get("ID").and_then(Value::as_str)?;
+            let int = |k: &str| c.get(k).and_then(Value::as_i64).unwrap_or(0);
+            Some(serde_json::json!({
+                "CaptureID": id,
+                "FlowCount": int("FlowCount"),
+                "FlowDropped": int("FlowDropped"),
+                "KernelFlowDropped": 0,
+                "PacketsDropped": int("PacketsDropped"),
+                "PacketsReceived": int("PacketsReceived"),
+            }))
+        })
+        .collect()
+}
+
 /// `GET /ws/subscriber/flow`: every group of stored flows as
 /// `{"Namespace":"flow","Type":"store","Obj":[…]}`, and per capture in the namespace
-/// `flow/<CaptureID>` for the clients that ask for it (compat spec §2.5).
+/// `flow/<CaptureID>` for the clients that ask for it; capture statistics as
+/// `{"Namespace":"stats","Type":"stats","Obj":{…}}` (compat spec §2.5).
 pub async fn ws_flow_subscriber(
     axum::extract::State((ctx, ingest)): axum::extract::State<(
         skydive_api::server::Shared,
@@ -265,10 +334,21 @@ pub async fn ws_flow_subscriber(
     req: skydive_api::server::WsRequest,
 ) -> axum::response::Response {
     let mut rx = ingest.subscribe();
+    let mut stats = ingest.subscribe_stats();
     skydive_api::server::ws_endpoint(ctx, SUBSCRIBER_ENDPOINT, req, false, move |conn, _| {
         tokio::spawn(async move {
             loop {
                 let batch = tokio::select! {
+                    s = stats.recv() => {
+                        match s {
+                            Ok(s) if conn.handshake.wants("stats") => {
+                                conn.send_msg("stats", "stats", "", 200, s.as_ref());
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                            _ => {}
+                        }
+                        continue;
+                    }
                     b = rx.recv() => match b {
                         Ok(b) => b,
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {

@@ -182,6 +182,7 @@ impl Analyzer {
         }));
         let mut tasks = vec![
             ingest_task,
+            tokio::spawn(ingest.clone().run_stats(hub.clone())),
             resources.spawn_expiry(),
             tokio::spawn(elements.run()),
             tokio::spawn(rules.run()),

@@ -4,6 +4,8 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 fn create(a: &TestAnalyzer, body: Value) -> (u16, String) {
@@ -188,4 +190,59 @@ fn subscribers_hear_of_captures() {
     );
     kinds.push(next_kind(&mut ws));
     assert_eq!(kinds, vec!["Added", "NodeUpdated", "Deleted"]);
+}
+
+#[test]
+fn flow_subscribers_get_the_capture_statistics_when_they_change() {
+    let a = TestAnalyzer::start();
+    let mut ws = a.ws(
+        "/ws/subscriber/flow",
+        &[
+            ("X-Host-ID", "stats-watcher"),
+            ("X-Client-Type", "webui"),
+            ("X-Websocket-Namespace", "stats"),
+        ],
+    );
+    let entry = |rx: i64, flows: i64| {
+        json!({"ID": "cap-stats", "State": "active", "PacketsReceived": rx, "PacketsDropped": 2,
+               "FlowCount": flows, "FlowDropped": 1})
+    };
+    let node = json!({"ID": "n-stats", "Metadata": {"Name": "eth-stats", "Type": "veth",
+        "Captures": [entry(10, 3)]}});
+    assert_eq!(a.send("POST", "/api/node", Some(node), &[]).status, 201);
+    let first = ws_wait(&mut ws, Duration::from_secs(5), |m| {
+        m["Namespace"] == "stats"
+    })
+    .expect("a stats message");
+    assert_eq!(first["Type"], "stats");
+    assert_eq!(
+        first["Obj"],
+        json!({"CaptureID": "cap-stats", "FlowCount": 3, "FlowDropped": 1, "KernelFlowDropped": 0,
+               "PacketsDropped": 2, "PacketsReceived": 10})
+    );
+    // An update that changes something else of the node repeats nothing.
+    let patch = json!([{"op": "add", "path": "/Metadata/MTU", "value": 1400}]);
+    assert_eq!(
+        a.send("PATCH", "/api/node/n-stats", Some(patch), &[])
+            .status,
+        200
+    );
+    assert!(
+        ws_drain(&mut ws, Duration::from_millis(500))
+            .iter()
+            .all(|m| m["Namespace"] != "stats")
+    );
+    // New counters: a new message.
+    let patch = json!([{"op": "replace", "path": "/Metadata/Captures/0", "value": entry(25, 4)}]);
+    assert_eq!(
+        a.send("PATCH", "/api/node/n-stats", Some(patch), &[])
+            .status,
+        200
+    );
+    let next = ws_wait(&mut ws, Duration::from_secs(5), |m| {
+        m["Namespace"] == "stats"
+    })
+    .expect("a second stats message");
+    assert_eq!(next["Obj"]["PacketsReceived"], 25);
+    assert_eq!(next["Obj"]["FlowCount"], 4);
 }

@@ -199,7 +199,9 @@ impl Authenticator {
             Some("noauth") | None => Ok(Self::noauth()),
             Some("basic") => Ok(Arc::new(Authenticator {
                 name: backend.to_string(),
-                basic: Some(basic_from(section, backend)?),
+                basic: Some(
+                    basic_from(section, backend).map_err(|e| anyhow::anyhow!("{key}: {e:#}"))?,
+                ),
                 verified: Mutex::default(),
             })),
             Some(other) => anyhow::bail!(

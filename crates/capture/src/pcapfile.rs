@@ -61,6 +61,11 @@ impl PcapFeeder {
     }
 
     /// Packets read so far.
+    /// Flows in the table and flows evicted from it because it was full.
+    pub fn table_stats(&self) -> (u64, u64) {
+        (self.table.len() as u64, self.table.stats().evicted)
+    }
+
     pub fn packets(&self) -> u64 {
         self.packets
     }

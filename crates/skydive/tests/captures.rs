@@ -77,6 +77,20 @@ fn a_capture_defined_in_advance_gives_flows_live_and_stored() {
     assert_eq!(flow["Application"], "ICMPv4");
     assert!(flow["Metric"]["RTT"].as_i64().unwrap() > 0);
     assert_eq!(flow["CaptureID"], id.as_str());
+    // The probe's entry counts the flow table (the capture's `stats` on /ws/subscriber/flow).
+    eventually(
+        Duration::from_secs(5),
+        "the table counted in Captures",
+        || {
+            json_query(
+                &c,
+                &format!("G.V().Has('Name', '{veth}').Values('Captures')"),
+            )[0]
+            .as_array()
+            .and_then(|l| l.iter().find(|e| e["ID"] == id.as_str()).cloned())
+            .is_some_and(|e| e["FlowCount"].as_i64() >= Some(1) && e["FlowDropped"] == 0)
+        },
+    );
     // Flow steps on live flows: from flows back to the interfaces.
     let names = |q: &str| -> Vec<String> {
         let mut v: Vec<String> = json_query(&c, q)

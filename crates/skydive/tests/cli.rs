@@ -218,24 +218,47 @@ fn invalid_configuration_exits_64_naming_the_key() {
 }
 
 #[test]
-fn an_authentication_backend_that_cannot_be_enforced_is_refused() {
+fn authentication_sections_that_cannot_be_enforced_are_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = write_config(
-        dir.path(),
-        "a.yml",
-        &format!(
-            "analyzer:\n  listen: 127.0.0.1:{}\n  auth:\n    api:\n      backend: basic\nstorage:\n  embedded:\n    path: {}\n",
-            free_port(),
-            dir.path().display()
+    let cases = [
+        // A basic backend without users.
+        (
+            "analyzer:\n  auth:\n    api:\n      backend: basic\n",
+            "analyzer.auth.api.backend: auth.basic: a basic backend needs `file` (htpasswd) or `users`",
         ),
-    );
-    let o = run(&["-c", conf.to_str().unwrap(), "analyzer"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("analyzer.auth.api.backend"),
-        "{}",
-        stderr(&o)
-    );
+        // Keystone cannot be enforced by this build.
+        (
+            "agent:\n  auth:\n    api:\n      backend: keystone\n",
+            "agent.auth.api.backend: the `keystone` backend is of type keystone",
+        ),
+        // An htpasswd file that does not exist.
+        (
+            "auth:\n  basic:\n    file: /nonexistent/htpasswd\nanalyzer:\n  auth:\n    cluster:\n      backend: basic\n",
+            "analyzer.auth.cluster.backend: auth.basic.file: /nonexistent/htpasswd:",
+        ),
+    ];
+    for (i, (yaml, want)) in cases.iter().enumerate() {
+        let conf = write_config(
+            dir.path(),
+            &format!("a{i}.yml"),
+            &format!(
+                "analyzer:\n  listen: 127.0.0.1:{}\nagent:\n  listen: 127.0.0.1:{}\nstorage:\n  embedded:\n    path: {}\n",
+                free_port(),
+                free_port(),
+                dir.path().display()
+            ),
+        );
+        let extra = write_config(dir.path(), &format!("b{i}.yml"), yaml);
+        let o = run(&[
+            "-c",
+            conf.to_str().unwrap(),
+            "-c",
+            extra.to_str().unwrap(),
+            "allinone",
+        ]);
+        assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{want:?} not in {}", stderr(&o));
+    }
 }
 
 #[test]
