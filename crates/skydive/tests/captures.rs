@@ -598,7 +598,7 @@ fn an_sflow_capture_receives_pmacct_sfprobe_samples() {
         ),
     )
     .unwrap();
-    let _pmacct = background(&format!(
+    let pmacct = background(&format!(
         "ip netns exec {ns_a} pmacctd -f {}",
         conf.display()
     ));
@@ -636,7 +636,9 @@ fn an_sflow_capture_receives_pmacct_sfprobe_samples() {
         .unwrap();
     assert!(received >= 10, "samples counted: {received}");
 
-    // Counter samples and a malformed datagram, sent from the other namespace.
+    // Counter samples and a malformed datagram, sent from the other namespace, with pmacctd
+    // stopped (its own samples would race ours).
+    drop(pmacct);
     let send = |bytes: &[u8]| {
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         sh(&format!(
@@ -658,11 +660,12 @@ fn an_sflow_capture_receives_pmacct_sfprobe_samples() {
             }],
         })
     };
-    send(&counters(1000));
     eventually(
         Duration::from_secs(10),
         "SFlow counters on the node",
         || {
+            // Again until seen: a datagram may be lost under load.
+            send(&counters(1000));
             json_query(
                 &c,
                 &format!("G.V().Has('Name', '{peer}').Values('SFlow.Metric.IfInOctets')"),
