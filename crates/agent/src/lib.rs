@@ -182,6 +182,7 @@ impl Agent {
                 host::host_node_id(&host_id),
                 host_id.clone(),
                 status.clone(),
+                settings.ovs.enable_stats,
             )));
             Some(status)
         } else {

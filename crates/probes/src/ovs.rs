@@ -56,7 +56,91 @@ pub const MONITORED: &[(&str, &[&str])] = &[
             "error",
         ],
     ),
+    (
+        "Open_vSwitch",
+        &["ovs_version", "db_version", "other_config", "external_ids"],
+    ),
 ];
+
+/// The monitored tables and columns; with `stats` (`ovs.enable_stats`), the interfaces'
+/// `statistics` too (OVS refreshes them every `stats-update-interval`, 5 s by default).
+pub fn monitored(stats: bool) -> Vec<(&'static str, Vec<&'static str>)> {
+    MONITORED
+        .iter()
+        .map(|(table, cols)| {
+            let mut c = cols.to_vec();
+            if stats && *table == "Interface" {
+                c.push("statistics");
+            }
+            (*table, c)
+        })
+        .collect()
+}
+
+/// OVS interface statistics and the names Skydive gives them in `Ovs.Metric`.
+const STATISTICS: [(&str, &str); 12] = [
+    ("collisions", "Collisions"),
+    ("rx_bytes", "RxBytes"),
+    ("rx_crc_err", "RxCrcErrors"),
+    ("rx_dropped", "RxDropped"),
+    ("rx_errors", "RxErrors"),
+    ("rx_frame_err", "RxFrameErrors"),
+    ("rx_over_err", "RxOverErrors"),
+    ("rx_packets", "RxPackets"),
+    ("tx_bytes", "TxBytes"),
+    ("tx_dropped", "TxDropped"),
+    ("tx_errors", "TxErrors"),
+    ("tx_packets", "TxPackets"),
+];
+
+/// `Ovs.Metric` and `Ovs.LastUpdateMetric` of an interface from its `statistics`: the counters,
+/// and what they grew by since the previous ones (`prev`, the `Ovs` map the probe wrote
+/// before). Unchanged counters give the previous maps back, times included, so that an
+/// unchanged row changes nothing in the graph.
+fn interface_metrics(row: &Row, prev: Option<&Map>, now: i64) -> Option<(Value, Value)> {
+    row.get("statistics")?;
+    let stats = map(row, "statistics");
+    let mut metric = Map::new();
+    for (ovs, ours) in STATISTICS {
+        if let Some(v) = stats.get(ovs).and_then(|v| v.parse::<i64>().ok()) {
+            metric.insert(ours, Value::Int(v));
+        }
+    }
+    if metric.is_empty() {
+        // Tunnels and patch ports keep no statistics.
+        return None;
+    }
+    let prev_metric = prev.and_then(|p| p.get("Metric")).and_then(Value::as_map);
+    let counters_of = |m: &Map| -> Vec<(String, i64)> {
+        m.iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "Start" | "Last"))
+            .filter_map(|(k, v)| Some((k.to_string(), v.as_i64()?)))
+            .collect()
+    };
+    if let Some(pm) = prev_metric
+        && counters_of(pm) == counters_of(&metric)
+        && let Some(pl) = prev.and_then(|p| p.get("LastUpdateMetric"))
+    {
+        return Some((Value::Map(pm.clone()), pl.clone()));
+    }
+    let start = prev_metric
+        .and_then(|m| m.get("Last"))
+        .and_then(Value::as_i64)
+        .unwrap_or(now);
+    let mut delta = Map::new();
+    for (k, v) in counters_of(&metric) {
+        let was = prev_metric
+            .and_then(|m| m.get(&k))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        delta.insert(k.as_str(), Value::Int((v - was).max(0)));
+    }
+    for m in [&mut metric, &mut delta] {
+        m.insert("Start", Value::Int(start));
+        m.insert("Last", Value::Int(now));
+    }
+    Some((Value::Map(metric), Value::Map(delta)))
+}
 
 /// What the probe puts in the graph.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -114,6 +198,66 @@ fn netlink_node(g: &Graph, host: &Id, name: &str, mac: Option<&str>) -> Option<I
         .map(|n| n.id.clone())
 }
 
+/// Whether `prefix` (`a.b.c.d/len`, `x::/len`) holds `ip`; the prefix length when it does.
+fn prefix_holds(prefix: &str, ip: std::net::IpAddr) -> Option<u8> {
+    use std::net::IpAddr;
+    let (net, len) = prefix.split_once('/').unwrap_or((prefix, ""));
+    let net: IpAddr = net.parse().ok()?;
+    let (a, b, bits) = match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(i)) => (u32::from(n) as u128, u32::from(i) as u128, 32u8),
+        (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128u8),
+        _ => return None,
+    };
+    let len: u8 = if len.is_empty() {
+        bits
+    } else {
+        len.parse().ok()?
+    };
+    if len > bits {
+        return None;
+    }
+    let shift = u32::from(bits - len);
+    let same = len == 0 || (a >> shift) == (b >> shift);
+    same.then_some(len)
+}
+
+/// The interface of the host's namespace whose routes (local and main tables) reach `ip` with
+/// the longest prefix, as the kernel would choose without policy rules.
+fn egress_interface(g: &Graph, host: &Id, ip: &str) -> Option<std::sync::Arc<skydive_graph::Node>> {
+    let ip: std::net::IpAddr = ip.parse().ok()?;
+    let mut best: Option<(u8, &std::sync::Arc<skydive_graph::Node>)> = None;
+    for e in g.out_edges(host) {
+        if e.relation_type() != "ownership" {
+            continue;
+        }
+        let Some(n) = g.node(&e.child) else { continue };
+        let Some(Value::Array(tables)) = n.metadata.get("RoutingTables") else {
+            continue;
+        };
+        for t in tables.iter().filter_map(Value::as_map) {
+            if !matches!(t.get("ID").and_then(Value::as_i64), Some(254 | 255)) {
+                continue;
+            }
+            let Some(Value::Array(routes)) = t.get("Routes") else {
+                continue;
+            };
+            for r in routes.iter().filter_map(Value::as_map) {
+                let Some(len) = r
+                    .get("Prefix")
+                    .and_then(Value::as_str)
+                    .and_then(|p| prefix_holds(p, ip))
+                else {
+                    continue;
+                };
+                if best.is_none_or(|(l, _)| len > l) {
+                    best = Some((len, n));
+                }
+            }
+        }
+    }
+    best.map(|(_, n)| n.clone())
+}
+
 fn ovs_keys(row: &Row, uuid: &str) -> Map {
     let mut m = Map::new();
     m.insert("UUID", uuid);
@@ -125,7 +269,14 @@ fn ovs_keys(row: &Row, uuid: &str) -> Map {
 }
 
 /// The elements the probe owns for these tables, given the netlink nodes of `g`.
-pub fn desired(t: &Tables, g: &Graph, host: &Id, host_id: &str) -> OvsState {
+pub fn desired(
+    t: &Tables,
+    g: &Graph,
+    host: &Id,
+    host_id: &str,
+    prev: &OvsState,
+    now: i64,
+) -> OvsState {
     let mut s = OvsState::default();
     let node_id = |uuid: &str| gen_id_from(&[host_id, "ovs", uuid]);
     // Interface uuid → its node.
@@ -143,6 +294,14 @@ pub fn desired(t: &Tables, g: &Graph, host: &Id, host_id: &str) -> OvsState {
         if matches!(kind.as_str(), "vxlan" | "geneve" | "gre" | "stt" | "erspan") {
             if let Some(ip) = options.get("remote_ip") {
                 keys.insert("RemoteIP", ip.as_str());
+                // Where the tunnel's packets leave the host, by its routes.
+                if let Some(out) = egress_interface(g, host, ip) {
+                    if let Some(name) = out.str_at("Name") {
+                        keys.insert("TunEgressIface", name);
+                    }
+                    let carrier = out.str_at("State").unwrap_or("UNKNOWN");
+                    keys.insert("TunEgressIfaceCarrier", carrier);
+                }
             }
             if let Some(ip) = options.get("local_ip") {
                 keys.insert("LocalIP", ip.as_str());
@@ -162,15 +321,26 @@ pub fn desired(t: &Tables, g: &Graph, host: &Id, host_id: &str) -> OvsState {
         if let Some(e) = set(row, "error").first().and_then(|v| v.as_str()) {
             ovs.insert("Error", e);
         }
-        keys.insert("Ovs", Value::Map(ovs));
         let mac = string(row, "mac_in_use");
-        match netlink_node(g, host, &name, mac.as_deref()) {
+        let merged_into = netlink_node(g, host, &name, mac.as_deref());
+        let id = merged_into.clone().unwrap_or_else(|| node_id(uuid));
+        let prev_ovs = prev
+            .merged
+            .get(&id)
+            .or_else(|| prev.created.get(&id))
+            .and_then(|m| m.get("Ovs"))
+            .and_then(Value::as_map);
+        if let Some((metric, delta)) = interface_metrics(row, prev_ovs, now) {
+            ovs.insert("Metric", metric);
+            ovs.insert("LastUpdateMetric", delta);
+        }
+        keys.insert("Ovs", Value::Map(ovs));
+        match merged_into {
             Some(id) => {
                 s.merged.insert(id.clone(), keys);
                 iface_node.insert(uuid.clone(), id);
             }
             None => {
-                let id = node_id(uuid);
                 keys.insert("Name", name.as_str());
                 keys.insert(
                     "Type",
@@ -243,6 +413,36 @@ pub fn desired(t: &Tables, g: &Graph, host: &Id, host_id: &str) -> OvsState {
                 if s.created.contains_key(iid) {
                     edge(&mut s, &bid, iid, "ownership", &[]);
                 }
+            }
+        }
+    }
+    // The switch itself, on the `ovs-system` device of the kernel datapath, or on a node of its
+    // own when there is none (userspace datapath): its version and configuration.
+    if let Some((uuid, row)) = t.rows("Open_vSwitch").next() {
+        let mut m = ovs_keys(row, uuid);
+        let mut ovs = Map::new();
+        let oc = map(row, "other_config");
+        if !oc.is_empty() {
+            ovs.insert("OtherConfig", str_map(oc));
+        }
+        if let Some(v) = set(row, "ovs_version").first().and_then(|v| v.as_str()) {
+            ovs.insert("Version", v);
+        }
+        if let Some(v) = set(row, "db_version").first().and_then(|v| v.as_str()) {
+            ovs.insert("DBVersion", v);
+        }
+        m.insert("Ovs", Value::Map(ovs));
+        match netlink_node(g, host, "ovs-system", None) {
+            Some(id) => {
+                s.merged.insert(id, m);
+            }
+            None => {
+                let id = gen_id_from(&[host_id, "ovs-system"]);
+                m.insert("Name", "ovs-system");
+                m.insert("Type", "openvswitch");
+                m.insert("Driver", "openvswitch");
+                s.created.insert(id.clone(), m);
+                edge(&mut s, host, &id, "ownership", &[]);
             }
         }
     }
@@ -354,15 +554,18 @@ pub async fn run(
     host: Id,
     host_id: String,
     status: std::sync::Arc<OvsStatus>,
+    stats: bool,
 ) {
     let origin = format!("agent.{host_id}");
+    let columns = monitored(stats);
+    let columns: Vec<(&str, &[&str])> = columns.iter().map(|(t, c)| (*t, c.as_slice())).collect();
     let mut state = OvsState::default();
     let mut logged = false;
     loop {
         match crate::ovsdb::OvsdbClient::connect(&addr).await {
             Ok((client, mut notes)) => {
                 let monitored = client
-                    .monitor("Open_vSwitch", serde_json::json!("skydive"), MONITORED)
+                    .monitor("Open_vSwitch", serde_json::json!("skydive"), &columns)
                     .await;
                 let mut tables = Tables::default();
                 match monitored {
@@ -422,7 +625,14 @@ async fn sync(
     prev: OvsState,
 ) -> OvsState {
     let snap = hub.snapshot();
-    let next = desired(tables, &snap.graph, host, host_id);
+    let next = desired(
+        tables,
+        &snap.graph,
+        host,
+        host_id,
+        &prev,
+        skydive_graph::now_ms(),
+    );
     if next == prev {
         return prev;
     }
@@ -502,7 +712,7 @@ mod tests {
         ))
         .unwrap();
 
-        let s = desired(&tables(), &g, &host, "h");
+        let s = desired(&tables(), &g, &host, "h", &OvsState::default(), 1);
         let bridge = s
             .created
             .values()
@@ -561,7 +771,7 @@ mod tests {
             g.node("nl-br0").unwrap().metadata.get("OfPort"),
             Some(&Value::Int(65534))
         );
-        let gone = desired(&Tables::default(), &g, &host, "h");
+        let gone = desired(&Tables::default(), &g, &host, "h", &OvsState::default(), 1);
         let o = ops(&s, &gone, &g);
         crate::topology::apply_ops(&mut g, o, host_s, "agent.h", 3);
         let n = g.node("nl-br0").unwrap();
@@ -631,8 +841,250 @@ mod tests {
         .unwrap();
         let mut t = Tables::default();
         t.apply(&u);
-        let s = desired(&t, &g, &host, "h");
+        let s = desired(&t, &g, &host, "h", &OvsState::default(), 1);
         assert!(s.merged.contains_key(&Id::from("moved")), "{s:?}");
         assert!(s.created.is_empty(), "no second node for the device");
+    }
+
+    fn host_graph() -> (Id, Graph) {
+        let mut g = Graph::new();
+        g.add_node(Node::new(
+            "host",
+            metadata! {"Name" => "h", "Type" => "host"},
+            "h",
+            "agent.h",
+            1,
+        ))
+        .unwrap();
+        (Id::from("host"), g)
+    }
+
+    fn stats_row(rx: i64) -> Tables {
+        let u: TableUpdates = serde_json::from_value(json!({"Interface": {"i1": {"new": {
+            "name": "t1", "type": "internal", "options": ["map", []], "external_ids": ["map", []],
+            "ofport": 1, "error": ["set", []],
+            "statistics": ["map", [["rx_packets", rx], ["rx_bytes", rx * 100], ["tx_packets", 2], ["collisions", 0]]]
+        }}}}))
+        .unwrap();
+        let mut t = Tables::default();
+        t.apply(&u);
+        t
+    }
+
+    #[test]
+    fn interface_statistics_become_metrics_with_deltas() {
+        let (host, g) = host_graph();
+        let ovs_of = |s: &OvsState| {
+            s.created
+                .values()
+                .next()
+                .unwrap()
+                .get("Ovs")
+                .unwrap()
+                .clone()
+        };
+        let first = desired(&stats_row(10), &g, &host, "h", &OvsState::default(), 1000);
+        let ovs = ovs_of(&first);
+        let m = ovs.as_map().unwrap();
+        assert_eq!(m.get_path("Metric.RxPackets"), Some(&Value::Int(10)));
+        assert_eq!(m.get_path("Metric.RxBytes"), Some(&Value::Int(1000)));
+        assert_eq!(m.get_path("Metric.TxPackets"), Some(&Value::Int(2)));
+        assert_eq!(m.get_path("Metric.Collisions"), Some(&Value::Int(0)));
+        assert_eq!(m.get_path("Metric.Last"), Some(&Value::Int(1000)));
+        assert_eq!(
+            m.get_path("LastUpdateMetric.RxPackets"),
+            Some(&Value::Int(10))
+        );
+        // The same counters later: nothing changes, not even the times.
+        let again = desired(&stats_row(10), &g, &host, "h", &first, 5000);
+        assert_eq!(again, first);
+        // New counters: the delta since the previous ones, over the time between them.
+        let next = desired(&stats_row(25), &g, &host, "h", &first, 6000);
+        let ovs = ovs_of(&next);
+        let m = ovs.as_map().unwrap();
+        assert_eq!(m.get_path("Metric.RxPackets"), Some(&Value::Int(25)));
+        assert_eq!(
+            m.get_path("LastUpdateMetric.RxPackets"),
+            Some(&Value::Int(15))
+        );
+        assert_eq!(
+            m.get_path("LastUpdateMetric.RxBytes"),
+            Some(&Value::Int(1500))
+        );
+        assert_eq!(
+            m.get_path("LastUpdateMetric.TxPackets"),
+            Some(&Value::Int(0))
+        );
+        assert_eq!(
+            m.get_path("LastUpdateMetric.Start"),
+            Some(&Value::Int(1000))
+        );
+        assert_eq!(m.get_path("LastUpdateMetric.Last"), Some(&Value::Int(6000)));
+        // Without the statistics column (ovs.enable_stats off): no metrics.
+        let plain = desired(&tables(), &g, &host, "h", &OvsState::default(), 1);
+        assert!(
+            plain
+                .created
+                .values()
+                .chain(plain.merged.values())
+                .all(|m| m.get_path("Ovs.Metric").is_none())
+        );
+    }
+
+    #[test]
+    fn the_switch_is_an_ovs_system_node_with_its_version() {
+        let (host, mut g) = host_graph();
+        let u: TableUpdates = serde_json::from_value(json!({"Open_vSwitch": {"o1": {"new": {
+            "ovs_version": "3.1.0", "db_version": "8.3.1",
+            "other_config": ["map", [["stats-update-interval", "1000"]]],
+            "external_ids": ["map", [["system-id", "abc"]]]
+        }}}}))
+        .unwrap();
+        let mut t = Tables::default();
+        t.apply(&u);
+        let s = desired(&t, &g, &host, "h", &OvsState::default(), 1);
+        let (id, m) = s
+            .created
+            .iter()
+            .find(|(_, m)| m.get("Name").and_then(Value::as_str) == Some("ovs-system"))
+            .unwrap();
+        assert_eq!(m.get("Type").and_then(Value::as_str), Some("openvswitch"));
+        assert_eq!(
+            m.get_path("Ovs.Version").and_then(Value::as_str),
+            Some("3.1.0")
+        );
+        assert_eq!(
+            m.get_path("Ovs.DBVersion").and_then(Value::as_str),
+            Some("8.3.1")
+        );
+        assert_eq!(
+            m.get_path("Ovs.OtherConfig.stats-update-interval")
+                .and_then(Value::as_str),
+            Some("1000")
+        );
+        assert_eq!(
+            m.get_path("ExtID.system-id").and_then(Value::as_str),
+            Some("abc")
+        );
+        assert!(s.edges.values().any(|(p, c, e)| p == &host
+            && c == id
+            && e.get("RelationType").and_then(Value::as_str) == Some("ownership")));
+        // With the kernel datapath, its ovs-system device is that node.
+        g.add_node(Node::new(
+            "nl-ovs",
+            metadata! {"Name" => "ovs-system", "Type" => "openvswitch", "IfIndex" => 3},
+            "h",
+            "agent.h",
+            1,
+        ))
+        .unwrap();
+        g.add_edge(Edge::new(
+            "e-ovs",
+            "host",
+            "nl-ovs",
+            metadata! {"RelationType" => "ownership"},
+            "h",
+            "agent.h",
+            1,
+        ))
+        .unwrap();
+        let s = desired(&t, &g, &host, "h", &OvsState::default(), 1);
+        assert!(
+            s.created
+                .values()
+                .all(|m| m.get("Name").and_then(Value::as_str) != Some("ovs-system"))
+        );
+        assert_eq!(
+            s.merged
+                .get(&Id::from("nl-ovs"))
+                .and_then(|m| m.get_path("Ovs.Version"))
+                .and_then(Value::as_str),
+            Some("3.1.0")
+        );
+    }
+
+    #[test]
+    fn a_tunnel_leaves_by_the_interface_with_the_longest_route() {
+        let (host, mut g) = host_graph();
+        let iface = |g: &mut Graph, id: &str, name: &str, state: &str, prefixes: &[&str]| {
+            let routes: Vec<Value> = prefixes
+                .iter()
+                .map(|p| Value::Map(metadata! {"Prefix" => *p}))
+                .collect();
+            let table = Value::Map(metadata! {"ID" => 254, "Routes" => Value::Array(routes)});
+            g.add_node(Node::new(
+                id,
+                metadata! {"Name" => name, "Type" => "device", "IfIndex" => 2, "State" => state,
+                "RoutingTables" => Value::Array(vec![table])},
+                "h",
+                "agent.h",
+                1,
+            ))
+            .unwrap();
+            g.add_edge(Edge::new(
+                format!("e-{id}").as_str(),
+                "host",
+                id,
+                metadata! {"RelationType" => "ownership"},
+                "h",
+                "agent.h",
+                1,
+            ))
+            .unwrap();
+        };
+        iface(&mut g, "n0", "eth0", "UP", &["0.0.0.0/0"]);
+        iface(
+            &mut g,
+            "n1",
+            "eth1",
+            "DOWN",
+            &["192.0.2.0/24", "2001:db8::/32"],
+        );
+        let tunnel = |remote: &str| {
+            let u: TableUpdates = serde_json::from_value(json!({"Interface": {"t": {"new": {
+                "name": "vx0", "type": "vxlan", "options": ["map", [["remote_ip", remote]]],
+                "external_ids": ["map", []], "ofport": 3, "error": ["set", []]
+            }}}}))
+            .unwrap();
+            let mut t = Tables::default();
+            t.apply(&u);
+            let s = desired(&t, &g, &host, "h", &OvsState::default(), 1);
+            let m = s.created.values().next().unwrap().clone();
+            (
+                m.get("TunEgressIface")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                m.get("TunEgressIfaceCarrier")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            )
+        };
+        assert_eq!(
+            tunnel("192.0.2.9"),
+            (Some("eth1".into()), Some("DOWN".into()))
+        );
+        assert_eq!(
+            tunnel("198.51.100.1"),
+            (Some("eth0".into()), Some("UP".into()))
+        );
+        assert_eq!(tunnel("2001:db8::7").0.as_deref(), Some("eth1"));
+        assert_eq!(tunnel("2001:db9::7").0, None);
+        assert_eq!(tunnel("flow").0, None);
+        assert_eq!(
+            prefix_holds("10.0.0.0/8", "10.255.1.1".parse().unwrap()),
+            Some(8)
+        );
+        assert_eq!(
+            prefix_holds("10.0.0.0/8", "11.0.0.1".parse().unwrap()),
+            None
+        );
+        assert_eq!(
+            prefix_holds("10.1.2.3", "10.1.2.3".parse().unwrap()),
+            Some(32)
+        );
+        assert_eq!(
+            prefix_holds("10.0.0.0/33", "10.0.0.1".parse().unwrap()),
+            None
+        );
     }
 }

@@ -321,3 +321,118 @@ fn two_bridges_joined_by_patch_ports_see_the_same_tracking_id() {
     c.delete(&format!("/api/capture/{id}")).unwrap();
     drop(clean);
 }
+
+/// Restores the switch's `stats-update-interval` when dropped.
+struct StatsInterval;
+
+impl Drop for StatsInterval {
+    fn drop(&mut self) {
+        let _ = Command::new("ovs-vsctl")
+            .args([
+                "remove",
+                "Open_vSwitch",
+                ".",
+                "other_config",
+                "stats-update-interval",
+            ])
+            .status();
+    }
+}
+
+#[test]
+fn the_switch_its_interface_statistics_and_a_tunnels_egress() {
+    let _one = serial();
+    if !ovs_ready("the_switch_its_interface_statistics_and_a_tunnels_egress") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_p, addr) = common::allinone(
+        dir.path(),
+        "ovs-stats",
+        &format!("ovs:\n  ovsdb: unix://{SOCK}\n  enable_stats: true\n"),
+    );
+    let c = Client::new(&addr, None);
+    // The switch: one openvswitch node with the version ovs-vsctl reports.
+    let version = String::from_utf8(
+        Command::new("ovs-vsctl")
+            .args(["get", "Open_vSwitch", ".", "ovs_version"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .trim_matches('"')
+    .to_string();
+    assert!(!version.is_empty());
+    eventually(Duration::from_secs(15), "the ovs-system node", || {
+        query(&c, "G.V().Has('Type', 'openvswitch').Values('Ovs.Version')")
+            .is_some_and(|v| v == serde_json::json!([version]))
+    });
+
+    // Statistics every second, and traffic through a bridge.
+    let _interval = StatsInterval;
+    vsctl("set Open_vSwitch . other_config:stats-update-interval=1000");
+    let _br = Bridges(&["skyovs8"]);
+    let mut clean = Cleanup(Vec::new());
+    vsctl("--may-exist add-br skyovs8 -- set bridge skyovs8 datapath_type=netdev");
+    for (ns, ip, end) in [
+        ("ovst-a", "10.78.8.1", "vo8a"),
+        ("ovst-b", "10.78.8.2", "vo8b"),
+    ] {
+        clean.host_veth(ns, end, ip);
+        vsctl(&format!("add-port skyovs8 {end}"));
+    }
+    let rx = |c: &Client| -> i64 {
+        query(
+            c,
+            "G.V().Has('Name', 'vo8a').Values('Ovs.Metric.RxPackets')",
+        )
+        .and_then(|v| v[0].as_i64())
+        .unwrap_or(-1)
+    };
+    eventually(Duration::from_secs(15), "the port's statistics", || {
+        rx(&c) >= 0
+    });
+    let before = rx(&c);
+    sh("ip netns exec ovst-a ping -q -c 5 -i 0.2 -W 1 10.78.8.2");
+    eventually(
+        Duration::from_secs(15),
+        "the pings counted by OVS on the port",
+        || rx(&c) >= before + 5,
+    );
+    let delta = query(
+        &c,
+        "G.V().Has('Name', 'vo8a').Values('Ovs.LastUpdateMetric')",
+    )
+    .unwrap()[0]
+        .clone();
+    assert!(delta["Last"].as_i64() > delta["Start"].as_i64(), "{delta}");
+    assert!(delta["RxPackets"].as_i64().unwrap() >= 0, "{delta}");
+
+    // A vxlan port towards an address the host reaches through one of its interfaces.
+    clean.host_veth("ovst-t", "vo8t", "10.78.9.2");
+    sh("ip addr add 10.78.9.1/24 dev vo8t");
+    vsctl("add-port skyovs8 vx8 -- set interface vx8 type=vxlan options:remote_ip=10.78.9.2");
+    eventually(
+        Duration::from_secs(15),
+        "the tunnel with its egress",
+        || {
+            query(&c, "G.V().Has('Name', 'vx8')").is_some_and(|v| {
+                let m = &v[0]["Metadata"];
+                (
+                    &m["Type"],
+                    &m["RemoteIP"],
+                    &m["TunEgressIface"],
+                    &m["TunEgressIfaceCarrier"],
+                ) == (
+                    &"vxlan".into(),
+                    &"10.78.9.2".into(),
+                    &"vo8t".into(),
+                    &"UP".into(),
+                )
+            })
+        },
+    );
+    drop(clean);
+}
