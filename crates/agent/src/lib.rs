@@ -183,6 +183,12 @@ impl Agent {
                 host_id.clone(),
                 status.clone(),
                 settings.ovs.enable_stats,
+                settings
+                    .ovs
+                    .oflow
+                    .get("enable")
+                    .and_then(serde_json::Value::as_bool)
+                    .unwrap_or(false),
             )));
             Some(status)
         } else {

@@ -9,6 +9,7 @@
 pub mod ethtool;
 pub mod netlink;
 pub mod netns;
+pub mod oflow;
 pub mod ovs;
 pub mod ovsdb;
 pub mod status;

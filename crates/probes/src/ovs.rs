@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use skydive_graph::{Graph, Id, Map, Value, gen_id_from};
 
+use crate::oflow::{OfGroup, OfRule};
 use crate::ovsdb::{Row, Tables, map, set, string};
 use crate::topology::Op;
 
@@ -141,6 +142,9 @@ fn interface_metrics(row: &Row, prev: Option<&Map>, now: i64) -> Option<(Value, 
     }
     Some((Value::Map(metric), Value::Map(delta)))
 }
+
+/// OpenFlow rules and groups by bridge UUID (with `ovs.oflow.enable`).
+pub type OfTables = BTreeMap<String, (Vec<OfRule>, Vec<OfGroup>)>;
 
 /// What the probe puts in the graph.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -268,6 +272,59 @@ fn ovs_keys(row: &Row, uuid: &str) -> Map {
     m
 }
 
+/// `ofrule` and `ofgroup` nodes, owned by their bridge.
+fn of_nodes(
+    s: &mut OvsState,
+    bridge: &Id,
+    buuid: &str,
+    host_id: &str,
+    rules: &[OfRule],
+    groups: &[OfGroup],
+) {
+    for r in rules {
+        let (table, priority) = (r.table.to_string(), r.priority.to_string());
+        let id = gen_id_from(&[host_id, "ofrule", buuid, &table, &priority, &r.filters]);
+        let mut m = Map::new();
+        let shown = if r.filters.is_empty() {
+            "*"
+        } else {
+            r.filters.as_str()
+        };
+        m.insert(
+            "Name",
+            format!("table={table} priority={priority} {shown}").as_str(),
+        );
+        m.insert("Type", "ofrule");
+        m.insert("UUID", id.as_str());
+        m.insert("Cookie", r.cookie.as_str());
+        m.insert("Table", Value::Int(r.table));
+        m.insert("Priority", Value::Int(r.priority));
+        m.insert("Filters", crate::oflow::filters_value(&r.filters));
+        m.insert("Actions", crate::oflow::actions_value(&r.actions));
+        s.created.insert(id.clone(), m);
+        edge(s, bridge, &id, "ownership", &[]);
+    }
+    for gr in groups {
+        let gid = gr.id.to_string();
+        let id = gen_id_from(&[host_id, "ofgroup", buuid, &gid]);
+        let mut m = Map::new();
+        m.insert("Name", format!("group {gid}").as_str());
+        m.insert("Type", "ofgroup");
+        m.insert("UUID", id.as_str());
+        m.insert("GroupId", Value::Int(gr.id));
+        m.insert("GroupType", gr.kind.as_str());
+        if !gr.meta.is_empty() {
+            m.insert("Meta", gr.meta.as_str());
+        }
+        m.insert(
+            "Buckets",
+            Value::Array(gr.buckets.iter().map(|b| Value::from(b.as_str())).collect()),
+        );
+        s.created.insert(id.clone(), m);
+        edge(s, bridge, &id, "ownership", &[]);
+    }
+}
+
 /// The elements the probe owns for these tables, given the netlink nodes of `g`.
 pub fn desired(
     t: &Tables,
@@ -276,6 +333,7 @@ pub fn desired(
     host_id: &str,
     prev: &OvsState,
     now: i64,
+    oflow: &OfTables,
 ) -> OvsState {
     let mut s = OvsState::default();
     let node_id = |uuid: &str| gen_id_from(&[host_id, "ovs", uuid]);
@@ -384,6 +442,9 @@ pub fn desired(
         }
         s.created.insert(bid.clone(), m);
         edge(&mut s, host, &bid, "ownership", &[]);
+        if let Some((rules, groups)) = oflow.get(buuid) {
+            of_nodes(&mut s, &bid, buuid, host_id, rules, groups);
+        }
         for p in set(brow, "ports") {
             let Some(puuid) = p.as_str() else { continue };
             let Some(prow) = t.row("Port", puuid) else {
@@ -531,6 +592,8 @@ pub fn ops(prev: &OvsState, next: &OvsState, g: &Graph) -> Vec<Op> {
 #[derive(Debug, Default)]
 pub struct OvsStatus {
     state: std::sync::Mutex<(bool, String)>,
+    /// The last failure to read OpenFlow rules (`ovs-ofctl`), logged once.
+    oflow_error: std::sync::Mutex<String>,
 }
 
 impl OvsStatus {
@@ -538,9 +601,22 @@ impl OvsStatus {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = (connected, error);
     }
 
+    fn set_oflow_error(&self, error: String) {
+        let mut last = self.oflow_error.lock().unwrap_or_else(|e| e.into_inner());
+        if *last != error {
+            tracing::warn!("OpenFlow rules: {error}");
+            *last = error;
+        }
+    }
+
     pub fn document(&self) -> serde_json::Value {
         let (connected, error) = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        serde_json::json!({"Connected": connected, "LastError": error})
+        let oflow = self
+            .oflow_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        serde_json::json!({"Connected": connected, "LastError": error, "OpenFlowError": oflow})
     }
 }
 
@@ -555,6 +631,7 @@ pub async fn run(
     host_id: String,
     status: std::sync::Arc<OvsStatus>,
     stats: bool,
+    oflow: bool,
 ) {
     let origin = format!("agent.{host_id}");
     let columns = monitored(stats);
@@ -582,9 +659,15 @@ pub async fn run(
                     }
                 }
                 let mut events = hub.subscribe();
+                let mut of = OfTables::default();
+                let mut of_tick = tokio::time::interval(OFLOW_EVERY);
+                of_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
-                    state = sync(&hub, &tables, &host, &host_id, &origin, state).await;
+                    state = sync(&hub, &tables, &host, &host_id, &origin, state, &of).await;
                     tokio::select! {
+                        _ = of_tick.tick(), if oflow => {
+                            of = dump_oflow(&tables, &status).await;
+                        }
                         n = notes.recv() => match n {
                             Some(crate::ovsdb::Notification::Update(_, u)) => tables.apply(&u),
                             Some(crate::ovsdb::Notification::Closed(_)) | None => break,
@@ -601,7 +684,16 @@ pub async fn run(
                 }
                 tracing::warn!(%addr, "OVSDB connection lost");
                 status.set(false, "connection lost".into());
-                state = sync(&hub, &Tables::default(), &host, &host_id, &origin, state).await;
+                state = sync(
+                    &hub,
+                    &Tables::default(),
+                    &host,
+                    &host_id,
+                    &origin,
+                    state,
+                    &OfTables::default(),
+                )
+                .await;
             }
             Err(e) => {
                 if !logged {
@@ -615,6 +707,27 @@ pub async fn run(
     }
 }
 
+/// How often the bridges' OpenFlow rules are read (`ovs.oflow.enable`).
+const OFLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The OpenFlow rules and groups of every bridge; a bridge that cannot be read has none, and
+/// the reason is in the probe's status.
+async fn dump_oflow(tables: &Tables, status: &OvsStatus) -> OfTables {
+    let mut out = OfTables::default();
+    for (uuid, row) in tables.rows("Bridge") {
+        let Some(name) = string(row, "name") else {
+            continue;
+        };
+        match crate::oflow::dump(&name).await {
+            Ok(v) => {
+                out.insert(uuid.clone(), v);
+            }
+            Err(e) => status.set_oflow_error(e),
+        }
+    }
+    out
+}
+
 /// Puts the graph in step with `tables`; returns the new state.
 async fn sync(
     hub: &skydive_api::hub::HubHandle,
@@ -623,6 +736,7 @@ async fn sync(
     host_id: &str,
     origin: &str,
     prev: OvsState,
+    oflow: &OfTables,
 ) -> OvsState {
     let snap = hub.snapshot();
     let next = desired(
@@ -632,6 +746,7 @@ async fn sync(
         host_id,
         &prev,
         skydive_graph::now_ms(),
+        oflow,
     );
     if next == prev {
         return prev;
@@ -712,7 +827,15 @@ mod tests {
         ))
         .unwrap();
 
-        let s = desired(&tables(), &g, &host, "h", &OvsState::default(), 1);
+        let s = desired(
+            &tables(),
+            &g,
+            &host,
+            "h",
+            &OvsState::default(),
+            1,
+            &OfTables::default(),
+        );
         let bridge = s
             .created
             .values()
@@ -771,7 +894,15 @@ mod tests {
             g.node("nl-br0").unwrap().metadata.get("OfPort"),
             Some(&Value::Int(65534))
         );
-        let gone = desired(&Tables::default(), &g, &host, "h", &OvsState::default(), 1);
+        let gone = desired(
+            &Tables::default(),
+            &g,
+            &host,
+            "h",
+            &OvsState::default(),
+            1,
+            &OfTables::default(),
+        );
         let o = ops(&s, &gone, &g);
         crate::topology::apply_ops(&mut g, o, host_s, "agent.h", 3);
         let n = g.node("nl-br0").unwrap();
@@ -841,7 +972,15 @@ mod tests {
         .unwrap();
         let mut t = Tables::default();
         t.apply(&u);
-        let s = desired(&t, &g, &host, "h", &OvsState::default(), 1);
+        let s = desired(
+            &t,
+            &g,
+            &host,
+            "h",
+            &OvsState::default(),
+            1,
+            &OfTables::default(),
+        );
         assert!(s.merged.contains_key(&Id::from("moved")), "{s:?}");
         assert!(s.created.is_empty(), "no second node for the device");
     }
@@ -883,7 +1022,15 @@ mod tests {
                 .unwrap()
                 .clone()
         };
-        let first = desired(&stats_row(10), &g, &host, "h", &OvsState::default(), 1000);
+        let first = desired(
+            &stats_row(10),
+            &g,
+            &host,
+            "h",
+            &OvsState::default(),
+            1000,
+            &OfTables::default(),
+        );
         let ovs = ovs_of(&first);
         let m = ovs.as_map().unwrap();
         assert_eq!(m.get_path("Metric.RxPackets"), Some(&Value::Int(10)));
@@ -896,10 +1043,26 @@ mod tests {
             Some(&Value::Int(10))
         );
         // The same counters later: nothing changes, not even the times.
-        let again = desired(&stats_row(10), &g, &host, "h", &first, 5000);
+        let again = desired(
+            &stats_row(10),
+            &g,
+            &host,
+            "h",
+            &first,
+            5000,
+            &OfTables::default(),
+        );
         assert_eq!(again, first);
         // New counters: the delta since the previous ones, over the time between them.
-        let next = desired(&stats_row(25), &g, &host, "h", &first, 6000);
+        let next = desired(
+            &stats_row(25),
+            &g,
+            &host,
+            "h",
+            &first,
+            6000,
+            &OfTables::default(),
+        );
         let ovs = ovs_of(&next);
         let m = ovs.as_map().unwrap();
         assert_eq!(m.get_path("Metric.RxPackets"), Some(&Value::Int(25)));
@@ -921,7 +1084,15 @@ mod tests {
         );
         assert_eq!(m.get_path("LastUpdateMetric.Last"), Some(&Value::Int(6000)));
         // Without the statistics column (ovs.enable_stats off): no metrics.
-        let plain = desired(&tables(), &g, &host, "h", &OvsState::default(), 1);
+        let plain = desired(
+            &tables(),
+            &g,
+            &host,
+            "h",
+            &OvsState::default(),
+            1,
+            &OfTables::default(),
+        );
         assert!(
             plain
                 .created
@@ -942,7 +1113,15 @@ mod tests {
         .unwrap();
         let mut t = Tables::default();
         t.apply(&u);
-        let s = desired(&t, &g, &host, "h", &OvsState::default(), 1);
+        let s = desired(
+            &t,
+            &g,
+            &host,
+            "h",
+            &OvsState::default(),
+            1,
+            &OfTables::default(),
+        );
         let (id, m) = s
             .created
             .iter()
@@ -988,7 +1167,15 @@ mod tests {
             1,
         ))
         .unwrap();
-        let s = desired(&t, &g, &host, "h", &OvsState::default(), 1);
+        let s = desired(
+            &t,
+            &g,
+            &host,
+            "h",
+            &OvsState::default(),
+            1,
+            &OfTables::default(),
+        );
         assert!(
             s.created
                 .values()
@@ -1048,7 +1235,15 @@ mod tests {
             .unwrap();
             let mut t = Tables::default();
             t.apply(&u);
-            let s = desired(&t, &g, &host, "h", &OvsState::default(), 1);
+            let s = desired(
+                &t,
+                &g,
+                &host,
+                "h",
+                &OvsState::default(),
+                1,
+                &OfTables::default(),
+            );
             let m = s.created.values().next().unwrap().clone();
             (
                 m.get("TunEgressIface")

@@ -436,3 +436,67 @@ fn the_switch_its_interface_statistics_and_a_tunnels_egress() {
     );
     drop(clean);
 }
+
+#[test]
+fn openflow_rules_and_groups_follow_the_bridge() {
+    let _one = serial();
+    if !ovs_ready("openflow_rules_and_groups_follow_the_bridge") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_p, addr) = common::allinone(
+        dir.path(),
+        "ovs-oflow",
+        &format!("ovs:\n  ovsdb: unix://{SOCK}\n  oflow:\n    enable: true\n"),
+    );
+    let c = Client::new(&addr, None);
+    let _br = Bridges(&["skyovs9"]);
+    vsctl("--may-exist add-br skyovs9 -- set bridge skyovs9 datapath_type=netdev");
+    let ofctl = |args: &str| {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!("ovs-ofctl {args}"))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ovs-ofctl {args}");
+    };
+    ofctl("add-flow skyovs9 'table=0,priority=100,ip,nw_src=10.0.0.0/8,actions=resubmit(,1)'");
+    ofctl("add-flow skyovs9 'table=1,cookie=0x2a,priority=50,in_port=1,actions=output:2'");
+    ofctl("-O OpenFlow13 add-group skyovs9 'group_id=5,type=all,bucket=output:1,bucket=output:2'");
+    let rules = "G.V().Has('Type', 'ovsbridge', 'Name', 'skyovs9').Out('Type', 'ofrule')";
+    // The bridge's default rule (priority 0, NORMAL) and ours.
+    eventually(
+        Duration::from_secs(15),
+        "the rules under the bridge",
+        || count(&c, rules) == 3,
+    );
+    let r = query(&c, &format!("{rules}.Has('Priority', 50)")).unwrap()[0]["Metadata"].clone();
+    assert_eq!(r["Cookie"], "0x2a");
+    assert_eq!(r["Table"], 1);
+    assert_eq!(
+        r["Filters"],
+        serde_json::json!([{"Key": "in_port", "Value": "1", "Mask": ""}])
+    );
+    assert_eq!(r["Actions"][0]["Function"], "output");
+    assert_eq!(r["Actions"][0]["Arguments"], serde_json::json!(["2"]));
+    let r = query(&c, &format!("{rules}.Has('Priority', 100)")).unwrap()[0]["Metadata"].clone();
+    assert_eq!(
+        r["Filters"][1],
+        serde_json::json!({"Key": "nw_src", "Value": "10.0.0.0", "Mask": "8"})
+    );
+    assert_eq!(r["Actions"][0]["Function"], "resubmit");
+    let g =
+        query(&c, "G.V().Has('Name', 'skyovs9').Out('Type', 'ofgroup')").unwrap()[0]["Metadata"]
+            .clone();
+    assert_eq!(
+        (g["GroupId"].clone(), g["GroupType"].clone()),
+        (5.into(), "all".into())
+    );
+    assert_eq!(g["Buckets"].as_array().unwrap().len(), 2);
+    // A rule deleted in OVS leaves the graph.
+    ofctl("del-flows skyovs9 'table=1,in_port=1'");
+    eventually(Duration::from_secs(15), "the deleted rule gone", || {
+        count(&c, rules) == 2 && count(&c, &format!("{rules}.Has('Priority', 50)")) == 0
+    });
+}
