@@ -414,25 +414,29 @@ fn the_switch_its_interface_statistics_and_a_tunnels_egress() {
     clean.host_veth("ovst-t", "vo8t", "10.78.9.2");
     sh("ip addr add 10.78.9.1/24 dev vo8t");
     vsctl("add-port skyovs8 vx8 -- set interface vx8 type=vxlan options:remote_ip=10.78.9.2");
-    eventually(
-        Duration::from_secs(15),
-        "the tunnel with its egress",
-        || {
-            query(&c, "G.V().Has('Name', 'vx8')").is_some_and(|v| {
-                let m = &v[0]["Metadata"];
-                (
-                    &m["Type"],
-                    &m["RemoteIP"],
-                    &m["TunEgressIface"],
-                    &m["TunEgressIfaceCarrier"],
-                ) == (
-                    &"vxlan".into(),
-                    &"10.78.9.2".into(),
-                    &"vo8t".into(),
-                    &"UP".into(),
-                )
-            })
-        },
+    let want = serde_json::json!(["vxlan", "10.78.9.2", "vo8t", "UP"]);
+    let mut seen = serde_json::Value::Null;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if let Some(v) = query(&c, "G.V().Has('Name', 'vx8', 'Type', 'vxlan')") {
+            let m = &v[0]["Metadata"];
+            seen = serde_json::json!([
+                m["Type"],
+                m["RemoteIP"],
+                m["TunEgressIface"],
+                m["TunEgressIfaceCarrier"]
+            ]);
+            if seen == want {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let routes = query(&c, "G.V().Has('Name', 'vo8t').Values('RoutingTables')");
+    let state = query(&c, "G.V().Has('Name', 'vo8t').Values('State')");
+    assert_eq!(
+        seen, want,
+        "the tunnel's egress; vo8t: {state:?}, routes {routes:?}"
     );
     drop(clean);
 }
