@@ -4,6 +4,10 @@
 //!
 //! `cargo bench -p skydive --bench b2`, as root (sizes: `B2_SECONDS`, `B2_RATES` as a
 //! comma-separated list of packets per second, 0 meaning the generator's maximum).
+//! `B2_PIN_CPU=N` runs the generator and the capture (ours: every thread of the allinone;
+//! tcpdump) on CPU N only, so that they compete for one core: on a machine with few cores,
+//! where one core cannot send faster than the other captures, this is what makes a capture's
+//! cost per packet show as drops.
 //!
 //! Two namespaces joined by a veth pair; netsniff-ng's `trafgen` (or `iperf3` when trafgen is
 //! not installed) sends 64-byte UDP frames from one to the other. Ours: a real `skydive allinone` (release build) with a capture on the sending
@@ -19,6 +23,23 @@ use skydive_api::client::Client;
 const NS_A: &str = "b2-gen";
 const NS_B: &str = "b2-sink";
 const VETH: &str = "b2v";
+
+/// `B2_PIN_CPU`: the CPU the generator and the capture share, if any.
+fn pinned_cpu() -> Option<String> {
+    std::env::var("B2_PIN_CPU").ok().filter(|c| !c.is_empty())
+}
+
+/// `cmd args…`, under `taskset -c CPU` when `B2_PIN_CPU` is set.
+fn pinned(cmd: &str) -> Command {
+    match pinned_cpu() {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu, cmd]);
+            c
+        }
+        None => Command::new(cmd),
+    }
+}
 
 fn sh(cmd: &str) {
     let ok = Command::new("sh")
@@ -185,7 +206,7 @@ fn trafgen(pps: u64, seconds: u64) -> u64 {
             format!("{pps}pps"),
         ]);
     }
-    let child = Command::new("timeout")
+    let child = pinned("timeout")
         .arg("-s")
         .arg("INT")
         .arg(format!("{seconds}"))
@@ -206,7 +227,7 @@ fn trafgen(pps: u64, seconds: u64) -> u64 {
 
 /// tcpdump's (captured, dropped by kernel) while the generator runs.
 fn tcpdump(pps: u64, seconds: u64) -> (u64, u64, u64) {
-    let dump = Command::new("nsenter")
+    let dump = pinned("nsenter")
         .args([
             &format!("--net=/run/netns/{NS_A}"),
             "tcpdump",
@@ -293,8 +314,9 @@ fn main() {
         ),
     )
     .unwrap();
+    // Pinned from the start: the threads it makes later (the capture's) inherit it.
     let _skydive = Killed(
-        Command::new(env!("CARGO_BIN_EXE_skydive"))
+        pinned(env!("CARGO_BIN_EXE_skydive"))
             .args(["-c", conf.to_str().unwrap(), "allinone"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -359,6 +381,9 @@ fn main() {
         }));
     }
 
+    if let Some(cpu) = pinned_cpu() {
+        println!("generator and capture pinned to CPU {cpu}");
+    }
     println!(
         "{:<22} {:>12} {:>14} {:>12} {:>12} {:>14} {:>12}",
         "rate", "sent", "ours recv", "ours drop", "sent", "tcpdump recv", "tcpdump drop"
