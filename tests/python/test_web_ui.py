@@ -52,8 +52,10 @@ def veth():
         sh("ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", NS_IF, "netns", NETNS)
         sh("ip", "addr", "add", HOST_IP + "/30", "dev", HOST_IF)
         sh("ip", "link", "set", HOST_IF, "up")
-        sh("ip", "netns", "exec", NETNS, "ip", "addr", "add", NS_IP + "/30", "dev", NS_IF)
-        sh("ip", "netns", "exec", NETNS, "ip", "link", "set", NS_IF, "up")
+        # nsenter rather than `ip netns exec`, which remounts /sys and cannot everywhere (in a
+        # chroot, say).
+        sh("nsenter", "--net=/run/netns/" + NETNS, "ip", "addr", "add", NS_IP + "/30", "dev", NS_IF)
+        sh("nsenter", "--net=/run/netns/" + NETNS, "ip", "link", "set", NS_IF, "up")
         yield before_ms
     finally:
         subprocess.run(["ip", "link", "del", HOST_IF], capture_output=True)
