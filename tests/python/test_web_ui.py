@@ -146,6 +146,40 @@ def test_clicking_a_node_shows_its_metadata_and_edges(page):
     page.shot("metadata")
 
 
+def test_clicking_a_link_shows_its_ends_and_metadata(page):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    a, b = page.node_id(HOST_IF), page.node_id(NS_IF)
+    page.center_on(a)
+    eid = page.js(
+        """const cy = window.skydiveUI.view.cy;
+        const e = cy.getElementById(arguments[0]).edgesWith(cy.getElementById(arguments[1]))[0];
+        cy.center(e);
+        return e.id();""",
+        a,
+        b,
+    )
+    # Edges are hidden while the view moves (hideEdgesOnViewport): let it settle.
+    time.sleep(0.5)
+    # A point on the link a quarter of the way from the host's end, outside the namespace's box.
+    x, y = page.js(
+        """const cy = window.skydiveUI.view.cy, e = cy.getElementById(arguments[0]);
+        const hostEnd = e.source().id() === arguments[1];
+        const p = hostEnd ? e.renderedSourceEndpoint() : e.renderedTargetEndpoint();
+        const q = hostEnd ? e.renderedTargetEndpoint() : e.renderedSourceEndpoint();
+        const c = cy.container().getBoundingClientRect();
+        return [Math.round(p.x + (q.x - p.x) / 4 - c.width / 2), Math.round(p.y + (q.y - p.y) / 4 - c.height / 2)];""",
+        eid,
+        a,
+    )
+    ActionChains(page.d).move_to_element_with_offset(page.q("#graph"), x, y).click().perform()
+    wait_for("the link's panel", lambda: page.qs('#node-panel .edge-panel [data-edge-id="%s"]' % eid))
+    assert page.q('#node-panel .edge-panel [data-key="RelationType"] .md-value').text == "layer2"
+    ends = sorted(e.text for e in page.qs("#node-panel .edge-panel a[data-node-id]"))
+    assert ends == sorted([HOST_IF, NS_IF])
+    page.shot("link")
+
+
 def server_error(endpoint, query):
     """The body of the server's answer to a bad query, as the REST API gives it."""
     import json

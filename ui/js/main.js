@@ -5,7 +5,7 @@ import cytoscape from '../vendor/cytoscape.esm.min.js';
 import { Api, Socket } from './api.js';
 import { CapturesPanel } from './captures.js';
 import { HistoryPanel } from './history.js';
-import { el, nodePanel } from './metadata.js';
+import { edgesPanel, el, nodePanel } from './metadata.js';
 import { Graph } from './model.js';
 import { TopologyView } from './view.js';
 
@@ -160,6 +160,19 @@ function select(id) {
 }
 
 view.on('select', (id) => select(id));
+view.on('selectEdges', (ids) => {
+  state.selected = null;
+  view.select(null);
+  $('#node-panel').replaceChildren(
+    edgesPanel(graph, ids, {
+      onSelect: (id) => {
+        select(id);
+        view.focus(id);
+      },
+    }),
+  );
+  showTab('node');
+});
 view.on('toggle', () => {
   if (state.selected) refreshSelected?.();
 });

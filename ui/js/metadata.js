@@ -130,3 +130,29 @@ export function nodePanel(graph, id, { onSelect, onToggle, isCollapsed }) {
   root.append(table);
   return root;
 }
+
+/** The panel of selected edges: for each, its ends (links to them) and its metadata. */
+export function edgesPanel(graph, ids, { onSelect }) {
+  const root = el('div', { class: 'edge-panel' });
+  root.append(el('h3', {}, ids.length === 1 ? 'Edge' : `${ids.length} links of hidden nodes`));
+  for (const id of ids) {
+    const e = graph.edges.get(id);
+    if (!e) continue;
+    const end = (nid) => el('a', { href: '#', 'data-node-id': nid, onclick: (ev) => (ev.preventDefault(), onSelect(nid)) }, graph.name(nid));
+    const box = el('div', { class: 'edge', 'data-edge-id': id });
+    box.append(el('p', {}, end(e.Parent), ' → ', end(e.Child)));
+    const ident = el('table', { class: 'ident' });
+    for (const [k, v] of [
+      ['ID', e.ID],
+      ['Host', e.Host],
+      ['Origin', e.Origin],
+      ['Revision', e.Revision],
+      ['CreatedAt', e.CreatedAt],
+    ]) {
+      if (v !== undefined) ident.append(el('tr', { 'data-key': k }, el('th', {}, k), el('td', {}, formatValue(k, v))));
+    }
+    box.append(ident, metadataTree(e.Metadata));
+    root.append(box);
+  }
+  return root;
+}

@@ -95,7 +95,7 @@ export class TopologyView {
     this.pendingSince = 0;
     // Groups seen so far: a new one starts collapsed when the graph is large.
     this.knownGroups = new Set();
-    this.listeners = { rendered: [], select: [], toggle: [] };
+    this.listeners = { rendered: [], select: [], selectEdges: [], toggle: [] };
     this.stats = { flushes: 0, resets: 0, lastFlushMs: 0, flushMsTotal: 0, renderedAt: 0, updates: 0 };
     this.cy = cytoscape({
       container,
@@ -112,6 +112,11 @@ export class TopologyView {
       if (ev.target === this.cy) this.emit('select', null);
     });
     this.cy.on('dbltap', 'node', (ev) => this.toggle(ev.target.id()));
+    // An edge stands for one model edge, or (dotted) for the links of hidden nodes.
+    this.cy.on('tap', 'edge', (ev) => {
+      const id = ev.target.id();
+      this.emit('selectEdges', this.meta.has(id) ? [...this.meta.get(id)] : [id]);
+    });
     graph.subscribe((change) => this.onChange(change));
   }
 
