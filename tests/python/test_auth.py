@@ -19,7 +19,7 @@ import pytest
 from skydive.rest.client import BadRequest, RESTClient
 from skydive.websocket.client import WSClient, WSClientDefaultProtocol, WSMessage
 
-from conftest import Allinone, wait_for
+from conftest import Allinone, need, wait_for
 
 with warnings.catch_warnings():
     # Python 3.11's crypt (the C library's, which makes bcrypt hashes as htpasswd -B does).
@@ -198,10 +198,7 @@ def test_command_line_client_with_credentials(secured):
 
 
 def test_web_ui_login_form(secured):
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        if os.environ.get("CI") == "true":
-            pytest.fail("under CI this must run: needs Debian's chromium and chromium-driver")
-        pytest.skip("SKIPPED: needs Debian's chromium and chromium-driver")
+    need(os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER), "needs Debian's chromium and chromium-driver")
     driver, cleanup = start_browser()
     try:
         driver.get("http://%s/" % secured.endpoint)

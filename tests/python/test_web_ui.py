@@ -8,21 +8,12 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import need, wait_for
 from uitools import CHROMEDRIVER, CHROMIUM, Page, start_browser
 
 NETNS = "skyui-ns"
 HOST_IF, NS_IF = "skyuiA", "skyuiB"
 HOST_IP, NS_IP = "169.254.77.1", "169.254.77.2"
-
-
-def need(cond, why):
-    """Skips visibly outside CI; under CI a missing requirement is a failure."""
-    if cond:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail("under CI this must run: " + why)
-    pytest.skip("SKIPPED: " + why)
 
 
 def sh(*cmd):

@@ -11,18 +11,10 @@ import time
 
 import pytest
 
-from conftest import Allinone, wait_for
+from conftest import Allinone, need, wait_for
 from uitools import CHROMEDRIVER, CHROMIUM, Page, drain, edge, msg, node, start_browser, topology
 
 HOSTS, NAMESPACES, INTERFACES = 10, 10, 10
-
-
-def need(cond, why):
-    if cond:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail("under CI this must run: " + why)
-    pytest.skip("SKIPPED: " + why)
 
 
 @pytest.fixture(scope="module")
