@@ -109,6 +109,9 @@ class Page:
         from selenium.webdriver.common.action_chains import ActionChains
 
         self.center_on(node_id)
+        # The view draws a texture and hides edges while it moves (textureOnViewport,
+        # hideEdgesOnViewport): let it settle before clicking.
+        time.sleep(0.4)
         x, y = self.point(node_id, corner)
         chain = ActionChains(self.d).move_to_element_with_offset(self.q("#graph"), x, y)
         (chain.double_click() if double else chain.click()).perform()
