@@ -21,15 +21,12 @@ import pathlib
 import statistics
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import websocket  # noqa: E402  (websocket-client, a dependency of selenium)
-
 from conftest import Allinone, wait_for  # noqa: E402
-from uitools import Page, drain, edge, msg, node, start_browser, topology  # noqa: E402
+from uitools import Page, edge, msg, node, publish_topology, publisher, start_browser, topology  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HOSTS = int(os.environ.get("B8_HOSTS", 10))
@@ -47,21 +44,10 @@ def main():
     driver, cleanup = start_browser()
     ws = None
     try:
-        ws = websocket.create_connection(
-            "ws://%s/ws/publisher" % aio.endpoint,
-            header=["X-Client-Type: b8", "X-Host-ID: b8-publisher", "X-Persistence-Policy: Persistent"],
-        )
-        # The server pings every few seconds and closes a silent client: read (and so answer
-        # pings) in the background.
-        threading.Thread(target=drain, args=(ws,), daemon=True).start()
+        ws = publisher(aio, "b8")
         nodes, edges = topology(HOSTS, NAMESPACES, INTERFACES)
         t0 = time.time()
-        for n in nodes:
-            ws.send(msg("NodeAdded", n))
-        for e in edges:
-            ws.send(msg("EdgeAdded", e))
-        wait_for("the topology in the analyzer", lambda: aio.count("G.V().Has('Bench', 'b8')") == len(nodes), 120)
-        wait_for("its edges", lambda: aio.count("G.E()") >= len(edges), 120)
+        publish_topology(aio, ws, nodes, edges, 120)
         push_s = time.time() - t0
         total = aio.count("G.V()")
 
@@ -127,7 +113,7 @@ def main():
             msg("NodePartiallyUpdated", {"ID": n["ID"], "Revision": 2, "UpdatedAt": int(time.time() * 1000), "Ops": [{"Type": 1, "Key": "State", "Value": "DOWN"}]})
             for n in drawn
         ]
-        upd = measure(updates, 100)
+        upd = measure(updates, len(updates))
         # 100 new interfaces on the hosts, each with its ownership edge.
         adds = []
         for k in range(100):
@@ -136,7 +122,7 @@ def main():
             n = node("b8-new-%d" % k, host, "new%d" % k, "tap", State="UP")
             adds.append(msg("NodeAdded", n))
             adds.append(msg("EdgeAdded", edge(hid, n["ID"], "ownership", host)))
-        add = measure(adds, 200)
+        add = measure(adds, len(adds))
         wait_for("the new nodes drawn", lambda: page.js("return window.skydiveUI.view.cy.getElementById('b8-new-99').nonempty()"), 10)
         page.shot("b8-after-updates")
 

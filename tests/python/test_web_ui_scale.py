@@ -6,13 +6,12 @@ incrementally. Benchmark B8 (tests/python/bench_b8.py) measures the 5,000-node c
 
 import os
 import tempfile
-import threading
 import time
 
 import pytest
 
 from conftest import Allinone, need, wait_for
-from uitools import CHROMEDRIVER, CHROMIUM, Page, drain, edge, msg, node, start_browser, topology
+from uitools import CHROMEDRIVER, CHROMIUM, Page, edge, msg, node, publish_topology, publisher, start_browser, topology
 
 HOSTS, NAMESPACES, INTERFACES = 10, 10, 10
 
@@ -20,25 +19,14 @@ HOSTS, NAMESPACES, INTERFACES = 10, 10, 10
 @pytest.fixture(scope="module")
 def big():
     need(os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER), "needs Debian's chromium and chromium-driver")
-    import websocket
-
     with tempfile.TemporaryDirectory() as tmp:
         aio = Allinone(tmp, "http:\n  ws:\n    sync_chunk_size: 500\n")
         driver, cleanup = start_browser()
         ws = None
         try:
-            ws = websocket.create_connection(
-                "ws://%s/ws/publisher" % aio.endpoint,
-                header=["X-Client-Type: uitest", "X-Host-ID: uitest-publisher", "X-Persistence-Policy: Persistent"],
-            )
-            threading.Thread(target=drain, args=(ws,), daemon=True).start()
+            ws = publisher(aio, "uitest")
             nodes, edges = topology(HOSTS, NAMESPACES, INTERFACES)
-            for n in nodes:
-                ws.send(msg("NodeAdded", n))
-            for e in edges:
-                ws.send(msg("EdgeAdded", e))
-            wait_for("the nodes in the analyzer", lambda: aio.count("G.V().Has('Bench', 'b8')") == len(nodes), 60)
-            wait_for("the edges in the analyzer", lambda: aio.count("G.E()") >= len(edges), 60)
+            publish_topology(aio, ws, nodes, edges, 60)
             page = Page(driver, "http://%s/" % aio.endpoint, timeout=60)
             yield aio, page, ws, nodes
         finally:

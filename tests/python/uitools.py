@@ -177,6 +177,31 @@ def topology(hosts, namespaces, interfaces):
     return nodes, edges
 
 
+def publisher(aio, client_type):
+    """A `/ws/publisher` connection to `aio` that answers the server's pings in the background."""
+    import threading
+
+    import websocket
+
+    ws = websocket.create_connection(
+        "ws://%s/ws/publisher" % aio.endpoint,
+        header=["X-Client-Type: " + client_type, "X-Host-ID: %s-publisher" % client_type, "X-Persistence-Policy: Persistent"],
+    )
+    # The server pings every few seconds and closes a silent client: read (and so answer pings).
+    threading.Thread(target=drain, args=(ws,), daemon=True).start()
+    return ws
+
+
+def publish_topology(aio, ws, nodes, edges, timeout):
+    """Sends the nodes then the edges, and waits until the analyzer holds them all."""
+    for n in nodes:
+        ws.send(msg("NodeAdded", n))
+    for e in edges:
+        ws.send(msg("EdgeAdded", e))
+    wait_for("the nodes in the analyzer", lambda: aio.count("G.V().Has('Bench', 'b8')") == len(nodes), timeout)
+    wait_for("the edges in the analyzer", lambda: aio.count("G.E()") >= len(edges), timeout)
+
+
 def drain(ws):
     try:
         while True:

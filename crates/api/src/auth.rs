@@ -39,6 +39,18 @@ pub enum AuthError {
     WrongCredentials,
 }
 
+/// An authentication section of the configuration that cannot be enforced; the binary exits
+/// with its configuration-error code on it, as for any invalid key.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct AuthConfigError(pub String);
+
+impl AuthConfigError {
+    fn from(e: anyhow::Error) -> anyhow::Error {
+        AuthConfigError(format!("{e:#}")).into()
+    }
+}
+
 /// Who a request runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -191,6 +203,10 @@ impl Authenticator {
         key: &str,
         backend: &str,
     ) -> anyhow::Result<Arc<Self>> {
+        Self::build(settings, key, backend).map_err(AuthConfigError::from)
+    }
+
+    fn build(settings: &Settings, key: &str, backend: &str) -> anyhow::Result<Arc<Self>> {
         let section = settings
             .auth
             .get(backend)
@@ -227,13 +243,7 @@ impl Authenticator {
                 name: username.to_string(),
                 role: basic.role.clone(),
             }),
-            _ => {
-                // The same work whether the user exists or not.
-                if basic.lookup(username).is_none() {
-                    let _ = Secret::Plain(String::new()).verify(password);
-                }
-                Err(AuthError::WrongCredentials)
-            }
+            _ => Err(AuthError::WrongCredentials),
         }
     }
 
@@ -521,7 +531,9 @@ impl Auth {
                 "analyzer.auth.cluster.backend",
                 &settings.analyzer.auth.cluster.backend,
             )?),
-            rbac: Some(Arc::new(Rbac::new(&settings.rbac.policy)?)),
+            rbac: Some(Arc::new(
+                Rbac::new(&settings.rbac.policy).map_err(AuthConfigError::from)?,
+            )),
         })
     }
 

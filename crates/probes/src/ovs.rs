@@ -774,6 +774,49 @@ mod tests {
     use serde_json::json;
     use skydive_graph::{Edge, Node, metadata};
 
+    /// A graph with the host node `host` only.
+    fn host_graph() -> (Id, Graph) {
+        let mut g = Graph::new();
+        g.add_node(Node::new(
+            "host",
+            metadata! {"Name" => "h", "Type" => "host"},
+            "h",
+            "agent.h",
+            1,
+        ))
+        .unwrap();
+        (Id::from("host"), g)
+    }
+
+    /// Adds node `id` owned by `parent`, as the netlink probe would.
+    fn owned(g: &mut Graph, parent: &str, id: &str, metadata: Map) {
+        g.add_node(Node::new(id, metadata, "h", "agent.h", 1))
+            .unwrap();
+        g.add_edge(Edge::new(
+            format!("e-{id}").as_str(),
+            parent,
+            id,
+            metadata! {"RelationType" => "ownership"},
+            "h",
+            "agent.h",
+            1,
+        ))
+        .unwrap();
+    }
+
+    /// The probe's state for `t`, from nothing, without OpenFlow rules.
+    fn desired_now(t: &Tables, g: &Graph, host: &Id) -> OvsState {
+        desired(
+            t,
+            g,
+            host,
+            "h",
+            &OvsState::default(),
+            1,
+            &OfTables::default(),
+        )
+    }
+
     fn tables() -> Tables {
         let u: TableUpdates = serde_json::from_value(json!({
             "Bridge": {"b1": {"new": {"name": "br0", "ports": ["set", [["uuid", "p1"], ["uuid", "p2"]]],
@@ -797,45 +840,16 @@ mod tests {
 
     #[test]
     fn bridges_ports_and_interfaces_merge_with_netlink() {
-        let host = Id::from("host");
-        let mut g = Graph::new();
-        g.add_node(Node::new(
-            "host",
-            metadata! {"Name" => "h", "Type" => "host"},
-            "h",
-            "agent.h",
-            1,
-        ))
-        .unwrap();
+        let (host, mut g) = host_graph();
         // The internal port's device, as the netlink probe shows it.
-        g.add_node(Node::new(
+        owned(
+            &mut g,
+            "host",
             "nl-br0",
             metadata! {"Name" => "br0", "Type" => "tun", "MTU" => 1500, "IfIndex" => 7},
-            "h",
-            "agent.h",
-            1,
-        ))
-        .unwrap();
-        g.add_edge(Edge::new(
-            "e",
-            "host",
-            "nl-br0",
-            metadata! {"RelationType" => "ownership"},
-            "h",
-            "agent.h",
-            1,
-        ))
-        .unwrap();
-
-        let s = desired(
-            &tables(),
-            &g,
-            &host,
-            "h",
-            &OvsState::default(),
-            1,
-            &OfTables::default(),
         );
+
+        let s = desired_now(&tables(), &g, &host);
         let bridge = s
             .created
             .values()
@@ -894,15 +908,7 @@ mod tests {
             g.node("nl-br0").unwrap().metadata.get("OfPort"),
             Some(&Value::Int(65534))
         );
-        let gone = desired(
-            &Tables::default(),
-            &g,
-            &host,
-            "h",
-            &OvsState::default(),
-            1,
-            &OfTables::default(),
-        );
+        let gone = desired_now(&Tables::default(), &g, &host);
         let o = ops(&s, &gone, &g);
         crate::topology::apply_ops(&mut g, o, host_s, "agent.h", 3);
         let n = g.node("nl-br0").unwrap();
@@ -914,57 +920,24 @@ mod tests {
 
     #[test]
     fn an_internal_port_moved_into_a_namespace_is_found_by_its_mac() {
-        let host = Id::from("host");
-        let mut g = Graph::new();
-        g.add_node(Node::new(
+        let (host, mut g) = host_graph();
+        owned(
+            &mut g,
             "host",
-            metadata! {"Name" => "h", "Type" => "host"},
-            "h",
-            "agent.h",
-            1,
-        ))
-        .unwrap();
-        g.add_node(Node::new(
             "ns",
             metadata! {"Name" => "c1", "Type" => "netns"},
-            "h",
-            "agent.h",
-            1,
-        ))
-        .unwrap();
-        g.add_edge(Edge::new(
-            "e1",
-            "host",
-            "ns",
-            metadata! {"RelationType" => "ownership"},
-            "h",
-            "agent.h",
-            1,
-        ))
-        .unwrap();
+        );
         // Two interfaces named like the port: another namespace's (other MAC) and the moved one.
         for (id, mac) in [
             ("other", "02:00:00:00:00:99"),
             ("moved", "02:00:00:00:00:01"),
         ] {
-            g.add_node(Node::new(
-                id,
-                metadata! {"Name" => "vm1", "Type" => "tun", "MAC" => mac, "IfIndex" => 3},
-                "h",
-                "agent.h",
-                1,
-            ))
-            .unwrap();
-            g.add_edge(Edge::new(
-                format!("e-{id}").as_str(),
+            owned(
+                &mut g,
                 "ns",
                 id,
-                metadata! {"RelationType" => "ownership"},
-                "h",
-                "agent.h",
-                1,
-            ))
-            .unwrap();
+                metadata! {"Name" => "vm1", "Type" => "tun", "MAC" => mac, "IfIndex" => 3},
+            );
         }
         let u: TableUpdates = serde_json::from_value(json!({"Interface": {"i9": {"new": {
             "name": "vm1", "type": "internal", "options": ["map", []], "external_ids": ["map", []],
@@ -972,30 +945,9 @@ mod tests {
         .unwrap();
         let mut t = Tables::default();
         t.apply(&u);
-        let s = desired(
-            &t,
-            &g,
-            &host,
-            "h",
-            &OvsState::default(),
-            1,
-            &OfTables::default(),
-        );
+        let s = desired_now(&t, &g, &host);
         assert!(s.merged.contains_key(&Id::from("moved")), "{s:?}");
         assert!(s.created.is_empty(), "no second node for the device");
-    }
-
-    fn host_graph() -> (Id, Graph) {
-        let mut g = Graph::new();
-        g.add_node(Node::new(
-            "host",
-            metadata! {"Name" => "h", "Type" => "host"},
-            "h",
-            "agent.h",
-            1,
-        ))
-        .unwrap();
-        (Id::from("host"), g)
     }
 
     fn stats_row(rx: i64) -> Tables {
@@ -1084,15 +1036,7 @@ mod tests {
         );
         assert_eq!(m.get_path("LastUpdateMetric.Last"), Some(&Value::Int(6000)));
         // Without the statistics column (ovs.enable_stats off): no metrics.
-        let plain = desired(
-            &tables(),
-            &g,
-            &host,
-            "h",
-            &OvsState::default(),
-            1,
-            &OfTables::default(),
-        );
+        let plain = desired_now(&tables(), &g, &host);
         assert!(
             plain
                 .created
@@ -1113,15 +1057,7 @@ mod tests {
         .unwrap();
         let mut t = Tables::default();
         t.apply(&u);
-        let s = desired(
-            &t,
-            &g,
-            &host,
-            "h",
-            &OvsState::default(),
-            1,
-            &OfTables::default(),
-        );
+        let s = desired_now(&t, &g, &host);
         let (id, m) = s
             .created
             .iter()
@@ -1149,33 +1085,13 @@ mod tests {
             && c == id
             && e.get("RelationType").and_then(Value::as_str) == Some("ownership")));
         // With the kernel datapath, its ovs-system device is that node.
-        g.add_node(Node::new(
-            "nl-ovs",
-            metadata! {"Name" => "ovs-system", "Type" => "openvswitch", "IfIndex" => 3},
-            "h",
-            "agent.h",
-            1,
-        ))
-        .unwrap();
-        g.add_edge(Edge::new(
-            "e-ovs",
+        owned(
+            &mut g,
             "host",
             "nl-ovs",
-            metadata! {"RelationType" => "ownership"},
-            "h",
-            "agent.h",
-            1,
-        ))
-        .unwrap();
-        let s = desired(
-            &t,
-            &g,
-            &host,
-            "h",
-            &OvsState::default(),
-            1,
-            &OfTables::default(),
+            metadata! {"Name" => "ovs-system", "Type" => "openvswitch", "IfIndex" => 3},
         );
+        let s = desired_now(&t, &g, &host);
         assert!(
             s.created
                 .values()
@@ -1199,25 +1115,13 @@ mod tests {
                 .map(|p| Value::Map(metadata! {"Prefix" => *p}))
                 .collect();
             let table = Value::Map(metadata! {"ID" => 254, "Routes" => Value::Array(routes)});
-            g.add_node(Node::new(
+            owned(
+                g,
+                "host",
                 id,
                 metadata! {"Name" => name, "Type" => "device", "IfIndex" => 2, "State" => state,
                 "RoutingTables" => Value::Array(vec![table])},
-                "h",
-                "agent.h",
-                1,
-            ))
-            .unwrap();
-            g.add_edge(Edge::new(
-                format!("e-{id}").as_str(),
-                "host",
-                id,
-                metadata! {"RelationType" => "ownership"},
-                "h",
-                "agent.h",
-                1,
-            ))
-            .unwrap();
+            );
         };
         iface(&mut g, "n0", "eth0", "UP", &["0.0.0.0/0"]);
         iface(
@@ -1235,15 +1139,7 @@ mod tests {
             .unwrap();
             let mut t = Tables::default();
             t.apply(&u);
-            let s = desired(
-                &t,
-                &g,
-                &host,
-                "h",
-                &OvsState::default(),
-                1,
-                &OfTables::default(),
-            );
+            let s = desired_now(&t, &g, &host);
             let m = s.created.values().next().unwrap().clone();
             (
                 m.get("TunEgressIface")

@@ -198,19 +198,6 @@ fn main() -> ExitCode {
     if let Command::Client(args) = &cli.command {
         return client::run(args, &config);
     }
-    // Authentication sections are configuration too: refused before anything starts.
-    let auth = match cli.command {
-        Command::Analyzer => skydive_api::auth::Auth::analyzer(&config.settings).map(|_| ()),
-        Command::Agent => skydive_api::auth::Auth::agent(&config.settings).map(|_| ()),
-        Command::Allinone => skydive_api::auth::Auth::analyzer(&config.settings)
-            .and_then(|_| skydive_api::auth::Auth::agent(&config.settings))
-            .map(|_| ()),
-        _ => Ok(()),
-    };
-    if let Err(e) = auth {
-        eprintln!("skydive: {e:#}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
     init_logging(&config.settings.logging.level);
     for w in &config.warnings {
         tracing::warn!("{w}");
@@ -229,7 +216,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("skydive: {e:#}");
-            ExitCode::FAILURE
+            // Authentication sections are configuration too.
+            if e.chain()
+                .any(|c| c.is::<skydive_api::auth::AuthConfigError>())
+            {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

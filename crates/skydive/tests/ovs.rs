@@ -14,13 +14,17 @@ use skydive_api::client::Client;
 const SOCK: &str = "/var/run/openvswitch/db.sock";
 
 fn vsctl(args: &str) {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("ovs-vsctl {args}"))
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "ovs-vsctl {args}");
+    sh(&format!("ovs-vsctl {args}"));
+}
+
+/// What `ovs-vsctl ARGS…` prints.
+fn vsctl_output(args: &[&str]) -> String {
+    let o = Command::new("ovs-vsctl").args(args).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn ofctl(args: &str) {
+    sh(&format!("ovs-ofctl {args}"));
 }
 
 struct Bridges(&'static [&'static str]);
@@ -115,16 +119,7 @@ fn an_ovssflow_capture_gives_the_flows_through_the_bridge() {
             ) == 1
         },
     );
-    let sflow_rows = || {
-        String::from_utf8_lossy(
-            &Command::new("ovs-vsctl")
-                .args(["--columns=external_ids", "list", "sflow"])
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .to_string()
-    };
+    let sflow_rows = || vsctl_output(&["--columns=external_ids", "list", "sflow"]);
     assert!(
         sflow_rows().contains("skydive-probe-id"),
         "{}",
@@ -353,17 +348,10 @@ fn the_switch_its_interface_statistics_and_a_tunnels_egress() {
     );
     let c = Client::new(&addr, None);
     // The switch: one openvswitch node with the version ovs-vsctl reports.
-    let version = String::from_utf8(
-        Command::new("ovs-vsctl")
-            .args(["get", "Open_vSwitch", ".", "ovs_version"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .trim_matches('"')
-    .to_string();
+    let version = vsctl_output(&["get", "Open_vSwitch", ".", "ovs_version"])
+        .trim()
+        .trim_matches('"')
+        .to_string();
     assert!(!version.is_empty());
     eventually(Duration::from_secs(15), "the ovs-system node", || {
         query(&c, "G.V().Has('Type', 'openvswitch').Values('Ovs.Version')")
@@ -456,15 +444,6 @@ fn openflow_rules_and_groups_follow_the_bridge() {
     let c = Client::new(&addr, None);
     let _br = Bridges(&["skyovs9"]);
     vsctl("--may-exist add-br skyovs9 -- set bridge skyovs9 datapath_type=netdev");
-    let ofctl = |args: &str| {
-        let ok = Command::new("sh")
-            .arg("-c")
-            .arg(format!("ovs-ofctl {args}"))
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "ovs-ofctl {args}");
-    };
     ofctl("add-flow skyovs9 'table=0,priority=100,ip,nw_src=10.0.0.0/8,actions=resubmit(,1)'");
     ofctl("add-flow skyovs9 'table=1,cookie=0x2a,priority=50,in_port=1,actions=output:2'");
     ofctl("-O OpenFlow13 add-group skyovs9 'group_id=5,type=all,bucket=output:1,bucket=output:2'");
