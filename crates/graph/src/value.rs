@@ -37,9 +37,16 @@ pub enum Value {
 /// Shared on clone, copied on write: the copies of a node's metadata (a probe's state, the
 /// graph, its snapshots and events) share their entries, and nested maps (`Features`,
 /// `RoutingTables`, ...) stay shared when a top-level key changes.
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Map {
     entries: Arc<Vec<(Key, Value)>>,
+}
+
+impl PartialEq for Map {
+    fn eq(&self, other: &Map) -> bool {
+        // Shared copies are equal without looking at their entries.
+        self.ptr_eq(other) || self.entries == other.entries
+    }
 }
 
 impl Value {
@@ -283,6 +290,11 @@ impl Map {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Whether both maps are the same shared copy.
+    pub fn ptr_eq(&self, other: &Map) -> bool {
+        Arc::ptr_eq(&self.entries, &other.entries)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -5,8 +5,10 @@
 //! The request building and answer parsing are here, in safe code over byte buffers; the
 //! ioctl itself is in `sys.rs`.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::os::fd::BorrowedFd;
+use std::sync::{Mutex, OnceLock};
 
 use skydive_graph::{Map, Value};
 
@@ -30,8 +32,11 @@ pub struct EthtoolInfo {
     /// Mb/s.
     pub speed: Option<u32>,
     pub duplex: Option<&'static str>,
-    pub features: BTreeMap<String, bool>,
-    pub stats: BTreeMap<String, u64>,
+    /// `Features`, already in metadata form: interfaces with the same feature set share one
+    /// map (see [`intern_features`]), and every copy of the interface's metadata shares it.
+    pub features: Map,
+    /// `EthtoolStats`, in metadata form.
+    pub stats: Map,
 }
 
 impl EthtoolInfo {
@@ -50,18 +55,10 @@ impl EthtoolInfo {
             m.insert("Duplex", d);
         }
         if !self.features.is_empty() {
-            let mut f = Map::new();
-            for (k, v) in &self.features {
-                f.insert(k.as_str(), *v);
-            }
-            m.insert("Features", Value::Map(f));
+            m.insert("Features", Value::Map(self.features.clone()));
         }
         if !self.stats.is_empty() {
-            let mut s = Map::new();
-            for (k, v) in &self.stats {
-                s.insert(k.as_str(), (*v).min(i64::MAX as u64) as i64);
-            }
-            m.insert("EthtoolStats", Value::Map(s));
+            m.insert("EthtoolStats", Value::Map(self.stats.clone()));
         }
     }
 }
@@ -136,7 +133,7 @@ pub fn parse_strings(b: &[u8], n: usize) -> Vec<String> {
 }
 
 /// Active features of a `struct ethtool_gfeatures` answer, by name.
-pub fn parse_features(b: &[u8], names: &[String]) -> BTreeMap<String, bool> {
+pub fn parse_features(b: &[u8], names: &[String]) -> Map {
     names
         .iter()
         .enumerate()
@@ -144,9 +141,40 @@ pub fn parse_features(b: &[u8], names: &[String]) -> BTreeMap<String, bool> {
         .map(|(i, n)| {
             // Blocks of {available, requested, active, never_changed}, 16 bytes each.
             let active = u32_at(b, 8 + (i / 32) * 16 + 8);
-            (n.clone(), active & (1 << (i % 32)) != 0)
+            (
+                n.as_str().into(),
+                Value::Bool(active & (1 << (i % 32)) != 0),
+            )
         })
         .collect()
+}
+
+/// Distinct feature sets kept for sharing; past this many, new sets are not kept.
+const MAX_FEATURE_SETS: usize = 256;
+
+/// The shared copy of a feature set. Most interfaces of a host have one of a few feature sets
+/// (every veth has the same), so a thousand veths hold one `Features` map between them instead
+/// of a thousand copies of sixty entries.
+pub fn intern_features(features: Map) -> Map {
+    static SETS: OnceLock<Mutex<HashMap<u64, Vec<Map>>>> = OnceLock::new();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (k, v) in features.iter() {
+        k.hash(&mut h);
+        v.as_bool().hash(&mut h);
+    }
+    let digest = h.finish();
+    let mut sets = SETS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let same = sets.entry(digest).or_default();
+    if let Some(m) = same.iter().find(|m| **m == features) {
+        return m.clone();
+    }
+    if same.len() < 4 && sets.values().map(Vec::len).sum::<usize>() < MAX_FEATURE_SETS {
+        sets.entry(digest).or_default().push(features.clone());
+    }
+    features
 }
 
 /// Reads everything ethtool knows about `ifname`; what the device does not support is left
@@ -169,7 +197,7 @@ pub fn read(sock: BorrowedFd<'_>, ifname: &str) -> EthtoolInfo {
         put_u32(&mut f, 0, ETHTOOL_GFEATURES);
         put_u32(&mut f, 4, blocks as u32);
         if crate::sys::ethtool(sock, ifname, &mut f).is_ok() {
-            info.features = parse_features(&f, &names);
+            info.features = intern_features(parse_features(&f, &names));
         }
     }
     if let Some(names) = strings(sock, ifname, ETH_SS_STATS) {
@@ -182,7 +210,10 @@ pub fn read(sock: BorrowedFd<'_>, ifname: &str) -> EthtoolInfo {
                 .iter()
                 .take(n)
                 .enumerate()
-                .map(|(i, name)| (name.clone(), u64_at(&s, 8 + i * 8)))
+                .map(|(i, name)| {
+                    let v = u64_at(&s, 8 + i * 8).min(i64::MAX as u64) as i64;
+                    (name.as_str().into(), Value::Int(v))
+                })
                 .collect();
         }
     }
@@ -260,11 +291,27 @@ mod tests {
         put_u32(&mut b, 8 + 8, 0b1001);
         put_u32(&mut b, 8 + 16 + 8, 0b10);
         let f = parse_features(&b, &names);
-        assert!(f["f0"]);
-        assert!(!f["f1"]);
-        assert!(f["f3"]);
-        assert!(f["f33"]);
+        let on = |k: &str| f.get(k).and_then(Value::as_bool);
+        assert_eq!(on("f0"), Some(true));
+        assert_eq!(on("f1"), Some(false));
+        assert_eq!(on("f3"), Some(true));
+        assert_eq!(on("f33"), Some(true));
         assert_eq!(f.len(), 40);
+    }
+
+    #[test]
+    fn equal_feature_sets_share_one_map() {
+        let names: Vec<String> = (0..40).map(|i| format!("share{i}")).collect();
+        let mut b = vec![0u8; 8 + 2 * 16];
+        put_u32(&mut b, 8 + 8, 0b1001);
+        let a = intern_features(parse_features(&b, &names));
+        let again = intern_features(parse_features(&b, &names));
+        assert!(a.ptr_eq(&again), "the second copy is the first one");
+        put_u32(&mut b, 8 + 8, 0b1011);
+        let other = intern_features(parse_features(&b, &names));
+        assert!(!a.ptr_eq(&other));
+        assert_eq!(other.get("share1"), Some(&Value::Bool(true)));
+        assert_eq!(a.get("share1"), Some(&Value::Bool(false)));
     }
 
     #[test]
@@ -273,8 +320,12 @@ mod tests {
             driver: Some("veth".into()),
             speed: Some(10000),
             duplex: Some("full"),
-            features: [("highdma".to_string(), true)].into_iter().collect(),
-            stats: [("peer_ifindex".to_string(), 7)].into_iter().collect(),
+            features: [("highdma".into(), Value::Bool(true))]
+                .into_iter()
+                .collect(),
+            stats: [("peer_ifindex".into(), Value::Int(7))]
+                .into_iter()
+                .collect(),
             ..Default::default()
         };
         let mut m = Map::new();

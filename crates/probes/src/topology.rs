@@ -324,8 +324,16 @@ impl Topology {
         let mut edges_in = Vec::new();
         let mut nodes_out = Vec::new();
         for key in dirty {
-            let new = self.contribution(key);
+            let mut new = self.contribution(key);
             let old = self.contributions.remove(&key).unwrap_or_default();
+            // Unchanged metadata keeps the copy the graph already shares.
+            for (id, m) in new.nodes.iter_mut() {
+                if let Some(o) = old.nodes.get(id)
+                    && o == m
+                {
+                    *m = o.clone();
+                }
+            }
             for t in &old.targets {
                 if let Some(r) = self.referrers.get_mut(t) {
                     r.remove(&key);
@@ -338,7 +346,7 @@ impl Topology {
                 self.referrers.entry(*t).or_default().insert(key);
             }
             for (id, m) in &new.nodes {
-                if old.nodes.get(id) != Some(m) {
+                if !old.nodes.get(id).is_some_and(|o| o.ptr_eq(m)) {
                     set.push((id.clone(), m.clone(), old.nodes.get(id).cloned()));
                 }
             }
@@ -614,6 +622,28 @@ mod tests {
             ids
         };
         assert_eq!(build(), build());
+    }
+
+    #[test]
+    fn unchanged_interfaces_keep_the_metadata_the_graph_shares() {
+        let mut t = topo();
+        t.apply(Input::Namespace(ns(2, "red")));
+        t.apply(links(2, vec![link(1, "lo", "device")]));
+        let mut g = graph_with_host();
+        apply_ops(&mut g, t.ops(), "h1", "agent.h1", 2);
+        let id = g.nodes().find(|n| n.name() == "lo").unwrap().id.clone();
+        // The probe reports the same interface again, with a freshly built map.
+        t.apply(links(2, vec![link(1, "lo", "device")]));
+        assert!(t.ops().is_empty(), "nothing changed");
+        let kept = &t.contributions[&2].nodes[&id];
+        assert!(
+            kept.ptr_eq(&g.node(&id).unwrap().metadata),
+            "the namespace's contribution holds the graph's copy, not a second one"
+        );
+        let mut renamed = link(1, "lo", "device");
+        renamed.metadata.insert("MTU", 1500);
+        t.apply(links(2, vec![renamed]));
+        assert_eq!(t.ops().len(), 1, "a real change still updates the node");
     }
 
     #[test]

@@ -355,18 +355,25 @@ impl NsProbe {
             .await;
     }
 
-    /// Links that point at a namespace not known when they were reported.
+    /// Links that point at a namespace not known when they were reported: the ones whose
+    /// namespace is known now are reported again (the others are as they were reported).
     async fn retry_unresolved(&mut self) {
-        let pending: BTreeSet<u32> = self
+        let pending: Vec<(u32, i32)> = self
             .model
             .links
             .values()
-            .filter(|l| l.link_netnsid.is_some_and(|n| !self.nsids.contains_key(&n)))
-            .map(|l| l.index)
+            .filter_map(|l| Some((l.index, l.link_netnsid?)))
+            .filter(|(_, n)| !self.nsids.contains_key(n))
             .collect();
-        if !pending.is_empty() {
+        let mut resolved = BTreeSet::new();
+        for (index, nsid) in pending {
+            if self.resolve(nsid).await.is_some() {
+                resolved.insert(index);
+            }
+        }
+        if !resolved.is_empty() {
             self.publish(Changes {
-                changed: pending,
+                changed: resolved,
                 removed: BTreeSet::new(),
             })
             .await;
