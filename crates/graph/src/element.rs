@@ -38,9 +38,36 @@ pub struct Element {
 }
 
 /// A graph node.
-#[derive(Clone, Debug, PartialEq, Default)]
+///
+/// `repr(C)` with the slot first: a traversal reads the slot right after taking a reference
+/// to the node, and this keeps it in the cache line of the reference count.
+#[derive(Clone, Default)]
+#[repr(C)]
 pub struct Node {
+    /// Where the live graph that made this copy keeps it: a hint that lets a traversal step
+    /// from a node to its edges without looking its ID up. Not part of the node's value
+    /// (ignored by comparison, never serialised); checked before use, since a node may be
+    /// handed to a graph that did not make it.
+    pub(crate) slot: u32,
     pub elem: Element,
+}
+
+impl PartialEq for Node {
+    fn eq(&self, other: &Node) -> bool {
+        self.elem == other.elem
+    }
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("elem", &self.elem).finish()
+    }
+}
+
+impl From<Element> for Node {
+    fn from(elem: Element) -> Node {
+        Node { elem, slot: 0 }
+    }
 }
 
 /// A graph edge from `parent` to `child`.
@@ -166,9 +193,7 @@ impl Serialize for OptTime {
 
 impl Node {
     pub fn new(id: impl Into<Id>, metadata: Map, host: &str, origin: &str, time: Time) -> Self {
-        Node {
-            elem: Element::new(id.into(), metadata, host, origin, time),
-        }
+        Node::from(Element::new(id.into(), metadata, host, origin, time))
     }
 }
 
@@ -308,14 +333,14 @@ impl Node {
         let raw: RawElement =
             serde_json::from_value(v.clone()).map_err(|e| DecodeError::Json(e.to_string()))?;
         let (elem, _, _) = raw.into_element(now)?;
-        Ok(Node { elem })
+        Ok(Node::from(elem))
     }
 
     pub fn from_slice(b: &[u8], now: Time) -> Result<Node, DecodeError> {
         let raw: RawElement =
             serde_json::from_slice(b).map_err(|e| DecodeError::Json(e.to_string()))?;
         let (elem, _, _) = raw.into_element(now)?;
-        Ok(Node { elem })
+        Ok(Node::from(elem))
     }
 }
 

@@ -4,12 +4,15 @@
 //! owner task applies changes to its copy and hands clones to readers, which then query a
 //! consistent snapshot while updates continue.
 //!
-//! Elements live in persistent hash maps (hash array mapped tries) with a fixed hasher, so
-//! iteration order is arbitrary but the same from run to run. Adjacency lists are small
-//! shared slices of the edges themselves, so a traversal hop costs one map lookup for the
-//! list and one for the node reached; they are copied on change, and most nodes have a
-//! handful of edges. The metadata indexes are persistent ordered sets of `(value, node ID)`
-//! pairs, so that an equality lookup is a range scan returning IDs in order.
+//! Nodes live in slots of a persistent vector (a relaxed radix balanced tree), found by ID
+//! through a persistent hash map with a fixed hasher; edges live in a persistent hash map.
+//! A slot holds its node and its adjacency: small shared slices of the edges with the slot
+//! of the node at their other end, so a traversal hop goes from slot to slot without hashing
+//! an ID, and a node remembers its slot (checked before use). Adjacency slices are copied on
+//! change; most nodes have a handful of edges. Freed slots are reused. Node iteration is in
+//! slot order, the same from run to run. The metadata indexes are persistent ordered sets of
+//! `(value, node ID)` pairs, so that an equality lookup is a range scan returning IDs in
+//! order.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -23,7 +26,9 @@ use crate::id::Id;
 use crate::value::{Map, Value};
 
 /// Metadata keys with an index: the ones queries filter on most.
-pub const INDEXED_KEYS: [&str; 5] = ["Type", "Name", "TID", "MAC", "IPV4"];
+pub const INDEXED_KEYS: [&str; 5] = [TYPE_KEY, "Name", "TID", "MAC", "IPV4"];
+
+const TYPE_KEY: &str = "Type";
 
 /// Why a change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,14 +47,22 @@ pub enum GraphError {
     ChildNotFound(Id),
 }
 
-type EdgeList = Arc<[Arc<Edge>]>;
+/// An edge seen from one of its ends: the edge, and the slot of the node at its other end.
+#[derive(Clone)]
+struct Hop {
+    edge: Arc<Edge>,
+    other: u32,
+}
 
-/// The edges of a node: where it is the parent, and where it is the child. One entry per
-/// node, so a traversal in either direction costs one lookup.
+type Hops = Arc<[Hop]>;
+
+/// A node and its edges: where it is the parent, and where it is the child. An empty slot
+/// (no node, no edges) waits in the free list.
 #[derive(Clone, Default)]
-struct Adjacency {
-    out: EdgeList,
-    inn: EdgeList,
+struct Slot {
+    node: Option<Arc<Node>>,
+    out: Hops,
+    inn: Hops,
 }
 
 /// A persistent hash map with a fixed hasher (deterministic iteration order).
@@ -59,10 +72,16 @@ type PMap<K, V> =
 /// The live graph. Cheap to clone; clones are independent snapshots.
 #[derive(Clone, Default)]
 pub struct Graph {
-    nodes: PMap<Id, Arc<Node>>,
+    /// The slot of every node.
+    ids: PMap<Id, u32>,
+    slots: imbl::Vector<Slot>,
+    /// Empty slots, reused before the vector grows.
+    free: imbl::Vector<u32>,
     edges: PMap<Id, Arc<Edge>>,
-    adjacency: PMap<Id, Adjacency>,
     indexes: [OrdSet<(CompactString, Id)>; INDEXED_KEYS.len()],
+    /// How many nodes there are of each `Type`: `Count` without a walk of the index. (The
+    /// other indexed keys have small groups: their index range is counted.)
+    type_counts: PMap<CompactString, usize>,
     /// Elements by origin (`(origin, EDGE or NODE, ID)`), so that an owner's subgraph is
     /// found without a scan: a `Sync` or the removal of an agent costs what the agent owns.
     origins: OrdSet<(CompactString, u8, Id)>,
@@ -74,7 +93,7 @@ const EDGE: u8 = 1;
 impl std::fmt::Debug for Graph {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Graph")
-            .field("nodes", &self.nodes.len())
+            .field("nodes", &self.ids.len())
             .field("edges", &self.edges.len())
             .finish()
     }
@@ -92,58 +111,25 @@ fn index_values(m: &Map, key: &str) -> Vec<CompactString> {
 }
 
 #[derive(Clone, Copy)]
-enum Side {
+pub(crate) enum Side {
     Out,
     In,
 }
 
-fn side(adj: &mut Adjacency, side: Side) -> &mut EdgeList {
-    match side {
-        Side::Out => &mut adj.out,
-        Side::In => &mut adj.inn,
+impl Slot {
+    fn hops(&self, side: Side) -> &Hops {
+        match side {
+            Side::Out => &self.out,
+            Side::In => &self.inn,
+        }
     }
-}
 
-fn adj_push(adjacency: &mut PMap<Id, Adjacency>, node: &Id, s: Side, edge: &Arc<Edge>) {
-    let mut adj = adjacency.get(node).cloned().unwrap_or_default();
-    let list = side(&mut adj, s);
-    *list = list
-        .iter()
-        .cloned()
-        .chain(std::iter::once(edge.clone()))
-        .collect();
-    adjacency.insert(node.clone(), adj);
-}
-
-fn adj_remove(adjacency: &mut PMap<Id, Adjacency>, node: &Id, s: Side, edge: &Id) {
-    let Some(mut adj) = adjacency.get(node).cloned() else {
-        return;
-    };
-    let list = side(&mut adj, s);
-    *list = list.iter().filter(|e| e.id != *edge).cloned().collect();
-    if adj.out.is_empty() && adj.inn.is_empty() {
-        adjacency.remove(node);
-    } else {
-        adjacency.insert(node.clone(), adj);
+    fn hops_mut(&mut self, side: Side) -> &mut Hops {
+        match side {
+            Side::Out => &mut self.out,
+            Side::In => &mut self.inn,
+        }
     }
-}
-
-fn adj_replace(adjacency: &mut PMap<Id, Adjacency>, node: &Id, s: Side, edge: &Arc<Edge>) {
-    let Some(mut adj) = adjacency.get(node).cloned() else {
-        return;
-    };
-    let list = side(&mut adj, s);
-    *list = list
-        .iter()
-        .map(|e| {
-            if e.id == edge.id {
-                edge.clone()
-            } else {
-                e.clone()
-            }
-        })
-        .collect();
-    adjacency.insert(node.clone(), adj);
 }
 
 impl Graph {
@@ -152,7 +138,7 @@ impl Graph {
     }
 
     pub fn node_count(&self) -> usize {
-        self.nodes.len()
+        self.ids.len()
     }
 
     pub fn edge_count(&self) -> usize {
@@ -160,16 +146,75 @@ impl Graph {
     }
 
     pub fn node(&self, id: &str) -> Option<&Arc<Node>> {
-        self.nodes.get(id)
+        self.slot(*self.ids.get(id)?).node.as_ref()
+    }
+
+    fn slot(&self, slot: u32) -> &Slot {
+        &self.slots[slot as usize]
+    }
+
+    /// The slot of `node` in this graph: from its hint when the hint is right, else by ID.
+    fn slot_of(&self, node: &Node) -> Option<&Slot> {
+        match self.hinted_slot(node) {
+            Some(s) => Some(s),
+            None => Some(self.slot(*self.ids.get(&node.id)?)),
+        }
+    }
+
+    /// The slot `node`'s hint points at, when it holds this very copy of the node.
+    fn hinted_slot(&self, node: &Node) -> Option<&Slot> {
+        let s = self.slots.get(node.slot as usize)?;
+        s.node
+            .as_ref()
+            .is_some_and(|n| std::ptr::eq(Arc::as_ptr(n), node))
+            .then_some(s)
+    }
+
+    fn slot_mut(&mut self, slot: u32) -> &mut Slot {
+        &mut self.slots[slot as usize]
+    }
+
+    /// Adds `edge` to the adjacency of the node in `slot`, `other` being the other end.
+    fn hop_push(&mut self, slot: u32, side: Side, edge: &Arc<Edge>, other: u32) {
+        let list = self.slot_mut(slot).hops_mut(side);
+        let hop = Hop {
+            edge: edge.clone(),
+            other,
+        };
+        *list = list.iter().cloned().chain(std::iter::once(hop)).collect();
+    }
+
+    fn hop_remove(&mut self, slot: u32, side: Side, edge: &Id) {
+        let list = self.slot_mut(slot).hops_mut(side);
+        *list = list
+            .iter()
+            .filter(|h| h.edge.id != *edge)
+            .cloned()
+            .collect();
+    }
+
+    fn hop_replace(&mut self, slot: u32, side: Side, edge: &Arc<Edge>) {
+        let list = self.slot_mut(slot).hops_mut(side);
+        *list = list
+            .iter()
+            .map(|h| Hop {
+                edge: if h.edge.id == edge.id {
+                    edge.clone()
+                } else {
+                    h.edge.clone()
+                },
+                other: h.other,
+            })
+            .collect();
     }
 
     pub fn edge(&self, id: &str) -> Option<&Arc<Edge>> {
         self.edges.get(id)
     }
 
-    /// All nodes (in a fixed but arbitrary order).
+    /// All nodes (in slot order: fixed, but not meaningful).
     pub fn nodes(&self) -> impl Iterator<Item = &Arc<Node>> {
-        self.nodes.values()
+        self.slots.iter().filter_map(|s| s.node.as_ref())
     }
 
     /// All edges (in a fixed but arbitrary order).
@@ -177,27 +222,61 @@ impl Graph {
         self.edges.values()
     }
 
+    fn hops<'a>(&'a self, node: &str, side: Side) -> &'a [Hop] {
+        match self.ids.get(node) {
+            Some(s) => self.slot(*s).hops(side),
+            None => &[],
+        }
+    }
+
     /// Edges whose parent is `node`.
     pub fn out_edges<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Arc<Edge>> + use<'a> {
-        self.adjacency
-            .get(node)
-            .into_iter()
-            .flat_map(|a| a.out.iter())
+        self.hops(node, Side::Out).iter().map(|h| &h.edge)
     }
 
     /// Edges whose child is `node`.
     pub fn in_edges<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Arc<Edge>> + use<'a> {
-        self.adjacency
-            .get(node)
-            .into_iter()
-            .flat_map(|a| a.inn.iter())
+        self.hops(node, Side::In).iter().map(|h| &h.edge)
     }
 
-    /// Edges whose parent is `node`, then edges whose child is `node` (one lookup).
-    pub fn both_edges<'a>(&'a self, node: &str) -> (&'a [Arc<Edge>], &'a [Arc<Edge>]) {
-        match self.adjacency.get(node) {
-            Some(a) => (&a.out, &a.inn),
-            None => (&[], &[]),
+    /// Calls `f` with each edge on `side` of `node` and the node at its other end: slot to
+    /// slot, no ID looked up when `node` comes from this graph.
+    pub(crate) fn each_neighbour<'a>(
+        &'a self,
+        node: &Node,
+        side: Side,
+        f: &mut dyn FnMut(&'a Arc<Edge>, &'a Arc<Node>),
+    ) {
+        let Some(s) = self.slot_of(node) else {
+            return;
+        };
+        for h in s.hops(side).iter() {
+            if let Some(n) = &self.slot(h.other).node {
+                f(&h.edge, n);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn slot_bound_for_tests(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The slot of `node`, when it is this graph's copy (see [`Node`]'s slot hint).
+    pub(crate) fn own_slot(&self, node: &Node) -> Option<u32> {
+        self.hinted_slot(node).map(|_| node.slot)
+    }
+
+    pub(crate) fn node_in_slot(&self, slot: u32) -> Option<&Arc<Node>> {
+        self.slots.get(slot as usize)?.node.as_ref()
+    }
+
+    pub(crate) fn each_slot_hop<'a>(&'a self, slot: u32, f: &mut dyn FnMut(&'a Arc<Edge>, u32)) {
+        if let Some(s) = self.slots.get(slot as usize) {
+            s.out
+                .iter()
+                .chain(s.inn.iter())
+                .for_each(|h| f(&h.edge, h.other));
         }
     }
 
@@ -233,16 +312,47 @@ impl Graph {
         key: &str,
         value: &str,
     ) -> Option<impl Iterator<Item = &'a Arc<Node>> + use<'a>> {
-        Some(
-            self.index_ids(key, value)?
-                .filter_map(|id| self.nodes.get(id)),
-        )
+        Some(self.index_ids(key, value)?.filter_map(|id| self.node(id)))
+    }
+
+    /// Number of nodes whose indexed `key` holds `value`, or `None` when `key` has no index.
+    pub fn index_count(&self, key: &str, value: &str) -> Option<usize> {
+        if key == TYPE_KEY {
+            return Some(self.type_counts.get(value).copied().unwrap_or(0));
+        }
+        Some(self.index_ids(key, value)?.count())
+    }
+
+    fn index_add(&mut self, slot: usize, value: CompactString, id: &Id) {
+        let counted = INDEXED_KEYS[slot] == TYPE_KEY;
+        if self.indexes[slot]
+            .insert((value.clone(), id.clone()))
+            .is_none()
+            && counted
+        {
+            *self.type_counts.entry(value).or_default() += 1;
+        }
+    }
+
+    fn index_del(&mut self, slot: usize, value: CompactString, id: &Id) {
+        let counted = INDEXED_KEYS[slot] == TYPE_KEY;
+        if self.indexes[slot]
+            .remove(&(value.clone(), id.clone()))
+            .is_some()
+            && counted
+            && let Some(n) = self.type_counts.get_mut(&value)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.type_counts.remove(&value);
+            }
+        }
     }
 
     fn index_insert(&mut self, node: &Node) {
         for (slot, key) in INDEXED_KEYS.iter().enumerate() {
             for v in index_values(&node.metadata, key) {
-                self.indexes[slot].insert((v, node.id.clone()));
+                self.index_add(slot, v, &node.id);
             }
         }
     }
@@ -250,7 +360,7 @@ impl Graph {
     fn index_remove(&mut self, node: &Node) {
         for (slot, key) in INDEXED_KEYS.iter().enumerate() {
             for v in index_values(&node.metadata, key) {
-                self.indexes[slot].remove(&(v, node.id.clone()));
+                self.index_del(slot, v, &node.id);
             }
         }
     }
@@ -263,26 +373,35 @@ impl Graph {
                 continue;
             }
             for v in before {
-                self.indexes[slot].remove(&(v, old.id.clone()));
+                self.index_del(slot, v, &old.id);
             }
             for v in after {
-                self.indexes[slot].insert((v, new.id.clone()));
+                self.index_add(slot, v, &new.id);
             }
         }
     }
 
     /// Adds a node. Fails if the ID is taken.
     pub fn add_node(&mut self, node: Node) -> Result<GraphEvent, GraphError> {
-        if self.nodes.contains_key(&node.id) {
+        if self.ids.contains_key(&node.id) {
             return Err(GraphError::NodeExists(node.id.clone()));
         }
+        let slot = match self.free.pop_back() {
+            Some(s) => s,
+            None => {
+                self.slots.push_back(Slot::default());
+                (self.slots.len() - 1) as u32
+            }
+        };
         let mut node = node;
         node.metadata.shrink_to_fit();
+        node.slot = slot;
         let node = Arc::new(node);
         self.index_insert(&node);
         self.origins
             .insert((node.origin.as_str().into(), NODE, node.id.clone()));
-        self.nodes.insert(node.id.clone(), node.clone());
+        self.ids.insert(node.id.clone(), slot);
+        self.slot_mut(slot).node = Some(node.clone());
         Ok(GraphEvent::NodeAdded(node))
     }
 
@@ -291,17 +410,17 @@ impl Graph {
         if self.edges.contains_key(&edge.id) {
             return Err(GraphError::EdgeExists(edge.id.clone()));
         }
-        if !self.nodes.contains_key(&edge.parent) {
+        let Some(&parent) = self.ids.get(&edge.parent) else {
             return Err(GraphError::ParentNotFound(edge.parent.clone()));
-        }
-        if !self.nodes.contains_key(&edge.child) {
+        };
+        let Some(&child) = self.ids.get(&edge.child) else {
             return Err(GraphError::ChildNotFound(edge.child.clone()));
-        }
+        };
         let mut edge = edge;
         edge.metadata.shrink_to_fit();
         let edge = Arc::new(edge);
-        adj_push(&mut self.adjacency, &edge.parent, Side::Out, &edge);
-        adj_push(&mut self.adjacency, &edge.child, Side::In, &edge);
+        self.hop_push(parent, Side::Out, &edge, child);
+        self.hop_push(child, Side::In, &edge, parent);
         self.origins
             .insert((edge.origin.as_str().into(), EDGE, edge.id.clone()));
         self.edges.insert(edge.id.clone(), edge.clone());
@@ -309,6 +428,9 @@ impl Graph {
     }
 
     fn store_node_update(&mut self, old: &Arc<Node>, new: Node, ops: Vec<PartialOp>) -> GraphEvent {
+        let slot = self.ids[&old.id];
+        let mut new = new;
+        new.slot = slot;
         let new = Arc::new(new);
         self.index_update(old, &new);
         if old.origin != new.origin {
@@ -317,7 +439,7 @@ impl Graph {
             self.origins
                 .insert((new.origin.as_str().into(), NODE, new.id.clone()));
         }
-        self.nodes.insert(new.id.clone(), new.clone());
+        self.slot_mut(slot).node = Some(new.clone());
         GraphEvent::NodeUpdated {
             node: new,
             ops: ops.into(),
@@ -334,8 +456,11 @@ impl Graph {
             self.origins
                 .insert((new.origin.as_str().into(), EDGE, new.id.clone()));
         }
-        adj_replace(&mut self.adjacency, &new.parent, Side::Out, &new);
-        adj_replace(&mut self.adjacency, &new.child, Side::In, &new);
+        if let (Some(&parent), Some(&child)) = (self.ids.get(&new.parent), self.ids.get(&new.child))
+        {
+            self.hop_replace(parent, Side::Out, &new);
+            self.hop_replace(child, Side::In, &new);
+        }
         self.edges.insert(new.id.clone(), new.clone());
         GraphEvent::EdgeUpdated {
             edge: new,
@@ -352,8 +477,7 @@ impl Graph {
         f: impl FnOnce(&mut Map),
     ) -> Result<Option<GraphEvent>, GraphError> {
         let old = self
-            .nodes
-            .get(id)
+            .node(id)
             .cloned()
             .ok_or_else(|| GraphError::NodeNotFound(Id::new(id)))?;
         let mut new = (*old).clone();
@@ -411,8 +535,7 @@ impl Graph {
         updated_at: Time,
     ) -> Result<Option<GraphEvent>, GraphError> {
         let old = self
-            .nodes
-            .get(id)
+            .node(id)
             .cloned()
             .ok_or_else(|| GraphError::NodeNotFound(Id::new(id)))?;
         if revision <= old.revision {
@@ -459,7 +582,7 @@ impl Graph {
     /// Replaces a node with a newer copy from its owner (a full `NodeUpdated`), when it
     /// differs. Adds it if absent.
     pub fn replace_node(&mut self, node: Node) -> Result<Vec<GraphEvent>, GraphError> {
-        let Some(old) = self.nodes.get(&node.id).cloned() else {
+        let Some(old) = self.node(&node.id).cloned() else {
             return Ok(vec![self.add_node(node)?]);
         };
         if node.revision <= old.revision && node.metadata == old.metadata {
@@ -498,8 +621,12 @@ impl Graph {
             .edges
             .remove(id)
             .ok_or_else(|| GraphError::EdgeNotFound(Id::new(id)))?;
-        adj_remove(&mut self.adjacency, &edge.parent, Side::Out, &edge.id);
-        adj_remove(&mut self.adjacency, &edge.child, Side::In, &edge.id);
+        if let Some(&parent) = self.ids.get(&edge.parent) {
+            self.hop_remove(parent, Side::Out, &edge.id);
+        }
+        if let Some(&child) = self.ids.get(&edge.child) {
+            self.hop_remove(child, Side::In, &edge.id);
+        }
         self.origins
             .remove(&(edge.origin.as_str().into(), EDGE, edge.id.clone()));
         let mut gone = (*edge).clone();
@@ -509,7 +636,7 @@ impl Graph {
 
     /// Deletes a node and its edges (edge events first).
     pub fn delete_node(&mut self, id: &str, time: Time) -> Result<Vec<GraphEvent>, GraphError> {
-        if !self.nodes.contains_key(id) {
+        if !self.ids.contains_key(id) {
             return Err(GraphError::NodeNotFound(Id::new(id)));
         }
         let mut events = Vec::new();
@@ -524,10 +651,14 @@ impl Graph {
                 events.push(self.delete_edge(&eid, time)?);
             }
         }
-        let node = self
-            .nodes
+        let slot = self
+            .ids
             .remove(id)
             .ok_or_else(|| GraphError::NodeNotFound(Id::new(id)))?;
+        let node = std::mem::take(self.slot_mut(slot))
+            .node
+            .ok_or_else(|| GraphError::NodeNotFound(Id::new(id)))?;
+        self.free.push_back(slot);
         self.index_remove(&node);
         self.origins
             .remove(&(node.origin.as_str().into(), NODE, node.id.clone()));
@@ -612,7 +743,7 @@ impl Graph {
         match ev {
             GraphEvent::NodeAdded(n) => self.replace_node((**n).clone()),
             GraphEvent::NodeUpdated { node, .. } => self.replace_node((**node).clone()),
-            GraphEvent::NodeDeleted(n) if self.nodes.contains_key(&n.id) => {
+            GraphEvent::NodeDeleted(n) if self.ids.contains_key(&n.id) => {
                 self.delete_node(&n.id, n.deleted_at)
             }
             GraphEvent::EdgeAdded(e) => self.replace_edge((**e).clone()),
@@ -629,6 +760,7 @@ impl Graph {
 mod tests {
     use super::*;
     use crate::metadata;
+    use crate::view::GraphView;
 
     fn node(id: &str, name: &str, ty: &str) -> Node {
         Node::new(
@@ -668,6 +800,60 @@ mod tests {
         assert_eq!(g.node("a").unwrap().updated_at, 5);
     }
 
+    fn out_names(g: &Graph, n: &Node) -> Vec<String> {
+        let mut names = Vec::new();
+        GraphView::each_out_neighbour(g, n, &mut |_, m| names.push(m.name().to_string()));
+        names
+    }
+
+    #[test]
+    fn traversals_step_by_slot_and_fall_back_to_ids() {
+        let mut g = Graph::new();
+        for (id, name) in [("a", "A"), ("b", "B"), ("c", "C")] {
+            g.add_node(node(id, name, "veth")).unwrap();
+        }
+        g.add_edge(edge("ab", "a", "b")).unwrap();
+        g.add_edge(edge("ac", "a", "c")).unwrap();
+        g.delete_node("b", 2).unwrap();
+        // d takes b's freed slot.
+        g.add_node(node("d", "D", "veth")).unwrap();
+        assert_eq!(g.slot_bound_for_tests(), 3, "the freed slot is reused");
+        g.add_edge(edge("ad", "a", "d")).unwrap();
+        let a = g.node("a").unwrap().clone();
+        assert!(g.node_slot(&a).is_some());
+        assert_eq!(out_names(&g, &a), ["C", "D"]);
+        let d = g.node("d").unwrap().clone();
+        assert_eq!(
+            g.node_in_slot(g.node_slot(&d).unwrap())
+                .unwrap()
+                .id
+                .as_str(),
+            "d"
+        );
+
+        // A copy made by another graph (its slot hint means nothing here) is found by ID.
+        let mut other = Graph::new();
+        other.add_node(node("x", "X", "veth")).unwrap();
+        other.add_node(node("a", "A", "veth")).unwrap();
+        let foreign = other.node("a").unwrap().clone();
+        assert_eq!(g.node_slot(&foreign), None);
+        assert_eq!(out_names(&g, &foreign), ["C", "D"]);
+
+        // An older copy of a node still reaches the node's current edges.
+        g.update_node_metadata("a", 3, |m| {
+            m.insert("MTU", 9000);
+        })
+        .unwrap();
+        assert_eq!(g.node_slot(&a), None, "a stale copy is not the graph's");
+        assert_eq!(out_names(&g, &a), ["C", "D"]);
+        let mut hops = Vec::new();
+        let slot = g.node_slot(g.node("a").unwrap()).unwrap();
+        GraphView::each_slot_hop(&g, slot, &mut |e, s| {
+            hops.push((e.id.to_string(), g.node_in_slot(s).unwrap().id.to_string()))
+        });
+        assert_eq!(hops, [("ac".into(), "c".into()), ("ad".into(), "d".into())]);
+    }
+
     #[test]
     fn index_follows_updates_and_deletes() {
         let mut g = Graph::new();
@@ -680,16 +866,36 @@ mod tests {
                 .map(|i| i.to_string())
                 .collect()
         };
+        let count = |g: &Graph, v: &str| g.index_count("Type", v).unwrap();
         assert_eq!(ids(&g, "veth"), vec!["a", "b"]);
+        assert_eq!(count(&g, "veth"), 2);
         g.update_node_metadata("b", 2, |m| {
             m.insert("Type", "tun");
         })
         .unwrap();
         assert_eq!(ids(&g, "veth"), vec!["a"]);
         assert_eq!(ids(&g, "tun"), vec!["b"]);
+        assert_eq!((count(&g, "veth"), count(&g, "tun")), (1, 1));
         g.delete_node("a", 3).unwrap();
         assert!(ids(&g, "veth").is_empty());
+        assert_eq!(count(&g, "veth"), 0);
         assert!(g.index_ids("MTU", "1").is_none());
+        assert!(g.index_count("MTU", "1").is_none());
+        // A value listed twice by one node counts that node once.
+        g.update_node_metadata("c", 4, |m| {
+            m.insert("IPV4", Value::from(vec!["10.0.0.1/24", "10.0.0.1/24"]));
+            m.insert("Type", Value::from(vec!["bridge", "bridge"]));
+        })
+        .unwrap();
+        assert_eq!(g.index_count("IPV4", "10.0.0.1/24"), Some(1));
+        assert_eq!(count(&g, "bridge"), 1);
+        g.update_node_metadata("c", 5, |m| {
+            m.remove("IPV4");
+            m.remove("Type");
+        })
+        .unwrap();
+        assert_eq!(g.index_count("IPV4", "10.0.0.1/24"), Some(0));
+        assert_eq!(count(&g, "bridge"), 0);
     }
 
     #[test]

@@ -49,16 +49,40 @@ pub trait GraphView: Send + Sync {
     fn each_in_edge<'a>(&'a self, node: &str, f: &mut dyn FnMut(&'a Arc<Edge>)) {
         self.in_edges_of(node).for_each(f)
     }
-    /// Calls `out` on the edges whose parent is `node` and `inn` on those whose child it is.
-    fn each_edge<'a>(
+    /// Calls `f` with each edge whose parent is `node` and the child it leads to (every
+    /// revision of each).
+    fn each_out_neighbour<'a>(
         &'a self,
-        node: &str,
-        out: &mut dyn FnMut(&'a Arc<Edge>),
-        inn: &mut dyn FnMut(&'a Arc<Edge>),
+        node: &Node,
+        f: &mut dyn FnMut(&'a Arc<Edge>, &'a Arc<Node>),
     ) {
-        self.each_out_edge(node, out);
-        self.each_in_edge(node, inn);
+        self.each_out_edge(&node.id, &mut |e| {
+            self.each_node_with_id(&e.child, &mut |n| f(e, n))
+        })
     }
+    /// Calls `f` with each edge whose child is `node` and the parent it comes from.
+    fn each_in_neighbour<'a>(
+        &'a self,
+        node: &Node,
+        f: &mut dyn FnMut(&'a Arc<Edge>, &'a Arc<Node>),
+    ) {
+        self.each_in_edge(&node.id, &mut |e| {
+            self.each_node_with_id(&e.parent, &mut |n| f(e, n))
+        })
+    }
+    /// A small number standing for `node` in this view, when the view has one for it (the
+    /// live graph's slots): traversals step by it instead of looking IDs up. Two nodes never
+    /// share one.
+    fn node_slot(&self, _node: &Node) -> Option<u32> {
+        None
+    }
+    /// The node in `slot` (see [`GraphView::node_slot`]).
+    fn node_in_slot(&self, _slot: u32) -> Option<&Arc<Node>> {
+        None
+    }
+    /// Calls `f` with each edge whose parent is the node in `slot` and the slot of its child,
+    /// then with each edge whose child it is and the slot of its parent.
+    fn each_slot_hop<'a>(&'a self, _slot: u32, _f: &mut dyn FnMut(&'a Arc<Edge>, u32)) {}
 }
 
 impl GraphView for Graph {
@@ -73,15 +97,28 @@ impl GraphView for Graph {
     fn each_in_edge<'a>(&'a self, node: &str, f: &mut dyn FnMut(&'a Arc<Edge>)) {
         self.in_edges(node).for_each(f)
     }
-    fn each_edge<'a>(
+    fn each_out_neighbour<'a>(
         &'a self,
-        node: &str,
-        out: &mut dyn FnMut(&'a Arc<Edge>),
-        inn: &mut dyn FnMut(&'a Arc<Edge>),
+        node: &Node,
+        f: &mut dyn FnMut(&'a Arc<Edge>, &'a Arc<Node>),
     ) {
-        let (o, i) = self.both_edges(node);
-        o.iter().for_each(out);
-        i.iter().for_each(inn);
+        self.each_neighbour(node, crate::graph::Side::Out, f)
+    }
+    fn each_in_neighbour<'a>(
+        &'a self,
+        node: &Node,
+        f: &mut dyn FnMut(&'a Arc<Edge>, &'a Arc<Node>),
+    ) {
+        self.each_neighbour(node, crate::graph::Side::In, f)
+    }
+    fn node_slot(&self, node: &Node) -> Option<u32> {
+        self.own_slot(node)
+    }
+    fn node_in_slot(&self, slot: u32) -> Option<&Arc<Node>> {
+        Graph::node_in_slot(self, slot)
+    }
+    fn each_slot_hop<'a>(&'a self, slot: u32, f: &mut dyn FnMut(&'a Arc<Edge>, u32)) {
+        Graph::each_slot_hop(self, slot, f)
     }
     fn all_nodes(&self) -> Iter<'_, Node> {
         Box::new(self.nodes())
@@ -105,7 +142,7 @@ impl GraphView for Graph {
         Some(Box::new(self.index_lookup(key, value)?))
     }
     fn count_indexed(&self, key: &str, value: &str) -> Option<usize> {
-        Some(self.index_ids(key, value)?.count())
+        self.index_count(key, value)
     }
     fn node_count(&self) -> usize {
         Graph::node_count(self)

@@ -813,10 +813,10 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         };
         for n in nodes {
             if matches!(kind, StepKind::Out | StepKind::Both) {
-                g.each_out_edge(&n.id, &mut |e| g.each_node_with_id(&e.child, &mut keep));
+                g.each_out_neighbour(n, &mut |_, m| keep(m));
             }
             if matches!(kind, StepKind::In | StepKind::Both) {
-                g.each_in_edge(&n.id, &mut |e| g.each_node_with_id(&e.parent, &mut keep));
+                g.each_in_neighbour(n, &mut |_, m| keep(m));
             }
         }
         out
@@ -838,7 +838,8 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     }
 
     /// Breadth-first search from the first node matching `target`, over edges in both
-    /// directions that match `edge_filter`; one path per input node that reaches it.
+    /// directions that match `edge_filter`; one path per input node that reaches it. Nodes
+    /// are told apart by their slot where the view has slots (the live graph), else by ID.
     fn shortest_paths(
         &self,
         nodes: &[Arc<Node>],
@@ -849,65 +850,14 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         let Some(target) = self.select_nodes(target).into_iter().next() else {
             return Vec::new();
         };
-        let Some(target_id) = g.nodes_with_id(&target.id).next().map(|n| n.id.as_str()) else {
+        let Some(target) = g.nodes_with_id(&target.id).next() else {
             return Vec::new();
         };
-        // Every node reached, with the node it was reached from (the target maps to itself).
-        let mut prev: FastMap<&str, &str> =
-            FastMap::with_capacity_and_hasher(g.node_count(), Default::default());
-        prev.insert(target_id, target_id);
-        let mut queue = VecDeque::from([target_id]);
-        let wanted: FastSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
-        let mut remaining = wanted.len();
-        let mut next: Vec<&str> = Vec::new();
-        let mut children: Vec<&str> = Vec::new();
-        while let Some(cur) = queue.pop_front() {
-            if wanted.contains(cur) {
-                remaining = remaining.saturating_sub(1);
-                if remaining == 0 {
-                    break;
-                }
-            }
-            next.clear();
-            children.clear();
-            g.each_edge(
-                cur,
-                &mut |e| {
-                    if edge_filter.eval(e.as_ref()) {
-                        children.push(e.child.as_str())
-                    }
-                },
-                &mut |e| {
-                    if edge_filter.eval(e.as_ref()) {
-                        next.push(e.parent.as_str())
-                    }
-                },
-            );
-            children.append(&mut next);
-            for n in &children {
-                if let std::collections::hash_map::Entry::Vacant(v) = prev.entry(n) {
-                    v.insert(cur);
-                    queue.push_back(n);
-                }
-            }
+        if g.node_slot(target).is_some() {
+            breadth_first(&SlotWalk(g), target, nodes, edge_filter)
+        } else {
+            breadth_first(&IdWalk(g), target, nodes, edge_filter)
         }
-        let mut paths = Vec::new();
-        for n in nodes {
-            if !prev.contains_key(n.id.as_str()) {
-                continue;
-            }
-            let mut path = vec![n.clone()];
-            let mut cur = n.id.as_str();
-            while let Some(&p) = prev.get(cur).filter(|p| **p != cur) {
-                match g.nodes_with_id(p).next() {
-                    Some(node) => path.push(node.clone()),
-                    None => break,
-                }
-                cur = p;
-            }
-            paths.push(path);
-        }
-        paths
     }
 
     fn subgraph(
@@ -1297,4 +1247,125 @@ impl Getter for FlowValue {
     fn visit_field(&self, key: &str, f: &mut dyn FnMut(skydive_graph::Field<'_>) -> bool) -> bool {
         ValueGetter(&self.0).visit_field(key, f)
     }
+}
+
+/// How a breadth-first search tells the nodes of a view apart and steps between them.
+trait Walk<'a> {
+    type Key: Copy + Eq + std::hash::Hash;
+    /// The key of the view's node with this ID.
+    fn find(&self, id: &str) -> Option<Self::Key>;
+    fn key(&self, n: &'a Arc<Node>) -> Option<Self::Key>;
+    fn node(&self, k: Self::Key) -> Option<&'a Arc<Node>>;
+    /// Calls `f` with the edges where `k` is the parent, then those where it is the child,
+    /// each with the key of its other end.
+    fn hops(&self, k: Self::Key, f: &mut dyn FnMut(&'a Arc<Edge>, Self::Key));
+    fn size(&self) -> usize;
+}
+
+/// Nodes by slot: the live graph, stepping from slot to slot.
+struct SlotWalk<'a>(&'a dyn GraphView);
+
+impl<'a> Walk<'a> for SlotWalk<'a> {
+    type Key = u32;
+    fn find(&self, id: &str) -> Option<u32> {
+        self.0
+            .nodes_with_id(id)
+            .next()
+            .and_then(|n| self.0.node_slot(n))
+    }
+    fn key(&self, n: &'a Arc<Node>) -> Option<u32> {
+        self.0.node_slot(n)
+    }
+    fn node(&self, k: u32) -> Option<&'a Arc<Node>> {
+        self.0.node_in_slot(k)
+    }
+    fn hops(&self, k: u32, f: &mut dyn FnMut(&'a Arc<Edge>, u32)) {
+        self.0.each_slot_hop(k, f)
+    }
+    fn size(&self) -> usize {
+        self.0.node_count()
+    }
+}
+
+/// Nodes by ID: any view.
+struct IdWalk<'a>(&'a dyn GraphView);
+
+impl<'a> Walk<'a> for IdWalk<'a> {
+    type Key = &'a str;
+    fn find(&self, id: &str) -> Option<&'a str> {
+        self.0.nodes_with_id(id).next().map(|n| n.id.as_str())
+    }
+    fn key(&self, n: &'a Arc<Node>) -> Option<&'a str> {
+        Some(n.id.as_str())
+    }
+    fn node(&self, k: &'a str) -> Option<&'a Arc<Node>> {
+        self.0.nodes_with_id(k).next()
+    }
+    fn hops(&self, k: &'a str, f: &mut dyn FnMut(&'a Arc<Edge>, &'a str)) {
+        self.0.each_out_edge(k, &mut |e| f(e, e.child.as_str()));
+        self.0.each_in_edge(k, &mut |e| f(e, e.parent.as_str()));
+    }
+    fn size(&self) -> usize {
+        self.0.node_count()
+    }
+}
+
+/// The paths from each of `nodes` to `target` found by a breadth-first search from `target`
+/// over the edges matching `edge_filter`, in both directions.
+fn breadth_first<'a, W: Walk<'a>>(
+    w: &W,
+    target: &'a Arc<Node>,
+    nodes: &[Arc<Node>],
+    edge_filter: &Filter,
+) -> Vec<Vec<Arc<Node>>> {
+    let Some(target_key) = w.key(target) else {
+        return Vec::new();
+    };
+    // Every node reached, with the node it was reached from (the target maps to itself).
+    let mut prev: FastMap<W::Key, W::Key> =
+        FastMap::with_capacity_and_hasher(w.size(), Default::default());
+    prev.insert(target_key, target_key);
+    let mut queue = VecDeque::from([target_key]);
+    let wanted: FastSet<W::Key> = nodes.iter().filter_map(|n| w.find(&n.id)).collect();
+    let mut remaining = wanted.len();
+    let mut reached: Vec<W::Key> = Vec::new();
+    while let Some(cur) = queue.pop_front() {
+        if wanted.contains(&cur) {
+            remaining = remaining.saturating_sub(1);
+            if remaining == 0 {
+                break;
+            }
+        }
+        reached.clear();
+        w.hops(cur, &mut |e, k| {
+            if edge_filter.eval(e.as_ref()) {
+                reached.push(k)
+            }
+        });
+        for &k in &reached {
+            if let std::collections::hash_map::Entry::Vacant(v) = prev.entry(k) {
+                v.insert(cur);
+                queue.push_back(k);
+            }
+        }
+    }
+    let mut paths = Vec::new();
+    for n in nodes {
+        let Some(mut cur) = w.find(&n.id) else {
+            continue;
+        };
+        if !prev.contains_key(&cur) {
+            continue;
+        }
+        let mut path = vec![n.clone()];
+        while let Some(&p) = prev.get(&cur).filter(|p| **p != cur) {
+            match w.node(p) {
+                Some(node) => path.push(node.clone()),
+                None => break,
+            }
+            cur = p;
+        }
+        paths.push(path);
+    }
+    paths
 }

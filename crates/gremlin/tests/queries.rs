@@ -440,6 +440,15 @@ const CASES: &[(&str, Expect)] = &[
         "G.V('br0').ShortestPathTo(Metadata('Name', 'br0'))",
         Paths(&[&["br0"]]),
     ),
+    // The same searches in the graph of the past (nodes told apart by ID, not by slot).
+    (
+        "G.At({T+3500}).V('vethA').ShortestPathTo(Metadata('Name', 'br0'))",
+        Paths(&[&["vethA", "peerA", "br0"]]),
+    ),
+    (
+        "G.At({T+3500}).V('vethA').ShortestPathTo(Metadata('Name', 'br0'), Metadata('RelationType', 'ownership'))",
+        Paths(&[&["vethA", "nsA", "host1", "br0"]]),
+    ),
     (
         "G.V('vethA').ShortestPathTo('br0')",
         Err(r#"expected Metadata(...) parameter, got: "br0" at column 14"#),

@@ -370,7 +370,7 @@ impl Embedded {
                     child,
                 }));
             } else {
-                nodes.push(Arc::new(Node { elem }));
+                nodes.push(Arc::new(Node::from(elem)));
             }
         }
         sort_revisions(&mut nodes);
