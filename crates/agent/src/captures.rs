@@ -389,12 +389,21 @@ const SFLOW_RCVBUF: usize = 16 << 20;
 
 /// How long a probe's read waits for traffic before it looks at its clock and stop flag.
 const READ_WAIT: Duration = Duration::from_millis(100);
+/// sFlow datagrams read per system call, and calls per read before the flow table's turn.
+const SFLOW_BATCH: usize = 32;
+const SFLOW_BATCHES: usize = 8;
+/// The longest sFlow datagram taken (agents send datagrams of a network MTU; longer ones are
+/// counted as dropped).
+const SFLOW_DATAGRAM_MAX: usize = 16 << 10;
+/// How long a collector woken by a datagram lets more gather before reading on: a busy
+/// switch's stream is then read in full batches, at most this late.
+const SFLOW_GATHER: Duration = Duration::from_millis(1);
 
 /// An `sflow` capture's socket.
 struct SflowSource {
     sock: std::net::UdpSocket,
     bpf: Option<Bpf>,
-    buf: Vec<u8>,
+    reader: skydive_capture::DatagramReader,
     /// Samples taken.
     received: u64,
     /// Samples refused (not Ethernet) and datagrams refused (malformed).
@@ -454,65 +463,60 @@ impl SflowSource {
         SflowSource {
             sock,
             bpf,
-            buf: vec![0; 65536],
+            reader: skydive_capture::DatagramReader::new(SFLOW_BATCH, SFLOW_DATAGRAM_MAX)
+                .with_gather(SFLOW_GATHER),
             received: 0,
             dropped: 0,
             counters: None,
         }
     }
 
-    /// Waits for a datagram (up to [`READ_WAIT`]), then takes those already queued.
+    /// Waits for a datagram (up to [`READ_WAIT`]), then takes those already queued, a batch
+    /// per system call.
     fn read(&mut self, push: &mut dyn FnMut(&[u8], u32, i64)) -> Result<(), String> {
-        use std::os::fd::AsRawFd;
-        for i in 0..256 {
-            let got = if i == 0 {
-                self.sock.recv(&mut self.buf)
-            } else {
-                nix::sys::socket::recv(
-                    self.sock.as_raw_fd(),
-                    &mut self.buf,
-                    nix::sys::socket::MsgFlags::MSG_DONTWAIT,
-                )
-                .map_err(std::io::Error::from)
-            };
-            let n = match got {
-                Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break;
-                }
-                Err(e) => return Err(e.to_string()),
+        let SflowSource {
+            sock,
+            bpf,
+            reader,
+            received,
+            dropped,
+            counters,
+        } = self;
+        let mut take = |d: skydive_capture::Datagram<'_>| {
+            let skydive_capture::Datagram::Whole(datagram) = d else {
+                *dropped += 1;
+                tracing::debug!("sFlow datagram longer than {SFLOW_DATAGRAM_MAX} bytes dropped");
+                return;
             };
             let now = now_ms();
             let now_ns = now * 1_000_000;
-            match skydive_flow::sflow::decode(&self.buf[..n]) {
+            match skydive_flow::sflow::decode(datagram) {
                 Ok(d) => {
                     if let Some(c) = d.counters.last() {
-                        self.counters = Some((*c, now));
+                        *counters = Some((*c, now));
                     }
                     for p in &d.packets {
                         if p.protocol != 1 {
-                            self.dropped += 1;
+                            *dropped += 1;
                             continue;
                         }
-                        if self.bpf.as_ref().is_some_and(|b| !b.matches(p.header)) {
+                        if bpf.as_ref().is_some_and(|b| !b.matches(p.header)) {
                             continue;
                         }
-                        self.received += 1;
+                        *received += 1;
                         push(p.header, p.frame_length, now_ns);
                     }
                 }
                 Err(e) => {
-                    self.dropped += 1;
+                    *dropped += 1;
                     tracing::debug!("sFlow datagram dropped: {e}");
                 }
             }
-        }
-        Ok(())
+        };
+        reader
+            .read(sock, SFLOW_BATCHES, &mut take)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -6,9 +6,11 @@
 #[allow(unsafe_code)]
 pub mod afpacket;
 pub mod bpf;
+pub mod datagrams;
 pub mod pcapfile;
 
 pub use bpf::{Bpf, BpfError};
+pub use datagrams::{Datagram, DatagramReader};
 
 /// Gives a UDP socket a receive buffer of `bytes` (beyond `net.core.rmem_max` when the agent
 /// runs as root), so that bursts of sFlow datagrams wait in the kernel instead of being lost.

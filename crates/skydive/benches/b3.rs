@@ -11,6 +11,7 @@ use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use skydive_capture::{Datagram, DatagramReader};
 use skydive_flow::{FlowTable, TableConfig, sflow};
 
 fn sh(cmd: &str) {
@@ -119,14 +120,18 @@ fn our_collector(sock: UdpSocket, window: Duration) -> std::thread::JoinHandle<(
         sock.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let mut table = FlowTable::new(TableConfig::default());
-        let mut buf = vec![0u8; 65536];
+        // The agent's batch sizes (crates/agent/src/captures.rs).
+        let mut reader = DatagramReader::new(32, 16 << 10).with_gather(Duration::from_millis(1));
         let mut taken = 0;
         let end = Instant::now() + window;
         while Instant::now() < end {
-            let Ok(n) = sock.recv(&mut buf) else { continue };
-            if let Ok(d) = sflow::decode(&buf[..n]) {
-                taken += sflow::feed(&mut table, &d, 1_000_000_000);
-            }
+            let _ = reader.read(&sock, 8, &mut |d| {
+                if let Datagram::Whole(b) = d
+                    && let Ok(d) = sflow::decode(b)
+                {
+                    taken += sflow::feed(&mut table, &d, 1_000_000_000);
+                }
+            });
         }
         (taken, cpu_seconds("/proc/thread-self/stat") - cpu0)
     })
@@ -200,7 +205,7 @@ fn main() {
     std::fs::write(
         &conf,
         format!(
-            "daemonize: false\nsfacctd_ip: 127.0.0.1\nsfacctd_port: {port}\nsfacctd_renormalize: false\nsfacctd_pipe_size: 16777216\nplugins: print\naggregate: src_host, dst_host\nprint_output: csv\nprint_output_file: {}\nprint_refresh_time: 60\n",
+            "daemonize: false\nsfacctd_ip: 127.0.0.1\nsfacctd_port: {port}\nsfacctd_renormalize: false\nsfacctd_pipe_size: 16777216\nplugin_pipe_size: 16777216\nplugin_buffer_size: 65536\nplugins: print\naggregate: src_host, dst_host\nprint_output: csv\nprint_output_file: {}\nprint_refresh_time: 60\n",
             out.display()
         ),
     )

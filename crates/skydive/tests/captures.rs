@@ -623,17 +623,21 @@ fn an_sflow_capture_receives_pmacct_sfprobe_samples() {
     // (Each warm-up ping is a flow of its own: the 5 echoes of one ping are one flow.)
     let f = five_pings(&json_query(&c, &q)).unwrap();
     assert_eq!(f["Network"]["A"], "10.78.4.1");
-    let received = json_query(
-        &c,
-        &format!("G.V().Has('Name', '{peer}').Values('Captures')"),
-    )[0]
-    .as_array()
-    .unwrap()
-    .iter()
-    .find(|e| e["ID"] == id.as_str())
-    .unwrap()["PacketsReceived"]
-        .as_i64()
-        .unwrap();
+    // A counter of the capture's entry in the node's `Captures`.
+    let counter = |c: &Client, field: &str| -> i64 {
+        json_query(
+            c,
+            &format!("G.V().Has('Name', '{peer}').Values('Captures')"),
+        )[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["ID"] == id.as_str())
+        .unwrap()[field]
+            .as_i64()
+            .unwrap()
+    };
+    let received = counter(&c, "PacketsReceived");
     assert!(received >= 10, "samples counted: {received}");
 
     // Counter samples and a malformed datagram, sent from the other namespace, with pmacctd
@@ -679,25 +683,47 @@ fn an_sflow_capture_receives_pmacct_sfprobe_samples() {
             &format!("G.V().Has('Name', '{peer}').Values('SFlow.LastUpdateMetric.IfInOctets')"),
         ) == json!([500])
     });
-    let dropped = |c: &Client| -> i64 {
-        json_query(
-            c,
-            &format!("G.V().Has('Name', '{peer}').Values('Captures')"),
-        )[0]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["ID"] == id.as_str())
-        .unwrap()["PacketsDropped"]
-            .as_i64()
-            .unwrap()
-    };
+    let dropped = |c: &Client| counter(c, "PacketsDropped");
     let before = dropped(&c);
     send(&[0, 0, 0, 5, 0, 0, 0, 1, 10, 78]);
     eventually(
         Duration::from_secs(10),
         "the malformed datagram counted",
         || dropped(&c) == before + 1,
+    );
+    // A well-formed datagram longer than a collector takes (16 KiB; agents send datagrams of
+    // a network MTU): dropped whole and counted, none of its 100 samples taken.
+    let frame = [0x42u8; 200];
+    let big = skydive_flow::sflow::encode(&skydive_flow::sflow::Datagram {
+        agent: "10.78.4.1".parse().unwrap(),
+        sub_agent_id: 0,
+        sequence: 2,
+        uptime_ms: 2,
+        packets: (0..100)
+            .map(|_| skydive_flow::sflow::PacketSample {
+                sampling_rate: 1,
+                input_if: 2,
+                output_if: 3,
+                protocol: 1,
+                frame_length: 200,
+                header: &frame,
+            })
+            .collect(),
+        counters: Vec::new(),
+    });
+    assert!(big.len() > 16 << 10 && skydive_flow::sflow::decode(&big).is_ok());
+    let (before, received) = (dropped(&c), counter(&c, "PacketsReceived"));
+    send(&big);
+    eventually(
+        Duration::from_secs(10),
+        "the oversized datagram counted",
+        || dropped(&c) == before + 1,
+    );
+    // (The counter may still be catching up on earlier samples, but not on 100 more.)
+    let taken = counter(&c, "PacketsReceived") - received;
+    assert!(
+        taken < 100,
+        "the oversized datagram's samples were taken: {taken}"
     );
     c.delete(&format!("/api/capture/{id}")).unwrap();
     drop(clean);
