@@ -43,9 +43,12 @@ fn eid(a: u8, b: u8) -> String {
     format!("e{a}-{b}")
 }
 
+/// Each node's out and in neighbours, as `edge>node` and `edge<node`, sorted.
+type Adjacency = BTreeMap<String, (Vec<String>, Vec<String>)>;
+
 /// What the graph says, in a form comparable with the model: every node's out and in
 /// neighbours (by slot, from the node the graph holds, and by ID through the edges).
-fn answers(g: &Graph) -> BTreeMap<String, (Vec<String>, Vec<String>)> {
+fn answers(g: &Graph) -> Adjacency {
     let mut out = BTreeMap::new();
     for n in g.nodes() {
         let mut by_slot = (Vec::new(), Vec::new());
@@ -70,8 +73,8 @@ fn answers(g: &Graph) -> BTreeMap<String, (Vec<String>, Vec<String>)> {
     out
 }
 
-fn expected(m: &Model) -> BTreeMap<String, (Vec<String>, Vec<String>)> {
-    let mut out: BTreeMap<String, (Vec<String>, Vec<String>)> = m
+fn expected(m: &Model) -> Adjacency {
+    let mut out: Adjacency = m
         .nodes
         .iter()
         .map(|n| (nid(*n), Default::default()))
@@ -100,7 +103,7 @@ proptest! {
     fn slots_answer_as_the_model_says(changes in proptest::collection::vec(change(), 1..120)) {
         let mut g = Graph::new();
         let mut m = Model::default();
-        let mut snapshots: Vec<(Graph, BTreeMap<String, (Vec<String>, Vec<String>)>)> = Vec::new();
+        let mut snapshots: Vec<(Graph, Adjacency)> = Vec::new();
         for (t, c) in changes.into_iter().enumerate() {
             let t = t as i64 + 1;
             match c {
