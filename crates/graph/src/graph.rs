@@ -54,7 +54,38 @@ struct Hop {
     other: u32,
 }
 
-type Hops = Arc<[Hop]>;
+/// A node's edges on one side. A single edge is held in the slot itself (most nodes have one
+/// edge or none on a side, and a traversal then reads it without another memory access);
+/// more are a shared slice.
+#[derive(Clone, Default)]
+enum Hops {
+    #[default]
+    Empty,
+    One(Hop),
+    Many(Arc<[Hop]>),
+}
+
+impl std::ops::Deref for Hops {
+    type Target = [Hop];
+    fn deref(&self) -> &[Hop] {
+        match self {
+            Hops::Empty => &[],
+            Hops::One(h) => std::slice::from_ref(h),
+            Hops::Many(hs) => hs,
+        }
+    }
+}
+
+impl FromIterator<Hop> for Hops {
+    fn from_iter<I: IntoIterator<Item = Hop>>(iter: I) -> Hops {
+        let mut hops: Vec<Hop> = iter.into_iter().collect();
+        match hops.len() {
+            0 => Hops::Empty,
+            1 => Hops::One(hops.remove(0)),
+            _ => Hops::Many(hops.into()),
+        }
+    }
+}
 
 /// A node and its edges: where it is the parent, and where it is the child. An empty slot
 /// (no node, no edges) waits in the free list.

@@ -364,10 +364,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 let f = element_filter(step)?;
                 Output::Values(vs.into_iter().filter(|v| f.eval(&ValueGetter(v))).collect())
             }
-            (Out | In | Both, Output::Nodes(ns)) => {
-                let f = optional_filter(p).map_err(|e| with_pos(e, step))?;
-                Output::Nodes(self.neighbours(&ns, step.kind, &f))
-            }
+            (Out | In | Both, Output::Nodes(ns)) => return self.hops(step, rest, &ns),
             (OutE | InE | BothE, Output::Nodes(ns)) => {
                 let f = optional_filter(p).map_err(|e| with_pos(e, step))?;
                 let g = self.view();
@@ -803,23 +800,31 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             .collect()
     }
 
-    fn neighbours(&self, nodes: &[Arc<Node>], kind: StepKind, f: &Filter) -> Vec<Arc<Node>> {
+    /// `Out`, `In` or `Both`, and the traversal steps right after it: hop by hop over the
+    /// view's nodes without taking a reference to each node reached (only the last hop's nodes
+    /// are kept, or counted when `Count` follows). Returns how many following steps it took.
+    fn hops(&self, step: &Step, rest: &[Step], nodes: &[Arc<Node>]) -> Result<(Output<'a>, usize)> {
+        let traversal = |s: &Step| matches!(s.kind, StepKind::Out | StepKind::In | StepKind::Both);
+        let run: Vec<&Step> = std::iter::once(step)
+            .chain(rest.iter().take_while(|s| traversal(s)))
+            .collect();
         let g = self.view();
-        let mut out = Vec::new();
-        let mut keep = |n: &Arc<Node>| {
-            if f.eval(n.as_ref()) {
-                out.push(n.clone());
-            }
-        };
-        for n in nodes {
-            if matches!(kind, StepKind::Out | StepKind::Both) {
-                g.each_out_neighbour(n, &mut |_, m| keep(m));
-            }
-            if matches!(kind, StepKind::In | StepKind::Both) {
-                g.each_in_neighbour(n, &mut |_, m| keep(m));
-            }
+        let mut frontier: Vec<&Arc<Node>> = nodes.iter().collect();
+        for s in &run {
+            let f = optional_filter(&s.params).map_err(|e| with_pos(e, s))?;
+            frontier = neighbours(g, &frontier, s.kind, &f);
         }
-        out
+        let consumed = run.len() - 1;
+        if rest
+            .get(consumed)
+            .is_some_and(|s| s.kind == StepKind::Count)
+        {
+            return Ok((Output::Int(frontier.len() as i64), consumed + 1));
+        }
+        Ok((
+            Output::Nodes(frontier.into_iter().cloned().collect()),
+            consumed,
+        ))
     }
 
     fn flow_filter(&self, step: &Step) -> Result<Filter> {
@@ -1368,4 +1373,29 @@ fn breadth_first<'a, W: Walk<'a>>(
         paths.push(path);
     }
     paths
+}
+
+/// The nodes reached from `nodes` over their out edges (`Out`), in edges (`In`) or both, that
+/// match `f`, in order.
+fn neighbours<'v>(
+    g: &'v dyn GraphView,
+    nodes: &[&'v Arc<Node>],
+    kind: StepKind,
+    f: &Filter,
+) -> Vec<&'v Arc<Node>> {
+    let mut out = Vec::with_capacity(nodes.len());
+    let mut keep = |n: &'v Arc<Node>| {
+        if f.eval(n.as_ref()) {
+            out.push(n);
+        }
+    };
+    for n in nodes {
+        if matches!(kind, StepKind::Out | StepKind::Both) {
+            g.each_out_neighbour(n, &mut |_, m| keep(m));
+        }
+        if matches!(kind, StepKind::In | StepKind::Both) {
+            g.each_in_neighbour(n, &mut |_, m| keep(m));
+        }
+    }
+    out
 }

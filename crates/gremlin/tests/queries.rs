@@ -956,6 +956,68 @@ fn query_table() {
     );
 }
 
+/// A run of traversal steps is evaluated in one go (and counted without keeping the nodes when
+/// `Count` follows): it must give what the same steps give one at a time (a `Limit` that keeps
+/// everything stops the run), in the live graph and in the graph of the past.
+#[test]
+fn traversal_runs_give_what_single_steps_give() {
+    let fx = fixture();
+    let env = Env {
+        graph: &fx.graph,
+        history: &fx.history,
+        flows: None,
+        bpf: None,
+        now: NOW,
+    };
+    let runs = [
+        "Out().Out().Out()",
+        "Out().In()",
+        "Both().Both().Both()",
+        "In().Out('Type', 'veth').Both()",
+        "Out('RelationType', 'ownership').Both().In('Type', Ne('host'))",
+        "Both('Type', 'netns').Out()",
+    ];
+    let mut checked = 0;
+    for start in [
+        "G.V()",
+        "G.V('host1')",
+        "G.V().Has('Type', 'veth')",
+        "G.At({T+3500}).V()",
+    ] {
+        for run in runs {
+            let steps: Vec<&str> = run.split(").").collect();
+            let one_at_a_time = steps.join(").Limit(100000).");
+            for tail in ["", ".Count()"] {
+                let fused = expand(&format!("{start}.{run}{tail}"));
+                let single = expand(&format!("{start}.{one_at_a_time}{tail}"));
+                let a = query(&fused, &env).unwrap().to_json();
+                let b = query(&single, &env).unwrap().to_json();
+                assert_eq!(
+                    String::from_utf8_lossy(&a),
+                    String::from_utf8_lossy(&b),
+                    "{fused} vs {single}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 48);
+    // Nonzero results: the comparison above is not of empty lists.
+    let n = query("G.V().Both().Both().Both().Count()", &env).unwrap();
+    assert!(matches!(n, Output::Int(c) if c > 100), "{:?}", n.to_json());
+    // A bad filter further down the run is reported at its own step.
+    let first = query("G.V().Out('Name', 'a', 'b')", &env).err().unwrap();
+    let later = query("G.V().Out().Out('Name', 'a', 'b')", &env)
+        .err()
+        .unwrap();
+    assert_eq!(
+        (first.position, later.position),
+        (Some(6), Some(12)),
+        "{later}"
+    );
+    assert_eq!(first.message, later.message);
+}
+
 #[test]
 fn whole_graph_is_one_object_sorted_by_creation() {
     let fx = fixture();
