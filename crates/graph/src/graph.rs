@@ -302,12 +302,17 @@ impl Graph {
         self.slots.get(slot as usize)?.node.as_ref()
     }
 
-    pub(crate) fn each_slot_hop<'a>(&'a self, slot: u32, f: &mut dyn FnMut(&'a Arc<Edge>, u32)) {
+    pub(crate) fn each_slot_hop<'a>(
+        &'a self,
+        slot: u32,
+        out: bool,
+        inn: bool,
+        f: &mut dyn FnMut(&'a Arc<Edge>, u32),
+    ) {
         if let Some(s) = self.slots.get(slot as usize) {
-            s.out
-                .iter()
-                .chain(s.inn.iter())
-                .for_each(|h| f(&h.edge, h.other));
+            let out = if out { &s.out[..] } else { &[] };
+            let inn = if inn { &s.inn[..] } else { &[] };
+            out.iter().chain(inn).for_each(|h| f(&h.edge, h.other));
         }
     }
 
@@ -879,7 +884,7 @@ mod tests {
         assert_eq!(out_names(&g, &a), ["C", "D"]);
         let mut hops = Vec::new();
         let slot = g.node_slot(g.node("a").unwrap()).unwrap();
-        GraphView::each_slot_hop(&g, slot, &mut |e, s| {
+        GraphView::each_slot_hop(&g, slot, true, true, &mut |e, s| {
             hops.push((e.id.to_string(), g.node_in_slot(s).unwrap().id.to_string()))
         });
         assert_eq!(hops, [("ac".into(), "c".into()), ("ad".into(), "d".into())]);

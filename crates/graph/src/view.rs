@@ -80,9 +80,17 @@ pub trait GraphView: Send + Sync {
     fn node_in_slot(&self, _slot: u32) -> Option<&Arc<Node>> {
         None
     }
-    /// Calls `f` with each edge whose parent is the node in `slot` and the slot of its child,
-    /// then with each edge whose child it is and the slot of its parent.
-    fn each_slot_hop<'a>(&'a self, _slot: u32, _f: &mut dyn FnMut(&'a Arc<Edge>, u32)) {}
+    /// Calls `f` with each edge whose parent is the node in `slot` and the slot of its child
+    /// (when `out`), then with each edge whose child it is and the slot of its parent (when
+    /// `inn`).
+    fn each_slot_hop<'a>(
+        &'a self,
+        _slot: u32,
+        _out: bool,
+        _inn: bool,
+        _f: &mut dyn FnMut(&'a Arc<Edge>, u32),
+    ) {
+    }
 }
 
 impl GraphView for Graph {
@@ -117,8 +125,14 @@ impl GraphView for Graph {
     fn node_in_slot(&self, slot: u32) -> Option<&Arc<Node>> {
         Graph::node_in_slot(self, slot)
     }
-    fn each_slot_hop<'a>(&'a self, slot: u32, f: &mut dyn FnMut(&'a Arc<Edge>, u32)) {
-        Graph::each_slot_hop(self, slot, f)
+    fn each_slot_hop<'a>(
+        &'a self,
+        slot: u32,
+        out: bool,
+        inn: bool,
+        f: &mut dyn FnMut(&'a Arc<Edge>, u32),
+    ) {
+        Graph::each_slot_hop(self, slot, out, inn, f)
     }
     fn all_nodes(&self) -> Iter<'_, Node> {
         Box::new(self.nodes())

@@ -808,12 +808,22 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         let run: Vec<&Step> = std::iter::once(step)
             .chain(rest.iter().take_while(|s| traversal(s)))
             .collect();
+        let filters = run
+            .iter()
+            .map(|s| optional_filter(&s.params).map_err(|e| with_pos(e, s)))
+            .collect::<Result<Vec<Filter>>>()?;
         let g = self.view();
-        let mut frontier: Vec<&Arc<Node>> = nodes.iter().collect();
-        for s in &run {
-            let f = optional_filter(&s.params).map_err(|e| with_pos(e, s))?;
-            frontier = neighbours(g, &frontier, s.kind, &f);
-        }
+        // In the live graph, from slot to slot: a node reached is read only to filter it.
+        let frontier: Vec<&Arc<Node>> = match nodes.first().and_then(|n| g.node_slot(n)) {
+            Some(_) => slot_hops(g, nodes, &run, &filters),
+            None => {
+                let mut frontier: Vec<&Arc<Node>> = nodes.iter().collect();
+                for (s, f) in run.iter().zip(&filters) {
+                    frontier = neighbours(g, &frontier, s.kind, f);
+                }
+                frontier
+            }
+        };
         let consumed = run.len() - 1;
         if rest
             .get(consumed)
@@ -1285,7 +1295,7 @@ impl<'a> Walk<'a> for SlotWalk<'a> {
         self.0.node_in_slot(k)
     }
     fn hops(&self, k: u32, f: &mut dyn FnMut(&'a Arc<Edge>, u32)) {
-        self.0.each_slot_hop(k, f)
+        self.0.each_slot_hop(k, true, true, f)
     }
     fn size(&self) -> usize {
         self.0.node_count()
@@ -1398,4 +1408,41 @@ fn neighbours<'v>(
         }
     }
     out
+}
+
+/// [`neighbours`] for a run of steps over a view with slots (the live graph).
+fn slot_hops<'v>(
+    g: &'v dyn GraphView,
+    nodes: &[Arc<Node>],
+    run: &[&Step],
+    filters: &[Filter],
+) -> Vec<&'v Arc<Node>> {
+    let mut frontier: Vec<u32> = nodes
+        .iter()
+        .filter_map(|n| {
+            g.node_slot(n)
+                .or_else(|| g.nodes_with_id(&n.id).next().and_then(|m| g.node_slot(m)))
+        })
+        .collect();
+    for (s, f) in run.iter().zip(filters) {
+        let (out, inn) = (
+            matches!(s.kind, StepKind::Out | StepKind::Both),
+            matches!(s.kind, StepKind::In | StepKind::Both),
+        );
+        let mut next = Vec::with_capacity(frontier.len());
+        for &slot in &frontier {
+            g.each_slot_hop(slot, out, inn, &mut |_, other| {
+                if matches!(f, Filter::True)
+                    || g.node_in_slot(other).is_some_and(|n| f.eval(n.as_ref()))
+                {
+                    next.push(other);
+                }
+            });
+        }
+        frontier = next;
+    }
+    frontier
+        .into_iter()
+        .filter_map(|slot| g.node_in_slot(slot))
+        .collect()
 }
