@@ -464,7 +464,7 @@ impl Graph {
     }
 
     fn store_node_update(&mut self, old: &Arc<Node>, new: Node, ops: Vec<PartialOp>) -> GraphEvent {
-        let slot = self.ids[&old.id];
+        let slot = self.own_slot(old).unwrap_or_else(|| self.ids[&old.id]);
         let mut new = new;
         new.slot = slot;
         let new = Arc::new(new);
