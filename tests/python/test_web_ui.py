@@ -212,8 +212,7 @@ def test_gremlin_box_highlights_matches_and_shows_errors(page, allinone):
 def test_namespace_collapses_and_expands(page):
     a, b = page.node_id(HOST_IF), page.node_id(NS_IF)
     ns = page.node_id(NETNS, "netns")
-    page.click_node(ns, double=True, corner=True)
-    wait_for("the namespace collapsed", lambda: not page.drawn(b))
+    page.toggle_node(ns, "the namespace collapsed", lambda: not page.drawn(b), corner=True)
     # It stands for what it holds: its loopback and its end of the pair.
     inside = page.js("const ui = window.skydiveUI; return [...ui.graph.owned.get(arguments[0])].map(id => ui.graph.name(id)).sort();", ns)
     assert inside == ["lo", NS_IF]
@@ -226,8 +225,7 @@ def test_namespace_collapses_and_expands(page):
     )
     assert ends == [True]
     page.shot("collapsed")
-    page.click_node(ns, double=True)
-    wait_for("the namespace expanded", lambda: page.drawn(b))
+    page.toggle_node(ns, "the namespace expanded", lambda: page.drawn(b))
     assert page.js("return window.skydiveUI.view.cy.$('edge.meta').length") == 0
 
 

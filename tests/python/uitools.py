@@ -116,6 +116,23 @@ class Page:
         chain = ActionChains(self.d).move_to_element_with_offset(self.q("#graph"), x, y)
         (chain.double_click() if double else chain.click()).perform()
 
+    def toggle_node(self, node_id, what, done, corner=False, attempts=3):
+        """Double-clicks a compound node until `done()` holds (collapsed or expanded). A
+        double-click that lands while the view still moves can be lost (Cytoscape ignores or
+        misplaces it during viewport motion, and there is no "settled" signal to wait for);
+        one that did land is seen by `done()` before the next attempt, so a toggle is never
+        undone."""
+        for attempt in range(attempts):
+            if attempt and done():
+                return
+            self.click_node(node_id, double=True, corner=corner)
+            try:
+                wait_for(what, done, timeout=4)
+                return
+            except AssertionError:
+                continue
+        raise AssertionError("timed out waiting for %s after %d double-clicks" % (what, attempts))
+
     def shot(self, name):
         self.d.save_screenshot(str(SHOTS / (name + ".png")))
 

@@ -6,10 +6,11 @@
 //!
 //! Nodes live in slots of a persistent vector (a relaxed radix balanced tree), found by ID
 //! through a persistent hash map with a fixed hasher; edges live in a persistent hash map.
-//! A slot holds its node and its adjacency: small shared slices of the edges with the slot
-//! of the node at their other end, so a traversal hop goes from slot to slot without hashing
-//! an ID, and a node remembers its slot (checked before use). Adjacency slices are copied on
-//! change; most nodes have a handful of edges. Freed slots are reused. Node iteration is in
+//! A slot holds its node and its adjacency: its edges, each with the slot of the node at its
+//! other end (a single edge on a side held in the slot, more in a small shared slice), so a
+//! traversal hop goes from slot to slot without hashing an ID, and a node remembers its slot
+//! (checked before use). Adjacency is copied on change; most nodes have a handful of edges.
+//! Freed slots are reused. Node iteration is in
 //! slot order, the same from run to run. The metadata indexes are persistent ordered sets of
 //! `(value, node ID)` pairs, so that an equality lookup is a range scan returning IDs in
 //! order.
