@@ -84,19 +84,7 @@ export function nodePanel(graph, id, { onSelect, onToggle, isCollapsed }) {
   }
   const m = n.Metadata || {};
   root.append(el('h3', {}, `${m.Name ?? id} `, el('small', {}, m.Type ?? '')));
-  const ident = el('table', { class: 'ident' });
-  for (const [k, v] of [
-    ['ID', n.ID],
-    ['Host', n.Host],
-    ['Origin', n.Origin],
-    ['Revision', n.Revision],
-    ['CreatedAt', n.CreatedAt],
-    ['UpdatedAt', n.UpdatedAt],
-  ]) {
-    if (v === undefined) continue;
-    ident.append(el('tr', { 'data-key': k }, el('th', {}, k), el('td', {}, formatValue(k, v))));
-  }
-  root.append(ident);
+  root.append(identTable(n, ['ID', 'Host', 'Origin', 'Revision', 'CreatedAt', 'UpdatedAt']));
   if (graph.owned.has(id)) {
     root.append(
       el(
@@ -132,6 +120,15 @@ export function nodePanel(graph, id, { onSelect, onToggle, isCollapsed }) {
 }
 
 /** The panel of selected edges: for each, its ends (links to them) and its metadata. */
+/** The fields `keys` of a node or an edge (those it has), as a table. */
+function identTable(x, keys) {
+  const table = el('table', { class: 'ident' });
+  for (const k of keys) {
+    if (x[k] !== undefined) table.append(el('tr', { 'data-key': k }, el('th', {}, k), el('td', {}, formatValue(k, x[k]))));
+  }
+  return table;
+}
+
 export function edgesPanel(graph, ids, { onSelect }) {
   const root = el('div', { class: 'edge-panel' });
   root.append(el('h3', {}, ids.length === 1 ? 'Edge' : `${ids.length} links of hidden nodes`));
@@ -141,17 +138,7 @@ export function edgesPanel(graph, ids, { onSelect }) {
     const end = (nid) => el('a', { href: '#', 'data-node-id': nid, onclick: (ev) => (ev.preventDefault(), onSelect(nid)) }, graph.name(nid));
     const box = el('div', { class: 'edge', 'data-edge-id': id });
     box.append(el('p', {}, end(e.Parent), ' → ', end(e.Child)));
-    const ident = el('table', { class: 'ident' });
-    for (const [k, v] of [
-      ['ID', e.ID],
-      ['Host', e.Host],
-      ['Origin', e.Origin],
-      ['Revision', e.Revision],
-      ['CreatedAt', e.CreatedAt],
-    ]) {
-      if (v !== undefined) ident.append(el('tr', { 'data-key': k }, el('th', {}, k), el('td', {}, formatValue(k, v))));
-    }
-    box.append(ident, metadataTree(e.Metadata));
+    box.append(identTable(e, ['ID', 'Host', 'Origin', 'Revision', 'CreatedAt']), metadataTree(e.Metadata));
     root.append(box);
   }
   return root;

@@ -20,6 +20,9 @@ pub enum Datagram<'a> {
 /// Reads datagrams from a UDP socket in batches, into buffers it keeps.
 pub struct DatagramReader {
     bufs: Vec<Vec<u8>>,
+    /// What the latest system call read into `bufs`: each datagram's length, and whether it
+    /// was cut.
+    lens: Vec<(usize, bool)>,
     gather: Duration,
 }
 
@@ -28,6 +31,7 @@ impl DatagramReader {
     pub fn new(batch: usize, max_len: usize) -> DatagramReader {
         DatagramReader {
             bufs: vec![vec![0; max_len]; batch.max(1)],
+            lens: Vec::with_capacity(batch.max(1)),
             gather: Duration::ZERO,
         }
     }
@@ -58,12 +62,13 @@ impl DatagramReader {
             } else {
                 MsgFlags::MSG_DONTWAIT
             };
-            let lens = match self.read_batch(sock, flags) {
-                Ok(lens) => lens,
+            match self.read_batch(sock, flags) {
+                Ok(()) => {}
                 Err(Errno::EAGAIN | Errno::EINTR) => break,
                 Err(e) => return Err(e.into()),
-            };
-            for (buf, &(len, truncated)) in self.bufs.iter().zip(&lens) {
+            }
+            let lens = &self.lens;
+            for (buf, &(len, truncated)) in self.bufs.iter().zip(lens) {
                 f(if truncated {
                     Datagram::Truncated(len)
                 } else {
@@ -83,12 +88,9 @@ impl DatagramReader {
         Ok(total)
     }
 
-    /// One `recvmmsg`: the length of each datagram read, and whether it was cut.
-    fn read_batch(
-        &mut self,
-        sock: &UdpSocket,
-        flags: MsgFlags,
-    ) -> Result<Vec<(usize, bool)>, Errno> {
+    /// One `recvmmsg` into `bufs`, its datagrams' lengths into `lens`.
+    fn read_batch(&mut self, sock: &UdpSocket, flags: MsgFlags) -> Result<(), Errno> {
+        self.lens.clear();
         let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(self.bufs.len(), None);
         let mut slices: Vec<[IoSliceMut<'_>; 1]> =
             self.bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
@@ -99,9 +101,9 @@ impl DatagramReader {
             flags,
             None,
         )?;
-        Ok(results
-            .map(|m| (m.bytes, m.flags.contains(MsgFlags::MSG_TRUNC)))
-            .collect())
+        self.lens
+            .extend(results.map(|m| (m.bytes, m.flags.contains(MsgFlags::MSG_TRUNC))));
+        Ok(())
     }
 }
 

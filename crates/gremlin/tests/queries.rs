@@ -895,13 +895,7 @@ const CASES: &[(&str, Expect)] = &[
 #[test]
 fn query_table() {
     let fx = fixture();
-    let env = Env {
-        graph: &fx.graph,
-        history: &fx.history,
-        flows: Some(&fx.flows),
-        bpf: None,
-        now: NOW,
-    };
+    let env = fx.env();
     assert!(CASES.len() >= 150, "only {} cases", CASES.len());
     let mut failures = Vec::new();
     for (q, expect) in CASES {
@@ -963,11 +957,8 @@ fn query_table() {
 fn traversal_runs_give_what_single_steps_give() {
     let fx = fixture();
     let env = Env {
-        graph: &fx.graph,
-        history: &fx.history,
         flows: None,
-        bpf: None,
-        now: NOW,
+        ..fx.env()
     };
     let runs = [
         "Out().Out().Out()",
@@ -1045,11 +1036,8 @@ fn traversal_runs_give_what_single_steps_give() {
 fn whole_graph_is_one_object_sorted_by_creation() {
     let fx = fixture();
     let env = Env {
-        graph: &fx.graph,
-        history: &fx.history,
         flows: None,
-        bpf: None,
-        now: NOW,
+        ..fx.env()
     };
     let out = query("G", &env).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.to_json()).unwrap();
@@ -1071,11 +1059,8 @@ fn whole_graph_is_one_object_sorted_by_creation() {
 fn without_flow_source_live_flows_are_empty_and_stored_ones_fail() {
     let fx = fixture();
     let env = Env {
-        graph: &fx.graph,
-        history: &fx.history,
         flows: None,
-        bpf: None,
-        now: NOW,
+        ..fx.env()
     };
     assert_eq!(query("G.Flows().Count()", &env).unwrap().to_json(), b"0");
     assert_eq!(
@@ -1091,11 +1076,9 @@ fn without_flow_source_live_flows_are_empty_and_stored_ones_fail() {
 fn memory_backend_has_no_history() {
     let fx = fixture();
     let env = Env {
-        graph: &fx.graph,
         history: &NoHistory,
         flows: None,
-        bpf: None,
-        now: NOW,
+        ..fx.env()
     };
     assert_eq!(
         query("G.At('-1s').V()", &env).err().unwrap().to_string(),

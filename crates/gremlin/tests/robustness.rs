@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{NOW, fixture};
+use common::fixture;
 use proptest::prelude::*;
-use skydive_gremlin::{Env, parse, query};
+use skydive_gremlin::{parse, query};
 
 const TOKENS: &[&str] = &[
     "G",
@@ -132,21 +132,21 @@ proptest! {
     #[test]
     fn random_text_never_panics(q in ".{0,120}") {
         let fx = fixture();
-        let env = Env { graph: &fx.graph, history: &fx.history, flows: Some(&fx.flows), bpf: None, now: NOW };
+        let env = fx.env();
         let _ = query(&q, &env);
     }
 
     #[test]
     fn token_soup_never_panics(q in soup()) {
         let fx = fixture();
-        let env = Env { graph: &fx.graph, history: &fx.history, flows: Some(&fx.flows), bpf: None, now: NOW };
+        let env = fx.env();
         let _ = query(&q, &env);
     }
 
     #[test]
     fn step_chains_never_panic_and_errors_are_explained(q in chain()) {
         let fx = fixture();
-        let env = Env { graph: &fx.graph, history: &fx.history, flows: Some(&fx.flows), bpf: None, now: NOW };
+        let env = fx.env();
         if let Err(e) = query(&q, &env) {
             prop_assert!(!e.to_string().is_empty());
         }
@@ -170,13 +170,7 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
 #[test]
 fn huge_numbers_are_handled() {
     let fx = fixture();
-    let env = Env {
-        graph: &fx.graph,
-        history: &fx.history,
-        flows: Some(&fx.flows),
-        bpf: None,
-        now: NOW,
-    };
+    let env = fx.env();
     for q in [
         "G.At(-9223372036854775808, -9223372036854775808).V().Count()",
         "G.V().Range(9223372036854775807, -9223372036854775808)",

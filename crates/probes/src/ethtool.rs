@@ -167,11 +167,13 @@ pub fn intern_features(features: Map) -> Map {
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    let same = sets.entry(digest).or_default();
-    if let Some(m) = same.iter().find(|m| **m == features) {
+    if let Some(m) = sets
+        .get(&digest)
+        .and_then(|same| same.iter().find(|m| **m == features))
+    {
         return m.clone();
     }
-    if same.len() < 4 && sets.values().map(Vec::len).sum::<usize>() < MAX_FEATURE_SETS {
+    if sets.values().map(Vec::len).sum::<usize>() < MAX_FEATURE_SETS {
         sets.entry(digest).or_default().push(features.clone());
     }
     features

@@ -39,15 +39,6 @@ impl Drop for Bridges {
     }
 }
 
-fn allinone(dir: &std::path::Path) -> (Proc, String) {
-    // The ovsdb probe is on by default; `ovs.ovsdb` names the server explicitly.
-    common::allinone(
-        dir,
-        "ovs-e2e",
-        &format!("ovs:\n  ovsdb: unix://{SOCK}\nflow:\n  update: 1\n"),
-    )
-}
-
 /// One test at a time: they share the host's Open vSwitch, and a reconfiguration of the
 /// userspace datapath (another test adding a bridge) recreates the tap devices of internal
 /// ports, including one just moved into a namespace.
@@ -72,15 +63,49 @@ fn ovs_ready(test: &str) -> bool {
     true
 }
 
-#[test]
-fn an_ovssflow_capture_gives_the_flows_through_the_bridge() {
-    let _one = serial();
-    if !ovs_ready("an_ovssflow_capture_gives_the_flows_through_the_bridge") {
-        return;
+/// What every test here runs in: its turn (see [`SERIAL`]), and `skydive allinone` with the
+/// ovsdb probe pointed at the server, `extra` following the `ovs.ovsdb` line. Fields drop in
+/// order: the process stops before its directory goes and the next test's turn comes.
+struct Lab {
+    c: Client,
+    _p: Proc,
+    _dir: tempfile::TempDir,
+    _one: std::sync::MutexGuard<'static, ()>,
+}
+
+/// The lab of `test`, or `None` when it is skipped (not root, no Open vSwitch outside CI).
+fn lab(test: &str, host_id: &str, extra: &str) -> Option<Lab> {
+    let one = serial();
+    if !ovs_ready(test) {
+        return None;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (_p, addr) = allinone(dir.path());
-    let c = Client::new(&addr, None);
+    let (p, addr) = common::allinone(
+        dir.path(),
+        host_id,
+        &format!("ovs:\n  ovsdb: unix://{SOCK}\n{extra}"),
+    );
+    Some(Lab {
+        c: Client::new(&addr, None),
+        _p: p,
+        _dir: dir,
+        _one: one,
+    })
+}
+
+/// The settings of most tests: flows sent every second.
+const FLOWS_EVERY_SECOND: &str = "flow:\n  update: 1\n";
+
+#[test]
+fn an_ovssflow_capture_gives_the_flows_through_the_bridge() {
+    let Some(lab) = lab(
+        "an_ovssflow_capture_gives_the_flows_through_the_bridge",
+        "ovs-e2e",
+        FLOWS_EVERY_SECOND,
+    ) else {
+        return;
+    };
+    let c = &lab.c;
     let _br = Bridges(&["skyovs7"]);
     let mut clean = Cleanup(Vec::new());
     vsctl("--may-exist add-br skyovs7 -- set bridge skyovs7 datapath_type=netdev");
@@ -92,9 +117,10 @@ fn an_ovssflow_capture_gives_the_flows_through_the_bridge() {
         vsctl(&format!("add-port skyovs7 {end}"));
     }
     eventually(Duration::from_secs(15), "the bridge in the graph", || {
-        count(&c, "G.V().Has('Type', 'ovsbridge', 'Name', 'skyovs7')") == 1
+        count(c, "G.V().Has('Type', 'ovsbridge', 'Name', 'skyovs7')") == 1
     });
-    let tid = query(&c, "G.V().Has('Type', 'ovsbridge', 'Name', 'skyovs7')").unwrap()[0]["Metadata"]["TID"]
+    let tid = query(c, "G.V().Has('Type', 'ovsbridge', 'Name', 'skyovs7')").unwrap()[0]["Metadata"]
+        ["TID"]
         .as_str()
         .unwrap()
         .to_string();
@@ -112,7 +138,7 @@ fn an_ovssflow_capture_gives_the_flows_through_the_bridge() {
         "the ovssflow capture active",
         || {
             count(
-                &c,
+                c,
                 &format!(
                     "G.V().Has('Name', 'skyovs7', 'Captures.ID', '{id}', 'Captures.Type', 'ovssflow')"
                 ),
@@ -132,7 +158,7 @@ fn an_ovssflow_capture_gives_the_flows_through_the_bridge() {
         Duration::from_secs(20),
         "ICMP flows with the bridge's TID",
         || {
-            query(&c, q)
+            query(c, q)
                 .and_then(|v| v.as_array().cloned())
                 .is_some_and(|fs| !fs.is_empty() && fs.iter().all(|f| f["NodeTID"] == tid.as_str()))
         },
@@ -148,13 +174,14 @@ fn an_ovssflow_capture_gives_the_flows_through_the_bridge() {
 
 #[test]
 fn ovs_bridges_ports_and_patch_peers_follow_ovsdb() {
-    let _one = serial();
-    if !ovs_ready("ovs_bridges_ports_and_patch_peers_follow_ovsdb") {
+    let Some(lab) = lab(
+        "ovs_bridges_ports_and_patch_peers_follow_ovsdb",
+        "ovs-e2e",
+        FLOWS_EVERY_SECOND,
+    ) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (_p, addr) = allinone(dir.path());
-    let c = Client::new(&addr, None);
+    };
+    let c = &lab.c;
 
     let _br = Bridges(&["skyovs5", "skyovs6"]);
     for b in ["skyovs5", "skyovs6"] {
@@ -169,12 +196,9 @@ fn ovs_bridges_ports_and_patch_peers_follow_ovsdb() {
         Duration::from_secs(15),
         "both bridges with their two ports",
         || {
-            count(
-                &c,
-                "G.V().Has('Type', 'ovsbridge', 'ExtID.skydive', 'test')",
-            ) == 2
+            count(c, "G.V().Has('Type', 'ovsbridge', 'ExtID.skydive', 'test')") == 2
                 && count(
-                    &c,
+                    c,
                     "G.V().Has('Type', 'ovsbridge', 'Name', 'skyovs5').Out('Type', 'ovsport').Dedup()",
                 ) == 2
         },
@@ -182,7 +206,7 @@ fn ovs_bridges_ports_and_patch_peers_follow_ovsdb() {
     // Ports are linked from the bridge twice (ownership and layer2), as Skydive does.
     assert_eq!(
         count(
-            &c,
+            c,
             "G.V().Has('Type', 'ovsbridge', 'Name', 'skyovs5').Out('Type', 'ovsport')"
         ),
         4
@@ -190,12 +214,12 @@ fn ovs_bridges_ports_and_patch_peers_follow_ovsdb() {
     // The patch peers, one layer2 edge of Type patch between them.
     eventually(Duration::from_secs(10), "the patch peering", || {
         count(
-            &c,
+            c,
             "G.V().Has('Name', 'sky-p5', 'Type', 'patch').Both('Name', 'sky-p6', 'Type', 'patch')",
         ) == 1
     });
     assert_eq!(
-        count(&c, "G.E().Has('RelationType', 'layer2', 'Type', 'patch')"),
+        count(c, "G.E().Has('RelationType', 'layer2', 'Type', 'patch')"),
         1
     );
     // The internal port's device (a tap of the userspace datapath) is one node: the netlink
@@ -205,12 +229,12 @@ fn ovs_bridges_ports_and_patch_peers_follow_ovsdb() {
         "the internal interface merged",
         || {
             count(
-                &c,
+                c,
                 "G.V().Has('Name', 'skyovs5', 'OfPort', 65534).Has('MTU')",
             ) == 1
         },
     );
-    let iface = query(&c, "G.V().Has('Name', 'skyovs5', 'OfPort', 65534)").unwrap()[0].clone();
+    let iface = query(c, "G.V().Has('Name', 'skyovs5', 'OfPort', 65534)").unwrap()[0].clone();
     assert_eq!(iface["Metadata"]["Ovs"]["Type"], "internal");
     assert!(
         iface["Metadata"]["IfIndex"].as_i64().unwrap() > 0,
@@ -218,7 +242,7 @@ fn ovs_bridges_ports_and_patch_peers_follow_ovsdb() {
     );
     assert_eq!(
         count(
-            &c,
+            c,
             "G.V().Has('Name', 'skyovs5', 'Type', 'ovsport').Out('Name', 'skyovs5', 'OfPort', 65534)"
         ),
         1,
@@ -235,23 +259,24 @@ fn ovs_bridges_ports_and_patch_peers_follow_ovsdb() {
         Duration::from_secs(15),
         "everything of the bridges gone",
         || {
-            count(&c, "G.V().Has('ExtID.skydive', 'test')") == 0
-                && count(&c, "G.V().Has('Type', 'ovsport')") == 0
-                && count(&c, "G.V().Has('Name', 'sky-p5')") == 0
-                && count(&c, "G.V().Has('OfPort')") == 0
+            count(c, "G.V().Has('ExtID.skydive', 'test')") == 0
+                && count(c, "G.V().Has('Type', 'ovsport')") == 0
+                && count(c, "G.V().Has('Name', 'sky-p5')") == 0
+                && count(c, "G.V().Has('OfPort')") == 0
         },
     );
 }
 
 #[test]
 fn two_bridges_joined_by_patch_ports_see_the_same_tracking_id() {
-    let _one = serial();
-    if !ovs_ready("two_bridges_joined_by_patch_ports_see_the_same_tracking_id") {
+    let Some(lab) = lab(
+        "two_bridges_joined_by_patch_ports_see_the_same_tracking_id",
+        "ovs-e2e",
+        FLOWS_EVERY_SECOND,
+    ) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (_p, addr) = allinone(dir.path());
-    let c = Client::new(&addr, None);
+    };
+    let c = &lab.c;
     let _br = Bridges(&["skyovs8", "skyovs9"]);
     let mut clean = Cleanup(Vec::new());
     for b in ["skyovs8", "skyovs9"] {
@@ -270,7 +295,7 @@ fn two_bridges_joined_by_patch_ports_see_the_same_tracking_id() {
     }
     eventually(Duration::from_secs(15), "both bridges in the graph", || {
         count(
-            &c,
+            c,
             "G.V().Has('Type', 'ovsbridge', 'Name', Regex('skyovs[89]'))",
         ) == 2
     });
@@ -288,7 +313,7 @@ fn two_bridges_joined_by_patch_ports_see_the_same_tracking_id() {
         "the capture on both bridges",
         || {
             count(
-                &c,
+                c,
                 &format!("G.V().Has('Type', 'ovsbridge', 'Captures.ID', '{id}')"),
             ) == 2
         },
@@ -299,7 +324,7 @@ fn two_bridges_joined_by_patch_ports_see_the_same_tracking_id() {
         Duration::from_secs(20),
         "the ICMP flow seen on both bridges",
         || {
-            let flows = query(&c, q)
+            let flows = query(c, q)
                 .and_then(|v| v.as_array().cloned())
                 .unwrap_or_default();
             let tids: std::collections::BTreeSet<String> = flows
@@ -336,17 +361,14 @@ impl Drop for StatsInterval {
 
 #[test]
 fn the_switch_its_interface_statistics_and_a_tunnels_egress() {
-    let _one = serial();
-    if !ovs_ready("the_switch_its_interface_statistics_and_a_tunnels_egress") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (_p, addr) = common::allinone(
-        dir.path(),
+    let Some(lab) = lab(
+        "the_switch_its_interface_statistics_and_a_tunnels_egress",
         "ovs-stats",
-        &format!("ovs:\n  ovsdb: unix://{SOCK}\n  enable_stats: true\n"),
-    );
-    let c = Client::new(&addr, None);
+        "  enable_stats: true\n",
+    ) else {
+        return;
+    };
+    let c = &lab.c;
     // The switch: one openvswitch node with the version ovs-vsctl reports.
     let version = vsctl_output(&["get", "Open_vSwitch", ".", "ovs_version"])
         .trim()
@@ -354,7 +376,7 @@ fn the_switch_its_interface_statistics_and_a_tunnels_egress() {
         .to_string();
     assert!(!version.is_empty());
     eventually(Duration::from_secs(15), "the ovs-system node", || {
-        query(&c, "G.V().Has('Type', 'openvswitch').Values('Ovs.Version')")
+        query(c, "G.V().Has('Type', 'openvswitch').Values('Ovs.Version')")
             .is_some_and(|v| v == serde_json::json!([version]))
     });
 
@@ -380,17 +402,17 @@ fn the_switch_its_interface_statistics_and_a_tunnels_egress() {
         .unwrap_or(-1)
     };
     eventually(Duration::from_secs(15), "the port's statistics", || {
-        rx(&c) >= 0
+        rx(c) >= 0
     });
-    let before = rx(&c);
+    let before = rx(c);
     sh("ip netns exec ovst-a ping -q -c 5 -i 0.2 -W 1 10.78.8.2");
     eventually(
         Duration::from_secs(15),
         "the pings counted by OVS on the port",
-        || rx(&c) >= before + 5,
+        || rx(c) >= before + 5,
     );
     let delta = query(
-        &c,
+        c,
         "G.V().Has('Name', 'vo8a').Values('Ovs.LastUpdateMetric')",
     )
     .unwrap()[0]
@@ -406,7 +428,7 @@ fn the_switch_its_interface_statistics_and_a_tunnels_egress() {
     let mut seen = serde_json::Value::Null;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::time::Instant::now() < deadline {
-        if let Some(v) = query(&c, "G.V().Has('Name', 'vx8', 'Type', 'vxlan')") {
+        if let Some(v) = query(c, "G.V().Has('Name', 'vx8', 'Type', 'vxlan')") {
             let m = &v[0]["Metadata"];
             seen = serde_json::json!([
                 m["Type"],
@@ -420,8 +442,8 @@ fn the_switch_its_interface_statistics_and_a_tunnels_egress() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let routes = query(&c, "G.V().Has('Name', 'vo8t').Values('RoutingTables')");
-    let state = query(&c, "G.V().Has('Name', 'vo8t').Values('State')");
+    let routes = query(c, "G.V().Has('Name', 'vo8t').Values('RoutingTables')");
+    let state = query(c, "G.V().Has('Name', 'vo8t').Values('State')");
     assert_eq!(
         seen, want,
         "the tunnel's egress; vo8t: {state:?}, routes {routes:?}"
@@ -431,17 +453,14 @@ fn the_switch_its_interface_statistics_and_a_tunnels_egress() {
 
 #[test]
 fn openflow_rules_and_groups_follow_the_bridge() {
-    let _one = serial();
-    if !ovs_ready("openflow_rules_and_groups_follow_the_bridge") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (_p, addr) = common::allinone(
-        dir.path(),
+    let Some(lab) = lab(
+        "openflow_rules_and_groups_follow_the_bridge",
         "ovs-oflow",
-        &format!("ovs:\n  ovsdb: unix://{SOCK}\n  oflow:\n    enable: true\n"),
-    );
-    let c = Client::new(&addr, None);
+        "  oflow:\n    enable: true\n",
+    ) else {
+        return;
+    };
+    let c = &lab.c;
     let _br = Bridges(&["skyovs9"]);
     vsctl("--may-exist add-br skyovs9 -- set bridge skyovs9 datapath_type=netdev");
     ofctl("add-flow skyovs9 'table=0,priority=100,ip,nw_src=10.0.0.0/8,actions=resubmit(,1)'");
@@ -452,9 +471,9 @@ fn openflow_rules_and_groups_follow_the_bridge() {
     eventually(
         Duration::from_secs(15),
         "the rules under the bridge",
-        || count(&c, rules) == 3,
+        || count(c, rules) == 3,
     );
-    let r = query(&c, &format!("{rules}.Has('Priority', 50)")).unwrap()[0]["Metadata"].clone();
+    let r = query(c, &format!("{rules}.Has('Priority', 50)")).unwrap()[0]["Metadata"].clone();
     assert_eq!(r["Cookie"], "0x2a");
     assert_eq!(r["Table"], 1);
     assert_eq!(
@@ -463,15 +482,14 @@ fn openflow_rules_and_groups_follow_the_bridge() {
     );
     assert_eq!(r["Actions"][0]["Function"], "output");
     assert_eq!(r["Actions"][0]["Arguments"], serde_json::json!(["2"]));
-    let r = query(&c, &format!("{rules}.Has('Priority', 100)")).unwrap()[0]["Metadata"].clone();
+    let r = query(c, &format!("{rules}.Has('Priority', 100)")).unwrap()[0]["Metadata"].clone();
     assert_eq!(
         r["Filters"][1],
         serde_json::json!({"Key": "nw_src", "Value": "10.0.0.0", "Mask": "8"})
     );
     assert_eq!(r["Actions"][0]["Function"], "resubmit");
-    let g =
-        query(&c, "G.V().Has('Name', 'skyovs9').Out('Type', 'ofgroup')").unwrap()[0]["Metadata"]
-            .clone();
+    let g = query(c, "G.V().Has('Name', 'skyovs9').Out('Type', 'ofgroup')").unwrap()[0]["Metadata"]
+        .clone();
     assert_eq!(
         (g["GroupId"].clone(), g["GroupType"].clone()),
         (5.into(), "all".into())
@@ -480,6 +498,6 @@ fn openflow_rules_and_groups_follow_the_bridge() {
     // A rule deleted in OVS leaves the graph.
     ofctl("del-flows skyovs9 'table=1,in_port=1'");
     eventually(Duration::from_secs(15), "the deleted rule gone", || {
-        count(&c, rules) == 2 && count(&c, &format!("{rules}.Has('Priority', 50)")) == 0
+        count(c, rules) == 2 && count(c, &format!("{rules}.Has('Priority', 50)")) == 0
     });
 }

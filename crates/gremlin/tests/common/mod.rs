@@ -11,7 +11,7 @@ use skydive_flow::{
     Flow, FlowLayer, FlowMetric, FlowProtocol, IcmpLayer, IcmpType, RawPacket, TransportLayer,
 };
 use skydive_graph::{Edge, Graph, GraphEvent, Map, MemoryHistory, Node, Time};
-use skydive_gremlin::{FlowQuery, FlowSource};
+use skydive_gremlin::{Env, FlowQuery, FlowSource};
 
 /// 2020-09-13T12:26:40Z, a Sunday.
 pub const T0: Time = 1_600_000_000_000;
@@ -22,6 +22,19 @@ pub struct Fixture {
     pub graph: Graph,
     pub history: MemoryHistory,
     pub flows: MemFlows,
+}
+
+impl Fixture {
+    /// Where queries run: the fixture's graph, history and flows, at [`NOW`].
+    pub fn env(&self) -> Env<'_> {
+        Env {
+            graph: &self.graph,
+            history: &self.history,
+            flows: Some(&self.flows),
+            bpf: None,
+            now: NOW,
+        }
+    }
 }
 
 fn meta(json: &str) -> Map {
