@@ -86,14 +86,25 @@ class Page:
 
     def point(self, node_id, corner=False):
         """Where a drawn node is, relative to the graph's centre (the origin of WebDriver's
-        offsets): its centre, or just inside its top-left corner (a compound's border)."""
+        offsets): its centre, or, for a compound, the one of its four inner corners farthest
+        from every drawn edge (a link crossing the compound's border would take a click meant
+        for the compound)."""
         return self.js(
             """
             const cy = window.skydiveUI.view.cy, el = cy.getElementById(arguments[0]);
             const c = cy.container().getBoundingClientRect();
             let x, y;
-            if (arguments[1]) { const b = el.renderedBoundingBox({includeLabels: false}); x = b.x1 + 4; y = b.y1 + 4; }
-            else { const p = el.renderedPosition(); x = p.x; y = p.y; }
+            if (arguments[1]) {
+              const b = el.renderedBoundingBox({includeLabels: false});
+              const segments = cy.edges(':visible').map(e => [e.renderedSourceEndpoint(), e.renderedTargetEndpoint()]);
+              const away = (px, py) => Math.min(Infinity, ...segments.map(([s, t]) => {
+                const dx = t.x - s.x, dy = t.y - s.y, len = dx * dx + dy * dy;
+                const k = len ? Math.max(0, Math.min(1, ((px - s.x) * dx + (py - s.y) * dy) / len)) : 0;
+                return Math.hypot(px - s.x - k * dx, py - s.y - k * dy);
+              }));
+              const corners = [[b.x1 + 4, b.y1 + 4], [b.x2 - 4, b.y1 + 4], [b.x1 + 4, b.y2 - 4], [b.x2 - 4, b.y2 - 4]];
+              [x, y] = corners.reduce((best, p) => (away(...p) > away(...best) ? p : best));
+            } else { const p = el.renderedPosition(); x = p.x; y = p.y; }
             return [Math.round(x - c.width / 2), Math.round(y - c.height / 2)];""",
             node_id,
             corner,
