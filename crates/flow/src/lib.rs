@@ -11,6 +11,7 @@ pub mod decode;
 pub mod extra;
 #[doc(hidden)]
 pub mod fuzzing;
+mod hot;
 pub mod model;
 pub mod packet;
 pub mod sflow;

@@ -161,8 +161,8 @@ pub fn segment_info<'a>(data: &'a [u8], d: &Decoded, seg: Segment) -> SegmentInf
 }
 
 /// The common case, read straight off the frame: an Ethernet frame (at most one 802.1Q tag)
-/// carrying a whole, unfragmented IPv4 or IPv6 datagram (no extension headers) with TCP, or
-/// with UDP on a port no application layer or tunnel is decoded on. For such a frame it gives
+/// carrying a whole, unfragmented IPv4 or IPv6 datagram (no extension headers) with TCP,
+/// ICMPv4, or UDP on a port no application layer or tunnel is decoded on. For such a frame it gives
 /// exactly what [`decode`](crate::decode::decode) then [`segment_info`] give for its only
 /// segment; for any other frame, `None`, and the caller takes the general path.
 #[inline(always)]
@@ -247,6 +247,20 @@ pub fn fast_info(data: &[u8]) -> Option<SegmentInfo<'_>> {
             }
             info.transport = Some((FlowProtocol::Udp, sp, dp));
             info.last = Some(LayerKind::Udp);
+        }
+        1 => {
+            if end < l4 + 8 {
+                return None;
+            }
+            let t = data[l4];
+            info.icmp = Some(Icmp {
+                v6: false,
+                wire_type: t,
+                code: data[l4 + 1],
+                id: be16(data, l4 + 4),
+                kind: IcmpType::from_icmpv4(t),
+            });
+            info.last = Some(LayerKind::Icmpv4);
         }
         _ => return None,
     }
@@ -532,7 +546,7 @@ pub fn flow_uuid(skydive_key: u64, start_ms: i64, node_tid: &str) -> String {
 /// The `LayersPath` of a segment: gopacket's names joined with `/`, without `Linux SLL`,
 /// stopping at `Payload` or `DecodeFailure`.
 pub fn layers_path(d: &Decoded, seg: Segment) -> String {
-    let mut s = String::new();
+    let mut s = String::with_capacity(32);
     for l in &d.layers()[seg.first..=seg.last] {
         match l.kind {
             LayerKind::Payload | LayerKind::DecodeFailure => break,

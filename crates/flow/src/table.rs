@@ -8,11 +8,13 @@
 //! `Flow` objects are built only when flows are sent.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::Ipv6Addr;
 
 use crate::decode::{Decoded, Layer, LayerKind, LinkType, Segment, decode, segments};
 use crate::extra;
+use crate::hot::{
+    A_SWAP, Hot, HotTable, LIVE, REFERENCED, RTT_DONE, RTT_STARTED, TOUCHED, UNDECIDED,
+};
 use crate::model::{
     FinishType, Flow, FlowLayer, FlowMetric, FlowProtocol, IcmpLayer, IcmpType, IpMetric,
     RawPacket, TcpMetric, TransportLayer,
@@ -21,26 +23,6 @@ use crate::packet::{
     Keys, SegmentInfo, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, fast_info, flow_uuid_hash, keys,
     layers_path, segment_info, skydive_keys,
 };
-
-/// Keys are hashes already: the map uses them as they are.
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-type KeyMap<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
 
 /// Bits of `ExtraLayers`.
 pub const EXTRA_VRRP: u32 = 1;
@@ -105,37 +87,6 @@ pub struct TableStats {
     pub fragment_errors: u64,
 }
 
-/// What the per-packet path reads and writes of a flow, in one cache line: the counters, the
-/// time, the flow's A side, its state bits. The rest of the flow ([`Entry`]) is touched only
-/// when the flow is made and sent, and by the packets that carry something rarer (RTT
-/// handshake, TCP flags with `ExtraTCPMetric`, raw packets, application layers, fragments).
-#[derive(Clone, Copy, Debug, Default)]
-#[repr(C, align(64))]
-struct Hot {
-    ab_packets: i64,
-    ab_bytes: i64,
-    ba_packets: i64,
-    ba_bytes: i64,
-    last_ns: i64,
-    finish: FinishType,
-    flags: u8,
-    /// Raw packets kept so far (up to the capture's `RawPacketLimit`, at most 255).
-    raw_captured: u8,
-}
-
-/// [`Hot::flags`].
-const LIVE: u8 = 1;
-const TOUCHED: u8 = 2;
-/// Used since the eviction clock's hand last passed.
-const REFERENCED: u8 = 4;
-const RTT_STARTED: u8 = 8;
-const RTT_DONE: u8 = 16;
-/// The flow's first packet went from the greater endpoint to the smaller ([`Keys::swap`]).
-const A_SWAP: u8 = 32;
-/// The canonical order does not tell the flow's endpoints apart: directions come from
-/// [`side`], compared with [`Entry::a_side`].
-const UNDECIDED: u8 = 64;
-
 impl Hot {
     fn metric(&self, e: &Entry) -> FlowMetric {
         FlowMetric {
@@ -153,7 +104,6 @@ impl Hot {
 /// The rest of a flow.
 #[derive(Clone, Debug)]
 struct Entry {
-    key: u64,
     l2: u64,
     l3: u64,
     uuid: String,
@@ -328,14 +278,14 @@ const BATCH: usize = 32;
 /// The flow table.
 pub struct FlowTable {
     cfg: TableConfig,
-    map: KeyMap<u32>,
-    /// Per slot: the hot part of its flow, and the rest (`None` when the slot is free).
-    hot: Vec<Hot>,
-    /// (Boxed: the vector grows by moving pointers, not entries.)
+    /// The flows' hot parts, by key; a flow's position there is its slot.
+    hot: HotTable,
+    /// The rest of the flows, at their hot part's `cold` (`None` when free; boxed: the
+    /// vector grows by moving pointers, not entries).
     cold: Vec<Option<Box<Entry>>>,
     free: Vec<u32>,
     hand: usize,
-    /// Flows removed so far (a slot found before may since hold another flow).
+    /// Flows removed or moved so far (a slot found before may since hold another flow).
     removals: u64,
     /// Per-packet working space, kept between packets (boxed: taken and put back by pointer).
     scratch: Option<Box<Scratch>>,
@@ -348,7 +298,7 @@ pub struct FlowTable {
 impl std::fmt::Debug for FlowTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FlowTable")
-            .field("flows", &self.map.len())
+            .field("flows", &self.hot.len())
             .finish()
     }
 }
@@ -361,8 +311,7 @@ impl FlowTable {
     pub fn new(cfg: TableConfig) -> FlowTable {
         FlowTable {
             cfg,
-            map: KeyMap::default(),
-            hot: Vec::new(),
+            hot: HotTable::default(),
             cold: Vec::new(),
             free: Vec::new(),
             hand: 0,
@@ -385,11 +334,11 @@ impl FlowTable {
 
     /// Flows in the table.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.hot.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.hot.len() == 0
     }
 
     /// Processes one frame: `wire_len` is its length on the wire (the capture may have kept
@@ -435,19 +384,17 @@ impl FlowTable {
                     *f = Some(keys(&info, self.cfg.l2_mode, 0));
                 }
             }
-            // Their flows, then the flows' hot lines, all loads independent of each other.
-            for (s, f) in slots.iter_mut().zip(&fast) {
-                if let Some(k) = f {
-                    *s = self.map.get(&k.key).copied().unwrap_or(NONE);
-                }
-            }
+            // Their flows' home buckets, loads independent of each other, then their flows.
             let mut touch = 0u8;
-            for &s in &slots[..chunk.len()] {
-                if s != NONE {
-                    touch ^= self.hot[s as usize].flags;
-                }
+            for k in fast.iter().flatten() {
+                touch ^= self.hot.touch(k.key);
             }
             std::hint::black_box(touch);
+            for (s, f) in slots.iter_mut().zip(&fast) {
+                if let Some(k) = f {
+                    *s = self.hot.find(k.key).map_or(NONE, |s| s as u32);
+                }
+            }
         }
         let removals = self.removals;
         for (i, p) in chunk.iter().enumerate() {
@@ -457,7 +404,7 @@ impl FlowTable {
                 let mut slot = slots[i];
                 if slot == NONE || self.removals != removals {
                     // Made by an earlier frame of the group, or moved by an eviction.
-                    slot = self.map.get(&k.key).copied().unwrap_or(NONE);
+                    slot = self.hot.find(k.key).map_or(NONE, |s| s as u32);
                 }
                 if slot != NONE {
                     self.begin(p.ts_ns);
@@ -544,7 +491,7 @@ impl FlowTable {
             // Only tunnels have a next segment: the UUID is copied only then.
             if i + 1 < sc.segs.len() {
                 sc.parent.clear();
-                if let Some(e) = self.cold[slot as usize].as_ref() {
+                if let Some(e) = self.entry(slot) {
                     sc.parent.push_str(&e.uuid);
                     sc.parent_hash = e.uuid_hash;
                 }
@@ -571,10 +518,10 @@ impl FlowTable {
         link: LinkType,
         fragments: Option<i64>,
     ) -> u32 {
-        let slot = match self.map.get(&k.key) {
-            Some(s) => *s,
+        let slot = match self.hot.find(k.key) {
+            Some(s) => s as u32,
             None => {
-                let e = self.new_entry(k, info, seg, decoded, parent, ts_ns);
+                let e = self.new_entry(info, seg, decoded, parent, ts_ns);
                 self.insert(e, k, ts_ns)
             }
         };
@@ -600,12 +547,12 @@ impl FlowTable {
         fragments: Option<i64>,
     ) {
         let cfg = &self.cfg;
-        let h = &mut self.hot[slot as usize];
+        let h = self.hot.get_mut(slot as usize);
         h.flags |= TOUCHED | REFERENCED;
         let ab = if h.flags & UNDECIDED == 0 {
             k.swap == (h.flags & A_SWAP != 0)
         } else {
-            self.cold[slot as usize]
+            self.cold[h.cold as usize]
                 .as_ref()
                 .is_none_or(|e| side(info, cfg.l2_mode) == e.a_side)
         };
@@ -661,7 +608,7 @@ impl FlowTable {
             h.raw_captured += 1;
         }
         let packets = h.ab_packets + h.ba_packets;
-        let Some(e) = self.cold[slot as usize].as_mut() else {
+        let Some(e) = self.cold[h.cold as usize].as_mut() else {
             return;
         };
         if rtt_start {
@@ -730,7 +677,6 @@ impl FlowTable {
 
     fn new_entry(
         &self,
-        k: &Keys,
         info: &SegmentInfo<'_>,
         seg: Segment,
         decoded: &Decoded,
@@ -758,21 +704,19 @@ impl FlowTable {
                 application = name.to_ascii_uppercase();
             }
         }
-        let app_timeout = if self.cfg.app_timeouts.is_empty() || application.is_empty() {
-            None
-        } else {
-            self.cfg
-                .app_timeouts
-                .get(&application.to_ascii_lowercase())
-                .copied()
-        };
+        // (A handful of applications: compared in place rather than lowered and hashed.)
+        let app_timeout = self
+            .cfg
+            .app_timeouts
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(&application))
+            .map(|(_, t)| *t);
         let (skydive_key, l2, l3) = skydive_keys(info, self.cfg.l2_mode, parent);
         let uuid_hash = flow_uuid_hash(skydive_key, start, &self.cfg.node_tid);
         Entry {
-            key: k.key,
             l2,
             l3,
-            uuid: format!("{uuid_hash:x}"),
+            uuid: hex(uuid_hash),
             uuid_hash,
             parent_uuid: parent.to_string(),
             layers_path: layers_path(decoded, seg),
@@ -804,18 +748,25 @@ impl FlowTable {
         }
     }
 
+    /// The rest of the flow at `slot`.
+    fn entry(&self, slot: u32) -> Option<&Entry> {
+        let h = self.hot.buckets().get(slot as usize)?;
+        self.cold.get(h.cold as usize)?.as_deref()
+    }
+
     /// Stores a new flow, evicting one if the table is full.
     fn insert(&mut self, e: Entry, k: &Keys, ts_ns: i64) -> u32 {
-        let key = e.key;
-        let slot = if let Some(s) = self.free.pop() {
-            s
-        } else if self.hot.len() < self.cfg.max_entries.max(1) {
-            self.hot.push(Hot::default());
-            self.cold.push(None);
-            (self.hot.len() - 1) as u32
-        } else {
-            self.evict()
+        if self.hot.len() >= self.cfg.max_entries.max(1) {
+            self.evict();
+        }
+        let cold = match self.free.pop() {
+            Some(c) => c,
+            None => {
+                self.cold.push(None);
+                (self.cold.len() - 1) as u32
+            }
         };
+        self.cold[cold as usize] = Some(Box::new(e));
         let mut flags = LIVE | REFERENCED;
         if k.swap {
             flags |= A_SWAP;
@@ -823,42 +774,43 @@ impl FlowTable {
         if !k.decided {
             flags |= UNDECIDED;
         }
-        self.hot[slot as usize] = Hot {
+        let (slot, moved) = self.hot.insert(Hot {
+            key: k.key,
             last_ns: ts_ns,
+            cold,
             flags,
             ..Hot::default()
-        };
-        self.cold[slot as usize] = Some(Box::new(e));
-        self.map.insert(key, slot);
-        slot
+        });
+        if moved {
+            self.removals += 1;
+        }
+        slot as u32
     }
 
     /// The clock algorithm: the first flow not used since the hand last passed it goes.
-    fn evict(&mut self) -> u32 {
+    fn evict(&mut self) {
         loop {
-            let i = self.hand % self.hot.len();
+            let i = self.hand % self.hot.buckets().len();
             self.hand = i + 1;
-            let h = &mut self.hot[i];
+            let h = self.hot.get_mut(i);
+            if h.flags & LIVE == 0 {
+                continue;
+            }
             if h.flags & REFERENCED != 0 {
                 h.flags &= !REFERENCED;
                 continue;
             }
-            h.flags = 0;
-            self.removals += 1;
-            if let Some(e) = self.cold[i].take() {
-                self.map.remove(&e.key);
-                self.stats.evicted += 1;
-            }
-            return i as u32;
+            self.remove_slot(i);
+            self.stats.evicted += 1;
+            return;
         }
     }
 
     fn remove_slot(&mut self, slot: usize) -> Option<(Hot, Box<Entry>)> {
-        let e = self.cold[slot].take()?;
-        let h = std::mem::take(&mut self.hot[slot]);
+        let h = self.hot.remove(slot);
         self.removals += 1;
-        self.map.remove(&e.key);
-        self.free.push(slot as u32);
+        let e = self.cold.get_mut(h.cold as usize)?.take()?;
+        self.free.push(h.cold);
         Some((h, e))
     }
 
@@ -883,8 +835,14 @@ impl FlowTable {
         self.last_update_ms = Some(now_ms);
         let mut out = Vec::new();
         let mut gone = Vec::new();
-        for (i, (h, e)) in self.hot.iter_mut().zip(self.cold.iter_mut()).enumerate() {
-            let Some(e) = e.as_mut() else { continue };
+        for i in 0..self.hot.buckets().len() {
+            let h = self.hot.get_mut(i);
+            if h.flags & LIVE == 0 {
+                continue;
+            }
+            let Some(e) = self.cold[h.cold as usize].as_mut() else {
+                continue;
+            };
             let metric = h.metric(e);
             if h.flags & TOUCHED != 0 {
                 let start = if e.prev.is_none() {
@@ -934,6 +892,7 @@ impl FlowTable {
         let prev_tick = self.last_update_ms.unwrap_or(now_ms);
         let idle: Vec<usize> = self
             .hot
+            .buckets()
             .iter()
             .enumerate()
             .filter(|(_, h)| h.flags & LIVE != 0 && ms(h.last_ns) < before)
@@ -968,25 +927,33 @@ impl FlowTable {
     /// Ends every flow now (the capture stops): all are sent.
     pub fn flush(&mut self, now_ms: i64) -> Vec<Flow> {
         let prev_tick = self.last_update_ms.unwrap_or(now_ms);
-        let hot = std::mem::take(&mut self.hot);
-        let cold = std::mem::take(&mut self.cold);
-        self.map.clear();
+        let mut hot = self.hot.take();
+        let mut cold = std::mem::take(&mut self.cold);
         self.free.clear();
         self.hand = 0;
         self.removals += 1;
         self.reassembly.clear();
-        hot.into_iter()
-            .zip(cold)
-            .filter_map(|(h, e)| Some(self.finish(h, e?, prev_tick, now_ms)))
-            .collect()
+        // In the order the flows were made: their entries are read one after another.
+        hot.sort_unstable_by_key(|h| h.cold);
+        let mut out = Vec::with_capacity(hot.len());
+        for h in hot {
+            if let Some(e) = cold.get_mut(h.cold as usize).and_then(Option::take) {
+                out.push(self.finish(h, e, prev_tick, now_ms));
+            }
+        }
+        out
     }
 
     /// The flows in the table now (for live queries).
     pub fn flows(&self) -> Vec<Flow> {
         self.hot
+            .buckets()
             .iter()
-            .zip(&self.cold)
-            .filter_map(|(h, e)| e.as_ref().map(|e| e.to_flow(h, &self.cfg)))
+            .filter(|h| h.flags & LIVE != 0)
+            .filter_map(|h| {
+                let e = self.cold.get(h.cold as usize)?.as_ref()?;
+                Some(e.to_flow(h, &self.cfg))
+            })
             .collect()
     }
 
@@ -1147,5 +1114,5 @@ fn hex(v: u64) -> String {
             break;
         }
     }
-    String::from_utf8_lossy(&buf[i..]).into_owned()
+    buf[i..].iter().map(|&b| b as char).collect()
 }

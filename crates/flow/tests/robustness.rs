@@ -199,6 +199,15 @@ fn common_frames() -> Vec<Vec<u8>> {
             out.push(vlan_tagged(mac(2), mac(1), &[(0x8100, 7)], t, &l3));
         }
     }
+    // ICMPv4: echo request and reply, an error, and ICMPv4 carried by IPv6.
+    let v4e = ipv4(a, b, 1, &icmp_echo(true, 9, 1, b"ping"));
+    let v4r = ipv4(b, a, 1, &icmp_echo(false, 9, 1, b"ping"));
+    let v4u = ipv4(a, b, 1, &[3, 3, 0, 0, 0, 0, 0, 0, 0x45, 0]);
+    let v6e = ipv6(v6(1), v6(2), 1, &[], &icmp_echo(true, 9, 1, b""));
+    for (t, l3) in [(0x0800, v4e), (0x0800, v4r), (0x0800, v4u), (0x86dd, v6e)] {
+        out.push(eth(mac(1), mac(2), t, &l3));
+        out.push(vlan_tagged(mac(2), mac(1), &[(0x8100, 7)], t, &l3));
+    }
     out
 }
 
@@ -208,7 +217,7 @@ proptest! {
     /// Where the common-case path takes a frame, it reads exactly what the decoder does.
     #[test]
     fn the_common_case_path_agrees_with_the_decoder(
-        which in 0usize..40,
+        which in 0usize..48,
         cut in 0usize..200,
         flips in proptest::collection::vec((0usize..120, any::<u8>()), 0..3),
     ) {
