@@ -193,7 +193,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             // Few distinct low bits: long probe runs; keys 0 included.
-            let key = (x % 3000) << (x % 2) * 20;
+            let key = (x % 3000) << ((x % 2) * 20);
             match (model.contains_key(&key), x >> 60) {
                 (false, 0..=9) => {
                     let (at, _) = t.insert(hot(key));

@@ -153,36 +153,46 @@ fn ip16(b: &[u8]) -> [u8; 16] {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// `aa:bb:cc:dd:ee:ff` (flows are sent often: no formatting machinery).
+/// A string of ASCII bytes made on the stack: one allocation of the exact size (pushing
+/// characters one by one costs several times more, and a flow makes several of these).
+fn ascii(b: &[u8]) -> String {
+    std::str::from_utf8(b)
+        .map(str::to_owned)
+        .unwrap_or_default()
+}
+
 fn mac_str(m: &[u8; 6]) -> String {
-    let mut s = String::with_capacity(17);
+    let mut s = [b':'; 17];
     for (i, b) in m.iter().enumerate() {
-        if i > 0 {
-            s.push(':');
-        }
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 15) as usize] as char);
+        s[i * 3] = HEX[(b >> 4) as usize];
+        s[i * 3 + 1] = HEX[(b & 15) as usize];
     }
-    s
+    ascii(&s)
 }
 
 fn ip_str(v: u8, b: &[u8; 16]) -> String {
     if v != 4 {
         return Ipv6Addr::from(*b).to_string();
     }
-    let mut s = String::with_capacity(15);
+    let mut s = [0u8; 15];
+    let mut n = 0;
     for (i, &o) in b[..4].iter().enumerate() {
         if i > 0 {
-            s.push('.');
+            s[n] = b'.';
+            n += 1;
         }
         if o >= 100 {
-            s.push((b'0' + o / 100) as char);
+            s[n] = b'0' + o / 100;
+            n += 1;
         }
         if o >= 10 {
-            s.push((b'0' + o / 10 % 10) as char);
+            s[n] = b'0' + o / 10 % 10;
+            n += 1;
         }
-        s.push((b'0' + o % 10) as char);
+        s[n] = b'0' + o % 10;
+        n += 1;
     }
-    s
+    ascii(&s[..n])
 }
 
 impl Entry {
@@ -1114,5 +1124,5 @@ fn hex(v: u64) -> String {
             break;
         }
     }
-    buf[i..].iter().map(|&b| b as char).collect()
+    ascii(&buf[i..])
 }
