@@ -383,34 +383,31 @@ impl FlowTable {
 
     fn process_chunk(&mut self, chunk: &[Packet<'_>], link: LinkType) {
         const NONE: u32 = u32::MAX;
-        // The keys of the frames that take the common case (the frame's fields are read again
-        // later rather than kept: cheaper than copying them around).
-        let mut fast: [Option<Keys>; BATCH] = [None; BATCH];
+        // The fields and keys of the frames that take the common case.
+        let mut fast: [Option<(Keys, SegmentInfo<'_>)>; BATCH] = std::array::from_fn(|_| None);
         let mut slots = [NONE; BATCH];
         if link == LinkType::Ethernet {
             // The common case's keys, straight off the frames.
             for (f, p) in fast.iter_mut().zip(chunk) {
                 if let Some(info) = fast_info(p.data) {
-                    *f = Some(keys(&info, self.cfg.l2_mode, 0));
+                    *f = Some((keys(&info, self.cfg.l2_mode, 0), info));
                 }
             }
             // Their flows' home buckets, loads independent of each other, then their flows.
             let mut touch = 0u8;
-            for k in fast.iter().flatten() {
+            for (k, _) in fast.iter().flatten() {
                 touch ^= self.hot.touch(k.key);
             }
             std::hint::black_box(touch);
             for (s, f) in slots.iter_mut().zip(&fast) {
-                if let Some(k) = f {
+                if let Some((k, _)) = f {
                     *s = self.hot.find(k.key).map_or(NONE, |s| s as u32);
                 }
             }
         }
         let removals = self.removals;
         for (i, p) in chunk.iter().enumerate() {
-            if let Some(k) = &fast[i]
-                && let Some(info) = fast_info(p.data)
-            {
+            if let Some((k, info)) = &fast[i] {
                 let mut slot = slots[i];
                 if slot == NONE || self.removals != removals {
                     // Made by an earlier frame of the group, or moved by an eviction.
@@ -419,7 +416,7 @@ impl FlowTable {
                 if slot != NONE {
                     self.begin(p.ts_ns);
                     let length = p.wire_len as i64;
-                    self.account(slot, k, &info, &[], p.data, p.ts_ns, length, link, None);
+                    self.account(slot, k, info, &[], p.data, p.ts_ns, length, link, None);
                     continue;
                 }
             }
