@@ -342,7 +342,7 @@ impl KeyBytes {
 /// Which way a packet goes relative to its flow's canonical order (compat spec §5.3: MACs in
 /// L2 mode, else IPs, else ports), compared as big-endian integers; and whether the order
 /// told the two endpoints apart (not when they are the same: ICMP to oneself, say).
-#[inline]
+#[inline(always)]
 fn swap_of(info: &SegmentInfo<'_>, l2_mode: bool) -> (bool, bool) {
     let has_ip = info.ip_version != 0;
     if let (Some(s), Some(d)) = (info.src_mac, info.dst_mac)
@@ -428,7 +428,7 @@ fn mix(h: u64, w: u64) -> u64 {
 /// exactly when they share Skydive's key; Skydive's own hashes (TrackingID, L3TrackingID,
 /// UUID) are computed once per flow by [`skydive_keys`]. `parent` is the UUID hash of the
 /// flow this segment is encapsulated in (0 for none).
-#[inline]
+#[inline(always)]
 pub fn keys(info: &SegmentInfo<'_>, l2_mode: bool, parent: u64) -> Keys {
     let (swap, decided) = swap_of(info, l2_mode);
     let order = |a: u128, b: u128| if swap { (b, a) } else { (a, b) };
