@@ -273,6 +273,17 @@ struct Scratch {
     parent_hash: u64,
 }
 
+/// What a packet needs of the rest of its flow, decided on the common path.
+#[derive(Clone, Copy)]
+struct Rare {
+    ab: bool,
+    rtt_start: bool,
+    rtt_end: bool,
+    tcp_flags: u8,
+    raw: bool,
+    app: bool,
+}
+
 /// A captured frame.
 #[derive(Clone, Copy, Debug)]
 pub struct Packet<'a> {
@@ -540,7 +551,7 @@ impl FlowTable {
     /// Accounts a packet in the flow of `slot`. `layers` are its segment's (only application
     /// layers are looked for in them).
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     fn account(
         &mut self,
         slot: u32,
@@ -605,6 +616,42 @@ impl FlowTable {
         if !(rtt_start || rtt_end || tcp_flags != 0 || raw || app || fragments.is_some()) {
             return;
         }
+        let rare = Rare {
+            ab,
+            rtt_start,
+            rtt_end,
+            tcp_flags,
+            raw,
+            app,
+        };
+        self.account_rare(slot, rare, info, layers, frame, ts_ns, link, fragments);
+    }
+
+    /// The part of [`FlowTable::account`] few packets take (out of line: the common path
+    /// stays small).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn account_rare(
+        &mut self,
+        slot: u32,
+        rare: Rare,
+        info: &SegmentInfo<'_>,
+        layers: &[Layer],
+        frame: &[u8],
+        ts_ns: i64,
+        link: LinkType,
+        fragments: Option<i64>,
+    ) {
+        let Rare {
+            ab,
+            rtt_start,
+            rtt_end,
+            tcp_flags,
+            raw,
+            app,
+        } = rare;
+        let cfg = &self.cfg;
+        let h = self.hot.get_mut(slot as usize);
         if rtt_start {
             h.flags |= RTT_STARTED;
         }
