@@ -170,29 +170,38 @@ fn mac_str(m: &[u8; 6]) -> String {
     ascii(&s)
 }
 
+/// The decimal digits of every byte value, and how many there are.
+const DECIMAL: [([u8; 3], usize); 256] = {
+    let mut t = [([0u8; 3], 0usize); 256];
+    let mut i = 0;
+    while i < 256 {
+        let v = i as u8;
+        t[i] = if v >= 100 {
+            ([b'0' + v / 100, b'0' + v / 10 % 10, b'0' + v % 10], 3)
+        } else if v >= 10 {
+            ([b'0' + v / 10, b'0' + v % 10, 0], 2)
+        } else {
+            ([b'0' + v, 0, 0], 1)
+        };
+        i += 1;
+    }
+    t
+};
+
 fn ip_str(v: u8, b: &[u8; 16]) -> String {
     if v != 4 {
         return Ipv6Addr::from(*b).to_string();
     }
-    let mut s = [0u8; 15];
+    // Each octet's digits from a table, written 4 bytes at a time (the dot after it included).
+    let mut s = [b'.'; 16];
     let mut n = 0;
-    for (i, &o) in b[..4].iter().enumerate() {
-        if i > 0 {
-            s[n] = b'.';
-            n += 1;
-        }
-        if o >= 100 {
-            s[n] = b'0' + o / 100;
-            n += 1;
-        }
-        if o >= 10 {
-            s[n] = b'0' + o / 10 % 10;
-            n += 1;
-        }
-        s[n] = b'0' + o % 10;
-        n += 1;
+    for &o in &b[..4] {
+        let (digits, len) = DECIMAL[o as usize];
+        s[n..n + 3].copy_from_slice(&digits);
+        s[n + len] = b'.';
+        n += len + 1;
     }
-    ascii(&s[..n])
+    ascii(&s[..n - 1])
 }
 
 impl Entry {
@@ -1156,17 +1165,52 @@ fn side(info: &SegmentInfo<'_>, l2_mode: bool) -> [u8; 16] {
 
 /// Lower-case hexadecimal, without leading zeros (Go's `%x`).
 fn hex(v: u64) -> String {
-    const DIGITS: &[u8; 16] = HEX;
+    // All 16 digits at once, then the leading zeros dropped (at least one digit kept).
     let mut buf = [0u8; 16];
-    let mut i = 16;
-    let mut v = v;
-    loop {
-        i -= 1;
-        buf[i] = DIGITS[(v & 15) as usize];
-        v >>= 4;
-        if v == 0 {
-            break;
-        }
+    for (i, d) in buf.iter_mut().enumerate() {
+        *d = HEX[((v >> (60 - 4 * i)) & 15) as usize];
     }
-    ascii(&buf[i..])
+    let skip = ((v | 1).leading_zeros() / 4) as usize;
+    ascii(&buf[skip..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_of_a_flow() {
+        for (v, want) in [
+            (0u64, "0"),
+            (0xf, "f"),
+            (0x10, "10"),
+            (0x0123_4567_89ab_cdef, "123456789abcdef"),
+            (u64::MAX, "ffffffffffffffff"),
+        ] {
+            assert_eq!(hex(v), want);
+            assert_eq!(hex(v), format!("{v:x}"));
+        }
+        let mut ip = [0u8; 16];
+        for (octets, want) in [
+            ([0, 0, 0, 0], "0.0.0.0"),
+            ([10, 0, 0, 1], "10.0.0.1"),
+            ([192, 168, 99, 255], "192.168.99.255"),
+            ([255, 255, 255, 255], "255.255.255.255"),
+            ([1, 22, 103, 9], "1.22.103.9"),
+        ] {
+            ip[..4].copy_from_slice(&octets);
+            assert_eq!(ip_str(4, &ip), want);
+        }
+        for o in 0..=255u8 {
+            ip[..4].copy_from_slice(&[o, 255 - o, o / 3, 7]);
+            assert_eq!(
+                ip_str(4, &ip),
+                std::net::Ipv4Addr::from([o, 255 - o, o / 3, 7]).to_string()
+            );
+        }
+        assert_eq!(
+            mac_str(&[0, 0x1b, 0x21, 0xaa, 0xfe, 9]),
+            "00:1b:21:aa:fe:09"
+        );
+    }
 }
