@@ -517,7 +517,10 @@ pub fn skydive_keys(info: &SegmentInfo<'_>, l2_mode: bool, parent_uuid: &str) ->
         }
         _ => l3,
     };
-    let key = if h.len + parent_uuid.len() <= h.buf.len() {
+    // Without a parent the key hashes the same bytes as the last hash taken.
+    let key = if parent_uuid.is_empty() {
+        l2
+    } else if h.len + parent_uuid.len() <= h.buf.len() {
         h.put(parent_uuid.as_bytes());
         h.sum()
     } else {
