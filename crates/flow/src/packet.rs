@@ -546,6 +546,28 @@ pub fn flow_uuid(skydive_key: u64, start_ms: i64, node_tid: &str) -> String {
     format!("{:x}", flow_uuid_hash(skydive_key, start_ms, node_tid))
 }
 
+/// The `LayersPath` of a frame [`fast_info`] took: what [`layers_path`] gives for it, without
+/// the decoder (Ethernet, its 802.1Q tag if any, IPv4 or IPv6, the last layer).
+pub fn fast_layers_path(data: &[u8], info: &SegmentInfo<'_>) -> String {
+    let mut s = String::with_capacity(32);
+    s.push_str(LayerKind::Ethernet.name());
+    if data.len() >= 14 && matches!(be16(data, 12), 0x8100 | 0x88a8 | 0x9100) {
+        s.push('/');
+        s.push_str(LayerKind::Dot1Q.name());
+    }
+    s.push('/');
+    s.push_str(if info.ip_version == 4 {
+        LayerKind::Ipv4.name()
+    } else {
+        LayerKind::Ipv6.name()
+    });
+    if let Some(last) = info.last {
+        s.push('/');
+        s.push_str(last.name());
+    }
+    s
+}
+
 /// The `LayersPath` of a segment: gopacket's names joined with `/`, without `Linux SLL`,
 /// stopping at `Payload` or `DecodeFailure`.
 pub fn layers_path(d: &Decoded, seg: Segment) -> String {

@@ -20,8 +20,8 @@ use crate::model::{
     RawPacket, TcpMetric, TransportLayer,
 };
 use crate::packet::{
-    Keys, SegmentInfo, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, fast_info, flow_uuid_hash, keys,
-    layers_path, segment_info, skydive_keys,
+    Keys, SegmentInfo, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, fast_info, fast_layers_path,
+    flow_uuid_hash, keys, layers_path, segment_info, skydive_keys,
 };
 
 /// Bits of `ExtraLayers`.
@@ -433,12 +433,15 @@ impl FlowTable {
                     // Made by an earlier frame of the group, or moved by an eviction.
                     slot = self.hot.find(k.key).map_or(NONE, |s| s as u32);
                 }
-                if slot != NONE {
-                    self.begin(p.ts_ns);
-                    let length = p.wire_len as i64;
-                    self.account(slot, k, info, &[], p.data, p.ts_ns, length, link, None);
-                    continue;
+                self.begin(p.ts_ns);
+                if slot == NONE {
+                    // A new flow: made from the frame's fields, without the decoder.
+                    let e = self.new_entry(info, fast_layers_path(p.data, info), "", p.ts_ns);
+                    slot = self.insert(e, k, p.ts_ns);
                 }
+                let length = p.wire_len as i64;
+                self.account(slot, k, info, &[], p.data, p.ts_ns, length, link, None);
+                continue;
             }
             self.process_one(p, link);
         }
@@ -548,7 +551,7 @@ impl FlowTable {
         let slot = match self.hot.find(k.key) {
             Some(s) => s as u32,
             None => {
-                let e = self.new_entry(info, seg, decoded, parent, ts_ns);
+                let e = self.new_entry(info, layers_path(decoded, seg), parent, ts_ns);
                 self.insert(e, k, ts_ns)
             }
         };
@@ -741,8 +744,7 @@ impl FlowTable {
     fn new_entry(
         &self,
         info: &SegmentInfo<'_>,
-        seg: Segment,
-        decoded: &Decoded,
+        layers_path: String,
         parent: &str,
         ts_ns: i64,
     ) -> Entry {
@@ -782,7 +784,7 @@ impl FlowTable {
             uuid: hex(uuid_hash),
             uuid_hash,
             parent_uuid: parent.to_string(),
-            layers_path: layers_path(decoded, seg),
+            layers_path,
             application,
             app_timeout,
             a_side: side(info, self.cfg.l2_mode),

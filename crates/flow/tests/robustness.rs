@@ -7,7 +7,7 @@ use frames::*;
 use proptest::prelude::*;
 use skydive_flow::decode::LinkType;
 use skydive_flow::decode::{Decoded, decode, segments};
-use skydive_flow::packet::{fast_info, segment_info};
+use skydive_flow::packet::{fast_info, fast_layers_path, layers_path, segment_info};
 use skydive_flow::{FlowTable, Packet, TableConfig};
 
 fn table() -> FlowTable {
@@ -234,7 +234,8 @@ proptest! {
             segments(&d, &mut segs);
             prop_assert!(!d.truncated);
             prop_assert_eq!(segs.len(), 1);
-            prop_assert_eq!(fast, segment_info(&f, &d, segs[0]));
+            prop_assert_eq!(&fast, &segment_info(&f, &d, segs[0]));
+            prop_assert_eq!(fast_layers_path(&f, &fast), layers_path(&d, segs[0]));
         }
     }
 }
