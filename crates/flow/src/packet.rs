@@ -167,6 +167,83 @@ pub fn segment_info<'a>(data: &'a [u8], d: &Decoded, seg: Segment) -> SegmentInf
 /// segment; for any other frame, `None`, and the caller takes the general path.
 #[inline(always)]
 pub fn fast_info(data: &[u8]) -> Option<SegmentInfo<'_>> {
+    let (mut info, proto, l4, end) = fast_l3(data)?;
+    match proto {
+        6 => {
+            if end < l4 + 20 {
+                return None;
+            }
+            let off = (data[l4 + 12] >> 4) as usize * 4;
+            if off < 20 || end < l4 + off {
+                return None;
+            }
+            info.transport = Some((FlowProtocol::Tcp, be16(data, l4), be16(data, l4 + 2)));
+            info.tcp_flags = data[l4 + 13];
+            info.last = Some(LayerKind::Tcp);
+        }
+        17 => {
+            if end < l4 + 8 {
+                return None;
+            }
+            let (sp, dp) = (be16(data, l4), be16(data, l4 + 2));
+            if udp_port_layer(sp).is_some() || udp_port_layer(dp).is_some() {
+                return None;
+            }
+            info.transport = Some((FlowProtocol::Udp, sp, dp));
+            info.last = Some(LayerKind::Udp);
+        }
+        1 => {
+            if end < l4 + 8 {
+                return None;
+            }
+            let t = data[l4];
+            info.icmp = Some(Icmp {
+                v6: false,
+                wire_type: t,
+                code: data[l4 + 1],
+                id: be16(data, l4 + 4),
+                kind: IcmpType::from_icmpv4(t),
+            });
+            info.last = Some(LayerKind::Icmpv4);
+        }
+        _ => return None,
+    }
+    Some(info)
+}
+
+/// A VXLAN frame of the common case: the tunnel's frame (Ethernet, at most one 802.1Q tag, a
+/// whole IPv4 or IPv6 datagram, UDP to or from port 4789, the VXLAN header) carrying a frame
+/// [`fast_info`] takes. For such a frame it gives exactly what the decoder then
+/// [`segment_info`] give for its two segments, the tunnel's and the inner one; for any other
+/// frame, `None`.
+#[inline]
+pub fn fast_vxlan(data: &[u8]) -> Option<(SegmentInfo<'_>, SegmentInfo<'_>)> {
+    let (mut outer, proto, l4, end) = fast_l3(data)?;
+    // The UDP header and the VXLAN header after it.
+    if proto != 17 || end < l4 + 16 {
+        return None;
+    }
+    let (sp, dp) = (be16(data, l4), be16(data, l4 + 2));
+    // The destination port first, then the source port, as the decoder looks.
+    if udp_port_layer(dp).or_else(|| udp_port_layer(sp)) != Some(LayerKind::Vxlan) {
+        return None;
+    }
+    let vni = u32::from_be_bytes([0, data[l4 + 12], data[l4 + 13], data[l4 + 14]]);
+    outer.transport = Some((FlowProtocol::Udp, sp, dp));
+    outer.tunnel_id = vni as i64;
+    outer.vni_port = Some((vni, dp));
+    outer.last = Some(LayerKind::Vxlan);
+    // The inner frame ends where the tunnel's datagram does.
+    let inner_at = l4 + 16;
+    let mut inner = fast_info(&data[inner_at..end])?;
+    inner.offset = inner_at as u32;
+    Some((outer, inner))
+}
+
+/// The link and network layers of the common case: the segment's fields so far, the IP
+/// protocol, where the transport header starts and where the datagram ends.
+#[inline(always)]
+fn fast_l3(data: &[u8]) -> Option<(SegmentInfo<'_>, u8, usize, usize)> {
     if data.len() < 14 {
         return None;
     }
@@ -224,47 +301,7 @@ pub fn fast_info(data: &[u8]) -> Option<SegmentInfo<'_>> {
         }
         _ => return None,
     };
-    match proto {
-        6 => {
-            if end < l4 + 20 {
-                return None;
-            }
-            let off = (data[l4 + 12] >> 4) as usize * 4;
-            if off < 20 || end < l4 + off {
-                return None;
-            }
-            info.transport = Some((FlowProtocol::Tcp, be16(data, l4), be16(data, l4 + 2)));
-            info.tcp_flags = data[l4 + 13];
-            info.last = Some(LayerKind::Tcp);
-        }
-        17 => {
-            if end < l4 + 8 {
-                return None;
-            }
-            let (sp, dp) = (be16(data, l4), be16(data, l4 + 2));
-            if udp_port_layer(sp).is_some() || udp_port_layer(dp).is_some() {
-                return None;
-            }
-            info.transport = Some((FlowProtocol::Udp, sp, dp));
-            info.last = Some(LayerKind::Udp);
-        }
-        1 => {
-            if end < l4 + 8 {
-                return None;
-            }
-            let t = data[l4];
-            info.icmp = Some(Icmp {
-                v6: false,
-                wire_type: t,
-                code: data[l4 + 1],
-                id: be16(data, l4 + 4),
-                kind: IcmpType::from_icmpv4(t),
-            });
-            info.last = Some(LayerKind::Icmpv4);
-        }
-        _ => return None,
-    }
-    Some(info)
+    Some((info, proto, l4, end))
 }
 
 /// The keys of a flow.
@@ -546,8 +583,9 @@ pub fn flow_uuid(skydive_key: u64, start_ms: i64, node_tid: &str) -> String {
     format!("{:x}", flow_uuid_hash(skydive_key, start_ms, node_tid))
 }
 
-/// The `LayersPath` of a frame [`fast_info`] took: what [`layers_path`] gives for it, without
-/// the decoder (Ethernet, its 802.1Q tag if any, IPv4 or IPv6, the last layer).
+/// The `LayersPath` of a segment [`fast_info`] or [`fast_vxlan`] read (`data` from the
+/// segment's first byte): what [`layers_path`] gives for it, without the decoder (Ethernet, its
+/// 802.1Q tag if any, IPv4 or IPv6, the last layer, UDP before VXLAN).
 pub fn fast_layers_path(data: &[u8], info: &SegmentInfo<'_>) -> String {
     let mut s = String::with_capacity(32);
     s.push_str(LayerKind::Ethernet.name());
@@ -562,6 +600,10 @@ pub fn fast_layers_path(data: &[u8], info: &SegmentInfo<'_>) -> String {
         LayerKind::Ipv6.name()
     });
     if let Some(last) = info.last {
+        if last == LayerKind::Vxlan {
+            s.push('/');
+            s.push_str(LayerKind::Udp.name());
+        }
         s.push('/');
         s.push_str(last.name());
     }

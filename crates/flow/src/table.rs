@@ -20,7 +20,7 @@ use crate::model::{
     RawPacket, TcpMetric, TransportLayer,
 };
 use crate::packet::{
-    Keys, SegmentInfo, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, fast_info, fast_layers_path,
+    Keys, SegmentInfo, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, fast_info, fast_layers_path, fast_vxlan,
     flow_uuid_hash, keys, layers_path, segment_info, skydive_keys,
 };
 
@@ -443,6 +443,12 @@ impl FlowTable {
                 self.account(slot, k, info, &[], p.data, p.ts_ns, length, link, None);
                 continue;
             }
+            if link == LinkType::Ethernet
+                && let Some((outer, inner)) = fast_vxlan(p.data)
+            {
+                self.process_vxlan(p, &outer, &inner, link);
+                continue;
+            }
             self.process_one(p, link);
         }
     }
@@ -455,6 +461,44 @@ impl FlowTable {
             self.last_update_ms = Some(ms(ts_ns));
             self.last_expire_ms = Some(ms(ts_ns));
         }
+    }
+
+    /// A VXLAN frame of the common case ([`fast_vxlan`]): the tunnel's flow, then the inner
+    /// flow with the tunnel's as its parent, as the general path makes them.
+    fn process_vxlan(
+        &mut self,
+        p: &Packet<'_>,
+        outer: &SegmentInfo<'_>,
+        inner: &SegmentInfo<'_>,
+        link: LinkType,
+    ) {
+        self.begin(p.ts_ns);
+        let ko = keys(outer, self.cfg.l2_mode, 0);
+        let so = match self.hot.find(ko.key) {
+            Some(s) => s as u32,
+            None => {
+                let e = self.new_entry(outer, fast_layers_path(p.data, outer), "", p.ts_ns);
+                self.insert(e, &ko, p.ts_ns)
+            }
+        };
+        let length = p.wire_len as i64;
+        self.account(so, &ko, outer, &[], p.data, p.ts_ns, length, link, None);
+        let Some(parent_hash) = self.entry(so).map(|e| e.uuid_hash) else {
+            return;
+        };
+        let ki = keys(inner, self.cfg.l2_mode, parent_hash);
+        let si = match self.hot.find(ki.key) {
+            Some(s) => s as u32,
+            None => {
+                let parent = self.entry(so).map(|e| e.uuid.clone()).unwrap_or_default();
+                let at = inner.offset as usize;
+                let path = fast_layers_path(&p.data[at..], inner);
+                let e = self.new_entry(inner, path, &parent, p.ts_ns);
+                self.insert(e, &ki, p.ts_ns)
+            }
+        };
+        let length = (p.wire_len as i64 - inner.offset as i64).max(0);
+        self.account(si, &ki, inner, &[], p.data, p.ts_ns, length, link, None);
     }
 
     /// The general path: the frame decoded layer by layer, each segment its flow.

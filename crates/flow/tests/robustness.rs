@@ -7,7 +7,7 @@ use frames::*;
 use proptest::prelude::*;
 use skydive_flow::decode::LinkType;
 use skydive_flow::decode::{Decoded, decode, segments};
-use skydive_flow::packet::{fast_info, fast_layers_path, layers_path, segment_info};
+use skydive_flow::packet::{fast_info, fast_layers_path, fast_vxlan, layers_path, segment_info};
 use skydive_flow::{FlowTable, Packet, TableConfig};
 
 fn table() -> FlowTable {
@@ -237,6 +237,89 @@ proptest! {
             prop_assert_eq!(&fast, &segment_info(&f, &d, segs[0]));
             prop_assert_eq!(fast_layers_path(&f, &fast), layers_path(&d, segs[0]));
         }
+    }
+}
+
+/// VXLAN frames the tunnel's common-case path is made for, and near misses: IPv4 and IPv6
+/// tunnels, tagged or not, to and from port 4789 (and from 4789 to DNS's port), carrying TCP, UDP (on an ordinary port and
+/// on DNS's), ICMPv4 and IPv6 frames, tagged or not.
+fn vxlan_frames() -> Vec<Vec<u8>> {
+    let (a, b) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+    let inner_l3 = [
+        (
+            0x0800,
+            ipv4(a, b, 6, &tcp(40000, 443, 1, 2, ACK, b"payload")),
+        ),
+        (0x0800, ipv4(a, b, 17, &udp(40000, 5000, b"x"))),
+        (0x0800, ipv4(a, b, 17, &udp(40000, 53, b"x"))),
+        (0x0800, ipv4(a, b, 1, &icmp_echo(true, 9, 1, b"ping"))),
+        (
+            0x86dd,
+            ipv6(v6(1), v6(2), 6, &[], &tcp(1, 2, 1, 2, SYN, b"")),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (t, l3) in &inner_l3 {
+        for inner in [
+            eth(mac(3), mac(4), *t, l3),
+            vlan_tagged(mac(4), mac(3), &[(0x8100, 9)], *t, l3),
+        ] {
+            for (sp, dp) in [(40000, 4789), (4789, 40000), (4789, 53)] {
+                let tunnel = udp(sp, dp, &vxlan(77, &inner));
+                let v4 = ipv4([192, 0, 2, 1], [192, 0, 2, 2], 17, &tunnel);
+                let v6 = ipv6(v6(7), v6(8), 17, &[], &tunnel);
+                out.push(eth(mac(9), mac(10), 0x0800, &v4));
+                out.push(vlan_tagged(mac(10), mac(9), &[(0x8100, 5)], 0x86dd, &v6));
+            }
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// Where the tunnel's common-case path takes a frame, it reads exactly what the decoder
+    /// does for the frame's two segments.
+    #[test]
+    fn the_vxlan_path_agrees_with_the_decoder(
+        which in 0usize..60,
+        cut in 0usize..260,
+        flips in proptest::collection::vec((0usize..160, any::<u8>()), 0..3),
+    ) {
+        let mut f = vxlan_frames()[which].clone();
+        for (at, v) in flips {
+            let i = at % f.len();
+            f[i] ^= v;
+        }
+        f.truncate(cut.max(14).min(f.len()));
+        if let Some((outer, inner)) = fast_vxlan(&f) {
+            let mut d = Decoded::default();
+            decode(&f, LinkType::Ethernet, &mut d);
+            let mut segs = Vec::new();
+            segments(&d, &mut segs);
+            prop_assert!(!d.truncated);
+            prop_assert_eq!(segs.len(), 2);
+            prop_assert_eq!(&outer, &segment_info(&f, &d, segs[0]));
+            prop_assert_eq!(&inner, &segment_info(&f, &d, segs[1]));
+            prop_assert_eq!(fast_layers_path(&f, &outer), layers_path(&d, segs[0]));
+            let at = inner.offset as usize;
+            prop_assert_eq!(fast_layers_path(&f[at..], &inner), layers_path(&d, segs[1]));
+        }
+    }
+}
+
+#[test]
+fn the_vxlan_path_takes_the_common_case() {
+    let frames = vxlan_frames();
+    assert_eq!(frames.len(), 60);
+    let taken: Vec<bool> = frames.iter().map(|f| fast_vxlan(f).is_some()).collect();
+    for (i, t) in taken.iter().enumerate() {
+        let (inner, ports) = (i / 12, i / 2 % 3);
+        // Inner DNS is decoded further; to port 53, the decoder takes the tunnel for DNS (the
+        // destination port comes first).
+        let want = inner != 2 && ports != 2;
+        assert_eq!(*t, want, "frame {i}: {taken:?}");
     }
 }
 
