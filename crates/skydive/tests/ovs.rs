@@ -488,8 +488,14 @@ fn openflow_rules_and_groups_follow_the_bridge() {
         serde_json::json!({"Key": "nw_src", "Value": "10.0.0.0", "Mask": "8"})
     );
     assert_eq!(r["Actions"][0]["Function"], "resubmit");
-    let g = query(c, "G.V().Has('Name', 'skyovs9').Out('Type', 'ofgroup')").unwrap()[0]["Metadata"]
-        .clone();
+    // The group may come with a later reading of the bridge than the rules.
+    let groups = "G.V().Has('Name', 'skyovs9').Out('Type', 'ofgroup')";
+    eventually(
+        Duration::from_secs(15),
+        "the group under the bridge",
+        || count(c, groups) == 1,
+    );
+    let g = query(c, groups).unwrap()[0]["Metadata"].clone();
     assert_eq!(
         (g["GroupId"].clone(), g["GroupType"].clone()),
         (5.into(), "all".into())
