@@ -55,22 +55,26 @@ fn a_new_namespace_reaches_the_webhook() {
         toggles.bodies().len() == 1
     });
     assert_eq!(toggles.bodies()[0]["ReasonData"], json!(["DOWN"]));
+    // The kernel may report a state on the way (LOWERLAYERDOWN while the veth's carrier comes
+    // up): each state is an alert of its own, so the last one is waited for.
+    let last = |h: &hook::Hook| h.bodies().last().map(|b| b["ReasonData"].clone());
     sh("ip -n alert-e2e-ns link set alertdum0 up");
     eventually(Duration::from_secs(10), "up", || {
-        toggles.bodies().len() == 2
+        last(&toggles) == Some(json!(["UP"]))
     });
     sh("ip -n alert-e2e-ns link set alertdum0 down");
     eventually(Duration::from_secs(10), "down", || {
-        toggles.bodies().len() == 3
+        last(&toggles) == Some(json!(["DOWN"]))
     });
     let states: Vec<Value> = toggles
         .bodies()
         .iter()
         .map(|b| b["ReasonData"].clone())
         .collect();
-    assert_eq!(
-        states,
-        vec![json!(["DOWN"]), json!(["UP"]), json!(["DOWN"])]
-    );
+    assert_eq!(states.first(), Some(&json!(["DOWN"])), "{states:?}");
+    assert!(states.contains(&json!(["UP"])), "{states:?}");
+    assert_eq!(states.last(), Some(&json!(["DOWN"])), "{states:?}");
+    // One alert per change of the result: never the same payload twice in a row.
+    assert!(states.windows(2).all(|w| w[0] != w[1]), "{states:?}");
     drop(clean);
 }
