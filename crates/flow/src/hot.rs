@@ -101,11 +101,7 @@ impl HotTable {
             let want = ((self.live + 1) * 4).next_power_of_two().max(MIN_BUCKETS);
             self.rebuild(want.max(self.buckets.len()));
         }
-        let mask = self.mask();
-        let mut i = hot.key as usize & mask;
-        while self.buckets[i].flags & LIVE != 0 {
-            i = (i + 1) & mask;
-        }
+        let i = self.vacant(hot.key);
         if self.buckets[i].flags & TOMBSTONE != 0 {
             self.tombstones -= 1;
         }
@@ -114,14 +110,20 @@ impl HotTable {
         (i, rebuilt)
     }
 
+    /// The first bucket from `key`'s home without a flow (the table is never full).
+    fn vacant(&self, key: u64) -> usize {
+        let mask = self.mask();
+        let mut i = key as usize & mask;
+        while self.buckets[i].flags & LIVE != 0 {
+            i = (i + 1) & mask;
+        }
+        i
+    }
+
     fn rebuild(&mut self, buckets: usize) {
         let old = std::mem::replace(&mut self.buckets, vec![Hot::default(); buckets]);
-        let mask = buckets - 1;
         for h in old.into_iter().filter(|h| h.flags & LIVE != 0) {
-            let mut i = h.key as usize & mask;
-            while self.buckets[i].flags & LIVE != 0 {
-                i = (i + 1) & mask;
-            }
+            let i = self.vacant(h.key);
             self.buckets[i] = h;
         }
         self.tombstones = 0;

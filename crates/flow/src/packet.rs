@@ -162,9 +162,9 @@ pub fn segment_info<'a>(data: &'a [u8], d: &Decoded, seg: Segment) -> SegmentInf
 
 /// The common case, read straight off the frame: an Ethernet frame (at most one 802.1Q tag)
 /// carrying a whole, unfragmented IPv4 or IPv6 datagram (no extension headers) with TCP,
-/// ICMPv4, or UDP on a port no application layer or tunnel is decoded on. For such a frame it gives
-/// exactly what [`decode`](crate::decode::decode) then [`segment_info`] give for its only
-/// segment; for any other frame, `None`, and the caller takes the general path.
+/// ICMPv4, or UDP on a port no application layer or tunnel is decoded on. For such a frame it
+/// gives exactly what [`decode`](crate::decode::decode) then [`segment_info`] give for its
+/// only segment; for any other frame, `None`, and the caller takes the general path.
 #[inline(always)]
 pub fn fast_info(data: &[u8]) -> Option<SegmentInfo<'_>> {
     let (mut info, proto, l4, end) = fast_l3(data)?;

@@ -152,7 +152,6 @@ fn ip16(b: &[u8]) -> [u8; 16] {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// `aa:bb:cc:dd:ee:ff` (flows are sent often: no formatting machinery).
 /// A string of ASCII bytes made on the stack: one allocation of the exact size (pushing
 /// characters one by one costs several times more, and a flow makes several of these).
 fn ascii(b: &[u8]) -> String {
@@ -161,6 +160,7 @@ fn ascii(b: &[u8]) -> String {
         .unwrap_or_default()
 }
 
+/// `aa:bb:cc:dd:ee:ff` (flows are sent often: no formatting machinery).
 fn mac_str(m: &[u8; 6]) -> String {
     let mut s = [b':'; 17];
     for (i, b) in m.iter().enumerate() {
@@ -283,14 +283,22 @@ struct Scratch {
 }
 
 /// What a packet needs of the rest of its flow, decided on the common path.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Rare {
+    /// The packet goes from the flow's A side to its B side.
     ab: bool,
     rtt_start: bool,
     rtt_end: bool,
+    /// The flags `ExtraTCPMetric` records.
     tcp_flags: u8,
     raw: bool,
     app: bool,
+}
+
+impl Rare {
+    fn needed(&self) -> bool {
+        self.rtt_start || self.rtt_end || self.tcp_flags != 0 || self.raw || self.app
+    }
 }
 
 /// A captured frame.
@@ -429,15 +437,13 @@ impl FlowTable {
         for (i, p) in chunk.iter().enumerate() {
             if let Some((k, info)) = &fast[i] {
                 let mut slot = slots[i];
-                if slot == NONE || self.removals != removals {
-                    // Made by an earlier frame of the group, or moved by an eviction.
-                    slot = self.hot.find(k.key).map_or(NONE, |s| s as u32);
-                }
                 self.begin(p.ts_ns);
-                if slot == NONE {
-                    // A new flow: made from the frame's fields, without the decoder.
-                    let e = self.new_entry(info, fast_layers_path(p.data, info), "", p.ts_ns);
-                    slot = self.insert(e, k, p.ts_ns);
+                if slot == NONE || self.removals != removals {
+                    // Made by an earlier frame of the group, moved by an eviction, or new: a
+                    // new flow is made from the frame's fields, without the decoder.
+                    slot = self.flow_slot(k, p.ts_ns, |t| {
+                        t.new_entry(info, fast_layers_path(p.data, info), "", p.ts_ns)
+                    });
                 }
                 let length = p.wire_len as i64;
                 self.account(slot, k, info, &[], p.data, p.ts_ns, length, link, None);
@@ -474,29 +480,20 @@ impl FlowTable {
     ) {
         self.begin(p.ts_ns);
         let ko = keys(outer, self.cfg.l2_mode, 0);
-        let so = match self.hot.find(ko.key) {
-            Some(s) => s as u32,
-            None => {
-                let e = self.new_entry(outer, fast_layers_path(p.data, outer), "", p.ts_ns);
-                self.insert(e, &ko, p.ts_ns)
-            }
-        };
+        let so = self.flow_slot(&ko, p.ts_ns, |t| {
+            t.new_entry(outer, fast_layers_path(p.data, outer), "", p.ts_ns)
+        });
         let length = p.wire_len as i64;
         self.account(so, &ko, outer, &[], p.data, p.ts_ns, length, link, None);
         let Some(parent_hash) = self.entry(so).map(|e| e.uuid_hash) else {
             return;
         };
         let ki = keys(inner, self.cfg.l2_mode, parent_hash);
-        let si = match self.hot.find(ki.key) {
-            Some(s) => s as u32,
-            None => {
-                let parent = self.entry(so).map(|e| e.uuid.clone()).unwrap_or_default();
-                let at = inner.offset as usize;
-                let path = fast_layers_path(&p.data[at..], inner);
-                let e = self.new_entry(inner, path, &parent, p.ts_ns);
-                self.insert(e, &ki, p.ts_ns)
-            }
-        };
+        let si = self.flow_slot(&ki, p.ts_ns, |t| {
+            let parent = t.entry(so).map_or("", |e| &e.uuid);
+            let path = fast_layers_path(&p.data[inner.offset as usize..], inner);
+            t.new_entry(inner, path, parent, p.ts_ns)
+        });
         let length = (p.wire_len as i64 - inner.offset as i64).max(0);
         self.account(si, &ki, inner, &[], p.data, p.ts_ns, length, link, None);
     }
@@ -592,13 +589,9 @@ impl FlowTable {
         link: LinkType,
         fragments: Option<i64>,
     ) -> u32 {
-        let slot = match self.hot.find(k.key) {
-            Some(s) => s as u32,
-            None => {
-                let e = self.new_entry(info, layers_path(decoded, seg), parent, ts_ns);
-                self.insert(e, k, ts_ns)
-            }
-        };
+        let slot = self.flow_slot(k, ts_ns, |t| {
+            t.new_entry(info, layers_path(decoded, seg), parent, ts_ns)
+        });
         let layers = &decoded.layers()[seg.first..=seg.last];
         self.account(slot, k, info, layers, frame, ts_ns, length, link, fragments);
         slot
@@ -641,17 +634,19 @@ impl FlowTable {
             h.last_ns = ts_ns;
         }
         // What needs the rest of the flow: decided from the packet and the hot part only.
-        let mut rtt_start = false;
-        let mut rtt_end = false;
-        let mut tcp_flags = 0;
+        let mut rare = Rare {
+            ab,
+            ..Rare::default()
+        };
         if let Some(icmp) = info.icmp {
-            rtt_start = icmp.is_echo_request() && h.flags & RTT_STARTED == 0;
-            rtt_end = icmp.is_echo_reply() && h.flags & (RTT_STARTED | RTT_DONE) == RTT_STARTED;
+            rare.rtt_start = icmp.is_echo_request() && h.flags & RTT_STARTED == 0;
+            rare.rtt_end =
+                icmp.is_echo_reply() && h.flags & (RTT_STARTED | RTT_DONE) == RTT_STARTED;
         }
         if matches!(info.transport, Some((FlowProtocol::Tcp, _, _))) {
             let f = info.tcp_flags;
-            rtt_start = f & TCP_SYN != 0 && f & TCP_ACK == 0 && h.flags & RTT_STARTED == 0;
-            rtt_end = (f & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK || f & TCP_RST != 0)
+            rare.rtt_start = f & TCP_SYN != 0 && f & TCP_ACK == 0 && h.flags & RTT_STARTED == 0;
+            rare.rtt_end = (f & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK || f & TCP_RST != 0)
                 && h.flags & (RTT_STARTED | RTT_DONE) == RTT_STARTED;
             // Any FIN or RST ends the flow (Skydive looked only at the flow's first packet).
             if f & TCP_RST != 0 {
@@ -660,26 +655,18 @@ impl FlowTable {
                 h.finish = FinishType::TcpFin;
             }
             if cfg.extra_tcp_metric {
-                tcp_flags = f & (TCP_SYN | TCP_FIN | TCP_RST);
+                rare.tcp_flags = f & (TCP_SYN | TCP_FIN | TCP_RST);
             }
         }
-        let raw =
+        rare.raw =
             cfg.raw_packet_limit > 0 && (h.raw_captured as usize) < cfg.raw_packet_limit.min(255);
-        let app = cfg.extra_layers != 0
+        rare.app = cfg.extra_layers != 0
             && layers
                 .iter()
                 .any(|l| matches!(l.kind, LayerKind::Dns | LayerKind::Dhcpv4 | LayerKind::Vrrp));
-        if !(rtt_start || rtt_end || tcp_flags != 0 || raw || app || fragments.is_some()) {
+        if !rare.needed() && fragments.is_none() {
             return;
         }
-        let rare = Rare {
-            ab,
-            rtt_start,
-            rtt_end,
-            tcp_flags,
-            raw,
-            app,
-        };
         self.account_rare(slot, rare, info, layers, frame, ts_ns, link, fragments);
     }
 
@@ -698,67 +685,59 @@ impl FlowTable {
         link: LinkType,
         fragments: Option<i64>,
     ) {
-        let Rare {
-            ab,
-            rtt_start,
-            rtt_end,
-            tcp_flags,
-            raw,
-            app,
-        } = rare;
         let cfg = &self.cfg;
         let h = self.hot.get_mut(slot as usize);
-        if rtt_start {
+        if rare.rtt_start {
             h.flags |= RTT_STARTED;
         }
-        if rtt_end {
+        if rare.rtt_end {
             h.flags |= RTT_DONE;
         }
-        if raw {
+        if rare.raw {
             h.raw_captured += 1;
         }
         let packets = h.ab_packets + h.ba_packets;
         let Some(e) = self.cold[h.cold as usize].as_mut() else {
             return;
         };
-        if rtt_start {
+        if rare.rtt_start {
             e.rtt_start_ns = ts_ns;
         }
-        if rtt_end {
+        if rare.rtt_end {
             e.rtt = (ts_ns - e.rtt_start_ns).max(1);
         }
         if let Some(n) = fragments {
             let m = e.ip_metric.get_or_insert_with(IpMetric::default);
             m.fragments += n;
         }
-        if tcp_flags != 0 {
+        if rare.tcp_flags != 0 {
             let t = e.tcp.get_or_insert_with(TcpMetric::default);
             let now = ms(ts_ns);
-            if tcp_flags & TCP_SYN != 0 {
-                if ab && t.ab_syn_start == 0 {
+            if rare.tcp_flags & TCP_SYN != 0 {
+                if rare.ab && t.ab_syn_start == 0 {
                     t.ab_syn_start = now;
                     t.ab_syn_ttl = info.ttl as u32;
-                } else if !ab && t.ba_syn_start == 0 {
+                } else if !rare.ab && t.ba_syn_start == 0 {
                     t.ba_syn_start = now;
                     t.ba_syn_ttl = info.ttl as u32;
                 }
             }
-            if tcp_flags & TCP_FIN != 0 {
-                if ab && t.ab_fin_start == 0 {
+            if rare.tcp_flags & TCP_FIN != 0 {
+                if rare.ab && t.ab_fin_start == 0 {
                     t.ab_fin_start = now;
-                } else if !ab && t.ba_fin_start == 0 {
+                } else if !rare.ab && t.ba_fin_start == 0 {
                     t.ba_fin_start = now;
                 }
             }
-            if tcp_flags & TCP_RST != 0 {
-                if ab && t.ab_rst_start == 0 {
+            if rare.tcp_flags & TCP_RST != 0 {
+                if rare.ab && t.ab_rst_start == 0 {
                     t.ab_rst_start = now;
-                } else if !ab && t.ba_rst_start == 0 {
+                } else if !rare.ab && t.ba_rst_start == 0 {
                     t.ba_rst_start = now;
                 }
             }
         }
-        if raw {
+        if rare.raw {
             e.raw.push(RawPacket {
                 timestamp: ms(ts_ns),
                 index: packets,
@@ -766,7 +745,7 @@ impl FlowTable {
                 link_type: link.pcap(),
             });
         }
-        if app {
+        if rare.app {
             for l in layers {
                 let body = &frame[l.start as usize..];
                 match l.kind {
@@ -854,6 +833,18 @@ impl FlowTable {
             dns: None,
             dhcpv4: None,
             vrrp: None,
+        }
+    }
+
+    /// The slot of the flow of `k`, made by `make` (and stored) when there is none.
+    #[inline]
+    fn flow_slot(&mut self, k: &Keys, ts_ns: i64, make: impl FnOnce(&Self) -> Entry) -> u32 {
+        match self.hot.find(k.key) {
+            Some(s) => s as u32,
+            None => {
+                let e = make(self);
+                self.insert(e, k, ts_ns)
+            }
         }
     }
 

@@ -6,7 +6,7 @@ mod frames;
 use frames::*;
 use proptest::prelude::*;
 use skydive_flow::decode::LinkType;
-use skydive_flow::decode::{Decoded, decode, segments};
+use skydive_flow::decode::{Decoded, Segment, decode, segments};
 use skydive_flow::packet::{fast_info, fast_layers_path, fast_vxlan, layers_path, segment_info};
 use skydive_flow::{FlowTable, Packet, TableConfig};
 
@@ -211,6 +211,27 @@ fn common_frames() -> Vec<Vec<u8>> {
     out
 }
 
+/// A frame with bytes flipped (`(offset, xor)`, offsets wrapping) and cut to `cut` bytes
+/// (at least the Ethernet header).
+fn altered(frame: &[u8], cut: usize, flips: &[(usize, u8)]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    for &(at, v) in flips {
+        let i = at % f.len();
+        f[i] ^= v;
+    }
+    f.truncate(cut.max(14).min(f.len()));
+    f
+}
+
+/// A frame through the general decoder: what it decoded, and its segments.
+fn decoded(f: &[u8]) -> (Decoded, Vec<Segment>) {
+    let mut d = Decoded::default();
+    decode(f, LinkType::Ethernet, &mut d);
+    let mut segs = Vec::new();
+    segments(&d, &mut segs);
+    (d, segs)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(3000))]
 
@@ -221,17 +242,9 @@ proptest! {
         cut in 0usize..200,
         flips in proptest::collection::vec((0usize..120, any::<u8>()), 0..3),
     ) {
-        let mut f = common_frames()[which].clone();
-        for (at, v) in flips {
-            let i = at % f.len();
-            f[i] ^= v;
-        }
-        f.truncate(cut.max(14).min(f.len()));
+        let f = altered(&common_frames()[which], cut, &flips);
         if let Some(fast) = fast_info(&f) {
-            let mut d = Decoded::default();
-            decode(&f, LinkType::Ethernet, &mut d);
-            let mut segs = Vec::new();
-            segments(&d, &mut segs);
+            let (d, segs) = decoded(&f);
             prop_assert!(!d.truncated);
             prop_assert_eq!(segs.len(), 1);
             prop_assert_eq!(&fast, &segment_info(&f, &d, segs[0]));
@@ -241,8 +254,8 @@ proptest! {
 }
 
 /// VXLAN frames the tunnel's common-case path is made for, and near misses: IPv4 and IPv6
-/// tunnels, tagged or not, to and from port 4789 (and from 4789 to DNS's port), carrying TCP, UDP (on an ordinary port and
-/// on DNS's), ICMPv4 and IPv6 frames, tagged or not.
+/// tunnels, tagged or not, to and from port 4789 (and from 4789 to DNS's port), carrying
+/// TCP, UDP (on an ordinary port and on DNS's), ICMPv4 and IPv6 frames, tagged or not.
 fn vxlan_frames() -> Vec<Vec<u8>> {
     let (a, b) = ([10, 0, 0, 1], [10, 0, 0, 2]);
     let inner_l3 = [
@@ -287,17 +300,9 @@ proptest! {
         cut in 0usize..260,
         flips in proptest::collection::vec((0usize..160, any::<u8>()), 0..3),
     ) {
-        let mut f = vxlan_frames()[which].clone();
-        for (at, v) in flips {
-            let i = at % f.len();
-            f[i] ^= v;
-        }
-        f.truncate(cut.max(14).min(f.len()));
+        let f = altered(&vxlan_frames()[which], cut, &flips);
         if let Some((outer, inner)) = fast_vxlan(&f) {
-            let mut d = Decoded::default();
-            decode(&f, LinkType::Ethernet, &mut d);
-            let mut segs = Vec::new();
-            segments(&d, &mut segs);
+            let (d, segs) = decoded(&f);
             prop_assert!(!d.truncated);
             prop_assert_eq!(segs.len(), 2);
             prop_assert_eq!(&outer, &segment_info(&f, &d, segs[0]));
