@@ -11,7 +11,8 @@
 use crate::model::FinishType;
 
 /// What the per-packet path reads and writes of a flow, in one cache line: its key, the
-/// counters, the time, the flow's A side, its state bits, and where the rest of the flow is.
+/// counters, the time, the flow's A side, its state bits, where the rest of the flow is, and
+/// its UUID hash.
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C, align(64))]
 pub(crate) struct Hot {
@@ -27,7 +28,15 @@ pub(crate) struct Hot {
     pub flags: u8,
     /// Raw packets kept so far (up to the capture's `RawPacketLimit`, at most 255).
     pub raw_captured: u8,
+    /// The flow's UUID hash, the parent part of the keys of the flows encapsulated in it (a
+    /// tunnel's frame needs it for its inner flow).
+    pub uuid_hash: u64,
 }
+
+const _: () = assert!(
+    std::mem::size_of::<Hot>() == 64,
+    "a bucket is one cache line"
+);
 
 /// [`Hot::flags`]: the bucket holds a flow.
 pub(crate) const LIVE: u8 = 1;
