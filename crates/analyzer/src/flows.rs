@@ -388,7 +388,7 @@ mod tests {
     fn flows(n: usize) -> Vec<Flow> {
         (0..n)
             .map(|i| Flow {
-                uuid: format!("{i:016x}"),
+                uuid: format!("{i:016x}").into(),
                 start: 1,
                 last: 2,
                 ..Default::default()

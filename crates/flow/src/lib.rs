@@ -19,6 +19,6 @@ pub mod table;
 
 pub use model::{
     FinishType, Flow, FlowLayer, FlowMetric, FlowProtocol, IcmpLayer, IcmpType, IpMetric,
-    RawPacket, TcpMetric, TransportLayer, WireFlow,
+    RawPacket, Str, TcpMetric, TransportLayer, WireFlow,
 };
 pub use table::{FlowTable, Packet, TableConfig, TableStats};

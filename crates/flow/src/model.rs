@@ -5,6 +5,11 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use skydive_graph::{Field, Getter, Value};
 
+/// A flow's strings: up to 24 bytes are kept inline (UUIDs and tracking IDs, MAC and IPv4
+/// addresses, most layers paths), so that most flows are made and sent without allocating
+/// for them.
+pub type Str = compact_str::CompactString;
+
 /// Protocol of a flow layer. Serialised as its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
 pub enum FlowProtocol {
@@ -252,10 +257,10 @@ fn is_not_finished(v: &FinishType) -> bool {
 pub struct FlowLayer {
     #[serde(rename = "Protocol")]
     pub protocol: FlowProtocol,
-    #[serde(rename = "A", default, skip_serializing_if = "String::is_empty")]
-    pub a: String,
-    #[serde(rename = "B", default, skip_serializing_if = "String::is_empty")]
-    pub b: String,
+    #[serde(rename = "A", default, skip_serializing_if = "Str::is_empty")]
+    pub a: Str,
+    #[serde(rename = "B", default, skip_serializing_if = "Str::is_empty")]
+    pub b: Str,
     #[serde(rename = "ID", default)]
     pub id: i64,
 }
@@ -424,20 +429,12 @@ mod base64_bytes {
 /// A flow (compat spec §5.2).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct Flow {
-    #[serde(rename = "UUID", default, skip_serializing_if = "String::is_empty")]
-    pub uuid: String,
-    #[serde(
-        rename = "LayersPath",
-        default,
-        skip_serializing_if = "String::is_empty"
-    )]
-    pub layers_path: String,
-    #[serde(
-        rename = "Application",
-        default,
-        skip_serializing_if = "String::is_empty"
-    )]
-    pub application: String,
+    #[serde(rename = "UUID", default, skip_serializing_if = "Str::is_empty")]
+    pub uuid: Str,
+    #[serde(rename = "LayersPath", default, skip_serializing_if = "Str::is_empty")]
+    pub layers_path: Str,
+    #[serde(rename = "Application", default, skip_serializing_if = "Str::is_empty")]
+    pub application: Str,
     #[serde(rename = "Link", default, skip_serializing_if = "Option::is_none")]
     pub link: Option<FlowLayer>,
     #[serde(rename = "Network", default, skip_serializing_if = "Option::is_none")]
@@ -471,28 +468,20 @@ pub struct Flow {
     pub start: i64,
     #[serde(rename = "Last", default)]
     pub last: i64,
-    #[serde(
-        rename = "TrackingID",
-        default,
-        skip_serializing_if = "String::is_empty"
-    )]
-    pub tracking_id: String,
+    #[serde(rename = "TrackingID", default, skip_serializing_if = "Str::is_empty")]
+    pub tracking_id: Str,
     #[serde(
         rename = "L3TrackingID",
         default,
-        skip_serializing_if = "String::is_empty"
+        skip_serializing_if = "Str::is_empty"
     )]
-    pub l3_tracking_id: String,
+    pub l3_tracking_id: Str,
     #[serde(rename = "ParentUUID", default)]
-    pub parent_uuid: String,
-    #[serde(rename = "NodeTID", default, skip_serializing_if = "String::is_empty")]
-    pub node_tid: String,
-    #[serde(
-        rename = "CaptureID",
-        default,
-        skip_serializing_if = "String::is_empty"
-    )]
-    pub capture_id: String,
+    pub parent_uuid: Str,
+    #[serde(rename = "NodeTID", default, skip_serializing_if = "Str::is_empty")]
+    pub node_tid: Str,
+    #[serde(rename = "CaptureID", default, skip_serializing_if = "Str::is_empty")]
+    pub capture_id: Str,
     /// Raw packets of the last update period. Never in JSON (Skydive's `json:"-"`).
     #[serde(skip)]
     pub last_raw_packets: Vec<RawPacket>,

@@ -7,7 +7,7 @@ use std::hash::Hasher as _;
 use twox_hash::XxHash64;
 
 use crate::decode::{Decoded, LayerKind, Segment, udp_port_layer};
-use crate::model::{FlowProtocol, IcmpType};
+use crate::model::{FlowProtocol, IcmpType, Str};
 
 /// gopacket endpoint types, written after each endpoint pair.
 const EP_IPV4: u64 = 1;
@@ -586,8 +586,8 @@ pub fn flow_uuid(skydive_key: u64, start_ms: i64, node_tid: &str) -> String {
 /// The `LayersPath` of a segment [`fast_info`] or [`fast_vxlan`] read (`data` from the
 /// segment's first byte): what [`layers_path`] gives for it, without the decoder (Ethernet, its
 /// 802.1Q tag if any, IPv4 or IPv6, the last layer, UDP before VXLAN).
-pub fn fast_layers_path(data: &[u8], info: &SegmentInfo<'_>) -> String {
-    let mut s = String::with_capacity(32);
+pub fn fast_layers_path(data: &[u8], info: &SegmentInfo<'_>) -> Str {
+    let mut s = Str::default();
     s.push_str(LayerKind::Ethernet.name());
     if data.len() >= 14 && matches!(be16(data, 12), 0x8100 | 0x88a8 | 0x9100) {
         s.push('/');
@@ -612,8 +612,8 @@ pub fn fast_layers_path(data: &[u8], info: &SegmentInfo<'_>) -> String {
 
 /// The `LayersPath` of a segment: gopacket's names joined with `/`, without `Linux SLL`,
 /// stopping at `Payload` or `DecodeFailure`.
-pub fn layers_path(d: &Decoded, seg: Segment) -> String {
-    let mut s = String::with_capacity(32);
+pub fn layers_path(d: &Decoded, seg: Segment) -> Str {
+    let mut s = Str::default();
     for l in &d.layers()[seg.first..=seg.last] {
         match l.kind {
             LayerKind::Payload | LayerKind::DecodeFailure => break,

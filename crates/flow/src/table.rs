@@ -10,6 +10,8 @@
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
 
+use compact_str::ToCompactString as _;
+
 use crate::decode::{Decoded, Layer, LayerKind, LinkType, Segment, decode, segments};
 use crate::extra;
 use crate::hot::{
@@ -17,7 +19,7 @@ use crate::hot::{
 };
 use crate::model::{
     FinishType, Flow, FlowLayer, FlowMetric, FlowProtocol, IcmpLayer, IcmpType, IpMetric,
-    RawPacket, TcpMetric, TransportLayer,
+    RawPacket, Str, TcpMetric, TransportLayer,
 };
 use crate::packet::{
     Keys, SegmentInfo, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, fast_info, fast_layers_path, fast_vxlan,
@@ -106,12 +108,12 @@ impl Hot {
 struct Entry {
     l2: u64,
     l3: u64,
-    uuid: String,
+    uuid: Str,
     /// The UUID's hash (also in the flow's bucket, where the per-packet path reads it).
     uuid_hash: u64,
-    parent_uuid: String,
-    layers_path: String,
-    application: String,
+    parent_uuid: Str,
+    layers_path: Str,
+    application: Str,
     /// `flow.application_timeout` of the application, in ms.
     app_timeout: Option<i64>,
     /// The source side of the flow's first packet, for flows whose endpoints the canonical
@@ -154,14 +156,12 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// A string of ASCII bytes made on the stack: one allocation of the exact size (pushing
 /// characters one by one costs several times more, and a flow makes several of these).
-fn ascii(b: &[u8]) -> String {
-    std::str::from_utf8(b)
-        .map(str::to_owned)
-        .unwrap_or_default()
+fn ascii(b: &[u8]) -> Str {
+    Str::from_utf8(b).unwrap_or_default()
 }
 
 /// `aa:bb:cc:dd:ee:ff` (flows are sent often: no formatting machinery).
-fn mac_str(m: &[u8; 6]) -> String {
+fn mac_str(m: &[u8; 6]) -> Str {
     let mut s = [b':'; 17];
     for (i, b) in m.iter().enumerate() {
         s[i * 3] = HEX[(b >> 4) as usize];
@@ -188,9 +188,9 @@ const DECIMAL: [([u8; 3], usize); 256] = {
     t
 };
 
-fn ip_str(v: u8, b: &[u8; 16]) -> String {
+fn ip_str(v: u8, b: &[u8; 16]) -> Str {
     if v != 4 {
-        return Ipv6Addr::from(*b).to_string();
+        return Ipv6Addr::from(*b).to_compact_string();
     }
     // Each octet's digits from a table, written 4 bytes at a time (the dot after it included).
     let mut s = [b'.'; 16];
@@ -254,8 +254,8 @@ impl Entry {
             tracking_id: hex(self.l2),
             l3_tracking_id: hex(self.l3),
             parent_uuid: self.parent_uuid,
-            node_tid: cfg.node_tid.clone(),
-            capture_id: cfg.capture_id.clone(),
+            node_tid: Str::from(cfg.node_tid.as_str()),
+            capture_id: Str::from(cfg.capture_id.as_str()),
             last_raw_packets: self.raw,
             raw_packets_captured: h.raw_captured as i64,
             finish_type: h.finish,
@@ -768,14 +768,14 @@ impl FlowTable {
     fn new_entry(
         &self,
         info: &SegmentInfo<'_>,
-        layers_path: String,
+        layers_path: Str,
         parent: &str,
         ts_ns: i64,
     ) -> Entry {
         let start = ms(ts_ns);
         let mut application = match info.last {
-            Some(k) => k.name().to_string(),
-            None => String::new(),
+            Some(k) => Str::const_new(k.name()),
+            None => Str::default(),
         };
         if let Some((proto, sp, dp)) = info.transport {
             let p = match proto {
@@ -790,7 +790,7 @@ impl FlowTable {
                 .get(&(p, sp))
                 .or_else(|| self.cfg.app_ports.get(&(p, dp)))
             {
-                application = name.to_ascii_uppercase();
+                application = Str::from_str_to_uppercase(name);
             }
         }
         // (A handful of applications: compared in place rather than lowered and hashed.)
@@ -807,7 +807,7 @@ impl FlowTable {
             l3,
             uuid: hex(uuid_hash),
             uuid_hash,
-            parent_uuid: parent.to_string(),
+            parent_uuid: Str::from(parent),
             layers_path,
             application,
             app_timeout,
@@ -1211,7 +1211,7 @@ fn side(info: &SegmentInfo<'_>, l2_mode: bool) -> [u8; 16] {
 }
 
 /// Lower-case hexadecimal, without leading zeros (Go's `%x`).
-fn hex(v: u64) -> String {
+fn hex(v: u64) -> Str {
     // All 16 digits at once, then the leading zeros dropped (at least one digit kept).
     let mut buf = [0u8; 16];
     for (i, d) in buf.iter_mut().enumerate() {

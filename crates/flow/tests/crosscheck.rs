@@ -342,7 +342,7 @@ fn ours(file: &[u8]) -> BTreeMap<Conv, Counts> {
             (None, Some(_)) => ("ICMP".to_string(), 0, 0),
             _ => continue,
         };
-        let (k, forward) = conv(&proto, (n.a.clone(), pa), (n.b.clone(), pb));
+        let (k, forward) = conv(&proto, (n.a.to_string(), pa), (n.b.to_string(), pb));
         let c = out.entry(k).or_default();
         c.add(forward, m.ab_packets, m.ab_bytes);
         c.add(!forward, m.ba_packets, m.ba_bytes);

@@ -388,7 +388,7 @@ fn evictions_inside_a_group_match_frames_one_by_one() {
     assert!(one.stats().evicted > 50, "{:?}", one.stats());
     assert_eq!(one.stats(), grouped.stats());
     let sum = |t: &mut FlowTable| {
-        let mut v: Vec<(String, i64)> = t
+        let mut v: Vec<(skydive_flow::Str, i64)> = t
             .flush(1)
             .into_iter()
             .map(|f| (f.uuid, f.metric.unwrap().ab_packets))

@@ -1086,7 +1086,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             .iter()
             .filter_map(|f| {
                 Some((
-                    f.uuid.clone(),
+                    f.uuid.to_string(),
                     vec![to_value(f.last_update_metric.as_ref()?)],
                 ))
             })
@@ -1103,7 +1103,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         Ok(fs
             .iter()
             .filter(|f| !f.last_raw_packets.is_empty())
-            .map(|f| (f.uuid.clone(), f.last_raw_packets.clone()))
+            .map(|f| (f.uuid.to_string(), f.last_raw_packets.clone()))
             .collect())
     }
 
@@ -1174,7 +1174,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 .cloned()
                 .collect();
             if !matching.is_empty() {
-                out.insert(flow.uuid.clone(), matching);
+                out.insert(flow.uuid.to_string(), matching);
             }
         }
         out

@@ -37,7 +37,7 @@ const T0: i64 = 1_764_000_000_000;
 fn flow(i: usize, update: usize) -> Flow {
     let t = T0 + (update as i64 + 1) * 1000;
     Flow {
-        uuid: format!("{:016x}", 0x5eed_0000_0000u64 + i as u64),
+        uuid: format!("{:016x}", 0x5eed_0000_0000u64 + i as u64).into(),
         layers_path: "Ethernet/IPv4/TCP".into(),
         application: "TCP".into(),
         link: Some(FlowLayer {
@@ -48,7 +48,7 @@ fn flow(i: usize, update: usize) -> Flow {
         }),
         network: Some(FlowLayer {
             protocol: FlowProtocol::Ipv4,
-            a: format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255),
+            a: format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255).into(),
             b: "192.168.0.1".into(),
             id: 0,
         }),
@@ -78,9 +78,9 @@ fn flow(i: usize, update: usize) -> Flow {
         }),
         start: T0,
         last: t,
-        tracking_id: format!("{:016x}", 0x7ac0_0000_0000u64 + i as u64),
-        l3_tracking_id: format!("{:016x}", 0x13ac_0000_0000u64 + i as u64),
-        node_tid: format!("tid-{}", i % 50),
+        tracking_id: format!("{:016x}", 0x7ac0_0000_0000u64 + i as u64).into(),
+        l3_tracking_id: format!("{:016x}", 0x13ac_0000_0000u64 + i as u64).into(),
+        node_tid: format!("tid-{}", i % 50).into(),
         ..Default::default()
     }
 }

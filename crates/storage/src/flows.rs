@@ -373,11 +373,11 @@ impl FlowStore for Embedded {
                     serde_json::to_writer(&mut doc, f).map_err(decode_error)?;
                     insert_doc.execute(params![
                         key,
-                        f.uuid,
-                        f.node_tid,
-                        f.tracking_id,
-                        f.l3_tracking_id,
-                        f.application,
+                        f.uuid.as_str(),
+                        f.node_tid.as_str(),
+                        f.tracking_id.as_str(),
+                        f.l3_tracking_id.as_str(),
+                        f.application.as_str(),
                         network_end(f, false),
                         network_end(f, true),
                         doc,
@@ -484,7 +484,10 @@ impl Embedded {
         decode: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<BTreeMap<String, Vec<T>>> {
         let flows = self.matching_flows(filter, start, last)?;
-        let uuids: HashMap<i64, String> = flows.into_iter().map(|(k, f)| (k, f.uuid)).collect();
+        let uuids: HashMap<i64, String> = flows
+            .into_iter()
+            .map(|(k, f)| (k, f.uuid.into_string()))
+            .collect();
         let mut out: BTreeMap<String, Vec<T>> = BTreeMap::new();
         if uuids.is_empty() {
             return Ok(out);
@@ -553,7 +556,7 @@ impl MemoryFlows {
         let mut out = BTreeMap::new();
         for f in flows {
             let mut items: Vec<T> = table
-                .get(&f.uuid)
+                .get(f.uuid.as_str())
                 .into_iter()
                 .flatten()
                 .filter(|x| keep(x))
@@ -561,7 +564,7 @@ impl MemoryFlows {
                 .collect();
             items.sort_by_key(|x| key(x));
             if !items.is_empty() {
-                out.insert(f.uuid.clone(), items);
+                out.insert(f.uuid.to_string(), items);
             }
         }
         out
@@ -575,16 +578,16 @@ impl FlowStore for MemoryFlows {
             let mut stored = f.clone();
             stored.last_raw_packets.clear();
             if let Some(m) = f.last_update_metric {
-                inner.metrics.entry(f.uuid.clone()).or_default().push(m);
+                inner.metrics.entry(f.uuid.to_string()).or_default().push(m);
             }
             if !f.last_raw_packets.is_empty() {
                 inner
                     .packets
-                    .entry(f.uuid.clone())
+                    .entry(f.uuid.to_string())
                     .or_default()
                     .extend(f.last_raw_packets.iter().cloned());
             }
-            inner.flows.insert(f.uuid.clone(), stored);
+            inner.flows.insert(f.uuid.to_string(), stored);
         }
         Ok(())
     }

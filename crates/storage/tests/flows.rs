@@ -10,7 +10,7 @@ const T0: i64 = 1_764_000_000_000;
 /// Flow `i` of node `tid`, between 10.0.<i/250>.<i%250> and 10.1.0.1, updated at `t`.
 fn flow(i: u32, tid: &str, t: i64, packets: i64) -> Flow {
     Flow {
-        uuid: format!("{:016x}", 0xf000_0000_0000u64 + u64::from(i)),
+        uuid: format!("{:016x}", 0xf000_0000_0000u64 + u64::from(i)).into(),
         layers_path: "Ethernet/IPv4/TCP".into(),
         application: if i % 3 == 0 { "DNS" } else { "TCP" }.into(),
         link: Some(FlowLayer {
@@ -21,7 +21,7 @@ fn flow(i: u32, tid: &str, t: i64, packets: i64) -> Flow {
         }),
         network: Some(FlowLayer {
             protocol: FlowProtocol::Ipv4,
-            a: format!("10.0.{}.{}", i / 250, i % 250),
+            a: format!("10.0.{}.{}", i / 250, i % 250).into(),
             b: "10.1.0.1".into(),
             id: 0,
         }),
@@ -53,8 +53,8 @@ fn flow(i: u32, tid: &str, t: i64, packets: i64) -> Flow {
         }],
         start: T0,
         last: t,
-        tracking_id: format!("track{i}"),
-        l3_tracking_id: format!("l3track{i}"),
+        tracking_id: format!("track{i}").into(),
+        l3_tracking_id: format!("l3track{i}").into(),
         node_tid: tid.into(),
         ..Default::default()
     }
@@ -159,7 +159,7 @@ fn battery(store: &dyn FlowStore) {
             T0 + 3900,
         )
         .unwrap();
-    let ms = &m[&flow(1, "", 0, 0).uuid];
+    let ms = &m[flow(1, "", 0, 0).uuid.as_str()];
     // The updates over [T0+2s, T0+3s] and [T0+3s, T0+4s] overlap the slice.
     assert_eq!(
         ms.iter().map(|m| m.last).collect::<Vec<_>>(),
@@ -175,7 +175,7 @@ fn battery(store: &dyn FlowStore) {
     let p = store
         .raw_packets(&Filter::term_str("TrackingID", "track2"), 0, i64::MAX)
         .unwrap();
-    let ps = &p[&flow(2, "", 0, 0).uuid];
+    let ps = &p[flow(2, "", 0, 0).uuid.as_str()];
     assert_eq!(ps.len(), 5);
     assert_eq!(ps[4].data, vec![0xde, 0xad, 2]);
     assert_eq!(

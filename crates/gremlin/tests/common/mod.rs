@@ -505,7 +505,10 @@ impl FlowSource for MemFlows {
     fn metrics(&self, q: &FlowQuery) -> Result<BTreeMap<String, Vec<FlowMetric>>, String> {
         Ok(self
             .matching(q)
-            .filter_map(|f| Some((f.uuid.clone(), self.stored_metrics.get(&f.uuid)?.clone())))
+            .filter_map(|f| {
+                let m = self.stored_metrics.get(f.uuid.as_str())?.clone();
+                Some((f.uuid.to_string(), m))
+            })
             .collect())
     }
 
@@ -513,7 +516,7 @@ impl FlowSource for MemFlows {
         Ok(self
             .matching(q)
             .filter(|f| !f.last_raw_packets.is_empty())
-            .map(|f| (f.uuid.clone(), f.last_raw_packets.clone()))
+            .map(|f| (f.uuid.to_string(), f.last_raw_packets.clone()))
             .collect())
     }
 }
