@@ -154,8 +154,8 @@ fn ip16(b: &[u8]) -> [u8; 16] {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// A string of ASCII bytes made on the stack: one allocation of the exact size (pushing
-/// characters one by one costs several times more, and a flow makes several of these).
+/// A string of ASCII bytes made on the stack: made a string once, inline up to 24 bytes
+/// (pushing characters one by one costs several times more, and a flow makes several).
 fn ascii(b: &[u8]) -> Str {
     Str::from_utf8(b).unwrap_or_default()
 }
