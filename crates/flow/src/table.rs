@@ -301,6 +301,29 @@ impl Rare {
     }
 }
 
+/// What accounting a packet reads of its fields (besides its flow's keys): small, so that the
+/// common-case path keeps it for a group of frames in place of the frames' whole
+/// [`SegmentInfo`], and reads the frame again only for what few packets need.
+#[derive(Clone, Copy, Default)]
+struct Seen {
+    tcp: bool,
+    tcp_flags: u8,
+    echo_request: bool,
+    echo_reply: bool,
+}
+
+impl Seen {
+    #[inline(always)]
+    fn of(info: &SegmentInfo<'_>) -> Seen {
+        Seen {
+            tcp: matches!(info.transport, Some((FlowProtocol::Tcp, _, _))),
+            tcp_flags: info.tcp_flags,
+            echo_request: info.icmp.is_some_and(|i| i.is_echo_request()),
+            echo_reply: info.icmp.is_some_and(|i| i.is_echo_reply()),
+        }
+    }
+}
+
 /// A captured frame.
 #[derive(Clone, Copy, Debug)]
 pub struct Packet<'a> {
@@ -411,14 +434,14 @@ impl FlowTable {
 
     fn process_chunk(&mut self, chunk: &[Packet<'_>], link: LinkType) {
         const NONE: u32 = u32::MAX;
-        // The fields and keys of the frames that take the common case.
-        let mut fast: [Option<(Keys, SegmentInfo<'_>)>; BATCH] = std::array::from_fn(|_| None);
+        // The keys of the frames that take the common case, and what accounting reads of them.
+        let mut fast: [Option<(Keys, Seen)>; BATCH] = [None; BATCH];
         let mut slots = [NONE; BATCH];
         if link == LinkType::Ethernet {
-            // The common case's keys, straight off the frames.
+            // Straight off the frames.
             for (f, p) in fast.iter_mut().zip(chunk) {
                 if let Some(info) = fast_info(p.data) {
-                    *f = Some((keys(&info, self.cfg.l2_mode, 0), info));
+                    *f = Some((keys(&info, self.cfg.l2_mode, 0), Seen::of(&info)));
                 }
             }
             // Their flows' home buckets, loads independent of each other, then their flows.
@@ -434,19 +457,27 @@ impl FlowTable {
             }
         }
         let removals = self.removals;
+        let l2_mode = self.cfg.l2_mode;
         for (i, p) in chunk.iter().enumerate() {
-            if let Some((k, info)) = &fast[i] {
+            if let Some((k, seen)) = &fast[i] {
                 let mut slot = slots[i];
                 self.begin(p.ts_ns);
                 if slot == NONE || self.removals != removals {
                     // Made by an earlier frame of the group, moved by an eviction, or new: a
                     // new flow is made from the frame's fields, without the decoder.
                     slot = self.flow_slot(k, p.ts_ns, |t| {
-                        t.new_entry(info, fast_layers_path(p.data, info), "", p.ts_ns)
+                        let info = fast_info(p.data).unwrap_or_default();
+                        t.new_entry(&info, fast_layers_path(p.data, &info), "", p.ts_ns)
                     });
                 }
                 let length = p.wire_len as i64;
-                self.account(slot, k, info, &[], p.data, p.ts_ns, length, link, None);
+                // The frame's fields are read again only for what few packets need.
+                let side = || fast_info(p.data).map_or([0; 16], |info| side(&info, l2_mode));
+                if let Some(rare) = self.account(slot, k, *seen, side, &[], p.ts_ns, length, false)
+                {
+                    let info = fast_info(p.data).unwrap_or_default();
+                    self.account_rare(slot, rare, &info, &[], p.data, p.ts_ns, link, None);
+                }
                 continue;
             }
             if link == LinkType::Ethernet
@@ -484,7 +515,7 @@ impl FlowTable {
             t.new_entry(outer, fast_layers_path(p.data, outer), "", p.ts_ns)
         });
         let length = p.wire_len as i64;
-        self.account(so, &ko, outer, &[], p.data, p.ts_ns, length, link, None);
+        self.account_full(so, &ko, outer, &[], p.data, p.ts_ns, length, link, None);
         // (From the tunnel's bucket, in cache: the rest of its flow is not read.)
         let Some(parent_hash) = self.hot.buckets().get(so as usize).map(|h| h.uuid_hash) else {
             return;
@@ -496,7 +527,7 @@ impl FlowTable {
             t.new_entry(inner, path, parent, p.ts_ns)
         });
         let length = (p.wire_len as i64 - inner.offset as i64).max(0);
-        self.account(si, &ki, inner, &[], p.data, p.ts_ns, length, link, None);
+        self.account_full(si, &ki, inner, &[], p.data, p.ts_ns, length, link, None);
     }
 
     /// The general path: the frame decoded layer by layer, each segment its flow.
@@ -594,15 +625,15 @@ impl FlowTable {
             t.new_entry(info, layers_path(decoded, seg), parent, ts_ns)
         });
         let layers = &decoded.layers()[seg.first..=seg.last];
-        self.account(slot, k, info, layers, frame, ts_ns, length, link, fragments);
+        self.account_full(slot, k, info, layers, frame, ts_ns, length, link, fragments);
         slot
     }
 
-    /// Accounts a packet in the flow of `slot`. `layers` are its segment's (only application
-    /// layers are looked for in them).
+    /// Accounts a packet in the flow of `slot`, with all its fields at hand. `layers` are its
+    /// segment's (only application layers are looked for in them).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn account(
+    fn account_full(
         &mut self,
         slot: u32,
         k: &Keys,
@@ -614,6 +645,32 @@ impl FlowTable {
         link: LinkType,
         fragments: Option<i64>,
     ) {
+        let l2_mode = self.cfg.l2_mode;
+        let seen = Seen::of(info);
+        let side = || side(info, l2_mode);
+        let fragmented = fragments.is_some();
+        if let Some(rare) = self.account(slot, k, seen, side, layers, ts_ns, length, fragmented) {
+            self.account_rare(slot, rare, info, layers, frame, ts_ns, link, fragments);
+        }
+    }
+
+    /// Accounts a packet in the flow of `slot`: the counters and state in its bucket. `side`
+    /// gives the packet's side, needed only by flows whose endpoints the canonical order does
+    /// not tell apart. Returns what the rest of the packet's accounting needs, when it needs
+    /// anything ([`FlowTable::account_rare`]).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn account(
+        &mut self,
+        slot: u32,
+        k: &Keys,
+        seen: Seen,
+        side: impl FnOnce() -> [u8; 16],
+        layers: &[Layer],
+        ts_ns: i64,
+        length: i64,
+        fragmented: bool,
+    ) -> Option<Rare> {
         let cfg = &self.cfg;
         let h = self.hot.get_mut(slot as usize);
         h.flags |= TOUCHED | REFERENCED;
@@ -622,7 +679,7 @@ impl FlowTable {
         } else {
             self.cold[h.cold as usize]
                 .as_ref()
-                .is_none_or(|e| side(info, cfg.l2_mode) == e.a_side)
+                .is_none_or(|e| side() == e.a_side)
         };
         if ab {
             h.ab_packets += 1;
@@ -639,13 +696,10 @@ impl FlowTable {
             ab,
             ..Rare::default()
         };
-        if let Some(icmp) = info.icmp {
-            rare.rtt_start = icmp.is_echo_request() && h.flags & RTT_STARTED == 0;
-            rare.rtt_end =
-                icmp.is_echo_reply() && h.flags & (RTT_STARTED | RTT_DONE) == RTT_STARTED;
-        }
-        if matches!(info.transport, Some((FlowProtocol::Tcp, _, _))) {
-            let f = info.tcp_flags;
+        rare.rtt_start = seen.echo_request && h.flags & RTT_STARTED == 0;
+        rare.rtt_end = seen.echo_reply && h.flags & (RTT_STARTED | RTT_DONE) == RTT_STARTED;
+        if seen.tcp {
+            let f = seen.tcp_flags;
             rare.rtt_start = f & TCP_SYN != 0 && f & TCP_ACK == 0 && h.flags & RTT_STARTED == 0;
             rare.rtt_end = (f & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK || f & TCP_RST != 0)
                 && h.flags & (RTT_STARTED | RTT_DONE) == RTT_STARTED;
@@ -665,10 +719,7 @@ impl FlowTable {
             && layers
                 .iter()
                 .any(|l| matches!(l.kind, LayerKind::Dns | LayerKind::Dhcpv4 | LayerKind::Vrrp));
-        if !rare.needed() && fragments.is_none() {
-            return;
-        }
-        self.account_rare(slot, rare, info, layers, frame, ts_ns, link, fragments);
+        (rare.needed() || fragmented).then_some(rare)
     }
 
     /// The part of [`FlowTable::account`] few packets take (out of line: the common path

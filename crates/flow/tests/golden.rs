@@ -257,6 +257,27 @@ fn icmp_echo_with_rtt() {
     assert_eq!(f.icmp.as_ref().unwrap().id, 0x42);
 }
 
+/// Ping on a loopback interface: both MACs zero, both addresses 127.0.0.1. The canonical
+/// order cannot tell the endpoints apart, so directions come from the packet's side (here the
+/// ICMP type): requests A to B, replies B to A.
+#[test]
+fn icmp_echo_on_loopback() {
+    let (zero, lo) = ([0u8; 6], [127, 0, 0, 1]);
+    let mut pkts = Vec::new();
+    for i in 0..3u16 {
+        let base = i as i64 * 1000;
+        let request = ipv4(lo, lo, 1, &icmp_echo(true, 7, i, &[0; 56]));
+        pkts.push(at(base, eth(zero, zero, 0x0800, &request)));
+        let reply = ipv4(lo, lo, 1, &icmp_echo(false, 7, i, &[0; 56]));
+        pkts.push(at(base + 2, eth(zero, zero, 0x0800, &reply)));
+    }
+    let flows = check("icmp_echo_loopback", LinkType::Ethernet, pkts, config());
+    assert_eq!(flows.len(), 1, "request and reply are one flow");
+    let m = flows[0].metric.unwrap();
+    assert_eq!((m.ab_packets, m.ba_packets), (3, 3), "{m:?}");
+    assert_eq!(m.rtt, 2_000_000);
+}
+
 #[test]
 fn dns_request_and_response() {
     let (ma, mb) = (mac(1), mac(2));
