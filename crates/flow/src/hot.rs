@@ -5,8 +5,8 @@
 //!
 //! Linear probing; a removed flow leaves a tombstone (so that the other flows keep their
 //! buckets) unless the bucket after it is empty; the table is rebuilt when tombstones and
-//! flows together fill half of it. Positions are stable except across a rebuild, which
-//! [`HotTable::insert`] reports.
+//! flows together fill half of it. Positions are stable except across a rebuild (which an
+//! insert may do): a position is not kept across an insert.
 
 use crate::model::FinishType;
 
@@ -100,12 +100,11 @@ impl HotTable {
         }
     }
 
-    /// Stores a flow (whose key is not in the table) and returns its position, and whether
-    /// the other flows moved (the table was rebuilt).
-    pub fn insert(&mut self, hot: Hot) -> (usize, bool) {
+    /// Stores a flow (whose key is not in the table) and returns its position (the other
+    /// flows move when the table is rebuilt).
+    pub fn insert(&mut self, hot: Hot) -> usize {
         debug_assert!(hot.flags & LIVE != 0);
-        let rebuilt = (self.live + self.tombstones + 1) * 2 > self.buckets.len();
-        if rebuilt {
+        if (self.live + self.tombstones + 1) * 2 > self.buckets.len() {
             // Grows when flows fill a quarter or more; otherwise only drops the tombstones.
             let want = ((self.live + 1) * 4).next_power_of_two().max(MIN_BUCKETS);
             self.rebuild(want.max(self.buckets.len()));
@@ -116,7 +115,7 @@ impl HotTable {
         }
         self.buckets[i] = hot;
         self.live += 1;
-        (i, rebuilt)
+        i
     }
 
     /// The first bucket from `key`'s home without a flow (the table is never full).
@@ -207,7 +206,7 @@ mod tests {
             let key = (x % 3000) << ((x % 2) * 20);
             match (model.contains_key(&key), x >> 60) {
                 (false, 0..=9) => {
-                    let (at, _) = t.insert(hot(key));
+                    let at = t.insert(hot(key));
                     assert_eq!(t.buckets()[at].key, key);
                     model.insert(key, key as i64);
                 }

@@ -346,8 +346,6 @@ pub struct FlowTable {
     cold: Vec<Option<Box<Entry>>>,
     free: Vec<u32>,
     hand: usize,
-    /// Flows removed or moved so far (a slot found before may since hold another flow).
-    removals: u64,
     /// Per-packet working space, kept between packets (boxed: taken and put back by pointer).
     scratch: Option<Box<Scratch>>,
     stats: TableStats,
@@ -376,7 +374,6 @@ impl FlowTable {
             cold: Vec::new(),
             free: Vec::new(),
             hand: 0,
-            removals: 0,
             scratch: Some(Box::default()),
             stats: TableStats::default(),
             last_update_ms: None,
@@ -433,10 +430,8 @@ impl FlowTable {
     }
 
     fn process_chunk(&mut self, chunk: &[Packet<'_>], link: LinkType) {
-        const NONE: u32 = u32::MAX;
         // The keys of the frames that take the common case, and what accounting reads of them.
         let mut fast: [Option<(Keys, Seen)>; BATCH] = [None; BATCH];
-        let mut slots = [NONE; BATCH];
         if link == LinkType::Ethernet {
             // Straight off the frames.
             for (f, p) in fast.iter_mut().zip(chunk) {
@@ -444,32 +439,22 @@ impl FlowTable {
                     *f = Some((keys(&info, self.cfg.l2_mode, 0), Seen::of(&info)));
                 }
             }
-            // Their flows' home buckets, loads independent of each other, then their flows.
+            // Their flows' home buckets, loads independent of each other, before the lookups.
             let mut touch = 0u8;
             for (k, _) in fast.iter().flatten() {
                 touch ^= self.hot.touch(k.key);
             }
             std::hint::black_box(touch);
-            for (s, f) in slots.iter_mut().zip(&fast) {
-                if let Some((k, _)) = f {
-                    *s = self.hot.find(k.key).map_or(NONE, |s| s as u32);
-                }
-            }
         }
-        let removals = self.removals;
         let l2_mode = self.cfg.l2_mode;
-        for (i, p) in chunk.iter().enumerate() {
-            if let Some((k, seen)) = &fast[i] {
-                let mut slot = slots[i];
+        for (p, f) in chunk.iter().zip(&fast) {
+            if let Some((k, seen)) = f {
                 self.begin(p.ts_ns);
-                if slot == NONE || self.removals != removals {
-                    // Made by an earlier frame of the group, moved by an eviction, or new: a
-                    // new flow is made from the frame's fields, without the decoder.
-                    slot = self.flow_slot(k, p.ts_ns, |t| {
-                        let info = fast_info(p.data).unwrap_or_default();
-                        t.new_entry(&info, fast_layers_path(p.data, &info), "", p.ts_ns)
-                    });
-                }
+                // A new flow is made from the frame's fields, without the decoder.
+                let slot = self.flow_slot(k, p.ts_ns, |t| {
+                    let info = fast_info(p.data).unwrap_or_default();
+                    t.new_entry(&info, fast_layers_path(p.data, &info), "", p.ts_ns)
+                });
                 let length = p.wire_len as i64;
                 // The frame's fields are read again only for what few packets need.
                 let side = || fast_info(p.data).map_or([0; 16], |info| side(&info, l2_mode));
@@ -927,7 +912,7 @@ impl FlowTable {
         if !k.decided {
             flags |= UNDECIDED;
         }
-        let (slot, moved) = self.hot.insert(Hot {
+        let slot = self.hot.insert(Hot {
             key: k.key,
             last_ns: ts_ns,
             cold,
@@ -935,9 +920,6 @@ impl FlowTable {
             uuid_hash,
             ..Hot::default()
         });
-        if moved {
-            self.removals += 1;
-        }
         slot as u32
     }
 
@@ -962,7 +944,6 @@ impl FlowTable {
 
     fn remove_slot(&mut self, slot: usize) -> Option<(Hot, Box<Entry>)> {
         let h = self.hot.remove(slot);
-        self.removals += 1;
         let e = self.cold.get_mut(h.cold as usize)?.take()?;
         self.free.push(h.cold);
         Some((h, e))
@@ -1085,7 +1066,6 @@ impl FlowTable {
         let cold = std::mem::take(&mut self.cold);
         self.free.clear();
         self.hand = 0;
-        self.removals += 1;
         self.reassembly.clear();
         // In the order of the entries (the order the flows were made, free entries being
         // reused), so that they are read one after another: each flow's hot part is found
