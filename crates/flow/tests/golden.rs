@@ -278,6 +278,27 @@ fn icmp_echo_on_loopback() {
     assert_eq!(m.rtt, 2_000_000);
 }
 
+/// The same over IPv6 (`ping -6 ::1`): ICMPv6 takes the general decoder's path, which tells
+/// the directions apart the same way.
+#[test]
+fn icmpv6_echo_on_loopback() {
+    let (zero, lo) = ([0u8; 6], std::net::Ipv6Addr::LOCALHOST.octets());
+    let mut pkts = Vec::new();
+    for i in 0..3u16 {
+        let base = i as i64 * 1000;
+        let request = ipv6(lo, lo, 58, &[], &icmpv6_echo(true, 7, i));
+        pkts.push(at(base, eth(zero, zero, 0x86dd, &request)));
+        let reply = ipv6(lo, lo, 58, &[], &icmpv6_echo(false, 7, i));
+        pkts.push(at(base + 2, eth(zero, zero, 0x86dd, &reply)));
+    }
+    let flows = check("icmpv6_echo_loopback", LinkType::Ethernet, pkts, config());
+    assert_eq!(flows.len(), 1, "request and reply are one flow");
+    assert_eq!(flows[0].application, "ICMPv6Echo");
+    let m = flows[0].metric.unwrap();
+    assert_eq!((m.ab_packets, m.ba_packets), (3, 3), "{m:?}");
+    assert_eq!(m.rtt, 2_000_000);
+}
+
 #[test]
 fn dns_request_and_response() {
     let (ma, mb) = (mac(1), mac(2));
