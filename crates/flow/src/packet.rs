@@ -588,13 +588,21 @@ pub fn flow_uuid(skydive_key: u64, start_ms: i64, node_tid: &str) -> String {
 /// 802.1Q tag if any, IPv4 or IPv6, the last layer, UDP before VXLAN).
 pub fn fast_layers_path(data: &[u8], info: &SegmentInfo<'_>) -> Str {
     // The names written on the stack, then made a string once (pushed one by one into the
-    // string, they cost 1.6 times as much; a flow is made for every new conversation).
-    let mut names = [LayerKind::Ethernet; 5];
-    let mut n = 1;
+    // string, they cost 1.6 times as much; a flow is made for every new conversation). At
+    // most five names of at most 8 bytes here; longer ones are cut rather than overflow.
+    let mut buf = [0u8; 5 * 16];
+    let mut len = 0;
     let mut add = |k: LayerKind| {
-        names[n] = k;
-        n += 1;
+        if len > 0 && len < buf.len() {
+            buf[len] = b'/';
+            len += 1;
+        }
+        let name = k.name().as_bytes();
+        let end = (len + name.len()).min(buf.len());
+        buf[len..end].copy_from_slice(&name[..end - len]);
+        len = end;
     };
+    add(LayerKind::Ethernet);
     if data.len() >= 14 && matches!(be16(data, 12), 0x8100 | 0x88a8 | 0x9100) {
         add(LayerKind::Dot1Q);
     }
@@ -608,18 +616,6 @@ pub fn fast_layers_path(data: &[u8], info: &SegmentInfo<'_>) -> Str {
             add(LayerKind::Udp);
         }
         add(last);
-    }
-    let mut buf = [0u8; 5 * 16];
-    let mut len = 0;
-    for (i, k) in names[..n].iter().enumerate() {
-        if i > 0 {
-            buf[len] = b'/';
-            len += 1;
-        }
-        let name = k.name().as_bytes();
-        let end = (len + name.len()).min(buf.len());
-        buf[len..end].copy_from_slice(&name[..end - len]);
-        len = end;
     }
     Str::from_utf8(&buf[..len]).unwrap_or_default()
 }

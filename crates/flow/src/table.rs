@@ -109,8 +109,6 @@ struct Entry {
     l2: u64,
     l3: u64,
     uuid: Str,
-    /// The UUID's hash (also in the flow's bucket, where the per-packet path reads it).
-    uuid_hash: u64,
     parent_uuid: Str,
     layers_path: Str,
     application: Str,
@@ -450,18 +448,19 @@ impl FlowTable {
         for (p, f) in chunk.iter().zip(&fast) {
             if let Some((k, seen)) = f {
                 self.begin(p.ts_ns);
-                // A new flow is made from the frame's fields, without the decoder.
+                // The frame's fields are read again only for what few packets need: a new
+                // flow (made from them, without the decoder), the side of a flow whose
+                // endpoints the order cannot tell apart, the rare part of the accounting.
+                let full = || fast_info(p.data).unwrap_or_default();
                 let slot = self.flow_slot(k, p.ts_ns, |t| {
-                    let info = fast_info(p.data).unwrap_or_default();
+                    let info = full();
                     t.new_entry(&info, fast_layers_path(p.data, &info), "", p.ts_ns)
                 });
                 let length = p.wire_len as i64;
-                // The frame's fields are read again only for what few packets need.
-                let side = || fast_info(p.data).map_or([0; 16], |info| side(&info, l2_mode));
+                let side = || side(&full(), l2_mode);
                 if let Some(rare) = self.account(slot, k, *seen, side, &[], p.ts_ns, length, false)
                 {
-                    let info = fast_info(p.data).unwrap_or_default();
-                    self.account_rare(slot, rare, &info, &[], p.data, p.ts_ns, link, None);
+                    self.account_rare(slot, rare, &full(), &[], p.data, p.ts_ns, link, None);
                 }
                 continue;
             }
@@ -801,13 +800,15 @@ impl FlowTable {
         }
     }
 
+    /// A new flow of the segment `info`: the rest of it, and its UUID hash (kept in its
+    /// bucket).
     fn new_entry(
         &self,
         info: &SegmentInfo<'_>,
         layers_path: Str,
         parent: &str,
         ts_ns: i64,
-    ) -> Entry {
+    ) -> (Box<Entry>, u64) {
         let start = ms(ts_ns);
         let mut application = match info.last {
             Some(k) => Str::const_new(k.name()),
@@ -838,11 +839,11 @@ impl FlowTable {
             .map(|(_, t)| *t);
         let (skydive_key, l2, l3) = skydive_keys(info, self.cfg.l2_mode, parent);
         let uuid_hash = flow_uuid_hash(skydive_key, start, &self.cfg.node_tid);
-        Entry {
+        // Made in its box (moved there from the stack, the entry would be copied once more).
+        let entry = Box::new(Entry {
             l2,
             l3,
             uuid: hex(uuid_hash),
-            uuid_hash,
             parent_uuid: Str::from(parent),
             layers_path,
             application,
@@ -870,19 +871,35 @@ impl FlowTable {
             dns: None,
             dhcpv4: None,
             vrrp: None,
-        }
+        });
+        (entry, uuid_hash)
     }
 
     /// The slot of the flow of `k`, made by `make` (and stored) when there is none.
     #[inline]
-    fn flow_slot(&mut self, k: &Keys, ts_ns: i64, make: impl FnOnce(&Self) -> Entry) -> u32 {
+    fn flow_slot(
+        &mut self,
+        k: &Keys,
+        ts_ns: i64,
+        make: impl FnOnce(&Self) -> (Box<Entry>, u64),
+    ) -> u32 {
         match self.hot.find(k.key) {
             Some(s) => s as u32,
-            None => {
-                let e = make(self);
-                self.insert(e, k, ts_ns)
-            }
+            None => self.make_flow(k, ts_ns, make),
         }
+    }
+
+    /// [`FlowTable::flow_slot`]'s rare branch, out of line: the per-packet loop stays small.
+    #[cold]
+    #[inline(never)]
+    fn make_flow(
+        &mut self,
+        k: &Keys,
+        ts_ns: i64,
+        make: impl FnOnce(&Self) -> (Box<Entry>, u64),
+    ) -> u32 {
+        let (e, uuid_hash) = make(self);
+        self.insert(e, uuid_hash, k, ts_ns)
     }
 
     /// The rest of the flow at `slot`.
@@ -892,7 +909,7 @@ impl FlowTable {
     }
 
     /// Stores a new flow, evicting one if the table is full.
-    fn insert(&mut self, e: Entry, k: &Keys, ts_ns: i64) -> u32 {
+    fn insert(&mut self, e: Box<Entry>, uuid_hash: u64, k: &Keys, ts_ns: i64) -> u32 {
         if self.hot.len() >= self.cfg.max_entries.max(1) {
             self.evict();
         }
@@ -903,8 +920,7 @@ impl FlowTable {
                 (self.cold.len() - 1) as u32
             }
         };
-        let uuid_hash = e.uuid_hash;
-        self.cold[cold as usize] = Some(Box::new(e));
+        self.cold[cold as usize] = Some(e);
         let mut flags = LIVE | REFERENCED;
         if k.swap {
             flags |= A_SWAP;
