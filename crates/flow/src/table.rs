@@ -130,12 +130,12 @@ struct Entry {
     rtt: i64,
     prev: Option<FlowMetric>,
     last_update: Option<FlowMetric>,
-    tcp: Option<TcpMetric>,
+    tcp: Option<Box<TcpMetric>>,
     ip_metric: Option<IpMetric>,
     raw: Vec<RawPacket>,
-    dns: Option<skydive_graph::Value>,
-    dhcpv4: Option<skydive_graph::Value>,
-    vrrp: Option<skydive_graph::Value>,
+    dns: Option<Box<skydive_graph::Value>>,
+    dhcpv4: Option<Box<skydive_graph::Value>>,
+    vrrp: Option<Box<skydive_graph::Value>>,
 }
 
 fn mac6(b: &[u8]) -> [u8; 6] {
@@ -747,7 +747,7 @@ impl FlowTable {
             m.fragments += n;
         }
         if rare.tcp_flags != 0 {
-            let t = e.tcp.get_or_insert_with(TcpMetric::default);
+            let t = e.tcp.get_or_insert_with(Box::default);
             let now = ms(ts_ns);
             if rare.tcp_flags & TCP_SYN != 0 {
                 if rare.ab && t.ab_syn_start == 0 {
@@ -786,13 +786,13 @@ impl FlowTable {
                 let body = &frame[l.start as usize..];
                 match l.kind {
                     LayerKind::Dns if cfg.extra_layers & EXTRA_DNS != 0 => {
-                        e.dns = extra::dns(body, ms(ts_ns));
+                        e.dns = extra::dns(body, ms(ts_ns)).map(Box::new);
                     }
                     LayerKind::Dhcpv4 if cfg.extra_layers & EXTRA_DHCPV4 != 0 => {
-                        e.dhcpv4 = extra::dhcpv4(body);
+                        e.dhcpv4 = extra::dhcpv4(body).map(Box::new);
                     }
                     LayerKind::Vrrp if cfg.extra_layers & EXTRA_VRRP != 0 => {
-                        e.vrrp = extra::vrrp(body);
+                        e.vrrp = extra::vrrp(body).map(Box::new);
                     }
                     _ => {}
                 }

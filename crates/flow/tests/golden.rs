@@ -208,7 +208,7 @@ fn tcp_handshake_and_teardown() {
         40000,
         "A is the first packet's source"
     );
-    assert_eq!(f.tcp_metric.unwrap().ab_syn_ttl, 64);
+    assert_eq!(f.tcp_metric.as_ref().unwrap().ab_syn_ttl, 64);
 }
 
 #[test]

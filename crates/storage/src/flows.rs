@@ -120,29 +120,29 @@ fn decode_error(message: impl ToString) -> StorageError {
 #[derive(Serialize)]
 struct ExtraRef<'a> {
     #[serde(rename = "T", skip_serializing_if = "Option::is_none")]
-    tcp_metric: &'a Option<TcpMetric>,
+    tcp_metric: &'a Option<Box<TcpMetric>>,
     #[serde(rename = "I", skip_serializing_if = "Option::is_none")]
     ip_metric: &'a Option<IpMetric>,
     #[serde(rename = "D", skip_serializing_if = "Option::is_none")]
-    dns: &'a Option<skydive_graph::Value>,
+    dns: &'a Option<Box<skydive_graph::Value>>,
     #[serde(rename = "H", skip_serializing_if = "Option::is_none")]
-    dhcpv4: &'a Option<skydive_graph::Value>,
+    dhcpv4: &'a Option<Box<skydive_graph::Value>>,
     #[serde(rename = "V", skip_serializing_if = "Option::is_none")]
-    vrrpv2: &'a Option<skydive_graph::Value>,
+    vrrpv2: &'a Option<Box<skydive_graph::Value>>,
 }
 
 #[derive(Deserialize, Default)]
 struct Extra {
     #[serde(rename = "T", default)]
-    tcp_metric: Option<TcpMetric>,
+    tcp_metric: Option<Box<TcpMetric>>,
     #[serde(rename = "I", default)]
     ip_metric: Option<IpMetric>,
     #[serde(rename = "D", default)]
-    dns: Option<skydive_graph::Value>,
+    dns: Option<Box<skydive_graph::Value>>,
     #[serde(rename = "H", default)]
-    dhcpv4: Option<skydive_graph::Value>,
+    dhcpv4: Option<Box<skydive_graph::Value>>,
     #[serde(rename = "V", default)]
-    vrrpv2: Option<skydive_graph::Value>,
+    vrrpv2: Option<Box<skydive_graph::Value>>,
 }
 
 const HAS_METRIC: u8 = 1;
@@ -655,10 +655,10 @@ mod tests {
         let mut buf = Vec::new();
         for extra in [false, true] {
             if extra {
-                f.tcp_metric = Some(TcpMetric {
+                f.tcp_metric = Some(Box::new(TcpMetric {
                     ab_syn_start: 12,
                     ..Default::default()
-                });
+                }));
                 f.last_update_metric = f.metric;
             }
             encode_state(&f, &mut buf).unwrap();
