@@ -965,6 +965,15 @@ impl FlowTable {
         Some((h, e))
     }
 
+    /// The time from which [`FlowTable::advance`] has a tick to run (`None` before the first
+    /// packet): a reader of timestamped packets can hand the table every packet before that
+    /// time in one batch, then advance it.
+    pub fn next_tick_ms(&self) -> Option<i64> {
+        let update = self.last_update_ms?.saturating_add(self.cfg.update_ms);
+        let expire = self.last_expire_ms?.saturating_add(self.cfg.expire_ms);
+        Some(update.min(expire))
+    }
+
     /// Runs the update and expire ticks that are due at `now_ms`; returns the flows to send.
     pub fn advance(&mut self, now_ms: i64) -> Vec<Flow> {
         let mut out = Vec::new();

@@ -2,16 +2,18 @@
 //!
 //! The input is generated deterministically: `B1_PACKETS` (2,000,000) frames of 64, 576 and
 //! 1500 bytes over `B1_FLOWS` (100,000) concurrent 5-tuples, TCP, UDP and ICMP, 5% of them
-//! inside VXLAN. Ours: the file read into memory, parsed in place, and every packet decoded
-//! and accounted in a flow table with the agent's default settings, then every flow made into
-//! a `Flow` message (the flush at the end), on one thread. Peers on the same file:
+//! inside VXLAN. Ours: the file read into memory, then the product's pcap reader
+//! ([`PcapFeeder::flows_of`], what `POST /api/pcap` and `pcapsocket` captures run): records
+//! parsed in place and handed in batches to a flow table with the agent's default settings,
+//! every packet decoded and accounted, then every flow made into a `Flow` message (the flush
+//! at the end), on one thread. Peers on the same file:
 //! `tshark -r FILE -q -z conv,ip` and `pmacctd` reading the file (print plugin), when
 //! installed; `tcpdump -r FILE -w /dev/null` reads and writes it without decoding (a floor).
 //!
-//! `cargo bench -p skydive-flow --bench b1`; writes `target/bench/b1.json`. `B1_PEERS=0`
+//! `cargo bench -p skydive-capture --bench b1`; writes `target/bench/b1.json`. `B1_PEERS=0`
 //! runs ours only.
 
-#[path = "../tests/frames/mod.rs"]
+#[path = "../../flow/tests/frames/mod.rs"]
 mod frames;
 
 use std::process::Command;
@@ -20,8 +22,9 @@ use std::time::{Duration, Instant};
 use frames::*;
 use pcap_file::DataLink;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapParser, PcapWriter};
+use skydive_capture::pcapfile::PcapFeeder;
 use skydive_flow::decode::LinkType;
-use skydive_flow::{FlowTable, Packet, TableConfig, TableStats};
+use skydive_flow::{FlowTable, Packet, TableConfig};
 
 /// The allocator the `skydive` binary runs with.
 #[global_allocator]
@@ -150,54 +153,17 @@ fn time_cmd(cmd: &mut Command) -> Option<Duration> {
 
 /// A table as an agent makes it by default (`flow.update` 60 s: the 2 s the file spans see
 /// no update tick; every flow is sent once, when the table is flushed at the end).
-fn table() -> FlowTable {
-    FlowTable::new(TableConfig {
+fn config() -> TableConfig {
+    TableConfig {
         node_tid: "bench".into(),
         ..Default::default()
-    })
+    }
 }
 
-/// Ours on a pcap file in memory: flows sent, and the table's counters.
-fn run_ours(bytes: &[u8]) -> (usize, TableStats) {
-    let (mut rest, parser) = PcapParser::new(bytes).unwrap();
-    let mut table = table();
-    let mut out = 0usize;
-    let mut group: Vec<Packet<'_>> = Vec::with_capacity(64);
-    // Read ahead: the file's next READ_AHEAD bytes are kept fetched, one load per cache line
-    // not fetched yet, all independent of each other (walking the records one header after
-    // another, each at an address the previous one gives, would wait for memory at every
-    // frame: a stream with one header every few hundred bytes escapes the hardware
-    // prefetcher).
-    const READ_AHEAD: usize = 64 * 1024;
-    let mut fetched = 0;
-    loop {
-        group.clear();
-        let at = bytes.len() - rest.len();
-        let to = (at + READ_AHEAD).min(bytes.len());
-        let mut ahead = 0u8;
-        for line in (fetched.max(at)..to).step_by(64) {
-            ahead ^= bytes[line];
-        }
-        std::hint::black_box(ahead);
-        fetched = to;
-        while group.len() < 64 && !rest.is_empty() {
-            let (r, p) = parser.next_packet(rest).unwrap();
-            rest = r;
-            let std::borrow::Cow::Borrowed(data) = p.data else {
-                unreachable!("parsed in place")
-            };
-            group.push(Packet {
-                data,
-                wire_len: p.orig_len,
-                ts_ns: p.timestamp.as_nanos() as i64,
-            });
-        }
-        let Some(first) = group.first() else { break };
-        out += table.advance(first.ts_ns / 1_000_000).len();
-        table.process_batch(&group, LinkType::Ethernet);
-    }
-    out += table.flush(i64::MAX / 2).len();
-    (out, table.stats())
+/// Ours on a pcap file in memory: the flows sent, and how many packets were read.
+fn run_ours(bytes: &[u8]) -> (usize, u64) {
+    let (flows, packets) = PcapFeeder::flows_of(bytes, config()).expect("the file is read");
+    (flows.len(), packets)
 }
 
 fn main() {
@@ -217,22 +183,22 @@ fn main() {
     );
 
     // Ours, five runs, the best kept (the machine is shared, and its speed varies by half
-    // within minutes; every run is printed): the file in memory, parsed in place, frames
-    // handed to the table in groups of 64 as a capture ring gives them.
+    // within minutes; every run is printed): the file in memory, read by the product's pcap
+    // reader.
     let bytes = std::fs::read(&path).unwrap();
     let mut best = Duration::MAX;
     let mut made = 0;
-    let mut table_stats = Default::default();
+    let mut read = 0;
     let mut runs = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
-        let (out, stats) = run_ours(&bytes);
+        let (out, packets_read) = run_ours(&bytes);
         let el = t.elapsed();
         runs.push(format!("{:.3}", el.as_secs_f64()));
         if el < best {
             best = el;
             made = out;
-            table_stats = stats;
+            read = packets_read;
         }
     }
     eprintln!("  ours, each run: {} s", runs.join(", "));
@@ -251,7 +217,7 @@ fn main() {
     let mut engine_best = Duration::MAX;
     for _ in 0..3 {
         let t = Instant::now();
-        let mut table = table();
+        let mut table = FlowTable::new(config());
         for group in parsed.chunks(64) {
             let _ = table.advance(group[0].ts_ns / 1_000_000);
             table.process_batch(group, LinkType::Ethernet);
@@ -296,7 +262,7 @@ fn main() {
     println!("| engine | time | packets/s | ours is faster by |");
     println!("|---|---|---|---|");
     println!(
-        "| ours (parse + decode + flow table, 1 thread) | {:.3} s | {mpps:.2} M ({ns_per_packet:.0} ns/packet) | |",
+        "| ours (pcap reader: parse + decode + flow table, 1 thread) | {:.3} s | {mpps:.2} M ({ns_per_packet:.0} ns/packet) | |",
         best.as_secs_f64()
     );
     println!(
@@ -319,7 +285,8 @@ fn main() {
         1000.0 / engine_ns
     );
     println!();
-    println!("flows sent: {made}; table: {table_stats:?}");
+    assert_eq!(read, packets, "every packet of the file read");
+    println!("flows sent: {made}; packets read: {read}");
     println!(
         "headline: {mpps:.2} Mpps on one core ({ns_per_packet:.0} ns/packet), {} tshark",
         tshark
