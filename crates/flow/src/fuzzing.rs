@@ -2,11 +2,16 @@
 //! (`tests/fuzz-regressions/`), so that a finding stays fixed.
 
 use crate::decode::LinkType;
-use crate::{FlowTable, TableConfig};
+use crate::{FlowTable, Packet, TableConfig};
 
 /// Any byte string as a captured frame: the decoder, the flow keys, defragmentation, the
 /// application layers and the table take it or count it, never panic. The first byte picks
 /// the link type and the table's options.
+///
+/// The same bytes are then also read as a run of frames, each after a byte giving its length,
+/// handed to one table in one batch and to another one by one: both must give the same flows
+/// and counters (the batch's common-case path against the frame-by-frame one, evictions and
+/// tunnels inside a group included).
 pub fn frame(data: &[u8]) {
     let Some((&sel, frame)) = data.split_first() else {
         return;
@@ -16,20 +21,42 @@ pub fn frame(data: &[u8]) {
         1 => LinkType::RawIp,
         _ => LinkType::LinuxSll,
     };
-    let mut t = FlowTable::new(TableConfig {
-        raw_packet_limit: 2,
-        extra_tcp_metric: true,
-        ip_defrag: sel & 0x10 != 0,
-        extra_layers: 7,
-        l2_mode: sel & 0x20 != 0,
-        max_entries: 8,
-        ..Default::default()
-    });
+    let table = || {
+        FlowTable::new(TableConfig {
+            raw_packet_limit: 2,
+            extra_tcp_metric: true,
+            ip_defrag: sel & 0x10 != 0,
+            extra_layers: 7,
+            l2_mode: sel & 0x20 != 0,
+            max_entries: 8,
+            ..Default::default()
+        })
+    };
+    let mut t = table();
     t.process(frame, frame.len() as u32, 1_000_000, link);
     t.process(frame, u32::MAX, 2_000_000, link);
     for f in t.flush(10) {
         let _ = serde_json::to_vec(&f);
     }
+
+    let mut packets = Vec::new();
+    let mut rest = frame;
+    while let Some((&len, r)) = rest.split_first() {
+        let (data, r) = r.split_at((len as usize).min(r.len()));
+        packets.push(Packet {
+            data,
+            wire_len: data.len() as u32 + len as u32 % 7,
+            ts_ns: 1_000_000 * packets.len() as i64,
+        });
+        rest = r;
+    }
+    let (mut batch, mut one_by_one) = (table(), table());
+    batch.process_batch(&packets, link);
+    for p in &packets {
+        one_by_one.process(p.data, p.wire_len, p.ts_ns, link);
+    }
+    assert_eq!(batch.stats(), one_by_one.stats());
+    assert_eq!(batch.flush(10), one_by_one.flush(10));
 }
 
 /// Any byte string as an sFlow datagram: refused or decoded, and its samples go through a
