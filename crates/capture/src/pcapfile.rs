@@ -411,38 +411,50 @@ mod tests {
     /// bytes counted are the packets' lengths on the wire.
     #[test]
     fn a_capture_cut_at_a_snap_length_is_read() {
-        let header = PcapHeader {
-            snaplen: 64,
-            ts_resolution: pcap_file::TsResolution::NanoSecond,
-            ..PcapHeader::default()
-        };
-        let mut w = PcapWriter::with_header(Vec::new(), header).unwrap();
+        use pcap_file::{Endianness, TsResolution};
         let big = udp([10, 0, 0, 1], [10, 0, 0, 2], 4000, 5000, &[7; 1000]);
         let small = udp([10, 0, 0, 2], [10, 0, 0, 1], 5000, 4000, &[7; 10]);
-        for (i, f) in [&big, &small, &big].into_iter().enumerate() {
-            let kept = &f[..f.len().min(64)];
-            w.write_raw_packet(&pcap_file::pcap::RawPcapPacket {
-                ts_sec: 1_700_000_000,
-                ts_frac: 5 + i as u32,
-                incl_len: kept.len() as u32,
-                orig_len: f.len() as u32,
-                data: kept.into(),
-            })
-            .unwrap();
+        // Either byte order, µs or ns timestamps (one ms apart).
+        for endianness in [Endianness::Big, Endianness::Little] {
+            for (ts_resolution, ms) in [
+                (TsResolution::MicroSecond, 1_000),
+                (TsResolution::NanoSecond, 1_000_000),
+            ] {
+                let header = PcapHeader {
+                    snaplen: 64,
+                    endianness,
+                    ts_resolution,
+                    ..PcapHeader::default()
+                };
+                let mut w = PcapWriter::with_header(Vec::new(), header).unwrap();
+                for (i, f) in [&big, &small, &big].into_iter().enumerate() {
+                    let kept = &f[..f.len().min(64)];
+                    w.write_raw_packet(&pcap_file::pcap::RawPcapPacket {
+                        ts_sec: 1_700_000_000,
+                        ts_frac: ms * (i as u32 + 1),
+                        incl_len: kept.len() as u32,
+                        orig_len: f.len() as u32,
+                        data: kept.into(),
+                    })
+                    .unwrap();
+                }
+                let bytes = w.into_writer();
+                let (flows, packets) =
+                    PcapFeeder::flows_of(&bytes, TableConfig::default()).unwrap();
+                assert_eq!(packets, 3);
+                assert_eq!(flows.len(), 1);
+                let m = flows[0].metric.unwrap();
+                assert_eq!(
+                    (m.ab_packets, m.ab_bytes, m.ba_packets, m.ba_bytes),
+                    (2, 2 * big.len() as i64, 1, small.len() as i64)
+                );
+                assert_eq!(
+                    (flows[0].start, flows[0].last),
+                    (1_700_000_000_001, 1_700_000_000_003),
+                    "{endianness:?} {ts_resolution:?}"
+                );
+            }
         }
-        let bytes = w.into_writer();
-        let (flows, packets) = PcapFeeder::flows_of(&bytes, TableConfig::default()).unwrap();
-        assert_eq!(packets, 3);
-        assert_eq!(flows.len(), 1);
-        let m = flows[0].metric.unwrap();
-        assert_eq!(
-            (m.ab_packets, m.ab_bytes, m.ba_packets, m.ba_bytes),
-            (2, 2 * big.len() as i64, 1, small.len() as i64)
-        );
-        assert_eq!(
-            (flows[0].start, flows[0].last),
-            (1_700_000_000_000, 1_700_000_000_000)
-        );
     }
 
     #[test]
