@@ -25,6 +25,7 @@ fn link_type(d: DataLink) -> Option<LinkType> {
         DataLink::ETHERNET => Some(LinkType::Ethernet),
         DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => Some(LinkType::RawIp),
         DataLink::LINUX_SLL => Some(LinkType::LinuxSll),
+        DataLink::LINUX_SLL2 => Some(LinkType::LinuxSll2),
         _ => None,
     }
 }

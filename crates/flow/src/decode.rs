@@ -14,6 +14,8 @@ pub enum LinkType {
     RawIp,
     /// LINKTYPE_LINUX_SLL (113).
     LinuxSll,
+    /// LINKTYPE_LINUX_SLL2 (276): what `tcpdump -i any` writes since libpcap 1.10.
+    LinuxSll2,
 }
 
 impl LinkType {
@@ -23,6 +25,7 @@ impl LinkType {
             1 => Some(LinkType::Ethernet),
             12 | 14 | 101 | 228 | 229 => Some(LinkType::RawIp),
             113 => Some(LinkType::LinuxSll),
+            276 => Some(LinkType::LinuxSll2),
             _ => None,
         }
     }
@@ -33,6 +36,7 @@ impl LinkType {
             LinkType::Ethernet => 1,
             LinkType::RawIp => 101,
             LinkType::LinuxSll => 113,
+            LinkType::LinuxSll2 => 276,
         }
     }
 }
@@ -42,6 +46,7 @@ impl LinkType {
 pub enum LayerKind {
     Ethernet,
     LinuxSll,
+    LinuxSll2,
     Dot1Q,
     Arp,
     Ipv4,
@@ -83,6 +88,7 @@ impl LayerKind {
         match self {
             LayerKind::Ethernet => "Ethernet",
             LayerKind::LinuxSll => "Linux SLL",
+            LayerKind::LinuxSll2 => "Linux SLL2",
             LayerKind::Dot1Q => "Dot1Q",
             LayerKind::Arp => "ARP",
             LayerKind::Ipv4 => "IPv4",
@@ -382,6 +388,16 @@ pub fn decode(data: &[u8], link: LinkType, out: &mut Decoded) {
             out.push(data, LayerKind::LinuxSll, 0, 16);
             at = 16;
             ether_next(be16(data, 14))
+        }
+        // Version 2: 20 bytes, the protocol first.
+        LinkType::LinuxSll2 => {
+            if data.len() < 20 {
+                out.fail(0);
+                return;
+            }
+            out.push(data, LayerKind::LinuxSll2, 0, 20);
+            at = 20;
+            ether_next(be16(data, 0))
         }
     };
     loop {
@@ -811,6 +827,28 @@ mod tests {
         assert!(d.truncated);
     }
 
+    /// Linux cooked captures (`tcpdump -i any`), versions 1 and 2: the protocol read where
+    /// each version has it.
+    #[test]
+    fn linux_cooked_captures() {
+        let ip = &icmp_frame()[14..];
+        let mut v1 = vec![0, 0, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0, 0x08, 0x00];
+        v1.extend_from_slice(ip);
+        let mut v2 = vec![
+            0x08, 0x00, 0, 0, 0, 0, 0, 3, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0,
+        ];
+        v2.extend_from_slice(ip);
+        let mut d = Decoded::default();
+        decode(&v1, LinkType::LinuxSll, &mut d);
+        assert_eq!(kinds(&d), vec!["Linux SLL", "IPv4", "ICMPv4"]);
+        decode(&v2, LinkType::LinuxSll2, &mut d);
+        assert_eq!(kinds(&d), vec!["Linux SLL2", "IPv4", "ICMPv4"]);
+        assert_eq!(LinkType::from_pcap(276), Some(LinkType::LinuxSll2));
+        // Cut inside the header.
+        decode(&v2[..19], LinkType::LinuxSll2, &mut d);
+        assert_eq!(kinds(&d), vec!["DecodeFailure"]);
+    }
+
     #[test]
     fn every_prefix_of_a_frame_decodes_without_panicking() {
         let f = icmp_frame();
@@ -819,6 +857,7 @@ mod tests {
             decode(&f[..n], LinkType::Ethernet, &mut d);
             decode(&f[..n], LinkType::RawIp, &mut d);
             decode(&f[..n], LinkType::LinuxSll, &mut d);
+            decode(&f[..n], LinkType::LinuxSll2, &mut d);
         }
     }
 }

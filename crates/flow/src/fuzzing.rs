@@ -19,6 +19,7 @@ pub fn frame(data: &[u8]) {
     let link = match sel % 3 {
         0 => LinkType::Ethernet,
         1 => LinkType::RawIp,
+        _ if sel & 0x40 != 0 => LinkType::LinuxSll2,
         _ => LinkType::LinuxSll,
     };
     let table = || {

@@ -620,14 +620,14 @@ pub fn fast_layers_path(data: &[u8], info: &SegmentInfo<'_>) -> Str {
     Str::from_utf8(&buf[..len]).unwrap_or_default()
 }
 
-/// The `LayersPath` of a segment: gopacket's names joined with `/`, without `Linux SLL`,
+/// The `LayersPath` of a segment: gopacket's names joined with `/`, without `Linux SLL` (1 or 2),
 /// stopping at `Payload` or `DecodeFailure`.
 pub fn layers_path(d: &Decoded, seg: Segment) -> Str {
     let mut s = Str::default();
     for l in &d.layers()[seg.first..=seg.last] {
         match l.kind {
             LayerKind::Payload | LayerKind::DecodeFailure => break,
-            LayerKind::LinuxSll => continue,
+            LayerKind::LinuxSll | LayerKind::LinuxSll2 => continue,
             k => {
                 if !s.is_empty() {
                     s.push('/');

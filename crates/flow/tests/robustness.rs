@@ -115,7 +115,12 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300), ts in 0i64..1_000_000_000) {
         let mut t = table();
-        for link in [LinkType::Ethernet, LinkType::RawIp, LinkType::LinuxSll] {
+        for link in [
+            LinkType::Ethernet,
+            LinkType::RawIp,
+            LinkType::LinuxSll,
+            LinkType::LinuxSll2,
+        ] {
             t.process(&data, data.len() as u32, ts, link);
         }
         let _ = t.advance(ts / 1_000_000 + 100);
