@@ -18,7 +18,7 @@ use serde_json::{Value as Json, json};
 use skydive_api::hub::HubHandle;
 use skydive_api::message::Incoming;
 use skydive_capture::afpacket::{Ring, RingConfig, ifindex};
-use skydive_capture::bpf::{Bpf, LINKTYPE_ETHERNET};
+use skydive_capture::bpf::Bpf;
 use skydive_flow::decode::LinkType;
 use skydive_flow::{Flow, FlowTable, Packet, TableConfig};
 use skydive_graph::{Filter, Graph, Map, Node, Value, now_ms};
@@ -520,24 +520,44 @@ impl SflowSource {
     }
 }
 
+/// How the frames captured on an interface begin, from its `EncapType` (compat spec §6.5): an
+/// interface without a link layer (tun, WireGuard, ipip, sit, GRE and IPv6 tunnels, PPP) gives
+/// IP packets; any other, Ethernet frames.
+fn link_of_encap(encap: Option<&str>) -> LinkType {
+    match encap {
+        Some("none" | "gre" | "ipip" | "sit" | "tunnel6" | "ip6gre" | "gre6" | "ppp" | "rawip") => {
+            LinkType::RawIp
+        }
+        _ => LinkType::Ethernet,
+    }
+}
+
 impl Source {
+    /// Opens the capture; returns it with how its frames begin (`link`, the interface's,
+    /// unless libpcap tells otherwise; sFlow samples are Ethernet frames).
     fn open(
         kind: &str,
         ifname: &str,
         snaplen: u32,
         filter: &str,
         sflow_addr: &str,
-    ) -> Result<Source, String> {
+        link: LinkType,
+    ) -> Result<(Source, LinkType), String> {
+        let link = if kind == "sflow" {
+            LinkType::Ethernet
+        } else {
+            link
+        };
         let bpf = if filter.is_empty() {
             None
         } else {
-            Some(Bpf::compile(filter, LINKTYPE_ETHERNET).map_err(|e| e.to_string())?)
+            Some(Bpf::compile(filter, link.pcap()).map_err(|e| e.to_string())?)
         };
         match kind {
             "sflow" => {
                 let sock = std::net::UdpSocket::bind(sflow_addr)
                     .map_err(|e| format!("cannot listen for sFlow on {sflow_addr}: {e}"))?;
-                Ok(Source::Sflow(SflowSource::new(sock, bpf)))
+                Ok((Source::Sflow(SflowSource::new(sock, bpf)), link))
             }
             "pcap" => {
                 let mut c = pcap::Capture::from_device(ifname)
@@ -549,8 +569,9 @@ impl Source {
                 if !filter.is_empty() {
                     c.filter(filter, true).map_err(|e| e.to_string())?;
                 }
+                let link = LinkType::from_pcap(c.get_datalink().0 as u32).unwrap_or(link);
                 let c = c.setnonblock().map_err(|e| e.to_string())?;
-                Ok(Source::Pcap(c))
+                Ok((Source::Pcap(c), link))
             }
             _ => {
                 let cfg = RingConfig {
@@ -559,7 +580,7 @@ impl Source {
                     ..Default::default()
                 };
                 Ring::open(&cfg, bpf.as_ref().map(|b| b.instructions()))
-                    .map(Source::Ring)
+                    .map(|r| (Source::Ring(r), link))
                     .map_err(|e| format!("cannot capture on {ifname}: {e}"))
             }
         }
@@ -734,6 +755,7 @@ impl Captures {
             .ok_or((500, format!("the node {name} has no TID")))?
             .to_string();
         let netns = namespace_of(g, &node);
+        let link = link_of_encap(node.str_at("EncapType"));
         let filter = normalized_filter(&spec.bpf_filter, &self.settings.analyzers);
         let snaplen = if spec.header_size == 0 {
             256
@@ -787,7 +809,7 @@ impl Captures {
                     let _ = opened_tx.send(Ok(()));
                     let source = Source::Sflow(SflowSource::new(sock, None));
                     let (rt, ovsdb) = (ctx.rt.clone(), ovsdb_addr.clone());
-                    ctx.run(source, cfg);
+                    ctx.run(source, LinkType::Ethernet, cfg);
                     // The capture ends: OVS stops sending (the sFlow row goes with the reference).
                     if let Err(e) = rt.block_on(ovs_sflow_detach(&ovsdb, &bridge)) {
                         tracing::warn!(bridge = %bridge, "cannot remove the sFlow configuration: {e}");
@@ -807,10 +829,10 @@ impl Captures {
                         return;
                     }
                 }
-                match Source::open(&kind_owned, &name, snaplen, &filter, &sflow_addr) {
-                    Ok(source) => {
+                match Source::open(&kind_owned, &name, snaplen, &filter, &sflow_addr, link) {
+                    Ok((source, link)) => {
                         let _ = opened_tx.send(Ok(()));
-                        ctx.run(source, cfg);
+                        ctx.run(source, link, cfg);
                     }
                     Err(e) => {
                         let _ = opened_tx.send(Err(e));
@@ -1047,7 +1069,7 @@ impl ProbeContext {
             }));
     }
 
-    fn run(self, mut source: Source, cfg: TableConfig) {
+    fn run(self, mut source: Source, link: LinkType, cfg: TableConfig) {
         let mut table = FlowTable::new(cfg);
         // The sFlow counters last written, with when.
         let mut sflow_prev: Option<(skydive_flow::sflow::IfCounters, i64)> = None;
@@ -1071,7 +1093,7 @@ impl ProbeContext {
                         ts_ns,
                     })
                     .collect();
-                table.process_batch(&packets, LinkType::Ethernet);
+                table.process_batch(&packets, link);
             }
             self.send(table.advance(now_ms()));
             if last_stats.elapsed() >= self.stats_every {

@@ -544,6 +544,143 @@ fn a_capture_on_a_bridge_port_of_the_host_sees_the_ping_through_the_bridge() {
     drop(clean);
 }
 
+/// Sends `count` ICMP echo requests from 10.78.9.2 to 10.78.9.1 into the tun device
+/// `captun0` (as a VPN would: IP packets, no link layer), reads the kernel's replies, and
+/// prints how many came back.
+const TUN_PINGER: &str = r#"
+import fcntl, os, select, struct, sys, time
+fd = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(fd, 0x400454ca, struct.pack("16sH", b"captun0", 0x0001 | 0x1000))  # TUNSETIFF: IFF_TUN | IFF_NO_PI
+def csum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff)
+    return ~(s + (s >> 16)) & 0xffff
+time.sleep(0.5)
+replies = 0
+for i in range(int(sys.argv[1])):
+    icmp = struct.pack("!BBHHH", 8, 0, 0, 0x4242, i + 1) + b"x" * 56
+    icmp = icmp[:2] + struct.pack("!H", csum(icmp)) + icmp[4:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), i + 1, 0, 64, 1, 0,
+                     bytes([10, 78, 9, 2]), bytes([10, 78, 9, 1]))
+    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+    os.write(fd, ip + icmp)
+    deadline = time.time() + 2
+    while time.time() < deadline:
+        if not select.select([fd], [], [], 0.2)[0]:
+            continue
+        p = os.read(fd, 4096)
+        if p[0] >> 4 == 4 and p[9] == 1 and p[20] == 0:
+            replies += 1
+            break
+    time.sleep(0.1)
+print(replies)
+"#;
+
+/// An interface without a link layer (a tun device, as VPNs and WireGuard have): its frames
+/// are IP packets. The capture reads them as such (its BPF filter compiled for raw IP, the
+/// frames decoded from their IP header), as Skydive does from the node's `EncapType`.
+#[test]
+fn a_capture_on_a_tun_device_reads_ip_packets() {
+    if !root("a_capture_on_a_tun_device_reads_ip_packets") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_p, addr) = allinone(dir.path());
+    let c = Client::new(&addr, None);
+    let mut clean = Cleanup(Vec::new());
+    let ns = "captun";
+    clean.netns(ns);
+    sh(&format!("ip -n {ns} tuntap add dev captun0 mode tun"));
+    sh(&format!(
+        "ip netns exec {ns} sysctl -qw net.ipv6.conf.all.disable_ipv6=1"
+    ));
+    sh(&format!("ip -n {ns} addr add 10.78.9.1/24 dev captun0"));
+    sh(&format!("ip -n {ns} link set captun0 up"));
+    eventually(
+        Duration::from_secs(20),
+        "the tun device in the topology, without a link layer",
+        || count(&c, "G.V().Has('Name', 'captun0', 'EncapType', 'none')") == 1,
+    );
+    let cap: Value = c
+        .json(
+            "POST",
+            "/api/capture",
+            &json!({"GremlinQuery": "G.V().Has('Name', 'captun0')", "BPFFilter": "icmp", "RawPacketLimit": 1}),
+            &[],
+        )
+        .unwrap();
+    let id = cap["UUID"].as_str().unwrap().to_string();
+    eventually(
+        Duration::from_secs(20),
+        "the capture runs on the tun",
+        || {
+            count(
+                &c,
+                &format!(
+                    "G.V().Has('Name', 'captun0', 'Captures.ID', '{id}', 'Captures.State', 'active')"
+                ),
+            ) == 1
+        },
+    );
+    let script = dir.path().join("tun_pinger.py");
+    std::fs::write(&script, TUN_PINGER).unwrap();
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .arg("python3")
+        .arg(&script)
+        .arg("5")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "5",
+        "the kernel answered"
+    );
+    let q = "G.V().Has('Name', 'captun0').Flows().Has('Network.A', '10.78.9.2')";
+    eventually(
+        Duration::from_secs(15),
+        "the pings' flow on the tun",
+        || {
+            json_query(&c, q)
+                .as_array()
+                .and_then(|fs| fs.first().cloned())
+                .is_some_and(|f| f["Metric"]["ABPackets"] == 5 && f["Metric"]["BAPackets"] == 5)
+        },
+    );
+    let f = json_query(&c, q)[0].clone();
+    assert_eq!(f["LayersPath"], "IPv4/ICMPv4", "{f}");
+    assert_eq!(f["Network"]["B"], "10.78.9.1", "{f}");
+    assert!(f.get("Link").is_none_or(Value::is_null), "{f}");
+    assert_eq!(f["ICMP"]["Type"], "ECHO", "{f}");
+    // 84-byte datagrams, counted from the IP header.
+    assert_eq!(f["Metric"]["ABBytes"], 5 * 84, "{f}");
+    // The raw packet kept (stored with the flow: live, a flow holds only those of its last
+    // update) says how it begins (LINKTYPE_RAW).
+    let raw_q = format!("G.Context(NOW, 300).{}.RawPackets()", &q[2..]);
+    let first_raw = || {
+        json_query(&c, &raw_q)
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|m| m.as_object())
+            .and_then(|m| m.values().next())
+            .and_then(|v| v.as_array())
+            .and_then(|a| a.first())
+            .cloned()
+    };
+    eventually(Duration::from_secs(15), "the stored raw packet", || {
+        first_raw().is_some()
+    });
+    let first = first_raw().unwrap();
+    assert_eq!(first["LinkType"], 101, "{first}");
+    c.delete(&format!("/api/capture/{id}")).unwrap();
+    drop(clean);
+}
+
 /// The flow of at least 5 echo requests, among `flows`.
 fn five_pings(flows: &Value) -> Option<Value> {
     flows
