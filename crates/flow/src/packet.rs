@@ -161,13 +161,15 @@ pub fn segment_info<'a>(data: &'a [u8], d: &Decoded, seg: Segment) -> SegmentInf
 }
 
 /// The common case, read straight off the frame: an Ethernet frame (at most one 802.1Q tag)
-/// carrying a whole, unfragmented IPv4 or IPv6 datagram (no extension headers) with TCP,
-/// ICMPv4, or UDP on a port no application layer or tunnel is decoded on. For such a frame it
+/// carrying an unfragmented IPv4 or IPv6 datagram (no extension headers) with TCP, ICMPv4, or
+/// UDP on a port no application layer or tunnel is decoded on, whole or cut after its
+/// transport header (a capture's snap length: 256 bytes by default). For such a frame it
 /// gives exactly what [`decode`](crate::decode::decode) then [`segment_info`] give for its
-/// only segment; for any other frame, `None`, and the caller takes the general path.
+/// only segment, and whether the datagram was cut (what the decoder flags as truncated); for
+/// any other frame, `None`, and the caller takes the general path.
 #[inline(always)]
-pub fn fast_info(data: &[u8]) -> Option<SegmentInfo<'_>> {
-    let (mut info, proto, l4, end) = fast_l3(data)?;
+pub fn fast_info(data: &[u8]) -> Option<(SegmentInfo<'_>, bool)> {
+    let (mut info, proto, l4, end, cut) = fast_l3(data)?;
     match proto {
         6 => {
             if end < l4 + 20 {
@@ -208,17 +210,18 @@ pub fn fast_info(data: &[u8]) -> Option<SegmentInfo<'_>> {
         }
         _ => return None,
     }
-    Some(info)
+    Some((info, cut))
 }
 
-/// A VXLAN frame of the common case: the tunnel's frame (Ethernet, at most one 802.1Q tag, a
-/// whole IPv4 or IPv6 datagram, UDP to or from port 4789, the VXLAN header) carrying a frame
+/// A VXLAN frame of the common case: the tunnel's frame (Ethernet, at most one 802.1Q tag, an
+/// IPv4 or IPv6 datagram, UDP to or from port 4789, the VXLAN header) carrying a frame
 /// [`fast_info`] takes. For such a frame it gives exactly what the decoder then
 /// [`segment_info`] give for its two segments, the tunnel's and the inner one; for any other
-/// frame, `None`.
+/// frame, `None`. Like [`fast_info`], it takes frames cut after the inner transport header,
+/// and tells whether the frame was cut.
 #[inline]
-pub fn fast_vxlan(data: &[u8]) -> Option<(SegmentInfo<'_>, SegmentInfo<'_>)> {
-    let (mut outer, proto, l4, end) = fast_l3(data)?;
+pub fn fast_vxlan(data: &[u8]) -> Option<(SegmentInfo<'_>, SegmentInfo<'_>, bool)> {
+    let (mut outer, proto, l4, end, outer_cut) = fast_l3(data)?;
     // The UDP header and the VXLAN header after it.
     if proto != 17 || end < l4 + 16 {
         return None;
@@ -235,15 +238,16 @@ pub fn fast_vxlan(data: &[u8]) -> Option<(SegmentInfo<'_>, SegmentInfo<'_>)> {
     outer.last = Some(LayerKind::Vxlan);
     // The inner frame ends where the tunnel's datagram does.
     let inner_at = l4 + 16;
-    let mut inner = fast_info(&data[inner_at..end])?;
+    let (mut inner, inner_cut) = fast_info(&data[inner_at..end])?;
     inner.offset = inner_at as u32;
-    Some((outer, inner))
+    Some((outer, inner, outer_cut || inner_cut))
 }
 
 /// The link and network layers of the common case: the segment's fields so far, the IP
-/// protocol, where the transport header starts and where the datagram ends.
+/// protocol, where the transport header starts, where the datagram ends (the frame's end
+/// when it was cut short) and whether it was.
 #[inline(always)]
-fn fast_l3(data: &[u8]) -> Option<(SegmentInfo<'_>, u8, usize, usize)> {
+fn fast_l3(data: &[u8]) -> Option<(SegmentInfo<'_>, u8, usize, usize, bool)> {
     if data.len() < 14 {
         return None;
     }
@@ -272,7 +276,7 @@ fn fast_l3(data: &[u8]) -> Option<(SegmentInfo<'_>, u8, usize, usize)> {
             let ihl = (data[at] & 0x0f) as usize * 4;
             let total = be16(data, at + 2) as usize;
             let frag = be16(data, at + 6);
-            if ihl < 20 || total < ihl || at + total > data.len() || frag & 0x3fff != 0 {
+            if ihl < 20 || total < ihl || at + ihl > data.len() || frag & 0x3fff != 0 {
                 return None;
             }
             info.ip_version = 4;
@@ -289,9 +293,6 @@ fn fast_l3(data: &[u8]) -> Option<(SegmentInfo<'_>, u8, usize, usize)> {
                 return None;
             }
             let plen = be16(data, at + 4) as usize;
-            if at + 40 + plen > data.len() {
-                return None;
-            }
             info.ip_version = 6;
             info.src_ip = &data[at + 8..at + 24];
             info.dst_ip = &data[at + 24..at + 40];
@@ -301,7 +302,10 @@ fn fast_l3(data: &[u8]) -> Option<(SegmentInfo<'_>, u8, usize, usize)> {
         }
         _ => return None,
     };
-    Some((info, proto, l4, end))
+    // Padding after the datagram is not its payload; a datagram longer than the frame was
+    // cut by the capture.
+    let cut = end > data.len();
+    Some((info, proto, l4, end.min(data.len()), cut))
 }
 
 /// The keys of a flow.

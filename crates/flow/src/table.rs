@@ -433,8 +433,9 @@ impl FlowTable {
         if link == LinkType::Ethernet {
             // Straight off the frames.
             for (f, p) in fast.iter_mut().zip(chunk) {
-                if let Some(info) = fast_info(p.data) {
+                if let Some((info, cut)) = fast_info(p.data) {
                     *f = Some((keys(&info, self.cfg.l2_mode, 0), Seen::of(&info)));
+                    self.stats.truncated += cut as u64;
                 }
             }
             // Their flows' home buckets, loads independent of each other, before the lookups.
@@ -451,7 +452,7 @@ impl FlowTable {
                 // The frame's fields are read again only for what few packets need: a new
                 // flow (made from them, without the decoder), the side of a flow whose
                 // endpoints the order cannot tell apart, the rare part of the accounting.
-                let full = || fast_info(p.data).unwrap_or_default();
+                let full = || fast_info(p.data).unwrap_or_default().0;
                 let slot = self.flow_slot(k, p.ts_ns, |t| {
                     let info = full();
                     t.new_entry(&info, fast_layers_path(p.data, &info), "", p.ts_ns)
@@ -465,8 +466,9 @@ impl FlowTable {
                 continue;
             }
             if link == LinkType::Ethernet
-                && let Some((outer, inner)) = fast_vxlan(p.data)
+                && let Some((outer, inner, cut)) = fast_vxlan(p.data)
             {
+                self.stats.truncated += cut as u64;
                 self.process_vxlan(p, &outer, &inner, link);
                 continue;
             }

@@ -293,9 +293,9 @@ proptest! {
     fn the_common_case_path_agrees_with_the_decoder(
         f in altered_frames(common_frames(), 200, 120),
     ) {
-        if let Some(fast) = fast_info(&f) {
+        if let Some((fast, cut)) = fast_info(&f) {
             let (d, segs) = decoded(&f);
-            prop_assert!(!d.truncated);
+            prop_assert_eq!(d.truncated, cut);
             prop_assert_eq!(segs.len(), 1);
             prop_assert_eq!(&fast, &segment_info(&f, &d, segs[0]));
             prop_assert_eq!(fast_layers_path(&f, &fast), layers_path(&d, segs[0]));
@@ -340,9 +340,9 @@ proptest! {
     /// does for the frame's two segments.
     #[test]
     fn the_vxlan_path_agrees_with_the_decoder(f in altered_frames(vxlan_frames(), 260, 160)) {
-        if let Some((outer, inner)) = fast_vxlan(&f) {
+        if let Some((outer, inner, cut)) = fast_vxlan(&f) {
             let (d, segs) = decoded(&f);
-            prop_assert!(!d.truncated);
+            prop_assert_eq!(d.truncated, cut);
             prop_assert_eq!(segs.len(), 2);
             prop_assert_eq!(&outer, &segment_info(&f, &d, segs[0]));
             prop_assert_eq!(&inner, &segment_info(&f, &d, segs[1]));
@@ -365,6 +365,23 @@ fn the_vxlan_path_takes_the_common_case() {
         let want = inner != 2 && ports != 2;
         assert_eq!(*t, want, "frame {i}: {taken:?}");
     }
+}
+
+/// Frames cut at every length (as a capture's snap length cuts them): the table counts as
+/// truncated exactly those the decoder flags, the common case's frames cut after their
+/// transport header included.
+#[test]
+fn cut_frames_are_counted_as_the_decoder_flags_them() {
+    let mut t = table();
+    let mut want = 0;
+    for f in [common_frames(), vxlan_frames()].concat() {
+        for n in 0..=f.len() {
+            want += decoded(&f[..n]).0.truncated as u64;
+            t.process(&f[..n], f.len() as u32, 1_000_000, LinkType::Ethernet);
+        }
+    }
+    assert!(want > 1000, "{want}");
+    assert_eq!(t.stats().truncated, want);
 }
 
 #[test]
