@@ -1,12 +1,16 @@
 //! The fuzz target's body, shared with the test that replays what the fuzzer once found
 //! (`tests/fuzz-regressions/`), so that a finding stays fixed.
 
-use crate::decode::LinkType;
+use crate::decode::{Decoded, LinkType, decode, segments};
+use crate::packet::{fast_info, fast_layers_path, fast_vxlan, layers_path, segment_info};
 use crate::{FlowTable, Packet, TableConfig};
 
 /// Any byte string as a captured frame: the decoder, the flow keys, defragmentation, the
 /// application layers and the table take it or count it, never panic. The first byte picks
 /// the link type and the table's options.
+///
+/// Read as an Ethernet frame, what the common-case paths take of it must be exactly what the
+/// general decoder reads (cut frames included).
 ///
 /// The same bytes are then also read as a run of frames, each after a byte giving its length,
 /// handed to one table in one batch and to another one by one: both must give the same flows
@@ -40,6 +44,8 @@ pub fn frame(data: &[u8]) {
         let _ = serde_json::to_vec(&f);
     }
 
+    common_case_agrees(frame);
+
     let mut packets = Vec::new();
     let mut rest = frame;
     while let Some((&len, r)) = rest.split_first() {
@@ -72,5 +78,31 @@ pub fn sflow_datagram(data: &[u8]) {
         for f in t.flush(10) {
             let _ = serde_json::to_vec(&f);
         }
+    }
+}
+
+/// The common-case paths against the decoder, on one Ethernet frame.
+fn common_case_agrees(frame: &[u8]) {
+    let mut d = Decoded::default();
+    let mut segs = Vec::new();
+    decode(frame, LinkType::Ethernet, &mut d);
+    segments(&d, &mut segs);
+    if let Some((fast, cut)) = fast_info(frame) {
+        assert_eq!(d.truncated, cut);
+        assert_eq!(segs.len(), 1);
+        assert_eq!(fast, segment_info(frame, &d, segs[0]));
+        assert_eq!(fast_layers_path(frame, &fast), layers_path(&d, segs[0]));
+    }
+    if let Some((outer, inner, cut)) = fast_vxlan(frame) {
+        assert_eq!(d.truncated, cut);
+        assert_eq!(segs.len(), 2);
+        assert_eq!(outer, segment_info(frame, &d, segs[0]));
+        assert_eq!(inner, segment_info(frame, &d, segs[1]));
+        assert_eq!(fast_layers_path(frame, &outer), layers_path(&d, segs[0]));
+        let at = inner.offset as usize;
+        assert_eq!(
+            fast_layers_path(&frame[at..], &inner),
+            layers_path(&d, segs[1])
+        );
     }
 }
