@@ -1,4 +1,4 @@
-//! Any byte string as a pcap stream (`POST /api/pcap`, a `pcapsocket` capture): refused with
+//! Any byte string as a pcap or pcapng stream (`POST /api/pcap`, a `pcapsocket` capture): refused with
 //! a reason or read, never a panic; and a stream read whole gives the same flows as the same
 //! stream in two chunks (its last byte says where to cut).
 #![no_main]

@@ -8,6 +8,7 @@ pub mod afpacket;
 pub mod bpf;
 pub mod datagrams;
 pub mod pcapfile;
+mod pcapng;
 
 pub use bpf::{Bpf, BpfError};
 pub use datagrams::{Datagram, DatagramReader};

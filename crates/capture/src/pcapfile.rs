@@ -1,5 +1,5 @@
-//! pcap streams into flows: a file uploaded with `POST /api/pcap`, or a stream written to a
-//! `pcapsocket` capture. Bytes arrive in any chunks; complete packets go to a flow table
+//! pcap and pcapng streams into flows: a file uploaded with `POST /api/pcap`, or a stream
+//! written to a `pcapsocket` capture. Bytes arrive in any chunks; complete packets go to a flow table
 //! whose clock is the packets' timestamps, so a file gives the same flows every time.
 
 use pcap_file::DataLink;
@@ -7,20 +7,20 @@ use pcap_file::pcap::PcapParser;
 use skydive_flow::decode::LinkType;
 use skydive_flow::{Flow, FlowTable, Packet, TableConfig};
 
+use crate::pcapng::{self, Block, Section};
+
 /// Why a stream was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PcapError {
     #[error("not a pcap file: {0}")]
     Header(String),
-    #[error("pcapng files are not read; convert it with `editcap -F pcap`")]
-    PcapNg,
     #[error("unsupported link type {0:?}: Ethernet, raw IP and Linux cooked captures are read")]
     LinkType(DataLink),
     #[error("corrupt packet record after {packets} packets: {message}")]
     Record { packets: u64, message: String },
 }
 
-fn link_type(d: DataLink) -> Option<LinkType> {
+pub(crate) fn link_type(d: DataLink) -> Option<LinkType> {
     match d {
         DataLink::ETHERNET => Some(LinkType::Ethernet),
         DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => Some(LinkType::RawIp),
@@ -46,6 +46,34 @@ struct Format {
     big_endian: bool,
     /// Timestamps in ns (else µs).
     nanos: bool,
+}
+
+/// How a stream's records are read, from its first bytes.
+enum Stream {
+    Pcap(Format),
+    Ng(Section),
+}
+
+/// A stream's records, one after another.
+trait Records {
+    /// The next record of `bytes` and what follows it; `None` when the record is not complete
+    /// yet; the reason when it is corrupt.
+    fn next<'a>(&mut self, bytes: &'a [u8]) -> Result<Option<(Block<'a>, &'a [u8])>, String>;
+}
+
+impl Records for Format {
+    #[inline]
+    fn next<'a>(&mut self, bytes: &'a [u8]) -> Result<Option<(Block<'a>, &'a [u8])>, String> {
+        Ok(self
+            .record(bytes)?
+            .map(|(p, rest)| (Block::Packet(p, self.link), rest)))
+    }
+}
+
+impl Records for Section {
+    fn next<'a>(&mut self, bytes: &'a [u8]) -> Result<Option<(Block<'a>, &'a [u8])>, String> {
+        Section::next(self, bytes)
+    }
 }
 
 impl Format {
@@ -98,8 +126,8 @@ impl Format {
 pub struct PcapFeeder {
     table: FlowTable,
     buf: Vec<u8>,
-    /// Known once the file header is read.
-    format: Option<Format>,
+    /// Known once the file header (pcap) or first section header (pcapng) is read.
+    stream: Option<Stream>,
     packets: u64,
     last_ms: i64,
 }
@@ -117,7 +145,7 @@ impl PcapFeeder {
         PcapFeeder {
             table: FlowTable::new(cfg),
             buf: Vec::new(),
-            format: None,
+            stream: None,
             packets: 0,
             last_ms: 0,
         }
@@ -152,33 +180,69 @@ impl PcapFeeder {
     }
 
     /// Reads the file header (first) and the complete records of `bytes`; returns how many
-    /// bytes were used. Frames go to the table in batches (as a capture ring gives them): a
-    /// batch ends at the frame whose time reaches the table's next tick, so the ticks see
-    /// exactly the frames before them, as if the frames came one by one.
+    /// bytes were used.
     fn read(&mut self, bytes: &[u8], out: &mut Vec<Flow>) -> Result<usize, PcapError> {
         let mut rest = bytes;
-        if self.format.is_none() {
-            if rest.len() >= 4 && rest[..4] == [0x0a, 0x0d, 0x0d, 0x0a] {
-                return Err(PcapError::PcapNg);
+        if self.stream.is_none() {
+            if rest.len() < 4 {
+                return Ok(0);
             }
-            match PcapParser::new(rest) {
-                Ok((r, parser)) => {
-                    let header = parser.header();
-                    let dl = header.datalink;
-                    rest = r;
-                    self.format = Some(Format {
-                        link: link_type(dl).ok_or(PcapError::LinkType(dl))?,
-                        big_endian: header.endianness == pcap_file::Endianness::Big,
-                        nanos: header.ts_resolution == pcap_file::TsResolution::NanoSecond,
-                    });
+            if rest[..4] == pcapng::MAGIC {
+                match Section::first(rest) {
+                    Ok(Some((section, r))) => {
+                        rest = r;
+                        self.stream = Some(Stream::Ng(section));
+                    }
+                    Ok(None) => return Ok(0),
+                    Err(e) => return Err(PcapError::Header(e)),
                 }
-                Err(pcap_file::PcapError::IncompleteBuffer) => return Ok(0),
-                Err(e) => return Err(PcapError::Header(e.to_string())),
+            } else {
+                match PcapParser::new(rest) {
+                    Ok((r, parser)) => {
+                        let header = parser.header();
+                        let dl = header.datalink;
+                        rest = r;
+                        self.stream = Some(Stream::Pcap(Format {
+                            link: link_type(dl).ok_or(PcapError::LinkType(dl))?,
+                            big_endian: header.endianness == pcap_file::Endianness::Big,
+                            nanos: header.ts_resolution == pcap_file::TsResolution::NanoSecond,
+                        }));
+                    }
+                    Err(pcap_file::PcapError::IncompleteBuffer) => return Ok(0),
+                    Err(e) => return Err(PcapError::Header(e.to_string())),
+                }
             }
         }
-        let Some(format) = self.format else {
-            return Ok(0);
-        };
+        let start = bytes.len() - rest.len();
+        match self.stream.take() {
+            Some(Stream::Pcap(mut format)) => {
+                let used = self.read_records(bytes, start, &mut format, out);
+                self.stream = Some(Stream::Pcap(format));
+                used
+            }
+            Some(Stream::Ng(mut section)) => {
+                let used = self.read_records(bytes, start, &mut section, out);
+                self.stream = Some(Stream::Ng(section));
+                used
+            }
+            None => Ok(start),
+        }
+    }
+
+    /// Reads the complete records of `bytes` from `start`; returns how many bytes were used.
+    /// Frames go to the table in batches (as a capture ring gives them): a batch ends at the
+    /// frame whose time reaches the table's next tick, so the ticks see exactly the frames
+    /// before them, as if the frames came one by one; and before a frame of another link type
+    /// (a pcapng file may hold several interfaces).
+    fn read_records<R: Records>(
+        &mut self,
+        bytes: &[u8],
+        start: usize,
+        records: &mut R,
+        out: &mut Vec<Flow>,
+    ) -> Result<usize, PcapError> {
+        let mut rest = &bytes[start..];
+        let mut link = LinkType::Ethernet;
         let mut batch: Vec<Packet<'_>> = Vec::with_capacity(BATCH);
         // How far the stream has been read ahead (see below).
         let mut fetched = 0;
@@ -201,8 +265,16 @@ impl PcapFeeder {
             let due = self.table.next_tick_ms();
             let mut end = None;
             while batch.len() < BATCH {
-                match format.record(rest) {
-                    Ok(Some((p, r))) => {
+                match records.next(rest) {
+                    Ok(Some((Block::Other, r))) => rest = r,
+                    Ok(Some((Block::Packet(p, l), r))) => {
+                        if l != link {
+                            if !batch.is_empty() {
+                                // (Read again once the batch is in the table.)
+                                break;
+                            }
+                            link = l;
+                        }
                         self.packets += 1;
                         self.last_ms = self.last_ms.max(p.ts_ns / 1_000_000);
                         batch.push(p);
@@ -225,7 +297,7 @@ impl PcapFeeder {
                 }
             }
             if !batch.is_empty() {
-                self.table.process_batch(&batch, format.link);
+                self.table.process_batch(&batch, link);
                 out.extend(self.table.advance(self.last_ms));
                 batch.clear();
             }
@@ -246,7 +318,7 @@ impl PcapFeeder {
     pub fn flows_of(bytes: &[u8], cfg: TableConfig) -> Result<(Vec<Flow>, u64), PcapError> {
         let mut f = PcapFeeder::new(cfg);
         let mut flows = f.feed(bytes)?;
-        if f.format.is_none() {
+        if f.stream.is_none() {
             return Err(PcapError::Header("the file ends inside its header".into()));
         }
         if !f.buf.is_empty() {
@@ -308,14 +380,20 @@ mod tests {
     }
 
     /// A DNS query and its answer, 10.0.0.1:5353 → 10.0.0.53:53, as an Ethernet pcap.
-    fn dns_pcap() -> Vec<u8> {
+    /// A DNS query and its answer.
+    fn dns_frames() -> [Vec<u8>; 2] {
         let query = [
             0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'f', b'o', b'o', 0, 0, 1, 0, 1,
         ];
-        pcap(&[
-            (1_000, udp([10, 0, 0, 1], [10, 0, 0, 53], 5353, 53, &query)),
-            (1_020, udp([10, 0, 0, 53], [10, 0, 0, 1], 53, 5353, &query)),
-        ])
+        [
+            udp([10, 0, 0, 1], [10, 0, 0, 53], 5353, 53, &query),
+            udp([10, 0, 0, 53], [10, 0, 0, 1], 53, 5353, &query),
+        ]
+    }
+
+    fn dns_pcap() -> Vec<u8> {
+        let [q, a] = dns_frames();
+        pcap(&[(1_000, q), (1_020, a)])
     }
 
     /// Frames are read in batches, yet the table's ticks see exactly the frames before them:
@@ -458,19 +536,275 @@ mod tests {
         }
     }
 
+    /// `editcap -F pcapng` of a pcap file (Wireshark's own conversion), or `None` when
+    /// editcap is not installed (outside CI, which installs it).
+    fn editcap_pcapng(pcap: &[u8]) -> Option<Vec<u8>> {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("in.pcap"), dir.path().join("out.pcapng"));
+        std::fs::write(&from, pcap).unwrap();
+        match std::process::Command::new("editcap")
+            .args(["-F", "pcapng"])
+            .arg(&from)
+            .arg(&to)
+            .status()
+        {
+            Ok(s) => {
+                assert!(s.success(), "editcap failed");
+                Some(std::fs::read(&to).unwrap())
+            }
+            Err(e) => {
+                assert_ne!(
+                    std::env::var("CI").as_deref(),
+                    Ok("true"),
+                    "editcap is needed under CI=true: {e}"
+                );
+                eprintln!("SKIPPED pcapng from editcap: {e}");
+                None
+            }
+        }
+    }
+
+    /// The golden files of the flow engine (Ethernet and raw IP, µs, big-endian) and a
+    /// capture with ns timestamps, converted to pcapng by Wireshark's editcap: the same
+    /// packets and flows as the pcap files, whatever the chunks the stream comes in.
+    #[test]
+    fn a_pcapng_file_gives_the_flows_of_the_same_pcap_file() {
+        let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/../flow/tests/golden");
+        let mut files: Vec<Vec<u8>> = std::fs::read_dir(golden)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "pcap"))
+            .map(|p| std::fs::read(p).unwrap())
+            .collect();
+        assert!(files.len() >= 15, "{}", files.len());
+        let header = PcapHeader {
+            ts_resolution: pcap_file::TsResolution::NanoSecond,
+            ..PcapHeader::default()
+        };
+        let mut w = PcapWriter::with_header(Vec::new(), header).unwrap();
+        for (i, f) in dns_frames().iter().enumerate() {
+            w.write_packet(&PcapPacket::new(
+                Duration::new(1_700_000_001, 123_456_789 + i as u32 * 1_000_001),
+                f.len() as u32,
+                f,
+            ))
+            .unwrap();
+        }
+        files.push(w.into_writer());
+        let cfg = TableConfig {
+            raw_packet_limit: 2,
+            ..TableConfig::default()
+        };
+        let mut links = std::collections::BTreeSet::new();
+        for pcap in &files {
+            let Some(ng) = editcap_pcapng(pcap) else {
+                return;
+            };
+            assert_eq!(ng[..4], pcapng::MAGIC);
+            links.insert(u32::from(
+                PcapParser::new(pcap).unwrap().1.header().datalink,
+            ));
+            let want = PcapFeeder::flows_of(pcap, cfg.clone()).unwrap();
+            assert!(want.1 > 0);
+            assert_eq!(PcapFeeder::flows_of(&ng, cfg.clone()).unwrap(), want);
+            for chunk in [1, 7, 100] {
+                let mut feeder = PcapFeeder::new(cfg.clone());
+                let mut flows = Vec::new();
+                for c in ng.chunks(chunk) {
+                    flows.extend(feeder.feed(c).unwrap());
+                }
+                assert_eq!(feeder.packets(), want.1);
+                flows.extend(feeder.finish());
+                assert_eq!(flows, want.0, "chunks of {chunk} bytes");
+            }
+        }
+        // Ethernet and raw IP captures among them.
+        assert!(links.is_superset(&[1, 101].into()), "{links:?}");
+    }
+
+    /// A big-endian section with two interfaces of different link types and time
+    /// resolutions (ms; 1/1024 s), packets of both interleaved, a simple and an obsolete
+    /// packet block, and a second section in the other byte order: every packet read with its own link type and
+    /// time.
+    #[test]
+    fn pcapng_sections_interfaces_and_time_resolutions() {
+        use pcap_file::Endianness;
+        use pcap_file::pcapng::PcapNgWriter;
+        use pcap_file::pcapng::blocks::Block as NgBlock;
+        use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+        use pcap_file::pcapng::blocks::interface_description::{
+            InterfaceDescriptionBlock, InterfaceDescriptionOption,
+        };
+        use pcap_file::pcapng::blocks::packet::PacketBlock;
+        use pcap_file::pcapng::blocks::simple_packet::SimplePacketBlock;
+        let eth = udp([10, 0, 0, 1], [10, 0, 0, 2], 4000, 5000, &[1; 20]);
+        let raw = udp([10, 0, 0, 3], [10, 0, 0, 4], 4001, 5001, &[2; 30])[14..].to_vec();
+        let interface = |linktype, tsresol| {
+            NgBlock::InterfaceDescription(InterfaceDescriptionBlock {
+                linktype,
+                snaplen: 0,
+                options: vec![InterfaceDescriptionOption::IfTsResol(tsresol)],
+            })
+        };
+        // (The writer puts a timestamp's nanoseconds in the block as they are: they are
+        // read in the interface's units.)
+        let packet = |interface_id, units: u64, data: &[u8]| {
+            NgBlock::EnhancedPacket(EnhancedPacketBlock {
+                interface_id,
+                timestamp: Duration::from_nanos(units),
+                original_len: data.len() as u32,
+                data: data.to_vec().into(),
+                options: vec![],
+            })
+        };
+        let mut bytes = Vec::new();
+        for endianness in [Endianness::Big, Endianness::Little] {
+            let mut w = PcapNgWriter::with_endianness(Vec::new(), endianness).unwrap();
+            w.write_block(&interface(DataLink::ETHERNET, 3)).unwrap();
+            w.write_block(&interface(DataLink::RAW, 0x80 | 10)).unwrap();
+            for i in 0..3u64 {
+                // 1,700,000,001,000 ms + i; 1,700,000,002 s + i/1024 s.
+                w.write_block(&packet(0, 1_700_000_001_000 + i, &eth))
+                    .unwrap();
+                w.write_block(&packet(1, (1_700_000_002 << 10) + i, &raw))
+                    .unwrap();
+            }
+            if endianness == Endianness::Big {
+                // An obsolete packet block (its writer puts the timestamp's two halves in
+                // the right order in big-endian sections only).
+                w.write_block(&NgBlock::Packet(PacketBlock {
+                    interface_id: 1,
+                    drop_count: 0,
+                    timestamp: (1_700_000_002 << 10) + 2,
+                    captured_len: raw.len() as u32,
+                    original_len: raw.len() as u32,
+                    data: raw.clone().into(),
+                    options: vec![],
+                }))
+                .unwrap();
+            }
+            // Interface 0, at the latest packet's time.
+            w.write_block(&NgBlock::SimplePacket(SimplePacketBlock {
+                original_len: eth.len() as u32,
+                data: eth.clone().into(),
+            }))
+            .unwrap();
+            bytes.extend(w.into_inner());
+        }
+        let (flows, packets) = PcapFeeder::flows_of(&bytes, TableConfig::default()).unwrap();
+        assert_eq!(packets, 15);
+        let by_port = |p: i64| {
+            flows
+                .iter()
+                .find(|f| f.transport.as_ref().is_some_and(|t| t.a == p))
+                .unwrap_or_else(|| panic!("{flows:?}"))
+        };
+        let (e, r) = (by_port(4000), by_port(4001));
+        assert_eq!(flows.len(), 2, "{flows:?}");
+        assert_eq!(e.layers_path, "Ethernet/IPv4/UDP");
+        assert_eq!(r.layers_path, "IPv4/UDP");
+        assert_eq!(e.metric.unwrap().ab_packets, 8);
+        assert_eq!(r.metric.unwrap().ab_packets, 7);
+        assert_eq!(e.start, 1_700_000_001_000);
+        // The simple packet blocks come at the raw interface's latest time (2/1024 s).
+        assert_eq!(e.last, 1_700_000_002_001);
+        assert_eq!((r.start, r.last), (1_700_000_002_000, 1_700_000_002_001));
+    }
+
+    /// Corrupt pcapng streams: the reason, and the packets read before it.
+    #[test]
+    fn bad_pcapng_streams_are_refused_with_the_reason() {
+        use pcap_file::pcapng::PcapNgWriter;
+        use pcap_file::pcapng::blocks::Block as NgBlock;
+        use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+        use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+        let eth = udp([10, 0, 0, 1], [10, 0, 0, 2], 4000, 5000, &[1; 20]);
+        // Two packets of interface 0, the second one's interface then changed.
+        let stream = |linktype, interface_id: u32| {
+            let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+            w.write_block(&NgBlock::InterfaceDescription(InterfaceDescriptionBlock {
+                linktype,
+                snaplen: 0,
+                options: vec![],
+            }))
+            .unwrap();
+            for _ in 0..2 {
+                w.write_block(&NgBlock::EnhancedPacket(EnhancedPacketBlock {
+                    interface_id: 0,
+                    timestamp: Duration::from_nanos(1_700_000_001_000_000),
+                    original_len: eth.len() as u32,
+                    data: eth.clone().into(),
+                    options: vec![],
+                }))
+                .unwrap();
+            }
+            let mut b = w.into_inner();
+            let last = b.len() - u32::from_le_bytes(b[b.len() - 4..].try_into().unwrap()) as usize;
+            b[last + 8..last + 12].copy_from_slice(&interface_id.to_le_bytes());
+            b
+        };
+        let read = |b: &[u8]| PcapFeeder::flows_of(b, TableConfig::default());
+        let good = stream(DataLink::ETHERNET, 0);
+        assert_eq!(read(&good).unwrap().1, 2);
+        let message = |r: Result<(Vec<Flow>, u64), PcapError>| match r {
+            Err(PcapError::Record { packets, message }) => (packets, message),
+            r => panic!("{r:?}"),
+        };
+        // A packet of an interface the section does not declare.
+        let (n, m) = message(read(&stream(DataLink::ETHERNET, 3)));
+        assert_eq!(n, 1);
+        assert!(m.contains("interface 3"), "{m}");
+        // An interface of a link type not read.
+        let (n, m) = message(read(&stream(DataLink::USB_LINUX, 0)));
+        assert_eq!(n, 0);
+        assert!(m.contains("USB_LINUX"), "{m}");
+        // The last block's length: not a multiple of 4; its trailer differing; past 16 MiB.
+        let last =
+            good.len() - u32::from_le_bytes(good[good.len() - 4..].try_into().unwrap()) as usize;
+        for (len, trailer, says) in [
+            (70, None, "a block of 70 bytes"),
+            (good.len() - last, Some(4), "trailer says 4"),
+            (32 << 20, None, "a block of 33554432 bytes"),
+        ] {
+            let mut bad = good.clone();
+            bad[last + 4..last + 8].copy_from_slice(&(len as u32).to_le_bytes());
+            if let Some(t) = trailer {
+                let end = bad.len();
+                bad[end - 4..].copy_from_slice(&(t as u32).to_le_bytes());
+            }
+            let (n, m) = message(read(&bad));
+            assert_eq!(n, 1);
+            assert!(m.contains(says), "{m}");
+        }
+        // Cut inside the last block.
+        let r = read(&good[..good.len() - 3]);
+        assert_eq!(
+            r.unwrap_err(),
+            PcapError::Record {
+                packets: 1,
+                message: "the file ends inside a packet record".into()
+            }
+        );
+        // A section header whose byte-order magic is neither.
+        let mut bad = good.clone();
+        bad[8] ^= 0xff;
+        assert!(matches!(read(&bad), Err(PcapError::Header(m)) if m.contains("byte-order")));
+    }
+
     #[test]
     fn bad_streams_are_refused_with_the_reason() {
         assert!(matches!(
             PcapFeeder::flows_of(b"hello world, not a pcap", TableConfig::default()),
             Err(PcapError::Header(_))
         ));
+        // The start of a pcapng section header, and no more.
         assert_eq!(
             PcapFeeder::flows_of(
                 &[0x0a, 0x0d, 0x0d, 0x0a, 0, 0, 0, 0],
                 TableConfig::default()
             )
             .unwrap_err(),
-            PcapError::PcapNg
+            PcapError::Header("the file ends inside its header".into())
         );
         let mut bytes = dns_pcap();
         // A record claiming 3 GB.

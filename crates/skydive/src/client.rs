@@ -78,7 +78,7 @@ enum ClientCommand {
     /// Alerts.
     #[command(subcommand)]
     Alert(AlertCommand),
-    /// Upload a pcap file: its flows are computed and stored.
+    /// Upload a pcap or pcapng file: its flows are computed and stored.
     Pcap {
         /// The pcap file.
         #[arg(long)]

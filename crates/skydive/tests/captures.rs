@@ -463,6 +463,65 @@ fn pcap_and_afpacket_agree_and_an_uploaded_pcap_gives_its_dns_flows() {
     assert!(!via_socket["NodeTID"].as_str().unwrap().is_empty());
     c.delete(&format!("/api/capture/{sock_id}")).unwrap();
 
+    // A capture by Wireshark's dumpcap, in its own format (pcapng), uploaded: its DNS
+    // exchange is a third DNS flow (after the upload's and the pcapsocket's).
+    let ng = dir.path().join("dns.pcapng");
+    let _dns2 = background(&format!(
+        "ip netns exec {ns_b} python3 -c \"import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('10.78.2.2',53));d,a=s.recvfrom(512);s.sendto(d,a)\""
+    ));
+    let mut dump = background(&format!(
+        "ip netns exec {ns_a} dumpcap -q -i {veth} -c 2 -w {} -f 'udp port 53'",
+        ng.display()
+    ));
+    eventually(
+        Duration::from_secs(10),
+        "the DNS server and dumpcap ready",
+        || listening(ns_b, "u", 53) && ng.exists(),
+    );
+    sh(&format!(
+        "ip netns exec {ns_a} python3 -c \"import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(3);s.sendto(bytes.fromhex('4321010000010000000000000377777706676f6f676c6503636f6d0000010001'),('10.78.2.2',53));s.recv(512)\""
+    ));
+    eventually(
+        Duration::from_secs(10),
+        "dumpcap wrote both packets",
+        || dump.0.try_wait().unwrap().is_some(),
+    );
+    assert_eq!(std::fs::read(&ng).unwrap()[..4], [0x0a, 0x0d, 0x0d, 0x0a]);
+    let o = std::process::Command::new(bin())
+        .args([
+            "client",
+            "--analyzer",
+            &addr,
+            "pcap",
+            "--trace",
+            ng.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    eventually(
+        Duration::from_secs(10),
+        "the pcapng file's DNS flow",
+        || count(&c, dns_q) == 3,
+    );
+    let flows = json_query(&c, dns_q);
+    let second = flows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["UUID"] != f["UUID"] && g["UUID"] != via_socket["UUID"])
+        .unwrap();
+    assert_eq!(second["Network"]["A"], "10.78.2.1", "{second}");
+    assert_eq!(second["LayersPath"], "Ethernet/IPv4/UDP/DNS", "{second}");
+    assert_eq!(
+        (
+            second["Metric"]["ABPackets"].as_i64(),
+            second["Metric"]["BAPackets"].as_i64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert!(second["Start"].as_i64().unwrap() > f["Start"].as_i64().unwrap());
+
     // A file that is not pcap: 400 with the reason, through the CLI's exit code.
     let junk = dir.path().join("junk.pcap");
     std::fs::write(&junk, b"not a capture at all").unwrap();
