@@ -55,7 +55,7 @@ enum Stream {
 }
 
 /// A stream's records, one after another.
-trait Records {
+pub(crate) trait Records {
     /// The next record of `bytes` and what follows it; `None` when the record is not complete
     /// yet; the reason when it is corrupt.
     fn next<'a>(&mut self, bytes: &'a [u8]) -> Result<Option<(Block<'a>, &'a [u8])>, String>;
@@ -70,12 +70,6 @@ impl Records for Format {
     }
 }
 
-impl Records for Section {
-    fn next<'a>(&mut self, bytes: &'a [u8]) -> Result<Option<(Block<'a>, &'a [u8])>, String> {
-        Section::next(self, bytes)
-    }
-}
-
 impl Format {
     /// The next packet record of `bytes` and what follows it; `None` when the record is not
     /// complete yet; the reason when it is corrupt. (The 16-byte record header is read here:
@@ -87,14 +81,7 @@ impl Format {
         let Some(h) = bytes.first_chunk::<16>() else {
             return Ok(None);
         };
-        let word = |at: usize| {
-            let b = [h[at], h[at + 1], h[at + 2], h[at + 3]];
-            if self.big_endian {
-                u32::from_be_bytes(b)
-            } else {
-                u32::from_le_bytes(b)
-            }
-        };
+        let word = |at: usize| pcapng::word(h, at, self.big_endian);
         let (secs, frac, incl, orig) = (word(0), word(4), word(8), word(12));
         // A record longer than any snap length is corruption, not a reason to wait.
         if incl > MAX_RECORD {
@@ -719,6 +706,9 @@ mod tests {
         use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
         use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
         let eth = udp([10, 0, 0, 1], [10, 0, 0, 2], 4000, 5000, &[1; 20]);
+        // Where the last block of a little-endian stream starts (its trailer gives its length).
+        let last_block =
+            |b: &[u8]| b.len() - u32::from_le_bytes(b[b.len() - 4..].try_into().unwrap()) as usize;
         // Two packets of interface 0, the second one's interface then changed.
         let stream = |linktype, interface_id: u32| {
             let mut w = PcapNgWriter::new(Vec::new()).unwrap();
@@ -739,7 +729,7 @@ mod tests {
                 .unwrap();
             }
             let mut b = w.into_inner();
-            let last = b.len() - u32::from_le_bytes(b[b.len() - 4..].try_into().unwrap()) as usize;
+            let last = last_block(&b);
             b[last + 8..last + 12].copy_from_slice(&interface_id.to_le_bytes());
             b
         };
@@ -759,8 +749,7 @@ mod tests {
         assert_eq!(n, 0);
         assert!(m.contains("USB_LINUX"), "{m}");
         // The last block's length: not a multiple of 4; its trailer differing; past 16 MiB.
-        let last =
-            good.len() - u32::from_le_bytes(good[good.len() - 4..].try_into().unwrap()) as usize;
+        let last = last_block(&good);
         for (len, trailer, says) in [
             (70, None, "a block of 70 bytes"),
             (good.len() - last, Some(4), "trailer says 4"),

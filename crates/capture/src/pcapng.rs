@@ -11,6 +11,8 @@ use pcap_file::DataLink;
 use skydive_flow::Packet;
 use skydive_flow::decode::LinkType;
 
+use crate::pcapfile::Records;
+
 /// The first bytes of a pcapng stream (a section header block's type).
 pub(crate) const MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 
@@ -53,7 +55,8 @@ pub(crate) struct Section {
 }
 
 /// The 32-bit word at `at` of `b`, in a byte order (`b` holds it).
-fn word(b: &[u8], at: usize, big_endian: bool) -> u32 {
+#[inline]
+pub(crate) fn word(b: &[u8], at: usize, big_endian: bool) -> u32 {
     let w = [b[at], b[at + 1], b[at + 2], b[at + 3]];
     if big_endian {
         u32::from_be_bytes(w)
@@ -126,13 +129,12 @@ impl Section {
         };
         Ok(s.next(bytes)?.map(|(_, rest)| (s, rest)))
     }
+}
 
+impl Records for Section {
     /// The next block of `bytes` and what follows it; `None` when the block is not complete
     /// yet; the reason when it is corrupt.
-    pub(crate) fn next<'a>(
-        &mut self,
-        bytes: &'a [u8],
-    ) -> Result<Option<(Block<'a>, &'a [u8])>, String> {
+    fn next<'a>(&mut self, bytes: &'a [u8]) -> Result<Option<(Block<'a>, &'a [u8])>, String> {
         let Some((kind, body, rest, big_endian)) = block(bytes, self.big_endian)? else {
             return Ok(None);
         };
@@ -196,7 +198,9 @@ impl Section {
         };
         Ok(Some((block, rest)))
     }
+}
 
+impl Section {
     fn packet<'a>(
         &self,
         data: &'a [u8],

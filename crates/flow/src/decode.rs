@@ -380,24 +380,21 @@ pub fn decode(data: &[u8], link: LinkType, out: &mut Decoded) {
     let mut next = match link {
         LinkType::Ethernet => Next::Ethernet,
         LinkType::RawIp => Next::IpByVersion,
-        LinkType::LinuxSll => {
-            if data.len() < 16 {
+        // Linux cooked headers: version 1 is 16 bytes, the protocol last; version 2 is 20
+        // bytes, the protocol first.
+        LinkType::LinuxSll | LinkType::LinuxSll2 => {
+            let (kind, len, protocol_at) = if link == LinkType::LinuxSll {
+                (LayerKind::LinuxSll, 16, 14)
+            } else {
+                (LayerKind::LinuxSll2, 20, 0)
+            };
+            if data.len() < len {
                 out.fail(0);
                 return;
             }
-            out.push(data, LayerKind::LinuxSll, 0, 16);
-            at = 16;
-            ether_next(be16(data, 14))
-        }
-        // Version 2: 20 bytes, the protocol first.
-        LinkType::LinuxSll2 => {
-            if data.len() < 20 {
-                out.fail(0);
-                return;
-            }
-            out.push(data, LayerKind::LinuxSll2, 0, 20);
-            at = 20;
-            ether_next(be16(data, 0))
+            out.push(data, kind, 0, len);
+            at = len;
+            ether_next(be16(data, protocol_at))
         }
     };
     loop {

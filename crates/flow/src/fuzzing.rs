@@ -57,13 +57,24 @@ pub fn frame(data: &[u8]) {
         });
         rest = r;
     }
+    batch_matches_one_by_one(&packets, link, table, 10);
+}
+
+/// `packets` handed to one table (made by `table`) in one batch and to another one by one
+/// give the same counters and, flushed at `now_ms`, the same flows.
+pub fn batch_matches_one_by_one(
+    packets: &[Packet<'_>],
+    link: LinkType,
+    table: impl Fn() -> FlowTable,
+    now_ms: i64,
+) {
     let (mut batch, mut one_by_one) = (table(), table());
-    batch.process_batch(&packets, link);
-    for p in &packets {
+    batch.process_batch(packets, link);
+    for p in packets {
         one_by_one.process(p.data, p.wire_len, p.ts_ns, link);
     }
     assert_eq!(batch.stats(), one_by_one.stats());
-    assert_eq!(batch.flush(10), one_by_one.flush(10));
+    assert_eq!(batch.flush(now_ms), one_by_one.flush(now_ms));
 }
 
 /// Any byte string as an sFlow datagram: refused or decoded, and its samples go through a
@@ -81,8 +92,9 @@ pub fn sflow_datagram(data: &[u8]) {
     }
 }
 
-/// The common-case paths against the decoder, on one Ethernet frame.
-fn common_case_agrees(frame: &[u8]) {
+/// The common-case paths against the decoder, on one Ethernet frame: where one takes the
+/// frame, it reads exactly what the decoder does, cut frames included.
+pub fn common_case_agrees(frame: &[u8]) {
     let mut d = Decoded::default();
     let mut segs = Vec::new();
     decode(frame, LinkType::Ethernet, &mut d);

@@ -7,7 +7,8 @@ use frames::*;
 use proptest::prelude::*;
 use skydive_flow::decode::LinkType;
 use skydive_flow::decode::{Decoded, Segment, decode, segments};
-use skydive_flow::packet::{fast_info, fast_layers_path, fast_vxlan, layers_path, segment_info};
+use skydive_flow::fuzzing::{batch_matches_one_by_one, common_case_agrees};
+use skydive_flow::packet::{fast_info, fast_vxlan};
 use skydive_flow::{FlowTable, Packet, TableConfig};
 
 fn table() -> FlowTable {
@@ -240,6 +241,19 @@ fn altered_frames(
         .prop_map(move |(which, cut, flips)| altered(&frames[which], cut, &flips))
 }
 
+/// Whole frames as captured packets, `step_ns` apart.
+fn as_packets(frames: &[Vec<u8>], step_ns: i64) -> Vec<Packet<'_>> {
+    frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Packet {
+            data: f,
+            wire_len: f.len() as u32,
+            ts_ns: i as i64 * step_ns,
+        })
+        .collect()
+}
+
 /// A frame through the general decoder: what it decoded, and its segments.
 fn decoded(f: &[u8]) -> (Decoded, Vec<Segment>) {
     let mut d = Decoded::default();
@@ -288,18 +302,13 @@ fn vxlan_frames() -> Vec<Vec<u8>> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(3000))]
 
-    /// Where the common-case path takes a frame, it reads exactly what the decoder does.
+    /// Where the common-case path takes a frame, it reads exactly what the decoder does
+    /// (the check the flow fuzz target also runs).
     #[test]
     fn the_common_case_path_agrees_with_the_decoder(
         f in altered_frames(common_frames(), 200, 120),
     ) {
-        if let Some((fast, cut)) = fast_info(&f) {
-            let (d, segs) = decoded(&f);
-            prop_assert_eq!(d.truncated, cut);
-            prop_assert_eq!(segs.len(), 1);
-            prop_assert_eq!(&fast, &segment_info(&f, &d, segs[0]));
-            prop_assert_eq!(fast_layers_path(&f, &fast), layers_path(&d, segs[0]));
-        }
+        common_case_agrees(&f);
     }
 
     /// A run of frames near the common case (tunnels included), some altered, handed to a
@@ -318,38 +327,14 @@ proptest! {
                 ..table().config().clone()
             })
         };
-        let packets: Vec<Packet<'_>> = frames
-            .iter()
-            .enumerate()
-            .map(|(i, f)| Packet {
-                data: f,
-                wire_len: f.len() as u32,
-                ts_ns: i as i64 * 1_000_000,
-            })
-            .collect();
-        let (mut batch, mut one_by_one) = (small(), small());
-        batch.process_batch(&packets, LinkType::Ethernet);
-        for p in &packets {
-            one_by_one.process(p.data, p.wire_len, p.ts_ns, LinkType::Ethernet);
-        }
-        prop_assert_eq!(batch.stats(), one_by_one.stats());
-        prop_assert_eq!(batch.flush(1_000), one_by_one.flush(1_000));
+        batch_matches_one_by_one(&as_packets(&frames, 1_000_000), LinkType::Ethernet, small, 1_000);
     }
 
     /// Where the tunnel's common-case path takes a frame, it reads exactly what the decoder
     /// does for the frame's two segments.
     #[test]
     fn the_vxlan_path_agrees_with_the_decoder(f in altered_frames(vxlan_frames(), 260, 160)) {
-        if let Some((outer, inner, cut)) = fast_vxlan(&f) {
-            let (d, segs) = decoded(&f);
-            prop_assert_eq!(d.truncated, cut);
-            prop_assert_eq!(segs.len(), 2);
-            prop_assert_eq!(&outer, &segment_info(&f, &d, segs[0]));
-            prop_assert_eq!(&inner, &segment_info(&f, &d, segs[1]));
-            prop_assert_eq!(fast_layers_path(&f, &outer), layers_path(&d, segs[0]));
-            let at = inner.offset as usize;
-            prop_assert_eq!(fast_layers_path(&f[at..], &inner), layers_path(&d, segs[1]));
-        }
+        common_case_agrees(&f);
     }
 }
 
@@ -426,20 +411,12 @@ fn evictions_inside_a_group_match_frames_one_by_one() {
         max_entries: 4,
         ..Default::default()
     };
+    let batch = as_packets(&frames, 1000);
     let mut one = FlowTable::new(cfg.clone());
-    for (i, f) in frames.iter().enumerate() {
-        one.process(f, f.len() as u32, i as i64 * 1000, LinkType::Ethernet);
+    for p in &batch {
+        one.process(p.data, p.wire_len, p.ts_ns, LinkType::Ethernet);
     }
     let mut grouped = FlowTable::new(cfg);
-    let batch: Vec<Packet<'_>> = frames
-        .iter()
-        .enumerate()
-        .map(|(i, f)| Packet {
-            data: f,
-            wire_len: f.len() as u32,
-            ts_ns: i as i64 * 1000,
-        })
-        .collect();
     grouped.process_batch(&batch, LinkType::Ethernet);
     assert!(one.stats().evicted > 50, "{:?}", one.stats());
     assert_eq!(one.stats(), grouped.stats());

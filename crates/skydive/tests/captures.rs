@@ -45,13 +45,7 @@ fn a_capture_defined_in_advance_gives_flows_live_and_stored() {
 
     clean.veth_pair((ns_a, veth), (ns_b, peer), "10.78.1");
 
-    let active =
-        format!("G.V().Has('Name', '{veth}', 'Captures.ID', '{id}', 'Captures.State', 'active')");
-    let took = eventually(
-        Duration::from_secs(20),
-        "the capture starts on the new veth",
-        || count(&c, &active) == 1,
-    );
+    let took = wait_active(&c, veth, &id, "the capture starts on the new veth");
     eprintln!("capture active {took:?} after the veth came up");
     let got: Value = c.get(&format!("/api/capture/{id}")).unwrap();
     assert_eq!(got["Count"], 1);
@@ -64,9 +58,7 @@ fn a_capture_defined_in_advance_gives_flows_live_and_stored() {
         Duration::from_secs(15),
         "the live flow with its 3 echoes each way",
         || {
-            json_query(&c, &flows_q)
-                .as_array()
-                .and_then(|fs| fs.first().cloned())
+            first(&c, &flows_q)
                 .is_some_and(|f| f["Metric"]["ABPackets"] == 3 && f["Metric"]["BAPackets"] == 3)
         },
     );
@@ -158,10 +150,7 @@ fn a_capture_defined_in_advance_gives_flows_live_and_stored() {
         "G.Context(NOW, 300).V().Has('Name', '{veth}').Flows().Has('Network.A', '10.78.1.1')"
     );
     eventually(Duration::from_secs(15), "the stored flow", || {
-        json_query(&c, &stored_q)
-            .as_array()
-            .and_then(|fs| fs.first().cloned())
-            .is_some_and(|f| f["Metric"]["ABPackets"] == 3)
+        first(&c, &stored_q).is_some_and(|f| f["Metric"]["ABPackets"] == 3)
     });
     let stored = json_query(&c, &stored_q)[0].clone();
     assert_eq!(stored["UUID"], flow["UUID"]);
@@ -232,6 +221,42 @@ fn a_capture_defined_in_advance_gives_flows_live_and_stored() {
     assert_eq!(status["Flows"]["Dropped"], 0);
     drop(clean);
     drop(p);
+}
+
+/// A DNS server at 10.78.2.2:53 in `ns`, answering one query with its echo.
+fn dns_server(ns: &str) -> Background {
+    background(&format!(
+        "ip netns exec {ns} python3 -c \"import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('10.78.2.2',53));d,a=s.recvfrom(512);s.sendto(d,a)\""
+    ))
+}
+
+/// A DNS query for www.google.com from `ns` to 10.78.2.2:53, with the transaction ID `id`
+/// (four hex digits); returns once answered.
+fn dns_query(ns: &str, id: &str) {
+    sh(&format!(
+        "ip netns exec {ns} python3 -c \"import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(3);s.sendto(bytes.fromhex('{id}010000010000000000000377777706676f6f676c6503636f6d0000010001'),('10.78.2.2',53));s.recv(512)\""
+    ));
+}
+
+/// `skydive client pcap --trace FILE` against the analyzer at `addr`.
+fn upload_pcap(addr: &str, file: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(bin())
+        .args(["client", "--analyzer", addr, "pcap", "--trace"])
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
+/// The first result of a query, if any.
+fn first(c: &Client, q: &str) -> Option<Value> {
+    json_query(c, q).as_array()?.first().cloned()
+}
+
+/// Waits until the capture `id` runs on the node named `node`; returns how long it took.
+fn wait_active(c: &Client, node: &str, id: &str, what: &str) -> Duration {
+    let active =
+        format!("G.V().Has('Name', '{node}', 'Captures.ID', '{id}', 'Captures.State', 'active')");
+    eventually(Duration::from_secs(20), what, || count(c, &active) == 1)
 }
 
 /// Runs a command in the background; killed when dropped.
@@ -359,9 +384,7 @@ fn pcap_and_afpacket_agree_and_an_uploaded_pcap_gives_its_dns_flows() {
 
     // DNS recorded with tcpdump, then uploaded.
     let pcap = dir.path().join("dns.pcap");
-    let _dns = background(&format!(
-        "ip netns exec {ns_b} python3 -c \"import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('10.78.2.2',53));d,a=s.recvfrom(512);s.sendto(d,a)\""
-    ));
+    let _dns = dns_server(ns_b);
     let dump = background(&format!(
         "ip netns exec {ns_a} tcpdump -i {veth} -U -c 2 -w {} udp port 53",
         pcap.display()
@@ -372,9 +395,7 @@ fn pcap_and_afpacket_agree_and_an_uploaded_pcap_gives_its_dns_flows() {
         "the DNS server and tcpdump ready",
         || listening(ns_b, "u", 53) && pcap.exists(),
     );
-    sh(&format!(
-        "ip netns exec {ns_a} python3 -c \"import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(3);s.sendto(bytes.fromhex('1234010000010000000000000377777706676f6f676c6503636f6d0000010001'),('10.78.2.2',53));s.recv(512)\""
-    ));
+    dns_query(ns_a, "1234");
     eventually(Duration::from_secs(5), "tcpdump wrote both packets", || {
         std::fs::metadata(&pcap)
             .map(|m| m.len() > 24 + 2 * 16 + 2 * 70)
@@ -385,17 +406,7 @@ fn pcap_and_afpacket_agree_and_an_uploaded_pcap_gives_its_dns_flows() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let o = std::process::Command::new(bin())
-        .args([
-            "client",
-            "--analyzer",
-            &addr,
-            "pcap",
-            "--trace",
-            pcap.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let o = upload_pcap(&addr, &pcap);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let dns_q = "G.Context(NOW, 600).Flows().Has('Application', 'DNS', 'Transport.B', 53)";
     eventually(Duration::from_secs(10), "the uploaded DNS flow", || {
@@ -466,9 +477,7 @@ fn pcap_and_afpacket_agree_and_an_uploaded_pcap_gives_its_dns_flows() {
     // A capture by Wireshark's dumpcap, in its own format (pcapng), uploaded: its DNS
     // exchange is a third DNS flow (after the upload's and the pcapsocket's).
     let ng = dir.path().join("dns.pcapng");
-    let _dns2 = background(&format!(
-        "ip netns exec {ns_b} python3 -c \"import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('10.78.2.2',53));d,a=s.recvfrom(512);s.sendto(d,a)\""
-    ));
+    let _dns2 = dns_server(ns_b);
     let mut dump = background(&format!(
         "ip netns exec {ns_a} dumpcap -q -i {veth} -c 2 -w {} -f 'udp port 53'",
         ng.display()
@@ -478,26 +487,14 @@ fn pcap_and_afpacket_agree_and_an_uploaded_pcap_gives_its_dns_flows() {
         "the DNS server and dumpcap ready",
         || listening(ns_b, "u", 53) && ng.exists(),
     );
-    sh(&format!(
-        "ip netns exec {ns_a} python3 -c \"import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(3);s.sendto(bytes.fromhex('4321010000010000000000000377777706676f6f676c6503636f6d0000010001'),('10.78.2.2',53));s.recv(512)\""
-    ));
+    dns_query(ns_a, "4321");
     eventually(
         Duration::from_secs(10),
         "dumpcap wrote both packets",
         || dump.0.try_wait().unwrap().is_some(),
     );
     assert_eq!(std::fs::read(&ng).unwrap()[..4], [0x0a, 0x0d, 0x0d, 0x0a]);
-    let o = std::process::Command::new(bin())
-        .args([
-            "client",
-            "--analyzer",
-            &addr,
-            "pcap",
-            "--trace",
-            ng.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let o = upload_pcap(&addr, &ng);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     eventually(
         Duration::from_secs(10),
@@ -525,17 +522,7 @@ fn pcap_and_afpacket_agree_and_an_uploaded_pcap_gives_its_dns_flows() {
     // A file that is not pcap: 400 with the reason, through the CLI's exit code.
     let junk = dir.path().join("junk.pcap");
     std::fs::write(&junk, b"not a capture at all").unwrap();
-    let o = std::process::Command::new(bin())
-        .args([
-            "client",
-            "--analyzer",
-            &addr,
-            "pcap",
-            "--trace",
-            junk.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let o = upload_pcap(&addr, &junk);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("400: not a pcap file"),
@@ -572,27 +559,14 @@ fn a_capture_on_a_bridge_port_of_the_host_sees_the_ping_through_the_bridge() {
         )
         .unwrap();
     let id = cap["UUID"].as_str().unwrap().to_string();
-    eventually(
-        Duration::from_secs(20),
-        "the capture runs on the bridge port",
-        || {
-            count(
-                &c,
-                &format!(
-                    "G.V().Has('Name', 'vcapbr-a', 'Captures.ID', '{id}', 'Captures.State', 'active')"
-                ),
-            ) == 1
-        },
-    );
+    wait_active(&c, "vcapbr-a", &id, "the capture runs on the bridge port");
     sh("ip netns exec capbr-a ping -q -c 1 -s 1024 -W 2 10.78.3.2");
     let q = "G.V().Has('Name', 'vcapbr-a').Flows().Has('Network.A', '10.78.3.1')";
     eventually(
         Duration::from_secs(15),
         "the ping's flow on the bridge port",
         || {
-            json_query(&c, q)
-                .as_array()
-                .and_then(|fs| fs.first().cloned())
+            first(&c, q)
                 .is_some_and(|f| f["Metric"]["ABPackets"] == 1 && f["Metric"]["BAPackets"] == 1)
         },
     );
@@ -607,14 +581,21 @@ fn a_capture_on_a_bridge_port_of_the_host_sees_the_ping_through_the_bridge() {
 /// `captun0` (as a VPN would: IP packets, no link layer), reads the kernel's replies, and
 /// prints how many came back.
 const TUN_PINGER: &str = r#"
-import fcntl, os, select, struct, sys, time
+import fcntl, os, select, socket, struct, sys, time
 fd = os.open("/dev/net/tun", os.O_RDWR)
 fcntl.ioctl(fd, 0x400454ca, struct.pack("16sH", b"captun0", 0x0001 | 0x1000))  # TUNSETIFF: IFF_TUN | IFF_NO_PI
+# Held by a process, the device gets its carrier; the kernel sends through it once it says
+# the device is running (SIOCGIFFLAGS, IFF_RUNNING).
+ctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+deadline = time.time() + 5
+while not struct.unpack("16sH22x", fcntl.ioctl(ctl, 0x8913, struct.pack("16sH22x", b"captun0", 0)))[1] & 0x40:
+    if time.time() > deadline:
+        sys.exit("captun0 is not running")
+    time.sleep(0.01)
 def csum(b):
     s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
     s = (s >> 16) + (s & 0xffff)
     return ~(s + (s >> 16)) & 0xffff
-time.sleep(0.5)
 replies = 0
 for i in range(int(sys.argv[1])):
     icmp = struct.pack("!BBHHH", 8, 0, 0, 0x4242, i + 1) + b"x" * 56
@@ -669,18 +650,7 @@ fn a_capture_on_a_tun_device_reads_ip_packets() {
         )
         .unwrap();
     let id = cap["UUID"].as_str().unwrap().to_string();
-    eventually(
-        Duration::from_secs(20),
-        "the capture runs on the tun",
-        || {
-            count(
-                &c,
-                &format!(
-                    "G.V().Has('Name', 'captun0', 'Captures.ID', '{id}', 'Captures.State', 'active')"
-                ),
-            ) == 1
-        },
-    );
+    wait_active(&c, "captun0", &id, "the capture runs on the tun");
     let script = dir.path().join("tun_pinger.py");
     std::fs::write(&script, TUN_PINGER).unwrap();
     let out = std::process::Command::new("nsenter")
@@ -705,9 +675,7 @@ fn a_capture_on_a_tun_device_reads_ip_packets() {
         Duration::from_secs(15),
         "the pings' flow on the tun",
         || {
-            json_query(&c, q)
-                .as_array()
-                .and_then(|fs| fs.first().cloned())
+            first(&c, q)
                 .is_some_and(|f| f["Metric"]["ABPackets"] == 5 && f["Metric"]["BAPackets"] == 5)
         },
     );
