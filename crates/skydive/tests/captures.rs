@@ -259,21 +259,28 @@ fn wait_active(c: &Client, node: &str, id: &str, what: &str) -> Duration {
     eventually(Duration::from_secs(20), what, || count(c, &active) == 1)
 }
 
-/// Runs a command in the background; killed when dropped.
+/// Runs a command in the background, in a process group of its own; the whole group is
+/// killed when dropped (a daemon's children too: pmacctd's sFlow plugin outlives its killed
+/// core by seconds, sending samples of its own).
 struct Background(std::process::Child);
 
 impl Drop for Background {
     fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
 fn background(cmd: &str) -> Background {
+    use std::os::unix::process::CommandExt;
     Background(
         std::process::Command::new("sh")
             .arg("-c")
             .arg(in_netns(cmd))
+            .process_group(0)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
