@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
-use skydive_api::hub::HubHandle;
 use skydive_api::message::Incoming;
 use skydive_capture::afpacket::{Ring, RingConfig, ifindex};
 use skydive_capture::bpf::Bpf;
 use skydive_flow::decode::LinkType;
 use skydive_flow::{Flow, FlowTable, Packet, TableConfig};
 use skydive_graph::{Filter, Graph, Map, Node, Value, now_ms};
+use skydive_hub::HubHandle;
 use tokio::sync::broadcast;
 
 use crate::link::RequestHandler;

@@ -19,10 +19,10 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use serde_json::json;
-use skydive_api::hub::{Hub, HubHandle};
 use skydive_api::server::{self, Context, Service, Shared, json_response};
 use skydive_config::Settings;
 use skydive_graph::{Graph, NoHistory, now_ms};
+use skydive_hub::{Hub, HubHandle};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

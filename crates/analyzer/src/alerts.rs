@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
-use skydive_api::hub::HubHandle;
 use skydive_api::server::Shared;
+use skydive_hub::HubHandle;
 use tokio::sync::{Semaphore, broadcast};
 use tokio::task::JoinHandle;
 

@@ -89,7 +89,7 @@ impl FlowIngest {
 
     /// Watches the graph for the `Captures` entries the agents update (every
     /// `agent.flow.stats_update` seconds) and publishes each change as a `Stats` message.
-    pub async fn run_stats(self: Arc<Self>, hub: skydive_api::HubHandle) {
+    pub async fn run_stats(self: Arc<Self>, hub: skydive_hub::HubHandle) {
         use skydive_graph::GraphEvent;
         let mut events = hub.subscribe();
         // (node, capture) -> the stats last published

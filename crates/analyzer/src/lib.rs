@@ -24,10 +24,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use skydive_api::hub::{Hub, HubHandle};
 use skydive_api::server::{self, Context, Service, Shared};
 use skydive_config::Settings;
 use skydive_graph::Graph;
+use skydive_hub::{Hub, HubHandle};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

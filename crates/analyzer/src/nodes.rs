@@ -17,10 +17,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 use serde_json::Value as Json;
-use skydive_api::hub::{ConnId, HubError, HubHandle};
 use skydive_api::schema;
 use skydive_api::server::{json_response, text_error};
 use skydive_graph::{Edge, Element, GraphError, GraphEvent, Id, Key, Map, Node, Value, now_ms};
+use skydive_hub::{ConnId, HubError, HubHandle};
 use tokio::sync::broadcast;
 
 use crate::resources::{Change, Resources, resource_ttl};
@@ -97,7 +97,7 @@ impl ElementApi {
             hub,
             resources,
             host_id: host_id.to_string(),
-            conn: skydive_api::hub::next_conn_id(),
+            conn: skydive_hub::next_conn_id(),
             pending: Mutex::new(BTreeMap::new()),
         })
     }

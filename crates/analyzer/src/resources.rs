@@ -295,7 +295,7 @@ pub fn routes<T: Resource>(resources: Arc<Resources>) -> Router {
 /// The routes of a resource whose reads fill fields from the live graph of `hub`.
 pub fn routes_reading<T: Resource>(
     resources: Arc<Resources>,
-    hub: Option<skydive_api::hub::HubHandle>,
+    hub: Option<skydive_hub::HubHandle>,
 ) -> Router {
     Router::new()
         .route(
@@ -319,7 +319,7 @@ pub fn routes_reading<T: Resource>(
 
 struct Holder<T> {
     resources: Arc<Resources>,
-    hub: Option<skydive_api::hub::HubHandle>,
+    hub: Option<skydive_hub::HubHandle>,
     kind: PhantomData<fn() -> T>,
 }
 

@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value as Json;
-use skydive_api::hub::{ConnId, EventBatch, HubHandle};
 use skydive_graph::id::{link_id, uuid5_concat};
 use skydive_graph::{
     Edge, Graph, GraphEvent, GraphView, Id, Map, NoHistory, Node, Value, gen_id_from, now_ms,
 };
 use skydive_gremlin::{Env, Output};
+use skydive_hub::{ConnId, EventBatch, HubHandle};
 use tokio::sync::broadcast;
 
 use crate::resources::{Change, Resource, Resources};
@@ -233,7 +233,7 @@ impl RulesEngine {
             resources,
             host: host_id.to_string(),
             origin: format!("analyzer.{host_id}"),
-            conn: skydive_api::hub::next_conn_id(),
+            conn: skydive_hub::next_conn_id(),
             node_rules: BTreeMap::new(),
             edge_rules: BTreeMap::new(),
             applied: Applied::default(),

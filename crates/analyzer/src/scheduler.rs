@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use skydive_api::hub::HubHandle;
 use skydive_graph::{Graph, GraphEvent, Node, Value};
+use skydive_hub::HubHandle;
 use tokio::sync::broadcast;
 
 use crate::agents::Agents;

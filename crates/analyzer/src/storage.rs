@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
-use skydive_api::hub::EventBatch;
 use skydive_config::Settings;
 use skydive_flow::{Flow, FlowMetric, RawPacket};
 use skydive_graph::{GraphEvent, History, NoHistory, Time, now_ms};
 use skydive_gremlin::{FlowQuery, FlowSource};
+use skydive_hub::EventBatch;
 use skydive_storage::{Embedded, FlowStore, MemoryResources, ResourceStore, Retention};
 use tokio::sync::mpsc;
 

@@ -1,5 +1,5 @@
 //! Skydive's API: the wire messages of the WebSocket protocol, validation of nodes and edges,
-//! the hub that owns a graph, the REST and WebSocket server shared by the agent and the
+//! the REST and WebSocket server shared by the agent and the
 //! analyzer, and the client used by the command line and the agent.
 
 #![forbid(unsafe_code)]
@@ -7,10 +7,8 @@
 pub mod auth;
 pub mod client;
 pub mod duration;
-pub mod hub;
 pub mod message;
 pub mod schema;
 
-pub use hub::{ConnId, EventBatch, Hub, HubError, HubHandle, Snapshot, next_conn_id};
 pub mod server;
 pub mod ui;

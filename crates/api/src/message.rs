@@ -352,3 +352,57 @@ pub fn encode_event(ev: &skydive_graph::GraphEvent) -> EncodedEvent {
         },
     }
 }
+
+/// The wire encodings of an event batch, made once and shared by every subscriber and link:
+/// each event encoded for the wire, and whole messages by framing and update policy (JSON
+/// full, JSON partial, protobuf full, protobuf partial).
+#[derive(Default)]
+struct BatchEncoding {
+    encoded: std::sync::OnceLock<Vec<EncodedEvent>>,
+    frames: [std::sync::OnceLock<Vec<Frame>>; 4],
+}
+
+/// An event batch as the wire carries it.
+pub trait EncodedBatch {
+    /// The events encoded for the wire (done once, shared by every subscriber).
+    fn encoded(&self) -> &[EncodedEvent];
+    /// The events as `Graph` messages for subscribers of a framing and update policy
+    /// (updates as `*PartiallyUpdated` when `partial`), encoded once for all of them.
+    fn frames(&self, protocol: Protocol, partial: bool) -> &[Frame];
+}
+
+impl EncodedBatch for skydive_hub::EventBatch {
+    fn encoded(&self) -> &[EncodedEvent] {
+        self.memo(|_| BatchEncoding::default())
+            .encoded
+            .get_or_init(|| self.events.iter().map(encode_event).collect())
+    }
+
+    fn frames(&self, protocol: Protocol, partial: bool) -> &[Frame] {
+        let slot = match (protocol, partial) {
+            (Protocol::Json, false) => 0,
+            (Protocol::Json, true) => 1,
+            (Protocol::Protobuf, false) => 2,
+            (Protocol::Protobuf, true) => 3,
+        };
+        self.memo(|_| BatchEncoding::default()).frames[slot].get_or_init(|| {
+            self.encoded()
+                .iter()
+                .map(|ev| {
+                    let (kind, obj) = match (&ev.partial, partial) {
+                        (Some((k, o)), true) => (*k, o.as_ref()),
+                        _ => (ev.kind, ev.obj.as_ref()),
+                    };
+                    encode_raw(
+                        protocol,
+                        graph_types::NAMESPACE,
+                        kind,
+                        &new_uuid(),
+                        200,
+                        obj,
+                    )
+                })
+                .collect()
+        })
+    }
+}

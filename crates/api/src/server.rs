@@ -24,8 +24,8 @@ use skydive_gremlin::{BpfCompiler, Env, FlowSource, Output};
 use self::conn::{Conn, Handshake, Keepalive, MessageHandler, Registry};
 use self::publisher::PublishPolicy;
 use self::subscriber::Subscription;
-use crate::hub::HubHandle;
 use crate::message::{Incoming, graph_types};
+use skydive_hub::HubHandle;
 
 /// The version reported by `GET /api`.
 pub const VERSION: &str = concat!("0.28.0-rs.", env!("CARGO_PKG_VERSION"));

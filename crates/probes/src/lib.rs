@@ -22,8 +22,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use skydive_api::hub::HubHandle;
 use skydive_graph::{Id, now_ms};
+use skydive_hub::HubHandle;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 

@@ -626,7 +626,7 @@ impl OvsStatus {
 /// graph until it is back).
 pub async fn run(
     addr: String,
-    hub: skydive_api::hub::HubHandle,
+    hub: skydive_hub::HubHandle,
     host: Id,
     host_id: String,
     status: std::sync::Arc<OvsStatus>,
@@ -730,7 +730,7 @@ async fn dump_oflow(tables: &Tables, status: &OvsStatus) -> OfTables {
 
 /// Puts the graph in step with `tables`; returns the new state.
 async fn sync(
-    hub: &skydive_api::hub::HubHandle,
+    hub: &skydive_hub::HubHandle,
     tables: &Tables,
     host: &Id,
     host_id: &str,

@@ -13,8 +13,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::hub::{ConnId, next_conn_id};
 use crate::message::{self, Frame, Incoming, Protocol};
+use skydive_hub::{ConnId, next_conn_id};
 
 /// A shared text frame seen as bytes, so that it is sent without a copy.
 struct SharedText(Arc<str>);

@@ -15,8 +15,9 @@ use tokio::sync::{Mutex, broadcast};
 
 use super::Context;
 use super::conn::Conn;
-use crate::hub::EventBatch;
-use crate::message::{self, Frame, Incoming, graph_types::*};
+use skydive_hub::EventBatch;
+
+use crate::message::{self, EncodedBatch as _, Frame, Incoming, graph_types::*};
 
 /// The body of a `SyncRequest`.
 #[derive(Deserialize, Default)]

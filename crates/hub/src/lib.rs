@@ -1,5 +1,8 @@
 //! The hub: the one task that owns a graph.
 //!
+//! Below the API server and the probes: both hold a [`HubHandle`], neither depends on the
+//! other. Must not depend on any I/O but tokio's channels.
+//!
 //! Changes arrive as commands (closures over the graph); the hub applies whatever is queued,
 //! up to a batch limit, then publishes one snapshot and one event batch. Readers take the
 //! latest snapshot (a cheap clone of the persistent graph) and never wait for writers.
@@ -7,8 +10,11 @@
 //! behind is told so and must resynchronise); sinks (history storage, rules) get every batch
 //! through bounded channels that slow the hub down rather than lose anything.
 
-use std::sync::Arc;
+#![forbid(unsafe_code)]
+
+use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use skydive_graph::{Graph, GraphError, GraphEvent};
@@ -31,56 +37,46 @@ pub struct Snapshot {
 }
 
 /// The events of one batch of changes.
-#[derive(Debug)]
 pub struct EventBatch {
     pub seq: u64,
     pub events: Vec<GraphEvent>,
     /// The connections whose commands produced events of this batch, with how many events
     /// each: events are in command order, so a subscriber can skip its own.
     pub sources: Vec<(Option<ConnId>, usize)>,
-    encoded: std::sync::OnceLock<Vec<crate::message::EncodedEvent>>,
-    /// Whole messages, by framing and update policy (JSON full, JSON partial, protobuf
-    /// full, protobuf partial): one encoding per event for every subscriber.
-    frames: [std::sync::OnceLock<Vec<crate::message::Frame>>; 4],
+    /// What the consumers of the batch compute once and share (the API's wire encodings of
+    /// the events, made once for every subscriber).
+    memo: OnceLock<Box<dyn Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for EventBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBatch")
+            .field("seq", &self.seq)
+            .field("events", &self.events)
+            .field("sources", &self.sources)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EventBatch {
-    /// The events as `Graph` messages for subscribers of a framing and update policy
-    /// (updates as `*PartiallyUpdated` when `partial`), encoded once for all of them.
-    pub fn frames(
-        &self,
-        protocol: crate::message::Protocol,
-        partial: bool,
-    ) -> &[crate::message::Frame] {
-        use crate::message::{Protocol, encode_raw, graph_types::NAMESPACE, new_uuid};
-        let slot = match (protocol, partial) {
-            (Protocol::Json, false) => 0,
-            (Protocol::Json, true) => 1,
-            (Protocol::Protobuf, false) => 2,
-            (Protocol::Protobuf, true) => 3,
-        };
-        self.frames[slot].get_or_init(|| {
-            self.encoded()
-                .iter()
-                .map(|ev| {
-                    let (kind, obj) = match (&ev.partial, partial) {
-                        (Some((k, o)), true) => (*k, o.as_ref()),
-                        _ => (ev.kind, ev.obj.as_ref()),
-                    };
-                    encode_raw(protocol, NAMESPACE, kind, &new_uuid(), 200, obj)
-                })
-                .collect()
-        })
+    /// A batch (the hub makes them; tests and replays may too).
+    pub fn new(seq: u64, events: Vec<GraphEvent>, sources: Vec<(Option<ConnId>, usize)>) -> Self {
+        EventBatch {
+            seq,
+            events,
+            sources,
+            memo: OnceLock::new(),
+        }
     }
 
-    /// The events encoded for the wire (done once, shared by every subscriber).
-    pub fn encoded(&self) -> &[crate::message::EncodedEvent] {
-        self.encoded.get_or_init(|| {
-            self.events
-                .iter()
-                .map(crate::message::encode_event)
-                .collect()
-        })
+    /// The value computed once per batch by `init` and shared by every reader. A batch holds
+    /// one memo: the program uses one type for it (the API's encodings), and asking for
+    /// another type is a bug.
+    pub fn memo<T: Any + Send + Sync>(&self, init: impl FnOnce(&EventBatch) -> T) -> &T {
+        self.memo
+            .get_or_init(|| Box::new(init(self)))
+            .downcast_ref()
+            .expect("an event batch memoises values of one type only")
     }
 
     /// The events, each with the connection that caused it.
@@ -243,13 +239,7 @@ impl Hub {
                     seq,
                     graph: self.graph.clone(),
                 }));
-                let batch = Arc::new(EventBatch {
-                    seq,
-                    events,
-                    sources,
-                    encoded: Default::default(),
-                    frames: Default::default(),
-                });
+                let batch = Arc::new(EventBatch::new(seq, events, sources));
                 let _ = self.handle.events.send(batch.clone());
                 self.sinks.retain(|s| !s.is_closed());
                 for sink in &self.sinks {
@@ -334,5 +324,22 @@ mod tests {
             (0..100).map(|i| (Some(i % 3), format!("n{i}"))).collect();
         assert_eq!(seen, expected);
         assert_eq!(h.snapshot().graph.node_count(), 100);
+    }
+
+    #[test]
+    fn a_batch_memo_is_computed_once_and_shared() {
+        let batch = EventBatch::new(1, Vec::new(), Vec::new());
+        let mut calls = 0;
+        let first: *const Vec<u64> = batch.memo(|b| {
+            calls += 1;
+            vec![b.seq]
+        });
+        let second: *const Vec<u64> = batch.memo(|_| {
+            calls += 1;
+            vec![99]
+        });
+        assert_eq!(calls, 1);
+        assert_eq!(first, second);
+        assert_eq!(batch.memo(|_| Vec::<u64>::new()), &vec![1]);
     }
 }
