@@ -64,7 +64,7 @@ impl Alert {
         match self.trigger.strip_prefix("duration:") {
             None => Ok(Trigger::Graph),
             Some(d) => {
-                let d = skydive_api::duration::parse_go_duration(d.trim_start_matches('+'))
+                let d = skydive_graph::parse_go_period(d)
                     .ok()
                     .filter(|d| !d.is_zero())
                     .ok_or_else(|| {

@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use skydive_api::server::{json_response, text_error};
-use skydive_graph::now_ms;
+use skydive_graph::{Clock, SystemClock};
 use skydive_storage::ResourceStore;
 use tokio::sync::{Mutex, broadcast};
 
@@ -68,6 +68,8 @@ impl ResourceError {
 /// The resources of the analyzer, in the store, with their change stream.
 pub struct Resources {
     store: Arc<dyn ResourceStore>,
+    /// What times to live are measured with.
+    clock: Arc<dyn Clock>,
     changes: broadcast::Sender<ResourceChange>,
     /// Serialises writers, so that duplicate checks and writes are atomic.
     write: Mutex<()>,
@@ -81,8 +83,14 @@ impl std::fmt::Debug for Resources {
 
 impl Resources {
     pub fn new(store: Arc<dyn ResourceStore>) -> Arc<Resources> {
+        Self::with_clock(store, Arc::new(SystemClock))
+    }
+
+    /// Resources whose times to live run on `clock`.
+    pub fn with_clock(store: Arc<dyn ResourceStore>, clock: Arc<dyn Clock>) -> Arc<Resources> {
         Arc::new(Resources {
             store,
+            clock,
             changes: broadcast::channel(4096).0,
             write: Mutex::new(()),
         })
@@ -107,13 +115,15 @@ impl Resources {
     /// Every live resource of `kind`, by ID.
     pub async fn list(&self, kind: &str) -> Result<BTreeMap<String, Value>, ResourceError> {
         let kind = kind.to_string();
-        self.blocking(move |s| s.list(&kind, now_ms())).await
+        let now = self.clock.now_ms();
+        self.blocking(move |s| s.list(&kind, now)).await
     }
 
     /// One resource.
     pub async fn get(&self, kind: &str, id: &str) -> Result<Option<Value>, ResourceError> {
         let (kind, id) = (kind.to_string(), id.to_string());
-        self.blocking(move |s| s.get(&kind, &id, now_ms())).await
+        let now = self.clock.now_ms();
+        self.blocking(move |s| s.get(&kind, &id, now)).await
     }
 
     /// Stores a resource (created or replaced) and announces it once durable. `ttl_ms` 0
@@ -137,7 +147,11 @@ impl Resources {
         ttl_ms: i64,
     ) -> Result<(), ResourceError> {
         let existed = self.get(kind, id).await?.is_some();
-        let expires_at = if ttl_ms > 0 { now_ms() + ttl_ms } else { 0 };
+        let expires_at = if ttl_ms > 0 {
+            self.clock.now_ms() + ttl_ms
+        } else {
+            0
+        };
         let (k, i, v) = (kind.to_string(), id.to_string(), value.clone());
         self.blocking(move |s| s.put(&k, &i, &v, expires_at))
             .await?;
@@ -161,7 +175,8 @@ impl Resources {
             return Ok(None);
         };
         let (k, i) = (kind.to_string(), id.to_string());
-        if !self.blocking(move |s| s.delete(&k, &i, now_ms())).await? {
+        let now = self.clock.now_ms();
+        if !self.blocking(move |s| s.delete(&k, &i, now)).await? {
             return Ok(None);
         }
         let _ = self.changes.send(ResourceChange {
@@ -175,7 +190,8 @@ impl Resources {
     /// Removes expired resources and announces their deletion.
     pub async fn expire(&self) -> Result<usize, ResourceError> {
         let _w = self.write.lock().await;
-        let gone = self.blocking(|s| s.take_expired(now_ms())).await?;
+        let now = self.clock.now_ms();
+        let gone = self.blocking(move |s| s.take_expired(now)).await?;
         let n = gone.len();
         for (kind, id, value) in gone {
             tracing::debug!(%kind, %id, "resource expired");
@@ -249,7 +265,7 @@ pub fn resource_ttl(headers: &HeaderMap) -> Result<i64, String> {
     match headers.get("X-Resource-TTL").map(|v| v.to_str()) {
         None => Ok(0),
         Some(Err(_)) => Err("invalid X-Resource-TTL header".into()),
-        Some(Ok(v)) => skydive_api::duration::parse_go_duration(v)
+        Some(Ok(v)) => skydive_graph::parse_go_period(v)
             .map(|d| d.as_millis().min(i64::MAX as u128) as i64)
             .map_err(|e| format!("invalid X-Resource-TTL: {e}")),
     }
@@ -477,5 +493,46 @@ async fn delete<T: Resource>(State(h): State<Holder<T>>, Path(id): Path<String>)
         }
         .into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skydive_storage::MemoryResources;
+    use skydive_testkit::ManualClock;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_resource_expires_when_its_time_to_live_runs_out_and_its_deletion_is_announced() {
+        let clock = ManualClock::at(1_000_000);
+        let r = Resources::with_clock(Arc::new(MemoryResources::new()), Arc::new(clock.clone()));
+        let mut changes = r.subscribe();
+        let v = serde_json::json!({"UUID": "c1"});
+        r.put("capture", "c1", v.clone(), 1_500).await.unwrap();
+        r.put("capture", "c2", v.clone(), 0).await.unwrap();
+        assert!(matches!(
+            changes.recv().await.unwrap().change,
+            Change::Created(_)
+        ));
+        assert!(matches!(
+            changes.recv().await.unwrap().change,
+            Change::Created(_)
+        ));
+
+        clock.advance(Duration::from_millis(1_499));
+        assert_eq!(r.expire().await.unwrap(), 0);
+        assert!(r.get("capture", "c1").await.unwrap().is_some());
+
+        clock.advance(Duration::from_millis(1));
+        assert!(
+            r.get("capture", "c1").await.unwrap().is_none(),
+            "gone at its deadline"
+        );
+        assert_eq!(r.expire().await.unwrap(), 1);
+        let c = changes.recv().await.unwrap();
+        assert_eq!((c.kind.as_str(), c.id.as_str()), ("capture", "c1"));
+        assert_eq!(c.change, Change::Deleted(v));
+        assert_eq!(r.list("capture").await.unwrap().len(), 1, "c2 has no TTL");
     }
 }

@@ -14,17 +14,6 @@ use common::*;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for: {what}");
-}
-
 fn create_alert(a: &TestAnalyzer, body: Value) -> String {
     let r = a.send("POST", "/api/alert", Some(body), &[]);
     assert_eq!(r.status, 201, "{}", r.text());

@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::TestAnalyzer;
 use serde_json::Value;
 use skydive_graph::{GraphView, Node, metadata, now_ms};
+use skydive_testkit::eventually;
 
 /// A tmpfs of `size` mounted on a fresh directory; unmounted when dropped.
 struct SmallDisk {
@@ -46,36 +47,11 @@ impl Drop for SmallDisk {
     }
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let end = std::time::Instant::now() + timeout;
-    while std::time::Instant::now() < end {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for: {what}");
-}
-
 #[test]
 fn a_full_disk_is_reported_and_the_history_catches_up_when_space_returns() {
-    if !is_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "this test needs root under CI"
-        );
-        eprintln!("SKIPPED: a_full_disk_is_reported_...: needs root to mount a tmpfs");
+    if !skydive_testkit::require_root(
+        "a_full_disk_is_reported_and_the_history_catches_up_when_space_returns",
+    ) {
         return;
     }
     let disk = SmallDisk::mount("8m").expect("mount a tmpfs");
@@ -149,12 +125,9 @@ fn a_full_disk_is_reported_and_the_history_catches_up_when_space_returns() {
 
 #[test]
 fn a_read_only_data_directory_is_refused_at_start_with_the_reason() {
-    if !is_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "this test needs root under CI"
-        );
-        eprintln!("SKIPPED: a_read_only_data_directory_...: needs root to mount a tmpfs");
+    if !skydive_testkit::require_root(
+        "a_read_only_data_directory_is_refused_at_start_with_the_reason",
+    ) {
         return;
     }
     let disk = SmallDisk::mount("1m").expect("mount a tmpfs");

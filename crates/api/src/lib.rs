@@ -6,9 +6,9 @@
 
 pub mod auth;
 pub mod client;
-pub mod duration;
 pub mod message;
 pub mod schema;
 
 pub mod server;
 pub mod ui;
+

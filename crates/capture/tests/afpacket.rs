@@ -1,7 +1,6 @@
 //! The AF_PACKET ring on a real veth pair between two network namespaces: frames, kernel
 //! BPF filter, snap length, statistics, and the flows they make. Needs root.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,57 +9,29 @@ use skydive_capture::afpacket::{Ring, RingConfig, ifindex};
 use skydive_capture::bpf::{Bpf, LINKTYPE_ETHERNET};
 use skydive_flow::decode::LinkType;
 use skydive_flow::{FlowTable, Packet, TableConfig};
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-fn sh(cmd: &str) {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "{cmd}");
-}
+use skydive_testkit::{Cleanup, require_root, sh};
 
 /// Two namespaces joined by a veth pair, 10.77.<n>.1 and .2; removed when dropped.
 struct Pair {
     a: String,
-    b: String,
+    _cleanup: Cleanup,
 }
 
 impl Pair {
     fn new(tag: &str, n: u8) -> Pair {
+        let mut cleanup = Cleanup::default();
         let (a, b) = (format!("cap-{tag}-a"), format!("cap-{tag}-b"));
-        let _ = Command::new("ip").args(["netns", "del", &a]).status();
-        let _ = Command::new("ip").args(["netns", "del", &b]).status();
-        sh(&format!("ip netns add {a} && ip netns add {b}"));
-        sh(&format!(
-            "ip link add vcap-{tag} netns {a} type veth peer name vcap-{tag}p netns {b}"
-        ));
-        sh(&format!(
-            "nsenter --net=/run/netns/{a} sh -c 'ip addr add 10.77.{n}.1/24 dev vcap-{tag} && ip link set vcap-{tag} up && ip link set lo up'"
-        ));
-        sh(&format!(
-            "nsenter --net=/run/netns/{b} sh -c 'ip addr add 10.77.{n}.2/24 dev vcap-{tag}p && ip link set vcap-{tag}p up && ip link set lo up'"
-        ));
-        Pair { a, b }
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.a]).status();
-        let _ = Command::new("ip").args(["netns", "del", &self.b]).status();
+        cleanup.veth_pair(
+            (&a, &format!("vcap-{tag}")),
+            (&b, &format!("vcap-{tag}p")),
+            &format!("10.77.{n}"),
+        );
+        sh(&format!("ip -n {a} link set lo up"));
+        sh(&format!("ip -n {b} link set lo up"));
+        Pair {
+            a,
+            _cleanup: cleanup,
+        }
     }
 }
 
@@ -131,12 +102,7 @@ fn ethertype(f: &[u8]) -> u16 {
 
 #[test]
 fn ring_captures_filtered_truncated_frames_that_make_flows() {
-    if !is_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "this test needs root under CI"
-        );
-        eprintln!("SKIPPED: ring_captures_...: needs root for namespaces");
+    if !require_root("ring_captures_filtered_truncated_frames_that_make_flows") {
         return;
     }
     let pair = Pair::new("r1", 1);
@@ -145,7 +111,7 @@ fn ring_captures_filtered_truncated_frames_that_make_flows() {
         sh(&format!(
             "nsenter --net=/run/netns/{} ping -q -c {count} -i 0.05 -s {size} -W 1 10.77.1.2 >/dev/null",
             pair.a
-        ))
+        ));
     };
     let (all, received) = capture(&pair.a, "vcap-r1", None, 256, || ping(2, 1000));
     assert!(

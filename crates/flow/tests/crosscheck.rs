@@ -16,54 +16,20 @@ use std::time::{Duration, Instant};
 use pcap_file::pcap::PcapReader;
 use skydive_flow::decode::LinkType;
 use skydive_flow::{Flow, FlowTable, TableConfig};
+use skydive_testkit::{Cleanup, has_program, require, require_root, sh};
 
 const TOOLS: [&str; 6] = ["tcpdump", "tshark", "iperf3", "ping", "python3", "nsenter"];
 
 fn can_run() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false);
-    let missing: Vec<&str> = TOOLS
-        .iter()
-        .copied()
-        .filter(|t| {
-            !Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {t}"))
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-        .collect();
-    if root && missing.is_empty() {
-        return true;
+    if !require_root("per_conversation_counts_equal_tsharks") {
+        return false;
     }
-    let why = if root {
-        format!("missing {}", missing.join(", "))
-    } else {
-        "needs root (network namespaces)".to_string()
-    };
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("the tshark cross-check {why}, and under CI=true it must run");
-    }
-    eprintln!("SKIPPED tshark cross-check: {why}");
-    false
-}
-
-fn sh(cmd: &str) -> String {
-    let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
-    assert!(
-        o.status.success(),
-        "`{cmd}` failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    let missing: Vec<&str> = TOOLS.into_iter().filter(|t| !has_program(t)).collect();
+    require(
+        "per_conversation_counts_equal_tsharks",
+        missing.is_empty(),
+        &format!("the programs {}", missing.join(", ")),
+    )
 }
 
 /// The namespaces, the capture and the servers of the test, removed however the test ends.
@@ -72,6 +38,7 @@ struct Lab {
     b: String,
     children: Vec<Child>,
     dir: std::path::PathBuf,
+    namespaces: Cleanup,
 }
 
 impl Drop for Lab {
@@ -79,12 +46,6 @@ impl Drop for Lab {
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
-        }
-        for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -132,10 +93,11 @@ fn per_conversation_counts_equal_tsharks() {
         b: format!("xc{id}b"),
         children: Vec::new(),
         dir: dir.clone(),
+        namespaces: Cleanup::default(),
     };
     let (a, b) = (lab.a.clone(), lab.b.clone());
-    sh(&format!("ip netns add {a}"));
-    sh(&format!("ip netns add {b}"));
+    lab.namespaces.netns(&a);
+    lab.namespaces.netns(&b);
     sh(&format!(
         "ip link add xc{id}x netns {a} type veth peer name xc{id}y netns {b}"
     ));

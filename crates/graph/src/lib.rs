@@ -13,6 +13,7 @@ pub mod filter;
 pub mod graph;
 pub mod history;
 pub mod id;
+pub mod time;
 pub mod value;
 pub mod view;
 
@@ -25,5 +26,6 @@ pub use history::{
     revision_in_slice,
 };
 pub use id::{Id, gen_id, gen_id_from};
+pub use time::{Clock, DurationError, SystemClock, parse_go_duration, parse_go_period};
 pub use value::{Key, Map, Value};
 pub use view::{GraphJson, GraphView, RevisionGraph};

@@ -19,54 +19,12 @@ impl TimeSlice {
     }
 }
 
-/// Parses a Go duration (`"-1s"`, `"1h30m"`, `"1.5h"`, `"300ms"`) into milliseconds.
-///
-/// Written here because no maintained crate parses Go's duration syntax exactly (signs,
-/// fractions, the `ns`/`us`/`µs` units, concatenated components).
+/// A Go duration (`"-1s"`, `"1h30m"`, `"1.5h"`, `"300ms"`; surrounding blanks ignored) in
+/// milliseconds, truncated towards zero.
 pub fn parse_go_duration(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let (neg, mut rest) = match s.as_bytes().first()? {
-        b'-' => (true, &s[1..]),
-        b'+' => (false, &s[1..]),
-        _ => (false, s),
-    };
-    if rest == "0" {
-        return Some(0);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total_ns: f64 = 0.0;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_end == 0 {
-            return None;
-        }
-        let value: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_end];
-        rest = &rest[unit_end..];
-        let scale = match unit {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total_ns += value * scale;
-    }
-    if !total_ns.is_finite() || total_ns.abs() > 9.2e18 {
-        return None;
-    }
-    let ms = (total_ns / 1e6) as i64;
-    Some(if neg { -ms } else { ms })
+    skydive_graph::parse_go_duration(s.trim())
+        .ok()
+        .map(|ns| ns / 1_000_000)
 }
 
 /// Parses an RFC 1123 date (`Mon, 02 Jan 2006 15:04:05 MST`), or RFC 3339, into milliseconds.

@@ -8,14 +8,12 @@
 //! namespace seen through a process.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::sched::{CloneFlags, setns};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
 use tokio::io::unix::AsyncFd;
@@ -76,22 +74,7 @@ pub fn open_sockets() -> io::Result<NsSockets> {
 /// opening (`ip netns add` runs in the new namespace, then goes back to its own): the file
 /// opened is checked to be namespace `key`, and the error is `NotFound` otherwise.
 pub fn open_sockets_in(path: &Path, key: NsKey) -> io::Result<NsSockets> {
-    let path = path.to_path_buf();
-    std::thread::Builder::new()
-        .name("netns-enter".into())
-        .spawn(move || -> io::Result<NsSockets> {
-            let f = File::open(&path)?;
-            if f.metadata()?.ino() != key {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("{} is no longer namespace {key}", path.display()),
-                ));
-            }
-            setns(f.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-            open_sockets()
-        })?
-        .join()
-        .map_err(|_| io::Error::other("the namespace thread panicked"))?
+    skydive_netns::run_in(path, Some(key), open_sockets)?
 }
 
 /// The namespace of the agent itself (the host's).

@@ -49,12 +49,11 @@ async fn wait_for(
 
 #[tokio::test]
 async fn monitor_follows_a_real_ovsdb_server() {
-    if !std::path::Path::new(SOCK).exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "under CI the test script starts Open vSwitch"
-        );
-        eprintln!("SKIPPED monitor_follows_a_real_ovsdb_server: no ovsdb-server at {SOCK}");
+    if !skydive_testkit::require(
+        "monitor_follows_a_real_ovsdb_server",
+        std::path::Path::new(SOCK).exists(),
+        &format!("an ovsdb-server at {SOCK}"),
+    ) {
         return;
     }
     let (client, mut notes) = OvsdbClient::connect(&format!("unix:{SOCK}")).await.unwrap();

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use skydive_api::client::Client;
+use skydive_testkit::{free_port, sh};
 
 const NS_A: &str = "b2-gen";
 const NS_B: &str = "b2-sink";
@@ -39,16 +40,6 @@ fn pinned(cmd: &str) -> Command {
         }
         None => Command::new(cmd),
     }
-}
-
-fn sh(cmd: &str) {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "{cmd}");
 }
 
 struct Lab;
@@ -92,14 +83,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs the generator for `seconds` at `pps` (0: as fast as it can, with two streams);

@@ -13,25 +13,7 @@ use std::time::{Duration, Instant};
 
 use skydive_capture::{Datagram, DatagramReader};
 use skydive_flow::{FlowTable, TableConfig, sflow};
-
-fn sh(cmd: &str) {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "{cmd}");
-}
-
-fn quiet(cmd: &str) {
-    let _ = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
+use skydive_testkit::{sh, sh_quiet as quiet};
 
 struct Lab;
 

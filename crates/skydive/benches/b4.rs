@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use skydive_api::client::Client;
+use skydive_testkit::free_port;
 use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -23,14 +24,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs `ip -batch` on the lines given; `force` goes on after errors (for cleaning up).

@@ -220,17 +220,8 @@ pub fn ws_drain(ws: &mut Ws, window: Duration) -> Vec<Value> {
     out
 }
 
-/// Polls `cond` until it holds or `timeout` passes.
-pub fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out after {timeout:?} waiting for: {what}");
-}
+#[allow(unused_imports)]
+pub use skydive_testkit::eventually;
 
 /// A node as API clients send it.
 pub fn node(id: &str, name: &str, ty: &str) -> Value {

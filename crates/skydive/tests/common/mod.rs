@@ -5,19 +5,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use skydive_api::client::Client;
-
-/// A free TCP port of 127.0.0.1 (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[allow(unused_imports)]
+pub use skydive_testkit::{Cleanup, eventually, free_port, in_netns, require, sh};
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_skydive")
@@ -83,18 +76,6 @@ pub fn write_config(dir: &Path, name: &str, yaml: &str) -> PathBuf {
     p
 }
 
-/// Polls `cond` until it holds or `timeout` passes.
-pub fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if cond() {
-            return start.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out after {timeout:?} waiting for: {what}");
-}
-
 /// A Gremlin query's JSON result, or None when the server cannot be reached.
 pub fn query(c: &Client, q: &str) -> Option<Value> {
     let r = c.query(q, "application/json").ok()?;
@@ -124,93 +105,9 @@ pub fn wait_api(addr: &str) {
 
 // Network namespaces and links for the tests that need root.
 
-/// Whether the test may run; prints why not.
+/// Whether the test, which needs root, may run (see [`skydive_testkit::require_root`]).
 pub fn root(test: &str) -> bool {
-    if nix_is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test} needs root, and under CI=true it must run");
-    }
-    eprintln!("SKIPPED {test}: needs root (network namespaces)");
-    false
-}
-
-pub fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-/// Runs a command line; panics with its output when it fails. `ip -n NS` and
-/// `ip netns exec NS` also remount `/` as a slave, which fails where `/` is not a mount point
-/// (a chroot); entering only the network namespace with `nsenter` works everywhere.
-pub fn sh(cmd: &str) {
-    let cmd = &in_netns(cmd);
-    let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
-    assert!(
-        o.status.success(),
-        "`{cmd}` failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// Removes what a test created when it ends, however it ends.
-pub struct Cleanup(pub Vec<String>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for c in self.0.iter().rev() {
-            let _ = Command::new("sh")
-                .arg("-c")
-                .arg(format!("{} 2>/dev/null", in_netns(c)))
-                .status();
-        }
-    }
-}
-
-impl Cleanup {
-    pub fn netns(&mut self, name: &str) {
-        sh(&format!("ip netns add {name}"));
-        self.0.push(format!("ip netns del {name}"));
-    }
-    pub fn link(&mut self, name: &str, cmd: &str) {
-        sh(cmd);
-        self.0.push(format!("ip link del {name}"));
-    }
-
-    /// Two new namespaces joined by a veth pair `a`/`b`, addressed `<net>.1/24` and
-    /// `<net>.2/24`, both up.
-    pub fn veth_pair(&mut self, (ns_a, a): (&str, &str), (ns_b, b): (&str, &str), net: &str) {
-        self.netns(ns_a);
-        self.netns(ns_b);
-        sh(&format!(
-            "ip link add {a} netns {ns_a} type veth peer name {b} netns {ns_b}"
-        ));
-        sh(&format!("ip -n {ns_a} addr add {net}.1/24 dev {a}"));
-        sh(&format!("ip -n {ns_b} addr add {net}.2/24 dev {b}"));
-        sh(&format!("ip -n {ns_a} link set {a} up"));
-        sh(&format!("ip -n {ns_b} link set {b} up"));
-    }
-
-    /// A new namespace whose `eth0`, addressed `ip/24`, is the peer of `end` in the host's
-    /// namespace; both up.
-    pub fn host_veth(&mut self, ns: &str, end: &str, ip: &str) {
-        self.netns(ns);
-        self.link(
-            end,
-            &format!("ip link add {end} type veth peer name eth0 netns {ns}"),
-        );
-        sh(&format!("ip link set {end} up"));
-        sh(&format!("ip -n {ns} addr add {ip}/24 dev eth0"));
-        sh(&format!("ip -n {ns} link set eth0 up"));
-    }
+    skydive_testkit::require_root(test)
 }
 
 /// A `skydive allinone` of host `host_id` with its store in `dir` and the extra top-level
@@ -249,15 +146,4 @@ pub fn listening(ns: &str, proto: &str, port: u16) -> bool {
         .output()
         .map(|o| !o.stdout.is_empty())
         .unwrap_or(false)
-}
-
-/// Rewrites `ip -n NS …` and `ip netns exec NS …` into `nsenter --net=/run/netns/NS …`.
-pub fn in_netns(cmd: &str) -> String {
-    let words: Vec<&str> = cmd.split(' ').collect();
-    let (ns, rest) = match words.as_slice() {
-        ["ip", "-n", ns, rest @ ..] => (*ns, format!("ip {}", rest.join(" "))),
-        ["ip", "netns", "exec", ns, rest @ ..] => (*ns, rest.join(" ")),
-        _ => return cmd.to_string(),
-    };
-    format!("nsenter --net=/run/netns/{ns} {rest}")
 }
