@@ -16,10 +16,10 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
 use axum::routing::get;
 use serde_json::json;
-use skydive_api::server::{self, Context, Service, Shared, json_response};
+use skydive_api::error::{ApiResult, json};
+use skydive_api::server::{self, Context, Service, Shared};
 use skydive_config::Settings;
 use skydive_graph::{Graph, NoHistory, now_ms};
 use skydive_hub::{Hub, HubHandle};
@@ -78,7 +78,7 @@ impl Default for AgentOptions {
     }
 }
 
-async fn status(State(s): State<StatusState>) -> Response {
+async fn status(State(s): State<StatusState>) -> ApiResult {
     let reg = &s.ctx.registry;
     let mut clients = reg.statuses("/ws/subscriber", "agent");
     clients.extend(reg.statuses("/ws/publisher", "agent"));
@@ -117,7 +117,7 @@ async fn status(State(s): State<StatusState>) -> Response {
         "Flows": s.captures.document(),
         "FlowProbes": [],
     });
-    json_response(StatusCode::OK, doc.to_string().into_bytes())
+    json(StatusCode::OK, &doc)
 }
 
 impl Agent {

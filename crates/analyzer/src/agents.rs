@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::response::Response;
+use skydive_api::ApiResult;
 use skydive_api::message::{Incoming, graph_types};
 use skydive_api::server::conn::{Conn, ConnStatus, MessageHandler};
 use skydive_api::server::{AGENT_PUBLISHER, PublisherHandler, Shared, WsRequest, ws_endpoint};
@@ -133,7 +133,7 @@ impl MessageHandler for AgentHandler {
 }
 
 /// The handler of `GET /ws/agent/topology`.
-pub async fn ws_agent(State(agents): State<Arc<Agents>>, req: WsRequest) -> Response {
+pub async fn ws_agent(State(agents): State<Arc<Agents>>, req: WsRequest) -> ApiResult {
     let ctx = agents.ctx.clone();
     ws_endpoint(ctx.clone(), ENDPOINT, req, false, move |conn, _| {
         agents.connected(&conn);

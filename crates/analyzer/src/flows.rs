@@ -263,24 +263,17 @@ pub async fn pcap_upload(
         skydive_flow::TableConfig,
     )>,
     body: axum::body::Bytes,
-) -> axum::response::Response {
+) -> skydive_api::ApiResult {
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
-    let read = tokio::task::spawn_blocking(move || {
+    let (flows, packets) = tokio::task::spawn_blocking(move || {
         skydive_capture::pcapfile::PcapFeeder::flows_of(&body, cfg)
     })
-    .await;
-    match read {
-        Ok(Ok((flows, packets))) => {
-            tracing::info!(packets, flows = flows.len(), "pcap file read");
-            ingest.push(flows);
-            StatusCode::ACCEPTED.into_response()
-        }
-        Ok(Err(e)) => skydive_api::server::text_error(StatusCode::BAD_REQUEST, &e.to_string()),
-        Err(e) => {
-            skydive_api::server::text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
-        }
-    }
+    .await?
+    .map_err(|e| skydive_api::ApiError::bad_request(e.to_string()))?;
+    tracing::info!(packets, flows = flows.len(), "pcap file read");
+    ingest.push(flows);
+    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 /// The endpoint of flow subscribers.
@@ -332,7 +325,7 @@ pub async fn ws_flow_subscriber(
         Arc<FlowIngest>,
     )>,
     req: skydive_api::server::WsRequest,
-) -> axum::response::Response {
+) -> skydive_api::ApiResult {
     let mut rx = ingest.subscribe();
     let mut stats = ingest.subscribe_stats();
     skydive_api::server::ws_endpoint(ctx, SUBSCRIBER_ENDPOINT, req, false, move |conn, _| {

@@ -17,8 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 use serde_json::Value as Json;
+use skydive_api::error::{ApiError, ApiResult, json};
 use skydive_api::schema;
-use skydive_api::server::{json_response, text_error};
 use skydive_graph::{Edge, Element, GraphError, GraphEvent, Id, Key, Map, Node, Value, now_ms};
 use skydive_hub::{ConnId, HubError, HubHandle};
 use tokio::sync::broadcast;
@@ -46,17 +46,13 @@ impl std::fmt::Debug for ElementApi {
     }
 }
 
-fn ok_json<T: Serialize + ?Sized>(status: StatusCode, v: &T) -> Response {
-    json_response(status, serde_json::to_vec(v).unwrap_or_default())
-}
-
-fn graph_error(e: HubError) -> Response {
+fn graph_error(e: HubError) -> ApiError {
     match e {
-        HubError::Graph(GraphError::NodeNotFound(_) | GraphError::EdgeNotFound(_)) => {
-            StatusCode::NOT_FOUND.into_response()
+        HubError::Graph(e @ (GraphError::NodeNotFound(_) | GraphError::EdgeNotFound(_))) => {
+            ApiError::NotFound(e.to_string())
         }
-        HubError::Graph(e) => text_error(StatusCode::BAD_REQUEST, &e.to_string()),
-        HubError::Closed => text_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        HubError::Graph(e) => ApiError::BadRequest(e.to_string()),
+        HubError::Closed => ApiError::Unavailable(e.to_string()),
     }
 }
 
@@ -276,31 +272,22 @@ impl ElementApi {
         }
     }
 
-    async fn create(&self, kind: Kind, headers: &HeaderMap, body: &[u8]) -> Response {
-        let v: Json = match serde_json::from_slice(body) {
-            Ok(v) => v,
-            Err(e) => return text_error(StatusCode::BAD_REQUEST, &e.to_string()),
-        };
-        let ttl = match resource_ttl(headers) {
-            Ok(t) => t,
-            Err(e) => return text_error(StatusCode::BAD_REQUEST, &e),
-        };
-        let checked = match kind {
+    async fn create(&self, kind: Kind, headers: &HeaderMap, body: &[u8]) -> ApiResult {
+        let v: Json =
+            serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let ttl = resource_ttl(headers).map_err(ApiError::BadRequest)?;
+        match kind {
             Kind::Node => schema::validate_node(&v),
             Kind::Edge => schema::validate_edge(&v),
-        };
-        if let Err(e) = checked {
-            return text_error(StatusCode::BAD_REQUEST, &e);
         }
+        .map_err(ApiError::BadRequest)?;
         let now = now_ms();
         let (id, stored, result) = match kind {
             Kind::Node => {
-                let mut n = match Node::from_json(&v, now) {
-                    Ok(n) => n,
-                    Err(e) => return text_error(StatusCode::BAD_REQUEST, &e.to_string()),
-                };
+                let mut n =
+                    Node::from_json(&v, now).map_err(|e| ApiError::bad_request(e.to_string()))?;
                 self.defaults(&mut n);
-                let stored = serde_json::to_value(&n).unwrap_or(Json::Null);
+                let stored = to_json(&n)?;
                 let id = n.id.clone();
                 let r = self
                     .hub
@@ -309,12 +296,10 @@ impl ElementApi {
                 (id, stored, r)
             }
             Kind::Edge => {
-                let mut e = match Edge::from_json(&v, now) {
-                    Ok(e) => e,
-                    Err(e) => return text_error(StatusCode::BAD_REQUEST, &e.to_string()),
-                };
+                let mut e =
+                    Edge::from_json(&v, now).map_err(|e| ApiError::bad_request(e.to_string()))?;
                 self.defaults(&mut e);
-                let stored = serde_json::to_value(&e).unwrap_or(Json::Null);
+                let stored = to_json(&e)?;
                 let id = e.id.clone();
                 let r = self
                     .hub
@@ -323,9 +308,7 @@ impl ElementApi {
                 (id, stored, r)
             }
         };
-        if let Err(e) = result {
-            return graph_error(e);
-        }
+        result.map_err(graph_error)?;
         if let Err(e) = self
             .resources
             .put(kind.store(), &id, stored.clone(), ttl)
@@ -340,55 +323,41 @@ impl ElementApi {
                     Kind::Edge => Ok(vec![g.delete_edge(&rid, now_ms())?]),
                 })
                 .await;
-            return text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+            return Err(ApiError::internal("storing the element", e));
         }
-        ok_json(StatusCode::CREATED, &stored)
+        json(StatusCode::CREATED, &stored)
     }
 
-    fn current(&self, kind: Kind, id: &str) -> Option<Json> {
+    /// The element as the API shows it; a 404 naming it when there is none.
+    fn current(&self, kind: Kind, id: &str) -> ApiResult<Json> {
         let snap = self.hub.snapshot();
-        match kind {
-            Kind::Node => snap
-                .graph
-                .node(id)
-                .map(|n| serde_json::to_value(n.as_ref()).unwrap_or(Json::Null)),
-            Kind::Edge => snap
-                .graph
-                .edge(id)
-                .map(|e| serde_json::to_value(e.as_ref()).unwrap_or(Json::Null)),
-        }
+        let found = match kind {
+            Kind::Node => snap.graph.node(id).map(|n| to_json(n.as_ref())),
+            Kind::Edge => snap.graph.edge(id).map(|e| to_json(e.as_ref())),
+        };
+        found.unwrap_or_else(|| {
+            Err(ApiError::NotFound(format!(
+                "{} '{id}' not found",
+                kind.title()
+            )))
+        })
     }
 
-    async fn patch(&self, kind: Kind, id: String, body: &[u8]) -> Response {
-        let Some(mut doc) = self.current(kind, &id) else {
-            return StatusCode::NOT_FOUND.into_response();
-        };
+    async fn patch(&self, kind: Kind, id: String, body: &[u8]) -> ApiResult {
+        // Skydive answers a patch of an unknown element with a bare 404.
+        let mut doc = self
+            .current(kind, &id)
+            .map_err(|_| ApiError::Bare(StatusCode::NOT_FOUND))?;
         let old_md = doc.get("Metadata").cloned().unwrap_or(Json::Null);
-        let patch: json_patch::Patch = match serde_json::from_slice(body) {
-            Ok(p) => p,
-            Err(e) => {
-                return text_error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("incorrect JSON patch: {e}"),
-                );
-            }
-        };
-        if let Err(e) = json_patch::patch(&mut doc, &patch) {
-            return text_error(
-                StatusCode::BAD_REQUEST,
-                &format!("applying JSON patch to resource: {e}"),
-            );
-        }
-        let checked = match kind {
+        let patch: json_patch::Patch = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("incorrect JSON patch: {e}")))?;
+        json_patch::patch(&mut doc, &patch)
+            .map_err(|e| ApiError::bad_request(format!("applying JSON patch to resource: {e}")))?;
+        match kind {
             Kind::Node => schema::validate_node(&doc),
             Kind::Edge => schema::validate_edge(&doc),
-        };
-        if let Err(e) = checked {
-            return text_error(
-                StatusCode::BAD_REQUEST,
-                &format!("validating patched resource: {e}"),
-            );
         }
+        .map_err(|e| ApiError::bad_request(format!("validating patched resource: {e}")))?;
         let mut new_md = match doc.get("Metadata") {
             Some(Json::Object(m)) => m.clone(),
             _ => serde_json::Map::new(),
@@ -407,7 +376,7 @@ impl ElementApi {
             }
         }
         if Json::Object(new_md.clone()) == old_md {
-            return StatusCode::NOT_MODIFIED.into_response();
+            return Ok(StatusCode::NOT_MODIFIED.into_response());
         }
         let md: Map = new_md
             .iter()
@@ -424,28 +393,23 @@ impl ElementApi {
                 Ok(ev.into_iter().collect())
             })
             .await;
-        let events = match result {
-            Ok(evs) => evs,
-            Err(e) => return graph_error(e),
-        };
+        let events = result.map_err(graph_error)?;
         if events.is_empty() {
-            return StatusCode::NOT_MODIFIED.into_response();
+            return Ok(StatusCode::NOT_MODIFIED.into_response());
         }
-        let Some(updated) = self.current(kind, &id) else {
-            return StatusCode::NOT_FOUND.into_response();
-        };
+        let updated = self.current(kind, &id)?;
         if updated.get("Origin").and_then(Json::as_str) == Some(self.origin().as_str())
             && let Err(e) = self
                 .resources
                 .put(kind.store(), &id, updated.clone(), 0)
                 .await
         {
-            return text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+            return Err(ApiError::internal("storing the element", e));
         }
-        ok_json(StatusCode::OK, &updated)
+        json(StatusCode::OK, &updated)
     }
 
-    async fn delete(&self, kind: Kind, id: String) -> Response {
+    async fn delete(&self, kind: Kind, id: String) -> ApiResult {
         let did = id.clone();
         let result = self
             .hub
@@ -456,90 +420,84 @@ impl ElementApi {
             .await;
         match result {
             Ok(_) => {
-                if let Err(e) = self.resources.delete(kind.store(), &id).await {
-                    return text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
-                }
-                empty_ok()
+                self.resources
+                    .delete(kind.store(), &id)
+                    .await
+                    .map_err(|e| ApiError::internal("deleting the stored element", e))?;
+                Ok(empty_ok())
             }
             Err(HubError::Graph(GraphError::NodeNotFound(_) | GraphError::EdgeNotFound(_))) => {
                 if kind == Kind::Edge && self.lock_pending().contains_key(id.as_str()) {
                     self.lock_pending().remove(id.as_str());
                     let _ = self.resources.delete(EDGE_KIND, &id).await;
-                    return empty_ok();
+                    return Ok(empty_ok());
                 }
-                text_error(
-                    StatusCode::NOT_FOUND,
-                    &format!("{} '{id}' not found", kind.title()),
-                )
+                Err(ApiError::NotFound(format!(
+                    "{} '{id}' not found",
+                    kind.title()
+                )))
             }
-            Err(e) => graph_error(e),
+            Err(e) => Err(graph_error(e)),
         }
     }
 
-    fn get(&self, kind: Kind, id: &str) -> Response {
-        match self.current(kind, id) {
-            Some(v) => ok_json(StatusCode::OK, &v),
-            None => text_error(
-                StatusCode::NOT_FOUND,
-                &format!("{} '{id}' not found", kind.title()),
-            ),
-        }
+    fn get(&self, kind: Kind, id: &str) -> ApiResult {
+        json(StatusCode::OK, &self.current(kind, id)?)
     }
 
-    fn list(&self, kind: Kind) -> Response {
+    fn list(&self, kind: Kind) -> ApiResult {
         let snap = self.hub.snapshot();
         let mut out = serde_json::Map::new();
         match kind {
             Kind::Node => {
                 for n in snap.graph.nodes() {
-                    out.insert(
-                        n.id.to_string(),
-                        serde_json::to_value(n.as_ref()).unwrap_or(Json::Null),
-                    );
+                    out.insert(n.id.to_string(), to_json(n.as_ref())?);
                 }
             }
             Kind::Edge => {
                 for e in snap.graph.edges() {
-                    out.insert(
-                        e.id.to_string(),
-                        serde_json::to_value(e.as_ref()).unwrap_or(Json::Null),
-                    );
+                    out.insert(e.id.to_string(), to_json(e.as_ref())?);
                 }
             }
         }
-        ok_json(StatusCode::OK, &out)
+        json(StatusCode::OK, &out)
     }
+}
+
+/// An element as JSON; one that cannot be encoded is an internal failure.
+fn to_json<T: Serialize + ?Sized>(v: &T) -> ApiResult<Json> {
+    serde_json::to_value(v).map_err(|e| ApiError::internal("encoding an element", e))
 }
 
 type Api = State<Arc<ElementApi>>;
 
-async fn list_nodes(State(a): Api) -> Response {
+async fn list_nodes(State(a): Api) -> ApiResult {
     a.list(Kind::Node)
 }
-async fn list_edges(State(a): Api) -> Response {
+async fn list_edges(State(a): Api) -> ApiResult {
     a.list(Kind::Edge)
 }
-async fn get_node(State(a): Api, Path(id): Path<String>) -> Response {
+async fn get_node(State(a): Api, Path(id): Path<String>) -> ApiResult {
     a.get(Kind::Node, &id)
 }
-async fn get_edge(State(a): Api, Path(id): Path<String>) -> Response {
+async fn get_edge(State(a): Api, Path(id): Path<String>) -> ApiResult {
     a.get(Kind::Edge, &id)
 }
-async fn create_node(State(a): Api, headers: HeaderMap, body: Bytes) -> Response {
+async fn create_node(State(a): Api, headers: HeaderMap, body: Bytes) -> ApiResult {
     a.create(Kind::Node, &headers, &body).await
 }
-async fn create_edge(State(a): Api, headers: HeaderMap, body: Bytes) -> Response {
+async fn create_edge(State(a): Api, headers: HeaderMap, body: Bytes) -> ApiResult {
     a.create(Kind::Edge, &headers, &body).await
 }
-async fn patch_node(State(a): Api, Path(id): Path<String>, body: Bytes) -> Response {
+async fn patch_node(State(a): Api, Path(id): Path<String>, body: Bytes) -> ApiResult {
     a.patch(Kind::Node, id, &body).await
 }
-async fn patch_edge(State(a): Api, Path(id): Path<String>, body: Bytes) -> Response {
+async fn patch_edge(State(a): Api, Path(id): Path<String>, body: Bytes) -> ApiResult {
     a.patch(Kind::Edge, id, &body).await
 }
-async fn delete_node(State(a): Api, Path(id): Path<String>) -> Response {
+async fn delete_node(State(a): Api, Path(id): Path<String>) -> ApiResult {
     a.delete(Kind::Node, id).await
 }
-async fn delete_edge(State(a): Api, Path(id): Path<String>) -> Response {
+async fn delete_edge(State(a): Api, Path(id): Path<String>) -> ApiResult {
     a.delete(Kind::Edge, id).await
 }

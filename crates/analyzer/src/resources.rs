@@ -11,12 +11,12 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use skydive_api::server::{json_response, text_error};
+use skydive_api::error::{ApiError, ApiResult, json};
 use skydive_graph::{Clock, SystemClock};
 use skydive_storage::ResourceStore;
 use tokio::sync::{Mutex, broadcast};
@@ -49,17 +49,19 @@ pub enum ResourceError {
     NotFound { title: &'static str, id: String },
     #[error(transparent)]
     Storage(#[from] skydive_storage::StorageError),
+    /// The task that reads or writes the store failed.
+    #[error("the resource store task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
-impl ResourceError {
-    fn into_response(self) -> Response {
-        match self {
-            ResourceError::Invalid(m) => text_error(StatusCode::BAD_REQUEST, &m),
-            ResourceError::Duplicate => text_error(StatusCode::CONFLICT, "duplicated resource"),
-            e @ ResourceError::NotFound { .. } => text_error(StatusCode::NOT_FOUND, &e.to_string()),
-            ResourceError::Storage(e) => {
-                tracing::error!("resource storage failed: {e}");
-                text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+impl From<ResourceError> for ApiError {
+    fn from(e: ResourceError) -> ApiError {
+        match e {
+            ResourceError::Invalid(m) => ApiError::BadRequest(m),
+            ResourceError::Duplicate => ApiError::Conflict("duplicated resource".into()),
+            e @ ResourceError::NotFound { .. } => ApiError::NotFound(e.to_string()),
+            e @ (ResourceError::Storage(_) | ResourceError::Task(_)) => {
+                ApiError::internal("the resource store failed", e)
             }
         }
     }
@@ -106,10 +108,7 @@ impl Resources {
         f: impl FnOnce(&dyn ResourceStore) -> skydive_storage::Result<T> + Send + 'static,
     ) -> Result<T, ResourceError> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(store.as_ref()))
-            .await
-            .map_err(|e| ResourceError::Invalid(format!("storage task failed: {e}")))?
-            .map_err(ResourceError::from)
+        Ok(tokio::task::spawn_blocking(move || f(store.as_ref())).await??)
     }
 
     /// Every live resource of `kind`, by ID.
@@ -357,142 +356,87 @@ impl<T: Resource> Holder<T> {
     }
 }
 
-fn ok_json<T: Serialize>(status: StatusCode, v: &T) -> Response {
-    json_response(status, serde_json::to_vec(v).unwrap_or_default())
-}
-
-async fn list<T: Resource>(State(h): State<Holder<T>>) -> Response {
-    match h.resources.list(T::NAME).await {
-        Ok(all) => {
-            let mut out = serde_json::Map::new();
-            for (id, v) in all {
-                match decode_stored::<T>(&id, v) {
-                    Ok(mut r) => {
-                        h.read(&mut r);
-                        out.insert(id, to_json(&r));
-                    }
-                    Err(e) => tracing::warn!("{e}"),
-                }
-            }
-            ok_json(StatusCode::OK, &out)
-        }
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn get_one<T: Resource>(State(h): State<Holder<T>>, Path(id): Path<String>) -> Response {
-    match h.resources.get(T::NAME, &id).await {
-        Ok(Some(v)) => match decode_stored::<T>(&id, v) {
+async fn list<T: Resource>(State(h): State<Holder<T>>) -> ApiResult {
+    let mut out = serde_json::Map::new();
+    for (id, v) in h.resources.list(T::NAME).await? {
+        match decode_stored::<T>(&id, v) {
             Ok(mut r) => {
                 h.read(&mut r);
-                ok_json(StatusCode::OK, &r)
+                out.insert(id, to_json(&r));
             }
-            Err(e) => e.into_response(),
-        },
-        Ok(None) => ResourceError::NotFound {
-            title: T::TITLE,
-            id,
+            Err(e) => tracing::warn!("{e}"),
         }
-        .into_response(),
-        Err(e) => e.into_response(),
     }
+    json(StatusCode::OK, &out)
+}
+
+fn not_found<T: Resource>(id: String) -> ResourceError {
+    ResourceError::NotFound {
+        title: T::TITLE,
+        id,
+    }
+}
+
+async fn get_one<T: Resource>(State(h): State<Holder<T>>, Path(id): Path<String>) -> ApiResult {
+    let stored = h.resources.get(T::NAME, &id).await?;
+    let mut r = decode_stored::<T>(&id, stored.ok_or_else(|| not_found::<T>(id.clone()))?)?;
+    h.read(&mut r);
+    json(StatusCode::OK, &r)
 }
 
 async fn create_handler<T: Resource>(
     State(h): State<Holder<T>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let r: T = match decode_body(&headers, &body) {
-        Ok(r) => r,
-        Err(e) => return text_error(StatusCode::BAD_REQUEST, &e),
-    };
-    let ttl = match resource_ttl(&headers) {
-        Ok(t) => t,
-        Err(e) => return text_error(StatusCode::BAD_REQUEST, &e),
-    };
-    match create(&h.resources, r, ttl).await {
-        Ok(r) => ok_json(StatusCode::CREATED, &r),
-        Err(e) => e.into_response(),
-    }
+) -> ApiResult {
+    let r: T = decode_body(&headers, &body).map_err(ApiError::BadRequest)?;
+    let ttl = resource_ttl(&headers).map_err(ApiError::BadRequest)?;
+    let r = create(&h.resources, r, ttl).await?;
+    json(StatusCode::CREATED, &r)
 }
 
 async fn patch<T: Resource>(
     State(h): State<Holder<T>>,
     Path(id): Path<String>,
     body: Bytes,
-) -> Response {
+) -> ApiResult {
     let _w = h.resources.write.lock().await;
-    let current = match h.resources.get(T::NAME, &id).await {
-        Ok(Some(v)) => v,
-        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
-        Err(e) => return e.into_response(),
-    };
-    let old: T = match decode_stored(&id, current) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    let patch: json_patch::Patch = match serde_json::from_slice(&body) {
-        Ok(p) => p,
-        Err(e) => {
-            return text_error(
-                StatusCode::BAD_REQUEST,
-                &format!("incorrect JSON patch: {e}"),
-            );
-        }
-    };
+    // Skydive answers a patch of an unknown resource with a bare 404.
+    let current = h.resources.get(T::NAME, &id).await?;
+    let old: T = decode_stored(&id, current.ok_or(ApiError::Bare(StatusCode::NOT_FOUND))?)?;
+    let patch: json_patch::Patch = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("incorrect JSON patch: {e}")))?;
     let mut doc = to_json(&old);
-    if let Err(e) = json_patch::patch(&mut doc, &patch) {
-        return text_error(
-            StatusCode::BAD_REQUEST,
-            &format!("applying JSON patch to resource: {e}"),
-        );
-    }
-    let mut new: T = match serde_json::from_value(doc) {
-        Ok(r) => r,
-        Err(e) => {
-            return text_error(
-                StatusCode::BAD_REQUEST,
-                &format!("applying JSON patch to resource: {e}"),
-            );
-        }
-    };
+    json_patch::patch(&mut doc, &patch)
+        .map_err(|e| ApiError::bad_request(format!("applying JSON patch to resource: {e}")))?;
+    let mut new: T = serde_json::from_value(doc)
+        .map_err(|e| ApiError::bad_request(format!("applying JSON patch to resource: {e}")))?;
     new.set_id(id.clone());
-    if let Err(e) = new.validate() {
-        return text_error(
-            StatusCode::BAD_REQUEST,
-            &format!("validating patched resource: {e}"),
-        );
-    }
+    new.validate()
+        .map_err(|e| ApiError::bad_request(format!("validating patched resource: {e}")))?;
     if new == old {
-        return StatusCode::NOT_MODIFIED.into_response();
+        return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
     if !T::UPDATABLE {
-        return text_error(
-            StatusCode::BAD_REQUEST,
+        return Err(ApiError::bad_request(
             "updating resource with patched version: resource not updatable",
-        );
+        ));
     }
-    match h.resources.put_locked(T::NAME, &id, to_json(&new), 0).await {
-        Ok(()) => ok_json(StatusCode::OK, &new),
-        Err(e) => e.into_response(),
-    }
+    h.resources
+        .put_locked(T::NAME, &id, to_json(&new), 0)
+        .await?;
+    json(StatusCode::OK, &new)
 }
 
-async fn delete<T: Resource>(State(h): State<Holder<T>>, Path(id): Path<String>) -> Response {
-    match h.resources.delete(T::NAME, &id).await {
-        Ok(Some(_)) => (
+async fn delete<T: Resource>(State(h): State<Holder<T>>, Path(id): Path<String>) -> ApiResult {
+    match h.resources.delete(T::NAME, &id).await? {
+        Some(_) => Ok((
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             "",
         )
-            .into_response(),
-        Ok(None) => ResourceError::NotFound {
-            title: T::TITLE,
-            id,
-        }
-        .into_response(),
-        Err(e) => e.into_response(),
+            .into_response()),
+        None => Err(not_found::<T>(id).into()),
     }
 }
 

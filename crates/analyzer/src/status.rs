@@ -5,10 +5,10 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
 use axum::routing::get;
 use serde_json::json;
-use skydive_api::server::{Shared, json_response};
+use skydive_api::error::{ApiResult, json};
+use skydive_api::server::Shared;
 
 use crate::agents::Agents;
 
@@ -43,8 +43,8 @@ impl AnalyzerStatus {
     }
 }
 
-async fn status(State(s): State<AnalyzerStatus>) -> Response {
-    json_response(StatusCode::OK, s.document().to_string().into_bytes())
+async fn status(State(s): State<AnalyzerStatus>) -> ApiResult {
+    json(StatusCode::OK, &s.document())
 }
 
 /// The route of `/api/status`.

@@ -6,9 +6,11 @@
 
 pub mod auth;
 pub mod client;
+pub mod error;
 pub mod message;
 pub mod schema;
 
 pub mod server;
 pub mod ui;
 
+pub use error::{ApiError, ApiResult};

@@ -24,6 +24,7 @@ use skydive_gremlin::{BpfCompiler, Env, FlowSource, Output};
 use self::conn::{Conn, Handshake, Keepalive, MessageHandler, Registry};
 use self::publisher::PublishPolicy;
 use self::subscriber::Subscription;
+use crate::error::{ApiError, ApiResult};
 use crate::message::{Incoming, graph_types};
 use skydive_hub::HubHandle;
 
@@ -167,22 +168,23 @@ pub async fn serve(
     .await
 }
 
-async fn api_info(State(ctx): State<Shared>) -> Response {
+async fn api_info(State(ctx): State<Shared>) -> ApiResult {
     let body =
         serde_json::json!({"Host": ctx.host_id, "Version": VERSION, "Service": ctx.service.name()});
-    json_response(StatusCode::OK, body.to_string().into_bytes())
+    crate::error::json(StatusCode::OK, &body)
 }
 
-async fn topology_dump(State(ctx): State<Shared>) -> Response {
+async fn topology_dump(State(ctx): State<Shared>) -> ApiResult {
     let snap = ctx.hub.snapshot();
     let body = tokio::task::spawn_blocking(move || {
         let mut out = Vec::with_capacity(snap.graph.node_count() * 512);
-        let _ = GraphJson::from_view(&snap.graph).write_to(&mut out);
-        out
+        GraphJson::from_view(&snap.graph)
+            .write_to(&mut out)
+            .map(|()| out)
     })
-    .await
-    .unwrap_or_default();
-    json_response(StatusCode::OK, body)
+    .await?
+    .map_err(|e| ApiError::internal("encoding the topology", e))?;
+    Ok(json_response(StatusCode::OK, body))
 }
 
 #[derive(Deserialize)]
@@ -192,7 +194,7 @@ struct TopologyRequest {
 }
 
 /// The result of a query in the format the `Accept` header asks for.
-fn render(out: &Output<'_>, accept: &str) -> Result<(String, Vec<u8>), (StatusCode, String)> {
+fn render(out: &Output<'_>, accept: &str) -> ApiResult<(String, Vec<u8>)> {
     let mime = accept
         .split(',')
         .next()
@@ -207,14 +209,14 @@ fn render(out: &Output<'_>, accept: &str) -> Result<(String, Vec<u8>), (StatusCo
                 "text/vnd.graphviz; charset=UTF-8".into(),
                 dot(g.view()).into_bytes(),
             )),
-            _ => Err((
+            _ => Err(ApiError::Client(
                 StatusCode::NOT_ACCEPTABLE,
                 "Only graph can be outputted as dot".into(),
             )),
         },
         "application/vnd.tcpdump.pcap" => match out {
             Output::RawPackets(m) => Ok(("application/vnd.tcpdump.pcap".into(), pcap(m))),
-            _ => Err((
+            _ => Err(ApiError::Client(
                 StatusCode::NOT_ACCEPTABLE,
                 "Only RawPackets step result can be outputted as pcap".into(),
             )),
@@ -268,21 +270,14 @@ pub fn pcap(m: &std::collections::BTreeMap<String, Vec<skydive_flow::RawPacket>>
     w.into_writer()
 }
 
-async fn topology_query(State(ctx): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+async fn topology_query(State(ctx): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return StatusCode::NO_CONTENT.into_response();
+        return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let req: TopologyRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return text_error(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid request body: {e}"),
-            );
-        }
-    };
+    let req: TopologyRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
     if req.gremlin_query.trim().is_empty() {
-        return StatusCode::NO_CONTENT.into_response();
+        return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let accept = headers
         .get(header::ACCEPT)
@@ -290,7 +285,7 @@ async fn topology_query(State(ctx): State<Shared>, headers: HeaderMap, body: Byt
         .unwrap_or("")
         .to_string();
     let snap = ctx.hub.snapshot();
-    let result = tokio::task::spawn_blocking(move || {
+    let (ctype, body) = tokio::task::spawn_blocking(move || {
         let env = Env {
             graph: &snap.graph,
             history: ctx.history.as_ref(),
@@ -298,19 +293,12 @@ async fn topology_query(State(ctx): State<Shared>, headers: HeaderMap, body: Byt
             bpf: ctx.bpf.as_deref(),
             now: skydive_graph::now_ms(),
         };
-        match skydive_gremlin::query(&req.gremlin_query, &env) {
-            Ok(out) => render(&out, &accept),
-            Err(e) => Err((StatusCode::BAD_REQUEST, e.to_string())),
-        }
+        let out = skydive_gremlin::query(&req.gremlin_query, &env)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        render(&out, &accept)
     })
-    .await;
-    match result {
-        Ok(Ok((ctype, body))) => {
-            (StatusCode::OK, [(header::CONTENT_TYPE, ctype)], body).into_response()
-        }
-        Ok(Err((status, msg))) => text_error(status, &msg),
-        Err(_) => text_error(StatusCode::INTERNAL_SERVER_ERROR, "the query failed"),
-    }
+    .await??;
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, ctype)], body).into_response())
 }
 
 /// What a WebSocket endpoint reads from the upgrade request.
@@ -363,7 +351,7 @@ pub async fn ws_endpoint<H, F>(
     req: WsRequest,
     subscribe: bool,
     make: F,
-) -> Response
+) -> ApiResult
 where
     H: MessageHandler,
     F: FnOnce(Arc<Conn>, Option<Arc<Subscription>>) -> H + Send + 'static,
@@ -375,15 +363,11 @@ where
         remote,
         activity,
     } = req;
-    let handshake = match Handshake::parse(&headers, &query, remote) {
-        Ok(h) => h,
-        Err(conn::HandshakeError::BadProtocol(p)) => {
-            return text_error(
-                StatusCode::BAD_REQUEST,
-                &format!("unsupported client protocol {p:?}"),
-            );
-        }
-    };
+    let handshake = Handshake::parse(&headers, &query, remote).map_err(
+        |conn::HandshakeError::BadProtocol(p)| {
+            ApiError::bad_request(format!("unsupported client protocol {p:?}"))
+        },
+    )?;
     let ws = ws.max_message_size(64 << 20);
     if handshake.client_type.is_empty() {
         // Skydive upgrades, then closes at once.
@@ -396,25 +380,20 @@ where
                 })))
                 .await;
         });
-        return with_server_headers(&ctx, resp);
+        return Ok(with_server_headers(&ctx, resp));
     }
-    let (conn, rx) =
-        match ctx
-            .registry
-            .register(endpoint, handshake, remote, ctx.ws.queue_size as usize)
-        {
-            Ok(r) => r,
-            Err(conn::Conflict) => return text_error(StatusCode::CONFLICT, "Duplicate host ID"),
-        };
+    let (conn, rx) = ctx
+        .registry
+        .register(endpoint, handshake, remote, ctx.ws.queue_size as usize)
+        .map_err(|conn::Conflict| ApiError::Conflict("Duplicate host ID".into()))?;
     let sub = if subscribe {
         match Subscription::new(&ctx, conn.clone()).await {
             Ok(s) => Some(s),
             Err(e) => {
                 ctx.registry.remove(conn.id);
-                return text_error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("invalid X-Gremlin-Filter: {e}"),
-                );
+                return Err(ApiError::bad_request(format!(
+                    "invalid X-Gremlin-Filter: {e}"
+                )));
             }
         }
     } else {
@@ -439,7 +418,7 @@ where
         }
         conn::run(socket, conn, rx, keepalive, registry, handler).await;
     });
-    with_server_headers(&ctx, resp)
+    Ok(with_server_headers(&ctx, resp))
 }
 
 /// The headers Skydive's clients require in a handshake reply.
@@ -553,7 +532,7 @@ pub const EXTERNAL_PUBLISHER: PublishPolicy = PublishPolicy {
     override_origin: true,
 };
 
-async fn ws_subscriber(State(ctx): State<Shared>, req: WsRequest) -> Response {
+async fn ws_subscriber(State(ctx): State<Shared>, req: WsRequest) -> ApiResult {
     let c = ctx.clone();
     ws_endpoint(ctx, "/ws/subscriber", req, true, move |_, sub| {
         SubscriberHandler {
@@ -565,7 +544,7 @@ async fn ws_subscriber(State(ctx): State<Shared>, req: WsRequest) -> Response {
     .await
 }
 
-async fn ws_pubsub(State(ctx): State<Shared>, req: WsRequest) -> Response {
+async fn ws_pubsub(State(ctx): State<Shared>, req: WsRequest) -> ApiResult {
     let c = ctx.clone();
     ws_endpoint(ctx, "/ws/pubsub", req, true, move |_, sub| {
         SubscriberHandler {
@@ -577,7 +556,7 @@ async fn ws_pubsub(State(ctx): State<Shared>, req: WsRequest) -> Response {
     .await
 }
 
-async fn ws_publisher(State(ctx): State<Shared>, req: WsRequest) -> Response {
+async fn ws_publisher(State(ctx): State<Shared>, req: WsRequest) -> ApiResult {
     let c = ctx.clone();
     ws_endpoint(ctx, "/ws/publisher", req, false, move |_, _| {
         PublisherHandler {
