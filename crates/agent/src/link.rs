@@ -15,6 +15,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use skydive_api::capture::{FLOW_NAMESPACE, FLOW_UPDATES};
 use skydive_api::message::{self, EncodedBatch as _, Incoming, graph_types};
 use skydive_graph::GraphJson;
 use skydive_hub::{EventBatch, HubHandle};
@@ -155,10 +156,6 @@ fn flow_frames(flows: &[skydive_flow::Flow]) -> Vec<String> {
         })
         .collect()
 }
-
-/// The namespace and type of flow messages.
-pub const FLOW_NAMESPACE: &str = "Flow";
-pub const FLOW_UPDATES: &str = "FlowUpdates";
 
 /// Starts a link; it runs until `stop` turns true.
 pub fn spawn(

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use skydive_api::ApiResult;
+use skydive_api::capture;
 use skydive_api::message::{Incoming, graph_types};
 use skydive_api::server::conn::{Conn, ConnStatus, MessageHandler};
 use skydive_api::server::{AGENT_PUBLISHER, PublisherHandler, Shared, WsRequest, ws_endpoint};
@@ -114,7 +115,7 @@ impl MessageHandler for AgentHandler {
     async fn on_message(&self, conn: &Arc<Conn>, msg: Incoming) {
         if msg.namespace == graph_types::NAMESPACE {
             self.publisher.on_graph_message(conn, msg).await;
-        } else if msg.namespace == "Flow" && msg.kind == "FlowUpdates" {
+        } else if msg.namespace == capture::FLOW_NAMESPACE && msg.kind == capture::FLOW_UPDATES {
             match crate::flows::decode_flows(msg.obj_text()) {
                 Ok(flows) => self.agents.ingest.push(flows),
                 Err(e) => {

@@ -1,80 +1,25 @@
 //! The capture resource, `/api/capture` (compat spec §1.7, §6.1).
 
-use serde::{Deserialize, Serialize};
+use skydive_api::capture::CaptureSpec;
+use skydive_flow::capture::{CaptureKind, probe_capabilities};
 use skydive_graph::{Graph, Value};
 
 use crate::resources::Resource;
 
-use skydive_flow::capture::CAPTURE_TYPES;
+/// The capture resource: the spec the agents run.
+pub type Capture = CaptureSpec;
 
-/// Types that run several captures on one node (§6.3); the empty type counts as one.
-fn multi_capable(t: &str) -> bool {
-    matches!(t, "" | "afpacket" | "pcap")
-}
-
-fn is_zero(i: &i64) -> bool {
-    *i == 0
-}
-
-/// A capture.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Capture {
-    #[serde(rename = "UUID")]
-    pub uuid: String,
-    #[serde(rename = "GremlinQuery", skip_serializing_if = "String::is_empty")]
-    pub gremlin_query: String,
-    #[serde(rename = "BPFFilter", skip_serializing_if = "String::is_empty")]
-    pub bpf_filter: String,
-    #[serde(rename = "Name", skip_serializing_if = "String::is_empty")]
-    pub name: String,
-    #[serde(rename = "Description", skip_serializing_if = "String::is_empty")]
-    pub description: String,
-    #[serde(rename = "Type", skip_serializing_if = "String::is_empty")]
-    pub kind: String,
-    /// Computed on read: nodes of the query running this capture.
-    #[serde(rename = "Count")]
-    pub count: i64,
-    #[serde(rename = "Port", skip_serializing_if = "is_zero")]
-    pub port: i64,
-    #[serde(rename = "SamplingRate")]
-    pub sampling_rate: i64,
-    #[serde(rename = "PollingInterval")]
-    pub polling_interval: i64,
-    #[serde(rename = "RawPacketLimit", skip_serializing_if = "is_zero")]
-    pub raw_packet_limit: i64,
-    #[serde(rename = "HeaderSize", skip_serializing_if = "is_zero")]
-    pub header_size: i64,
-    #[serde(rename = "ExtraTCPMetric")]
-    pub extra_tcp_metric: bool,
-    #[serde(rename = "IPDefrag")]
-    pub ip_defrag: bool,
-    #[serde(rename = "ReassembleTCP")]
-    pub reassemble_tcp: bool,
-    #[serde(rename = "LayerKeyMode", skip_serializing_if = "String::is_empty")]
-    pub layer_key_mode: String,
-    /// Bitmask: VRRP 1, DNS 2, DHCPv4 4.
-    #[serde(rename = "ExtraLayers", skip_serializing_if = "is_zero")]
-    pub extra_layers: i64,
-    #[serde(rename = "Target", skip_serializing_if = "String::is_empty")]
-    pub target: String,
-    #[serde(rename = "TargetType", skip_serializing_if = "String::is_empty")]
-    pub target_type: String,
-}
-
-impl Capture {
-    /// Whether the node runs this capture, active.
-    fn active_on(&self, captures: Option<&Value>) -> bool {
-        let Some(Value::Array(list)) = captures else {
-            return false;
-        };
-        list.iter().any(|c| {
-            c.as_map().is_some_and(|m| {
-                m.get("ID").and_then(Value::as_str) == Some(self.uuid.as_str())
-                    && m.get("State").and_then(Value::as_str) == Some("active")
-            })
+/// Whether a node's `Captures` metadata lists `capture` as active.
+fn active_on(capture: &Capture, captures: Option<&Value>) -> bool {
+    let Some(Value::Array(list)) = captures else {
+        return false;
+    };
+    list.iter().any(|c| {
+        c.as_map().is_some_and(|m| {
+            m.get("ID").and_then(Value::as_str) == Some(capture.uuid.as_str())
+                && m.get("State").and_then(Value::as_str) == Some("active")
         })
-    }
+    })
 }
 
 fn check_target(t: &str) -> Result<(), String> {
@@ -115,11 +60,10 @@ impl Resource for Capture {
         skydive_gremlin::parse(&self.gremlin_query)
             .map_err(|e| format!("invalid GremlinQuery {:?}: {e}", self.gremlin_query))?;
         skydive_capture::bpf::check(&self.bpf_filter).map_err(|e| e.to_string())?;
-        if !self.kind.is_empty() && !CAPTURE_TYPES.contains(&self.kind.as_str()) {
+        if let Some(CaptureKind::Other(name)) = &self.kind {
             return Err(format!(
-                "unknown capture type {:?}: expected one of {}",
-                self.kind,
-                CAPTURE_TYPES.join(", ")
+                "unknown capture type {name:?}: expected one of {}",
+                CaptureKind::ALL.map(|k| k.as_str().to_string()).join(", ")
             ));
         }
         if self.header_size != 0 && !(14..=4096).contains(&self.header_size) {
@@ -156,21 +100,22 @@ impl Resource for Capture {
             ));
         }
         check_target(&self.target)?;
-        // Capabilities (§6.3): ebpf has neither BPF nor raw packets.
-        if self.kind == "ebpf" {
-            if !self.bpf_filter.is_empty() {
-                return Err("Capture type ebpf doesn't support BPF filters".into());
-            }
-            if self.raw_packet_limit != 0 {
-                return Err("Capture type ebpf doesn't support raw packets".into());
-            }
+        // What the probe supports: ebpf has neither BPF nor raw packets.
+        let can = probe_capabilities(self.kind.as_ref());
+        let kind = self.kind.as_ref().map_or("", CaptureKind::as_str);
+        if !can.bpf && !self.bpf_filter.is_empty() {
+            return Err(format!("Capture type {kind} doesn't support BPF filters"));
+        }
+        if !can.raw_packets && self.raw_packet_limit != 0 {
+            return Err(format!("Capture type {kind} doesn't support raw packets"));
         }
         Ok(())
     }
     fn duplicates(&self, existing: &Self) -> bool {
         self.kind == existing.kind
             && self.gremlin_query == existing.gremlin_query
-            && (!multi_capable(&self.kind) || self.bpf_filter == existing.bpf_filter)
+            && (!probe_capabilities(self.kind.as_ref()).multiple
+                || self.bpf_filter == existing.bpf_filter)
     }
     fn on_read(&mut self, graph: &Graph) {
         let env = skydive_gremlin::Env {
@@ -183,7 +128,7 @@ impl Resource for Capture {
         self.count = match skydive_gremlin::query(&self.gremlin_query, &env) {
             Ok(skydive_gremlin::Output::Nodes(ns)) => ns
                 .iter()
-                .filter(|n| self.active_on(n.metadata.get("Captures")))
+                .filter(|n| active_on(self, n.metadata.get("Captures")))
                 .count() as i64,
             _ => 0,
         };
@@ -230,7 +175,7 @@ mod tests {
         c.bpf_filter = "port eighty".into();
         assert!(c.validate().unwrap_err().starts_with("invalid BPF filter"));
         let mut c = capture("G.V()");
-        c.kind = "afpackt".into();
+        c.kind = Some(CaptureKind::parse("afpackt"));
         assert!(
             c.validate()
                 .unwrap_err()
@@ -259,7 +204,7 @@ mod tests {
         b.bpf_filter = "icmp".into();
         assert!(!b.duplicates(&a), "afpacket runs several filters on a node");
         let mut s1 = a.clone();
-        s1.kind = "sflow".into();
+        s1.kind = Some(CaptureKind::Sflow);
         let mut s2 = s1.clone();
         s2.bpf_filter = "udp".into();
         assert!(s2.duplicates(&s1), "one sflow capture per node");

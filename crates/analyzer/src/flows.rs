@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use skydive_api::capture::{Request, TableQuery};
 use skydive_flow::{Flow, WireFlow};
 use skydive_gremlin::FlowQuery;
 use skydive_storage::FlowStore;
@@ -224,22 +225,14 @@ pub fn live_flows(agents: &Agents, q: &FlowQuery) -> Vec<Flow> {
         for conn in conns {
             let filter = filter.clone();
             asks.spawn(async move {
-                let obj = serde_json::json!({ "Filter": filter });
-                match conn
-                    .request("Flow", "TableQuery", &obj, Duration::from_secs(10))
-                    .await
-                {
-                    Ok(reply) if reply.status == 200 => decode_flows(reply.obj_text())
-                        .unwrap_or_else(|e| {
-                            tracing::warn!(agent = %conn.handshake.host_id, "{e}");
-                            Vec::new()
-                        }),
-                    Ok(reply) => {
-                        tracing::warn!(agent = %conn.handshake.host_id, status = reply.status, "flow query refused: {}", reply.obj_text());
+                let req = Request::TableQuery(TableQuery { filter });
+                match req.send(&conn, Duration::from_secs(10)).await {
+                    Ok(reply) => decode_flows(reply.obj_text()).unwrap_or_else(|e| {
+                        tracing::warn!(agent = %conn.handshake.host_id, "{e}");
                         Vec::new()
-                    }
+                    }),
                     Err(e) => {
-                        tracing::warn!("flow query: {e}");
+                        tracing::warn!(agent = %conn.handshake.host_id, "flow query: {e}");
                         Vec::new()
                     }
                 }

@@ -64,7 +64,8 @@ async fn startup_capture(settings: &Settings, resources: &Resources) -> anyhow::
     let capture = captures::Capture {
         gremlin_query: s.capture_gremlin.clone(),
         bpf_filter: s.capture_bpf.clone(),
-        kind: s.capture_type.clone(),
+        kind: (!s.capture_type.is_empty())
+            .then(|| skydive_flow::capture::CaptureKind::parse(&s.capture_type)),
         name: "startup".into(),
         ..Default::default()
     };

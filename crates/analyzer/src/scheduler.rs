@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::json;
+use skydive_api::capture::{Request, StartRequest, StopRequest};
 use skydive_graph::{Graph, GraphEvent, Node, Value};
 use skydive_hub::HubHandle;
 use tokio::sync::broadcast;
@@ -180,22 +180,19 @@ impl Scheduler {
                     self.lock().remove(&key);
                     continue;
                 };
-                let obj = json!({"NodeID": node.id.as_str(), "Resource": capture});
+                let req = Request::Start(Box::new(StartRequest {
+                    node_id: node.id.to_string(),
+                    resource: capture.clone(),
+                }));
                 let in_flight = self.in_flight.clone();
                 let (cid, name) = (capture.uuid.clone(), node.name().to_string());
                 tokio::spawn(async move {
-                    match conn
-                        .request("OnDemandCapture", "Start", &obj, REQUEST_TIMEOUT)
-                        .await
-                    {
-                        Ok(r) if r.status == 200 => {
+                    match req.send(&conn, REQUEST_TIMEOUT).await {
+                        Ok(_) => {
                             tracing::info!(capture = %cid, node = %name, agent = %conn.handshake.host_id, "capture started");
                         }
-                        Ok(r) => {
-                            tracing::warn!(capture = %cid, node = %name, status = r.status, "the agent could not start the capture: {}", r.obj_text());
-                        }
                         Err(e) => {
-                            tracing::warn!(capture = %cid, node = %name, "capture start: {e}")
+                            tracing::warn!(capture = %cid, node = %name, "the agent could not start the capture: {e}");
                         }
                     }
                     // Either it runs (the node says so) or it failed and is tried again on
@@ -224,19 +221,14 @@ impl Scheduler {
             let Some(conn) = self.agents.find(&node.host) else {
                 continue;
             };
-            let obj = json!({"NodeID": node.id.as_str(), "CaptureID": id});
+            let req = Request::Stop(StopRequest {
+                node_id: node.id.to_string(),
+                capture_id: id.to_string(),
+            });
             let (cid, name) = (id.to_string(), node.name().to_string());
             tokio::spawn(async move {
-                match conn
-                    .request("OnDemandCapture", "Stop", &obj, REQUEST_TIMEOUT)
-                    .await
-                {
-                    Ok(r) if r.status == 200 => {
-                        tracing::info!(capture = %cid, node = %name, "capture stopped")
-                    }
-                    Ok(r) => {
-                        tracing::warn!(capture = %cid, node = %name, status = r.status, "capture stop: {}", r.obj_text())
-                    }
+                match req.send(&conn, REQUEST_TIMEOUT).await {
+                    Ok(_) => tracing::info!(capture = %cid, node = %name, "capture stopped"),
                     Err(e) => tracing::warn!(capture = %cid, node = %name, "capture stop: {e}"),
                 }
             });

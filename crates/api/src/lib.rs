@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod capture;
 pub mod client;
 pub mod error;
 pub mod message;

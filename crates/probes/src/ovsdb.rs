@@ -340,6 +340,59 @@ fn dispatch(
     }
 }
 
+/// A bridge's sFlow export, as an `ovssflow` capture configures it: OVS samples the
+/// bridge's traffic and sends it to `target`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SflowExport {
+    /// The bridge's row UUID.
+    pub bridge: String,
+    /// `ip:port` of the collector.
+    pub target: String,
+    /// Bytes of each sampled packet's header.
+    pub header: i64,
+    /// One packet sampled out of `sampling`.
+    pub sampling: i64,
+    /// Seconds between counter samples.
+    pub polling: i64,
+    /// The capture's ID, kept in the row's `external_ids` (`skydive-probe-id`).
+    pub probe_id: String,
+}
+
+/// Points a bridge's sFlow at a collector: a new `sFlow` row (agent `lo`) referenced by the
+/// bridge, in one transaction on the server at `addr`.
+pub async fn attach_sflow(addr: &str, export: &SflowExport) -> Result<(), OvsdbError> {
+    let (client, _) = OvsdbClient::connect(addr).await?;
+    client
+        .transact(
+            "Open_vSwitch",
+            vec![
+                json!({"op": "insert", "table": "sFlow", "uuid-name": "sf", "row": {
+                    "agent": "lo", "header": export.header, "sampling": export.sampling,
+                    "polling": export.polling, "targets": ["set", [export.target]],
+                    "external_ids": ["map", [["skydive-probe-id", export.probe_id.replace('-', "_")]]]}}),
+                json!({"op": "update", "table": "Bridge",
+                    "where": [["_uuid", "==", ["uuid", export.bridge]]],
+                    "row": {"sflow": ["named-uuid", "sf"]}}),
+            ],
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Removes a bridge's sFlow configuration (OVSDB deletes the row no longer referenced).
+pub async fn detach_sflow(addr: &str, bridge: &str) -> Result<(), OvsdbError> {
+    let (client, _) = OvsdbClient::connect(addr).await?;
+    client
+        .transact(
+            "Open_vSwitch",
+            vec![json!({"op": "update", "table": "Bridge",
+                "where": [["_uuid", "==", ["uuid", bridge]]],
+                "row": {"sflow": ["set", []]}})],
+        )
+        .await
+        .map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
