@@ -34,9 +34,8 @@ pub struct Agent {
     pub addr: SocketAddr,
     pub ctx: Shared,
     pub links: Vec<LinkHandle>,
-    pub probes: Option<Arc<skydive_probes::Probes>>,
+    pub probes: Option<Arc<skydive_probes::TopologyProbes>>,
     pub captures: Arc<captures::Captures>,
-    ovs_task: Option<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     tasks: Vec<JoinHandle<()>>,
@@ -52,15 +51,15 @@ impl std::fmt::Debug for Agent {
 struct StatusState {
     ctx: Shared,
     links: Vec<LinkHandle>,
-    probes: Option<Arc<skydive_probes::Probes>>,
-    ovs: Option<Arc<skydive_probes::ovs::OvsStatus>>,
+    probes: Option<Arc<skydive_probes::TopologyProbes>>,
     captures: Arc<captures::CaptureCounters>,
 }
 
 /// What an agent runs besides its graph and its links.
 #[derive(Clone, Debug)]
 pub struct AgentOptions {
-    /// The topology probes (netlink, netns, ethtool). Tests of the link alone leave them out.
+    /// The topology probes (netlink, netns, ethtool and those of `agent.topology.probes`).
+    /// Tests of the link alone leave them out.
     pub probes: bool,
     /// Where processes' namespaces are looked for (`/proc`).
     pub proc_path: std::path::PathBuf,
@@ -102,14 +101,11 @@ async fn status(State(s): State<StatusState>) -> ApiResult {
         }
         analyzers.insert(key, v);
     }
-    let mut probes = s
+    let probes = s
         .probes
         .as_ref()
         .map(|p| p.status())
         .unwrap_or_else(|| json!({}));
-    if let (Some(o), Some(obj)) = (&s.ovs, probes.as_object_mut()) {
-        obj.insert("ovsdb".into(), o.document());
-    }
     let doc = json!({
         "Clients": clients,
         "Analyzers": analyzers,
@@ -154,6 +150,9 @@ impl Agent {
             captures: captures.clone(),
             rest: requests,
         });
+        skydive_probes::check_names(&settings.agent.topology.probes).map_err(|e| {
+            skydive_config::ConfigError::invalid("agent.topology.probes", e.to_string())
+        })?;
         let probes = if options.probes {
             let cfg = skydive_probes::ProbesConfig {
                 host_id: host_id.clone(),
@@ -165,32 +164,21 @@ impl Agent {
                     settings.agent.topology.netlink.metrics_update.max(1),
                 ),
                 process_scan_every: options.process_scan_every,
+                ovs: skydive_probes::ovs::OvsConfig {
+                    address: settings.ovs.ovsdb.clone(),
+                    stats: settings.ovs.enable_stats,
+                    oflow: settings
+                        .ovs
+                        .oflow
+                        .get("enable")
+                        .and_then(serde_json::Value::as_bool)
+                        .unwrap_or(false),
+                },
             };
             Some(Arc::new(
-                skydive_probes::start(cfg, hub.clone())
+                skydive_probes::start(cfg, &settings.agent.topology.probes, hub.clone())
                     .context("the topology probes cannot start")?,
             ))
-        } else {
-            None
-        };
-        let mut ovs_task = None;
-        let ovs = if options.probes && settings.agent.topology.probes.iter().any(|p| p == "ovsdb") {
-            let status = Arc::new(skydive_probes::ovs::OvsStatus::default());
-            ovs_task = Some(tokio::spawn(skydive_probes::ovs::run(
-                settings.ovs.ovsdb.clone(),
-                hub.clone(),
-                host::host_node_id(&host_id),
-                host_id.clone(),
-                status.clone(),
-                settings.ovs.enable_stats,
-                settings
-                    .ovs
-                    .oflow
-                    .get("enable")
-                    .and_then(serde_json::Value::as_bool)
-                    .unwrap_or(false),
-            )));
-            Some(status)
         } else {
             None
         };
@@ -240,7 +228,6 @@ impl Agent {
                         ctx: ctx.clone(),
                         links: links.clone(),
                         probes: probes.clone(),
-                        ovs,
                         captures: captures.counters.clone(),
                     }),
             );
@@ -256,7 +243,6 @@ impl Agent {
             links,
             probes,
             captures,
-            ovs_task,
             stop,
             server,
             tasks,
@@ -274,9 +260,6 @@ impl Agent {
         let captures = self.captures.clone();
         let _ = tokio::task::spawn_blocking(move || captures.stop_all()).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if let Some(t) = &self.ovs_task {
-            t.abort();
-        }
         if let Some(p) = &self.probes {
             p.stop().await;
         }

@@ -179,6 +179,33 @@ pub fn intern_features(features: Map) -> Map {
     features
 }
 
+/// What the netlink probes asked ethtool, for the ethtool probe's status.
+#[derive(Debug, Default)]
+pub struct EthtoolCounters {
+    /// Interfaces asked about.
+    reads: std::sync::atomic::AtomicU64,
+    /// Of which a driver answered.
+    answered: std::sync::atomic::AtomicU64,
+}
+
+impl EthtoolCounters {
+    pub fn record(&self, info: &EthtoolInfo) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.reads.fetch_add(1, Relaxed);
+        if info.driver.is_some() {
+            self.answered.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn document(&self) -> serde_json::Value {
+        use std::sync::atomic::Ordering::Relaxed;
+        serde_json::json!({
+            "Reads": self.reads.load(Relaxed),
+            "Answered": self.answered.load(Relaxed),
+        })
+    }
+}
+
 /// Reads everything ethtool knows about `ifname`; what the device does not support is left
 /// out. Runs ioctls on `sock`, a socket of the interface's namespace.
 pub fn read(sock: BorrowedFd<'_>, ifname: &str) -> EthtoolInfo {

@@ -1,36 +1,34 @@
 //! Skydive's topology probes: netlink (interfaces, addresses, routes, neighbours, counters),
-//! netns (the host's network namespaces) and ethtool (driver, features, speed). Each has a
-//! pure part (the netlink reducer, the namespace diff, the topology that turns them into
-//! nodes and edges) and an adapter that talks to the kernel. The one `unsafe` call (the
-//! ethtool ioctl) is in `sys.rs`. Must not depend on the API server or storage.
+//! netns (the host's network namespaces), ethtool (driver, features, speed) and ovsdb (Open
+//! vSwitch). Each implements the [`Probe`] contract and runs under one [`Supervisor`] that
+//! restarts a failed probe with a backoff; each has a pure part (the netlink reducer, the
+//! namespace diff, the OVS reducer, the topology that turns them into nodes and edges) and an
+//! adapter that talks to the kernel or the daemon. The one `unsafe` call (the ethtool ioctl)
+//! is in `sys.rs`. Must not depend on the API server or storage: probes hold a hub handle.
 
 #![deny(unsafe_code)]
 
 pub mod ethtool;
+pub mod host;
 pub mod netlink;
 pub mod netns;
 pub mod oflow;
 pub mod ovs;
 pub mod ovsdb;
+pub mod probe;
 pub mod status;
 #[allow(unsafe_code)]
 mod sys;
 pub mod topology;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use skydive_graph::{Id, now_ms};
+use skydive_graph::Id;
 use skydive_hub::HubHandle;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 
-use crate::netlink::adapter::{NsProbe, NsProbeConfig, NsRegistry};
-use crate::netns::{NsEvent, NsInfo, NsKey};
-use crate::status::ProbeStatus;
-use crate::topology::{Input, Topology, apply_ops};
+pub use probe::{Backoff, Probe, ProbeError, Supervisor};
 
 /// What the probes need to know.
 #[derive(Clone, Debug)]
@@ -46,242 +44,125 @@ pub struct ProbesConfig {
     pub metrics_every: Duration,
     /// How often processes' namespaces are looked for.
     pub process_scan_every: Duration,
+    /// `ovs.*`, for the `ovsdb` probe.
+    pub ovs: ovs::OvsConfig,
 }
 
-/// The running probes.
-pub struct Probes {
-    pub netlink: Arc<ProbeStatus>,
-    pub netns: Arc<ProbeStatus>,
-    topology: Arc<Mutex<Topology>>,
-    stop: watch::Sender<bool>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+/// The probes that always run.
+pub const ALWAYS_ON: [&str; 3] = ["netlink", "netns", "ethtool"];
+/// The probes `agent.topology.probes` may add.
+pub const OPTIONAL: [&str; 1] = ["ovsdb"];
+/// Probes of Skydive that this build does not have yet, with the issue that brings them.
+const LATER: [(&str, &str); 11] = [
+    ("docker", "the Docker connector"),
+    ("runc", "the Docker connector"),
+    ("neutron", "the OpenStack connector"),
+    ("socketinfo", "the troubleshooting toolkit"),
+    ("lldp", "a later release"),
+    ("lxd", "a later release"),
+    ("libvirt", "a later release"),
+    ("blockdev", "a later release"),
+    ("opencontrail", "a later release"),
+    ("vpp", "a later release"),
+    ("bess", "a later release"),
+];
+
+/// A name of `agent.topology.probes` this build cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnknownProbe {
+    #[error(
+        "probe {0:?} is not available in this build yet (it comes with {1}); remove it from agent.topology.probes"
+    )]
+    Later(String, &'static str),
+    #[error("unknown probe {0:?}: this build has ovsdb (netlink, netns and ethtool always run)")]
+    Unknown(String),
 }
 
-impl std::fmt::Debug for Probes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Probes")
+/// Checks the names of `agent.topology.probes`: every one must be a probe of this build.
+pub fn check_names(names: &[String]) -> Result<(), UnknownProbe> {
+    for name in names {
+        if ALWAYS_ON.contains(&name.as_str()) || OPTIONAL.contains(&name.as_str()) {
+            continue;
+        }
+        return Err(match LATER.iter().find(|(n, _)| n == name) {
+            Some((_, with)) => UnknownProbe::Later(name.clone(), with),
+            None => UnknownProbe::Unknown(name.clone()),
+        });
     }
+    Ok(())
 }
 
-impl Probes {
+/// The running topology probes.
+#[derive(Debug)]
+pub struct TopologyProbes {
+    supervisor: Supervisor,
+    host: Arc<host::HostTopology>,
+}
+
+impl TopologyProbes {
     /// `TopologyProbes` of `/api/status`.
     pub fn status(&self) -> serde_json::Value {
-        let (ns, ifaces) = self
-            .topology
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .size();
-        let mut netlink = self.netlink.document();
-        netlink["Interfaces"] = ifaces.into();
-        let mut netns = self.netns.document();
-        netns["Namespaces"] = ns.saturating_sub(1).into();
-        serde_json::json!({"netlink": netlink, "netns": netns, "ethtool": {"Status": "running"}})
+        self.supervisor.status()
+    }
+
+    /// The names of the probes running.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.supervisor.names()
     }
 
     /// Stops every probe (their sockets close); the graph keeps what they reported.
     pub async fn stop(&self) {
-        self.stop.send_replace(true);
-        let tasks: Vec<JoinHandle<()>> =
-            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for t in tasks {
-            t.abort();
-            let _ = t.await;
-        }
+        self.supervisor.stop().await;
+        self.host.stop().await;
     }
 }
 
-/// Starts the netlink, netns and ethtool probes over the agent's graph `hub`.
-pub fn start(cfg: ProbesConfig, hub: HubHandle) -> std::io::Result<Probes> {
-    let own = netns::own_namespace()?;
-    let netlink_status = Arc::new(ProbeStatus::default());
-    let netns_status = Arc::new(ProbeStatus::default());
-    let topology = Arc::new(Mutex::new(Topology::new(
-        cfg.host_node.clone(),
-        &cfg.host_tid,
-        own.clone(),
-    )));
-    let registry = NsRegistry::new(own.key, PathBuf::from("/proc/self/ns/net"));
-    let (stop, stop_rx) = watch::channel(false);
-    let (tx, rx) = mpsc::channel::<Input>(4096);
-    let mut tasks = Vec::new();
-
-    tasks.push(tokio::spawn(run_topology(
-        rx,
-        topology.clone(),
-        hub,
-        cfg.host_id.clone(),
-        format!("agent.{}", cfg.host_id),
-    )));
-
-    let probe_cfg = NsProbeConfig {
-        metrics_every: cfg.metrics_every,
-    };
-    // The host's namespace: the agent's own.
-    let sockets = netns::open_sockets()?;
-    let root = NsProbe::new(
-        own.key,
-        sockets,
-        tx.clone(),
-        registry.clone(),
-        netlink_status.clone(),
-        probe_cfg.clone(),
-    )?;
-    tasks.push(tokio::spawn(root.run(stop_rx.clone())));
-
-    let (ns_tx, ns_rx) = mpsc::channel::<NsEvent>(1024);
-    tasks.push(tokio::spawn(netns::watch(
-        cfg.netns_run_path.clone(),
-        cfg.proc_path.clone(),
-        own,
-        cfg.process_scan_every,
-        ns_tx,
-    )));
-    tasks.push(tokio::spawn(supervise_namespaces(
-        ns_rx,
-        tx,
-        registry,
-        netlink_status.clone(),
-        netns_status.clone(),
-        probe_cfg,
-        stop_rx,
-    )));
-    Ok(Probes {
-        netlink: netlink_status,
-        netns: netns_status,
-        topology,
-        stop,
-        tasks: Mutex::new(tasks),
+/// Starts the probes that always run and those `extra` names (`agent.topology.probes`) over
+/// the agent's graph `hub`.
+pub fn start(
+    cfg: ProbesConfig,
+    extra: &[String],
+    hub: HubHandle,
+) -> std::io::Result<TopologyProbes> {
+    check_names(extra).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let host = host::HostTopology::start(&cfg, hub.clone())?;
+    let mut probes = host.probes();
+    if extra.iter().any(|p| p == "ovsdb") {
+        probes.push(Arc::new(ovs::OvsdbProbe::new(
+            cfg.ovs.clone(),
+            hub,
+            cfg.host_node.clone(),
+            cfg.host_id.clone(),
+        )));
+    }
+    Ok(TopologyProbes {
+        supervisor: Supervisor::start(probes, Backoff::default()),
+        host,
     })
 }
 
-/// Applies the probes' reports to the graph, a batch at a time.
-async fn run_topology(
-    mut rx: mpsc::Receiver<Input>,
-    topology: Arc<Mutex<Topology>>,
-    hub: HubHandle,
-    host: String,
-    origin: String,
-) {
-    let mut batch = Vec::with_capacity(256);
-    loop {
-        if rx.recv_many(&mut batch, 256).await == 0 {
-            return;
-        }
-        let ops = {
-            let mut t = topology.lock().unwrap_or_else(|e| e.into_inner());
-            for input in batch.drain(..) {
-                t.apply(input);
-            }
-            t.ops()
-        };
-        if ops.is_empty() {
-            continue;
-        }
-        let (h, o) = (host.clone(), origin.clone());
-        if hub
-            .apply(None, move |g| Ok(apply_ops(g, ops, &h, &o, now_ms())))
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Starts and stops a netlink probe per namespace as namespaces come and go.
-async fn supervise_namespaces(
-    mut events: mpsc::Receiver<NsEvent>,
-    tx: mpsc::Sender<Input>,
-    registry: Arc<NsRegistry>,
-    netlink_status: Arc<ProbeStatus>,
-    netns_status: Arc<ProbeStatus>,
-    cfg: NsProbeConfig,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut running: HashMap<NsKey, watch::Sender<bool>> = HashMap::new();
-    // Namespaces whose probe could not start (a process that exited while its namespace
-    // was opened, a permission): tried again every second while they exist.
-    let mut failed: HashMap<NsKey, NsInfo> = HashMap::new();
-    let mut retry = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        let ev = tokio::select! {
-            ev = events.recv() => match ev {
-                Some(ev) => Some(ev),
-                None => return,
-            },
-            _ = retry.tick() => None,
-            _ = stop.changed() => return,
-        };
-        let mut to_start: Vec<NsInfo> = Vec::new();
-        match ev {
-            Some(NsEvent::Added(info)) | Some(NsEvent::Changed(info)) => {
-                registry.insert(info.key, info.path.clone());
-                if tx.send(Input::Namespace(info.clone())).await.is_err() {
-                    return;
-                }
-                failed.remove(&info.key);
-                if !running.contains_key(&info.key) {
-                    to_start.push(info);
-                }
-            }
-            Some(NsEvent::Removed(key)) => {
-                // Closing the probe's sockets lets the kernel free the namespace.
-                running.remove(&key);
-                failed.remove(&key);
-                registry.remove(key);
-                netlink_status.forget_namespace(key);
-                if tx.send(Input::NamespaceGone(key)).await.is_err() {
-                    return;
-                }
-            }
-            None => to_start.extend(failed.drain().map(|(_, i)| i)),
-        }
-        for info in to_start {
-            let (probe_stop, probe_stop_rx) = watch::channel(false);
-            match start_namespace_probe(&info, &tx, &registry, &netlink_status, &cfg, probe_stop_rx)
-                .await
-            {
-                Ok(()) => {
-                    running.insert(info.key, probe_stop);
-                }
-                Err(e) => {
-                    tracing::debug!(ns = %info.name, path = %info.path.display(), "cannot probe the namespace yet: {e}");
-                    // A process that exited between the scan and the opening is no error.
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        netns_status.error(format!(
-                            "namespace {} ({}): {e}",
-                            info.name,
-                            info.path.display()
-                        ));
-                    }
-                    failed.insert(info.key, info);
-                }
-            }
-        }
-        netns_status.set_namespaces(running.len() as u64);
+    #[test]
+    fn probe_names_are_checked_and_the_refusal_says_what_to_do() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(check_names(&names(&["ovsdb", "netlink", "netns"])), Ok(()));
+        let e = check_names(&names(&["ovsdb", "docker"])).unwrap_err();
+        assert_eq!(
+            e,
+            UnknownProbe::Later("docker".into(), "the Docker connector")
+        );
+        assert!(
+            e.to_string()
+                .contains("remove it from agent.topology.probes"),
+            "{e}"
+        );
+        let e = check_names(&names(&["ovsbd"])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown probe \"ovsbd\": this build has ovsdb (netlink, netns and ethtool always run)"
+        );
     }
-}
-
-async fn start_namespace_probe(
-    info: &NsInfo,
-    tx: &mpsc::Sender<Input>,
-    registry: &Arc<NsRegistry>,
-    status: &Arc<ProbeStatus>,
-    cfg: &NsProbeConfig,
-    stop: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let (path, key) = (info.path.clone(), info.key);
-    let sockets = tokio::task::spawn_blocking(move || netns::open_sockets_in(&path, key))
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))??;
-    let probe = NsProbe::new(
-        info.key,
-        sockets,
-        tx.clone(),
-        registry.clone(),
-        status.clone(),
-        cfg.clone(),
-    )?;
-    tokio::spawn(probe.run(stop));
-    Ok(())
 }

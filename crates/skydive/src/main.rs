@@ -223,9 +223,10 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("skydive: {e:#}");
             // Authentication sections are configuration too.
-            if e.chain()
-                .any(|c| c.is::<skydive_api::auth::AuthConfigError>())
-            {
+            if e.chain().any(|c| {
+                c.is::<skydive_api::auth::AuthConfigError>()
+                    || c.is::<skydive_config::ConfigError>()
+            }) {
                 ExitCode::from(EXIT_CONFIG)
             } else {
                 ExitCode::FAILURE

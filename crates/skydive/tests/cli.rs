@@ -262,6 +262,34 @@ fn authentication_sections_that_cannot_be_enforced_are_refused_naming_the_key() 
 }
 
 #[test]
+fn probes_this_build_cannot_run_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (probes, want) in [
+        ("[ovsdb, ovsbd]", "unknown probe \"ovsbd\""),
+        (
+            "[docker]",
+            "probe \"docker\" is not available in this build yet",
+        ),
+    ] {
+        let conf = write_config(
+            dir.path(),
+            "probes.yml",
+            &format!(
+                "agent:\n  listen: 127.0.0.1:{}\n  topology:\n    probes: {probes}\n",
+                free_port()
+            ),
+        );
+        let o = run(&["-c", conf.to_str().unwrap(), "agent"]);
+        assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("agent.topology.probes") && err.contains(want),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn a_busy_port_is_reported() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap();

@@ -70,6 +70,8 @@ impl NsRegistry {
 #[derive(Clone, Debug)]
 pub struct NsProbeConfig {
     pub metrics_every: Duration,
+    /// What ethtool was asked, for the ethtool probe's status.
+    pub ethtool: Arc<crate::ethtool::EthtoolCounters>,
 }
 
 /// The probe of one namespace.
@@ -206,6 +208,7 @@ impl NsProbe {
             return;
         };
         let info = crate::ethtool::read(self.ioctl.as_fd(), &name);
+        self.cfg.ethtool.record(&info);
         self.model.ethtool.insert(index, info);
         self.ethtool_names.insert(index, name);
     }
