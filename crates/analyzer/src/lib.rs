@@ -192,7 +192,7 @@ impl Analyzer {
                 scheduler::Scheduler::new(ctx.clone(), resources.clone(), agents.clone()).run(),
             ),
             tokio::spawn(storage::retention_loop(
-                stores.embedded.values().cloned().collect(),
+                stores.upkeep.values().cloned().collect(),
                 Duration::from_secs(60),
                 stores.status.clone(),
             )),

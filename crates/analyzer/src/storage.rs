@@ -22,28 +22,28 @@ use skydive_flow::{Flow, FlowMetric, RawPacket};
 use skydive_graph::{GraphEvent, History, NoHistory, Time, now_ms};
 use skydive_gremlin::{FlowQuery, FlowSource};
 use skydive_hub::EventBatch;
-use skydive_storage::{Embedded, FlowStore, MemoryResources, ResourceStore, Retention};
+use skydive_storage::{Backend, FlowStore, ResourceStore, Retention, TopologyStore, Upkeep};
 use tokio::sync::mpsc;
 
 /// Events kept in memory while the store cannot be written.
 const MAX_PENDING: usize = 1_000_000;
 
-/// The stores the analyzer uses.
+/// The stores the analyzer uses, whatever their backends.
 pub struct Stores {
     pub resources: Arc<dyn ResourceStore>,
     pub history: Arc<dyn History>,
     pub flows: Option<Arc<dyn FlowStore>>,
-    /// The embedded store holding the topology history, if it is one.
-    pub recorder: Option<Arc<Embedded>>,
-    /// Every embedded store open, by section name, with its retention.
-    pub embedded: BTreeMap<String, (Arc<Embedded>, Retention)>,
+    /// Where the history recorder writes, when the topology backend keeps history.
+    pub recorder: Option<Arc<dyn TopologyStore>>,
+    /// Every backend open that needs upkeep, by section name.
+    pub upkeep: BTreeMap<String, Arc<dyn Upkeep>>,
     pub status: Arc<StorageStatus>,
 }
 
 impl std::fmt::Debug for Stores {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stores")
-            .field("embedded", &self.embedded.keys())
+            .field("backends", &self.upkeep.keys())
             .finish()
     }
 }
@@ -71,57 +71,35 @@ impl StorageStatus {
 }
 
 impl Stores {
-    /// Opens the stores of the configuration.
+    /// Opens the stores of the configuration: `analyzer.topology.backend` keeps the
+    /// resources and the history, `analyzer.flow.backend` the flows; one section used by
+    /// both is opened once.
     pub fn open(settings: &Settings) -> anyhow::Result<Stores> {
-        let mut embedded: BTreeMap<String, (Arc<Embedded>, Retention)> = BTreeMap::new();
-        let mut open_embedded = |name: &str| -> anyhow::Result<Arc<Embedded>> {
-            if let Some((e, _)) = embedded.get(name) {
-                return Ok(e.clone());
+        let mut open: BTreeMap<String, Backend> = BTreeMap::new();
+        let mut backend = |name: &str| -> anyhow::Result<Backend> {
+            if let Some(b) = open.get(name) {
+                return Ok(b.clone());
             }
-            let opts = settings
-                .embedded_storage(name)
-                .with_context(|| format!("storage.{name}: invalid embedded store options"))?;
-            let store = Embedded::open(Path::new(&opts.path))
-                .with_context(|| format!("storage.{name}: the embedded store cannot be used"))?;
-            tracing::info!(path = %store.path().display(), "embedded store open");
-            let store = Arc::new(store);
-            let retention = Retention {
-                max_age: opts.max_age.saturating_mul(1000) as i64,
-                max_size: opts.max_size.saturating_mul(1 << 20),
-            };
-            embedded.insert(name.to_string(), (store.clone(), retention));
-            Ok(store)
+            let b = open_backend(settings, name)?;
+            open.insert(name.to_string(), b.clone());
+            Ok(b)
         };
-
-        let topo = &settings.analyzer.topology.backend;
-        let (resources, history, recorder): (Arc<dyn ResourceStore>, Arc<dyn History>, _) =
-            match settings.storage_driver(topo) {
-                Some("embedded") => {
-                    let e = open_embedded(topo)?;
-                    (e.clone(), e.clone(), Some(e))
-                }
-                Some("memory") => (Arc::new(MemoryResources::new()), Arc::new(NoHistory), None),
-                Some(other) => anyhow::bail!(
-                    "storage.{topo}: the {other} driver is not available in this build yet"
-                ),
-                None => anyhow::bail!("storage.{topo}: no such storage section"),
-            };
-        let flow = &settings.analyzer.flow.backend;
-        let flows: Option<Arc<dyn FlowStore>> = match settings.storage_driver(flow) {
-            Some("embedded") => Some(open_embedded(flow)?),
-            // As Skydive: no flow storage, so flow queries in a time context fail.
-            Some("memory") => None,
-            Some(other) => anyhow::bail!(
-                "storage.{flow}: the {other} driver is not available in this build yet"
-            ),
-            None => anyhow::bail!("storage.{flow}: no such storage section"),
-        };
+        let topo = backend(&settings.analyzer.topology.backend)?;
+        // As Skydive: a flow backend without flow storage (memory) refuses time contexts.
+        let flows = backend(&settings.analyzer.flow.backend)?.flows;
+        let upkeep = open
+            .iter()
+            .filter_map(|(name, b)| Some((name.clone(), b.upkeep.clone()?)))
+            .collect();
         Ok(Stores {
-            resources,
-            history,
+            resources: topo.resources,
+            history: match &topo.topology {
+                Some(t) => t.clone(),
+                None => Arc::new(NoHistory),
+            },
             flows,
-            recorder,
-            embedded,
+            recorder: topo.topology,
+            upkeep,
             status: Arc::new(StorageStatus::default()),
         })
     }
@@ -130,19 +108,9 @@ impl Stores {
     pub fn status_document(&self) -> Value {
         let s = &self.status;
         let stores: serde_json::Map<String, Value> = self
-            .embedded
+            .upkeep
             .iter()
-            .map(|(name, (e, r))| {
-                (
-                    name.clone(),
-                    json!({
-                        "Driver": "embedded",
-                        "Path": e.path().display().to_string(),
-                        "UsedBytes": e.used_bytes().unwrap_or(0),
-                        "Retention": {"MaxAge": r.max_age / 1000, "MaxSize": r.max_size >> 20},
-                    }),
-                )
-            })
+            .map(|(name, u)| (name.clone(), u.describe()))
             .collect();
         json!({
             "State": if s.error().is_some() { "error" } else { "ok" },
@@ -160,15 +128,40 @@ impl Stores {
     }
 }
 
+/// The backend of section `storage.<name>`.
+fn open_backend(settings: &Settings, name: &str) -> anyhow::Result<Backend> {
+    match settings.storage_driver(name) {
+        Some("embedded") => {
+            let opts = settings
+                .embedded_storage(name)
+                .with_context(|| format!("storage.{name}: invalid embedded store options"))?;
+            let retention = Retention {
+                max_age: opts.max_age.saturating_mul(1000) as i64,
+                max_size: opts.max_size.saturating_mul(1 << 20),
+            };
+            let b = Backend::embedded(Path::new(&opts.path), retention)
+                .with_context(|| format!("storage.{name}: the embedded store cannot be used"))?;
+            tracing::info!(path = %opts.path, "embedded store open");
+            Ok(b)
+        }
+        Some("memory") => Ok(Backend::memory()),
+        Some(other) => {
+            anyhow::bail!("storage.{name}: the {other} driver is not available in this build yet")
+        }
+        None => anyhow::bail!("storage.{name}: no such storage section"),
+    }
+}
+
 /// Writes the hub's event batches into the history until the hub goes away.
 pub fn spawn_recorder(
-    store: Arc<Embedded>,
+    store: Arc<dyn TopologyStore>,
     mut batches: mpsc::Receiver<Arc<EventBatch>>,
     status: Arc<StorageStatus>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("history-recorder".into())
         .spawn(move || {
+            let location = store.location();
             let mut pending: VecDeque<GraphEvent> = VecDeque::new();
             let mut open = true;
             while open || !pending.is_empty() {
@@ -201,7 +194,7 @@ pub fn spawn_recorder(
                     Err(e) => {
                         let msg = format!(
                             "cannot write the topology history to {}: {e}; {} changes kept, retrying every second",
-                            store.path().display(),
+                            location,
                             pending.len()
                         );
                         if status.error().as_deref() != Some(msg.as_str()) {
@@ -247,7 +240,7 @@ fn drain(
 /// After the agents' grace period, closes the history of elements that did not come back
 /// after a restart.
 pub async fn close_orphans_later(
-    store: Arc<Embedded>,
+    store: Arc<dyn TopologyStore>,
     grace: Duration,
     status: Arc<StorageStatus>,
 ) {
@@ -270,18 +263,18 @@ pub async fn close_orphans_later(
     }
 }
 
-/// Enforces each embedded store's retention every `every`.
+/// Enforces each backend's retention every `every`.
 pub async fn retention_loop(
-    stores: Vec<(Arc<Embedded>, Retention)>,
+    stores: Vec<Arc<dyn Upkeep>>,
     every: Duration,
     status: Arc<StorageStatus>,
 ) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        for (store, r) in &stores {
-            let (store, r) = (store.clone(), *r);
-            match tokio::task::spawn_blocking(move || store.enforce_retention(r, now_ms())).await {
+        for store in &stores {
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.enforce_retention(now_ms())).await {
                 Ok(Ok(removed)) => {
                     status
                         .retention_removed

@@ -105,6 +105,8 @@ pub struct Embedded {
     readers: Mutex<Vec<Connection>>,
     /// History recorder state (current revisions seen since the store was opened).
     pub(crate) recorder: Mutex<crate::history::RecorderState>,
+    /// What the store keeps (none by default).
+    retention: crate::Retention,
 }
 
 impl std::fmt::Debug for Embedded {
@@ -154,6 +156,7 @@ impl Embedded {
             conn: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
             recorder: Mutex::new(recorder),
+            retention: crate::Retention::default(),
         })
     }
 
@@ -182,6 +185,17 @@ impl Embedded {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The store, keeping history and flows as `retention` says.
+    pub fn with_retention(mut self, retention: crate::Retention) -> Embedded {
+        self.retention = retention;
+        self
+    }
+
+    /// What the store keeps.
+    pub fn retention(&self) -> crate::Retention {
+        self.retention
     }
 
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -304,12 +318,6 @@ impl ResourceStore for Embedded {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn embedded_store_passes_the_battery() {
-        let dir = tempfile::tempdir().unwrap();
-        crate::resources::battery::run(&Embedded::open(dir.path()).unwrap());
-    }
 
     #[test]
     fn resources_survive_reopening() {

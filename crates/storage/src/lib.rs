@@ -1,18 +1,21 @@
 //! Storage for the analyzer: API resources (captures, alerts, rules, nodes and edges created
-//! through the API), the topology history and the flows.
+//! through the API), the topology history and the flows, behind the [`Backend`] contract.
 //!
-//! Two backends: the embedded store (SQLite in a data directory, the default; survives
-//! restarts and crashes; history, flows and retention) and memory (resources and flows
-//! while the process runs, no history).
+//! Backends: the embedded store (SQLite in a data directory, the default; survives restarts
+//! and crashes; history, flows and retention) and memory (resources while the process runs,
+//! no history); the in-memory reference keeps everything and is what the battery of tests
+//! holds every backend to. Must not depend on the API server or the probes.
 
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod embedded;
 pub mod flows;
 pub mod history;
 pub mod resources;
 pub mod retention;
 
+pub use backend::{Backend, MemoryTopology, TopologyStore, Upkeep};
 pub use embedded::Embedded;
 pub use flows::{FlowStore, MemoryFlows, flow_key};
 pub use resources::{MemoryResources, ResourceStore};

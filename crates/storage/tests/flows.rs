@@ -3,7 +3,9 @@
 
 use skydive_flow::{Flow, FlowLayer, FlowMetric, FlowProtocol, RawPacket, TransportLayer};
 use skydive_graph::Filter;
-use skydive_storage::{Embedded, FlowStore, MemoryFlows, Retention, flow_key};
+mod common;
+
+use skydive_storage::{Embedded, FlowStore, Retention, flow_key};
 
 const T0: i64 = 1_764_000_000_000;
 
@@ -185,14 +187,15 @@ fn battery(store: &dyn FlowStore) {
 }
 
 #[test]
-fn memory_flows_pass_the_battery() {
-    battery(&MemoryFlows::new());
-}
-
-#[test]
-fn embedded_flows_pass_the_battery() {
+fn every_backend_keeping_flows_passes_the_flow_battery() {
     let dir = tempfile::tempdir().unwrap();
-    battery(&Embedded::open(dir.path()).unwrap());
+    let mut ran = Vec::new();
+    for b in common::backends(dir.path()) {
+        let Some(flows) = &b.flows else { continue };
+        battery(flows.as_ref());
+        ran.push(b.driver);
+    }
+    assert_eq!(ran, ["embedded", "reference"]);
 }
 
 #[test]

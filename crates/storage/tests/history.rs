@@ -8,7 +8,9 @@ use skydive_graph::{
     Edge, Graph, GraphEvent, GraphView, History, MemoryHistory, Node, RevisionGraph, Value,
     metadata,
 };
-use skydive_storage::Embedded;
+mod common;
+
+use skydive_storage::{Embedded, TopologyStore};
 
 /// A small deterministic generator (xorshift), so that failures replay.
 struct Rng(u64);
@@ -127,7 +129,13 @@ fn render(g: &RevisionGraph) -> (Vec<String>, Vec<String>) {
     (nodes, edges)
 }
 
-fn assert_same(reference: &MemoryHistory, store: &Embedded, from: i64, to: i64, rng: &mut Rng) {
+fn assert_same(
+    reference: &MemoryHistory,
+    store: &dyn TopologyStore,
+    from: i64,
+    to: i64,
+    rng: &mut Rng,
+) {
     for _ in 0..60 {
         let t = from + rng.below((to - from) as u64 + 1) as i64;
         let d = rng.below(5_000) as i64;
@@ -145,25 +153,35 @@ fn assert_same(reference: &MemoryHistory, store: &Embedded, from: i64, to: i64, 
 }
 
 #[test]
-fn embedded_history_answers_as_the_reference_does() {
+fn every_backend_keeping_history_answers_as_the_reference_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ran = Vec::new();
     for seed in [1u64, 7, 42, 1234, 99991] {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Embedded::open(dir.path()).unwrap();
-        let mut reference = MemoryHistory::new();
-        let mut g = Graph::new();
-        let mut rng = Rng(seed);
-        let mut t = T0;
-        for batch in random_changes(&mut g, &mut rng, 400, &mut t) {
-            batch.iter().for_each(|e| reference.record(e));
-            store.record(&batch).unwrap();
+        for b in common::backends(dir.path()) {
+            let Some(store) = &b.topology else { continue };
+            let mut reference = MemoryHistory::new();
+            let mut g = Graph::new();
+            let mut rng = Rng(seed);
+            let mut t = T0;
+            for batch in random_changes(&mut g, &mut rng, 400, &mut t) {
+                batch.iter().for_each(|e| reference.record(e));
+                store.record(&batch).unwrap();
+            }
+            assert_eq!(
+                store.revision_count().unwrap() as usize,
+                reference.revision_count(),
+                "{} seed {seed}",
+                b.driver
+            );
+            assert_same(&reference, store.as_ref(), T0 - 1000, t + 1000, &mut rng);
+            ran.push(b.driver);
         }
-        assert_eq!(
-            store.revision_count().unwrap() as usize,
-            reference.revision_count(),
-            "seed {seed}"
-        );
-        assert_same(&reference, &store, T0 - 1000, t + 1000, &mut rng);
     }
+    assert_eq!(
+        ran.len(),
+        10,
+        "embedded and the reference, five seeds: {ran:?}"
+    );
 }
 
 #[test]
