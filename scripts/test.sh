@@ -10,6 +10,16 @@ install_python_packages "${TEST_PYTHON_PACKAGES[@]}"
 
 export RUST_BACKTRACE=1
 
+echo "== Formatting, lints, dependency policy, fuzz targets" >&2
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+install_cargo_deny
+# Every target's dependencies, so that the policy check reads them without the network.
+cargo fetch --locked --quiet
+"$CARGO_DENY" --offline check bans licenses sources
+# The fuzz targets are a workspace of their own: check that they still build.
+cargo check --quiet --locked --manifest-path fuzz/Cargo.toml --target-dir target/fuzz-check --bins
+
 start_ovs
 trap stop_ovs EXIT
 

@@ -18,7 +18,7 @@ fn world() -> &'static World {
     W.get_or_init(|| {
         let mut graph = Graph::new();
         let mut history = MemoryHistory::new();
-        let mut rec = |evs: Vec<skydive_graph::GraphEvent>, h: &mut MemoryHistory| evs.iter().for_each(|e| h.record(e));
+        let rec = |evs: Vec<skydive_graph::GraphEvent>, h: &mut MemoryHistory| evs.iter().for_each(|e| h.record(e));
         let t0 = 1_600_000_000_000;
         let nodes = [
             ("h", r#"{"Name":"host1","Type":"host","TID":"t-h","Sockets":[{"LocalAddress":"10.0.0.1","LocalPort":80,"Protocol":"TCP"}]}"#),

@@ -57,6 +57,19 @@ install_python_packages() {
   "$py" -m pip install -q "${missing[@]}"
 }
 
+# The dependency-policy checker, built once into target/tools (crates.io is the only source
+# of it this machine reaches; pinned, and built with its own lock file).
+CARGO_DENY_VERSION=0.20.2
+CARGO_DENY="$PWD/target/tools/bin/cargo-deny"
+
+install_cargo_deny() {
+  if [ -x "$CARGO_DENY" ] && "$CARGO_DENY" --version 2>/dev/null | grep -q " $CARGO_DENY_VERSION\$"; then
+    return 0
+  fi
+  echo "building cargo-deny $CARGO_DENY_VERSION (once, into target/tools)" >&2
+  cargo install --quiet --locked --root "$PWD/target/tools" "cargo-deny@$CARGO_DENY_VERSION"
+}
+
 # Starts Open vSwitch (ovsdb-server and ovs-vswitchd, userspace datapath) unless it runs;
 # sets OVS_STARTED when this script started it.
 start_ovs() {

@@ -1,4 +1,4 @@
-//! The host node: the root of an agent's graph (compat spec §3.4), with what Skydive's
+//! The host node: the root of an agent's graph (Skydive's host node), with what Skydive's
 //! hardware probe reported (CPUs, OS, kernel) and the `agent.metadata` of the configuration.
 
 use std::path::Path;

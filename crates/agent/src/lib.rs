@@ -232,7 +232,7 @@ impl Agent {
                     }),
             );
         let app = server::with_layers(app, auth);
-        let mut rx = stop_rx.clone();
+        let mut rx = stop_rx;
         let server = tokio::spawn(server::serve(listener, app, async move {
             let _ = rx.wait_for(|s| *s).await;
         }));

@@ -211,7 +211,7 @@ async fn run(
                 match result {
                     Ok(()) => return,
                     Err(e) => {
-                        tracing::warn!(analyzer = %cfg.analyzer, "link to the analyzer lost: {e}")
+                        tracing::warn!(analyzer = %cfg.analyzer, "link to the analyzer lost: {e}");
                     }
                 }
             }

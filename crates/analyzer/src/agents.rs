@@ -1,5 +1,5 @@
-//! `/ws/agent/topology`: the agents publishing their graphs (compat spec §2.5, §2.6;
-//! `docs/agent-protocol.md`).
+//! `/ws/agent/topology`: the agents publishing their graphs (Skydive's WebSocket endpoints; how
+//! Skydive's agents publish their graph; `docs/agent-protocol.md`).
 //!
 //! Each agent owns the subgraph of its origin (`agent.<host_id>`). A `Sync` replaces that
 //! subgraph by difference, so a reconnecting agent causes no churn. When an agent that asked

@@ -1,4 +1,4 @@
-//! Alerts (compat spec §7): a Gremlin expression watched on graph events (`graph`) or on a
+//! Alerts (Skydive's alerts): a Gremlin expression watched on graph events (`graph`) or on a
 //! ticker (`duration:<d>`); when its result becomes non-empty and differs from the last one
 //! that fired, the alert fires: `{UUID, Timestamp, ReasonData}` is pushed to WebSocket
 //! subscribers (`Alert` namespace), POSTed to an `http(s)://` action, or written to the stdin

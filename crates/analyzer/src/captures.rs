@@ -1,4 +1,4 @@
-//! The capture resource, `/api/capture` (compat spec §1.7, §6.1).
+//! The capture resource, `/api/capture` (Skydive's resource shapes; Skydive's capture resource).
 
 use skydive_api::capture::CaptureSpec;
 use skydive_flow::capture::{CaptureKind, probe_capabilities};
@@ -203,7 +203,7 @@ mod tests {
         assert!(b.duplicates(&a));
         b.bpf_filter = "icmp".into();
         assert!(!b.duplicates(&a), "afpacket runs several filters on a node");
-        let mut s1 = a.clone();
+        let mut s1 = a;
         s1.kind = Some(CaptureKind::Sflow);
         let mut s2 = s1.clone();
         s2.bpf_filter = "udp".into();

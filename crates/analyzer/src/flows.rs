@@ -1,6 +1,6 @@
-//! Flows at the analyzer (compat spec §5.6, §5.7): the agents' flow updates, queued with a
-//! bound and written to the flow store in groups; and the live flows of the agents' tables
-//! for Gremlin queries without a time context.
+//! Flows at the analyzer (Skydive's flow transport; Skydive's live flow queries): the agents'
+//! flow updates, queued with a bound and written to the flow store in groups; and the live
+//! flows of the agents' tables for Gremlin queries without a time context.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -285,7 +285,8 @@ impl skydive_api::server::conn::MessageHandler for FlowSubscriber {
     async fn on_close(&self, _conn: &Arc<skydive_api::server::conn::Conn>) {}
 }
 
-/// The `Stats` of each capture entry of a node's `Captures` metadata (compat spec §2.4).
+/// The `Stats` of each capture entry of a node's `Captures` metadata (Skydive's WebSocket
+/// namespaces and message types).
 pub fn capture_stats(node: &skydive_graph::Node) -> Vec<serde_json::Value> {
     use skydive_graph::Value;
     let Some(Value::Array(list)) = node.metadata.get("Captures") else {
@@ -311,7 +312,7 @@ pub fn capture_stats(node: &skydive_graph::Node) -> Vec<serde_json::Value> {
 /// `GET /ws/subscriber/flow`: every group of stored flows as
 /// `{"Namespace":"flow","Type":"store","Obj":[…]}`, and per capture in the namespace
 /// `flow/<CaptureID>` for the clients that ask for it; capture statistics as
-/// `{"Namespace":"stats","Type":"stats","Obj":{…}}` (compat spec §2.5).
+/// `{"Namespace":"stats","Type":"stats","Obj":{…}}` (Skydive's WebSocket endpoints).
 pub async fn ws_flow_subscriber(
     axum::extract::State((ctx, ingest)): axum::extract::State<(
         skydive_api::server::Shared,

@@ -1,6 +1,6 @@
 //! The analyzer: one live graph merged from every agent's subgraph, the resources that act
 //! on it (node and edge rules, elements created through the API), and the REST and
-//! WebSocket API over them (compat spec §1, §2).
+//! WebSocket API over them (Skydive's REST API; Skydive's WebSocket protocol).
 //!
 //! Tasks: the hub owns the graph; the WebSocket connections feed it and read its snapshots
 //! and events; the rules engine and the element API reconcile the graph with the stored
@@ -71,10 +71,10 @@ async fn startup_capture(settings: &Settings, resources: &Resources) -> anyhow::
     };
     match resources::create(resources, capture, 0).await {
         Ok(c) => {
-            tracing::info!(capture = %c.uuid, query = %c.gremlin_query, "startup capture created")
+            tracing::info!(capture = %c.uuid, query = %c.gremlin_query, "startup capture created");
         }
         Err(resources::ResourceError::Duplicate) => {
-            tracing::info!("startup capture already defined")
+            tracing::info!("startup capture already defined");
         }
         Err(e) => anyhow::bail!("analyzer.startup.capture_gremlin: {e}"),
     }
@@ -183,11 +183,11 @@ impl Analyzer {
         }));
         let mut tasks = vec![
             ingest_task,
-            tokio::spawn(ingest.clone().run_stats(hub.clone())),
+            tokio::spawn(ingest.run_stats(hub.clone())),
             resources.spawn_expiry(),
             tokio::spawn(elements.run()),
             tokio::spawn(rules.run()),
-            tokio::spawn(alert_engine.clone().run()),
+            tokio::spawn(alert_engine.run()),
             tokio::spawn(
                 scheduler::Scheduler::new(ctx.clone(), resources.clone(), agents.clone()).run(),
             ),

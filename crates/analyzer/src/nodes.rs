@@ -1,6 +1,6 @@
-//! Direct graph access: `/api/node` and `/api/edge` (compat spec §1.3, §1.7). Elements
-//! created here belong to `api.<host_id>`, are kept in the resource store so that they
-//! survive a restart of the analyzer, and expire with `X-Resource-TTL`.
+//! Direct graph access: `/api/node` and `/api/edge` (Skydive's generic CRUD handler; Skydive's
+//! resource shapes). Elements created here belong to `api.<host_id>`, are kept in the resource
+//! store so that they survive a restart of the analyzer, and expire with `X-Resource-TTL`.
 //!
 //! An edge may link nodes of agents: after a restart it waits until both of its nodes are
 //! back. An element deleted from the graph (through this API, or because a node it hangs

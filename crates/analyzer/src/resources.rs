@@ -1,5 +1,5 @@
 //! API resources (`/api/noderule`, `/api/edgerule`, later `/api/capture`, `/api/alert`, …):
-//! the generic CRUD handler of Skydive (compat spec §1.3) over the resource store, and a
+//! the generic CRUD handler of Skydive over the resource store, and a
 //! stream of changes that the components acting on resources (rules, captures, alerts)
 //! watch, as Skydive's components watched etcd.
 

@@ -1,7 +1,7 @@
-//! Node rules and edge rules (`/api/noderule`, `/api/edgerule`, compat spec §1.7): resources
-//! that shape the live graph. A `create` node rule adds a node; an `update` node rule sets
-//! metadata on every node its query returns, including nodes that appear later; an edge rule
-//! links every node of its `Src` query to every node of its `Dst` query. Deleting a rule
+//! Node rules and edge rules (`/api/noderule`, `/api/edgerule`, Skydive's resource shapes):
+//! resources that shape the live graph. A `create` node rule adds a node; an `update` node rule
+//! sets metadata on every node its query returns, including nodes that appear later; an edge
+//! rule links every node of its `Src` query to every node of its `Dst` query. Deleting a rule
 //! undoes what it did: created nodes and edges go away, and metadata it set returns to the
 //! value it had before.
 //!
@@ -389,7 +389,7 @@ impl RulesEngine {
             }
         }
         let mut undo: BTreeMap<Id, Vec<(String, Option<Value>)>> = BTreeMap::new();
-        for (rid, per_node) in set_keys.iter_mut() {
+        for (rid, per_node) in &mut set_keys {
             let still: BTreeSet<&str> = matched
                 .get(rid)
                 .map(|ns| ns.iter().map(|n| n.id.as_str()).collect())
@@ -469,7 +469,7 @@ impl RulesEngine {
             }
         }
         let mut created = std::mem::take(&mut self.applied.created_edges);
-        for (rid, ids) in created.iter_mut() {
+        for (rid, ids) in &mut created {
             if failed.contains(rid) {
                 continue;
             }

@@ -1,5 +1,5 @@
-//! Capture scheduling (compat spec §6.4): each capture's query is evaluated against the live
-//! graph when captures change and when nodes appear or change (after a short settling
+//! Capture scheduling (how Skydive starts a capture): each capture's query is evaluated against
+//! the live graph when captures change and when nodes appear or change (after a short settling
 //! delay); every capturable node of an agent that does not run the capture yet gets an
 //! `OnDemandCapture/Start` sent to its agent. Deleting a capture sends `Stop` to every node
 //! running it. Nodes that stop matching keep their capture; nodes that appear later get it.

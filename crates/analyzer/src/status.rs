@@ -1,4 +1,4 @@
-//! `GET /api/status` of the analyzer (compat spec §1.6).
+//! `GET /api/status` of the analyzer (Skydive's /api/status).
 
 use std::sync::Arc;
 

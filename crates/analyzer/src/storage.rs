@@ -1,6 +1,7 @@
 //! The analyzer's storage: the stores named by `analyzer.topology.backend` (resources and
-//! topology history) and `analyzer.flow.backend` (flows), the recorder that writes every
-//! graph change into the history, and the retention task (compat spec §10, our §4.5).
+//! topology history) and `analyzer.flow.backend` (flows), the recorder that writes every graph
+//! change into the history, and the retention task (Skydive's storage backends and time
+//! context).
 //!
 //! The recorder is a thread of its own fed by a hub sink: it writes whatever has queued
 //! while the previous write was being made durable, in one transaction (group commit). When
@@ -257,7 +258,7 @@ pub async fn close_orphans_later(
             }
         }
         Ok(Err(e)) => {
-            tracing::error!("history: cannot close the elements gone during the restart: {e}")
+            tracing::error!("history: cannot close the elements gone during the restart: {e}");
         }
         Err(e) => tracing::error!("history: the closing task failed: {e}"),
     }
@@ -291,7 +292,7 @@ pub async fn retention_loop(
 }
 
 /// Flows for Gremlin: the agents' live tables without a time context, the flow store in
-/// one (compat spec §4.6).
+/// one (Skydive's extension steps).
 pub struct AnalyzerFlows {
     pub store: Option<Arc<dyn FlowStore>>,
     /// `flow.expire`, in milliseconds: a flow last seen that long before a slice may still

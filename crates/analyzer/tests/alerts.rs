@@ -1,5 +1,5 @@
 //! Alerts over real sockets: webhooks on a local HTTP server, a script action, WebSocket
-//! subscribers, firing rules, and an unreachable webhook that delays nothing (compat spec §7).
+//! subscribers, firing rules, and an unreachable webhook that delays nothing (Skydive's alerts).
 
 mod common;
 #[path = "support/hook.rs"]

@@ -1,5 +1,5 @@
 //! `/api/capture` over real sockets: validation, duplicates, `Count`, persistence
-//! (compat spec §1.3, §1.7, §6.1).
+//! (Skydive's generic CRUD handler; Skydive's resource shapes; Skydive's capture resource).
 
 mod common;
 
@@ -135,7 +135,7 @@ fn the_startup_capture_is_created_once_and_checked() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let mut s = common::settings(dir.path(), "127.0.0.1:0");
+    let mut s = settings(dir.path(), "127.0.0.1:0");
     s.analyzer.startup.capture_gremlin = "G.V(".into();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let err = rt

@@ -1,5 +1,5 @@
 //! The analyzer's REST API over real sockets: status codes, bodies and side effects as
-//! Skydive 0.28 had them (compat spec §1).
+//! Skydive 0.28 had them (Skydive's REST API).
 
 mod common;
 

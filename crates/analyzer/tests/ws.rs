@@ -1,4 +1,4 @@
-//! The analyzer's WebSocket endpoints over real sockets (compat spec §2): handshake,
+//! The analyzer's WebSocket endpoints over real sockets (Skydive's WebSocket protocol): handshake,
 //! subscribers (sync, events, filters, partial updates, chunked syncs), publishers (schema
 //! validation, origin), agents (protobuf framing, grace period) and bad clients.
 

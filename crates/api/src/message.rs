@@ -1,4 +1,4 @@
-//! The WebSocket message envelope (compat spec §2.3): JSON text frames, or protobuf
+//! The WebSocket message envelope (Skydive's message envelope): JSON text frames, or protobuf
 //! `StructMessage` binary frames whose `Obj` is JSON (what Skydive agents send).
 
 use bytes::Bytes;

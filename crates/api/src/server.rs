@@ -1,6 +1,7 @@
-//! The HTTP and WebSocket server shared by the agent and the analyzer: `/api`,
-//! `/api/topology`, `/ws/subscriber`, `/ws/publisher`, `/ws/pubsub` (compat spec §1, §2).
-//! Each service adds its own routes (`/api/status`, resources, `/ws/agent/topology`, …).
+//! The HTTP and WebSocket server shared by the agent and the analyzer: `/api`, `/api/topology`,
+//! `/ws/subscriber`, `/ws/publisher`, `/ws/pubsub` (Skydive's REST API; Skydive's WebSocket
+//! protocol). Each service adds its own routes (`/api/status`, resources, `/ws/agent/topology`,
+//! …).
 
 pub mod conn;
 pub mod listener;
@@ -158,7 +159,7 @@ pub async fn bind(listen: &str) -> std::io::Result<tokio::net::TcpListener> {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(
         listener::ActivityListener(listener),

@@ -1,4 +1,4 @@
-//! AF_PACKET capture with a TPACKET_V3 memory-mapped ring (compat spec §6.5 `afpacket`).
+//! AF_PACKET capture with a TPACKET_V3 memory-mapped ring (Skydive's probe behaviours `afpacket`).
 //!
 //! The kernel fills blocks of the ring with frames and hands a block over when it is full or
 //! after a timeout; the reader walks the block's frames in place and gives the block back.
@@ -110,7 +110,7 @@ fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, v: &T) -> 
             level,
             name,
             (v as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
+            size_of::<T>() as libc::socklen_t,
         )
     };
     check(r).map(|_| ())
@@ -211,7 +211,7 @@ impl Ring {
             libc::bind(
                 ring.fd.as_raw_fd(),
                 (&addr as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
             )
         })?;
         if let Some(group) = cfg.fanout_group {
@@ -281,7 +281,7 @@ impl Ring {
         let mut off = first;
         let mut n = 0;
         for _ in 0..num {
-            if off + std::mem::size_of::<libc::tpacket3_hdr>() > limit {
+            if off + size_of::<libc::tpacket3_hdr>() > limit {
                 break;
             }
             // SAFETY: `off` plus the header size is inside the block (checked above).
@@ -343,7 +343,7 @@ impl Ring {
             tp_drops: 0,
             tp_freeze_q_cnt: 0,
         };
-        let mut len = std::mem::size_of::<libc::tpacket_stats_v3>() as libc::socklen_t;
+        let mut len = size_of::<libc::tpacket_stats_v3>() as libc::socklen_t;
         // SAFETY: `s` is a valid tpacket_stats_v3 of the length given.
         check(unsafe {
             libc::getsockopt(

@@ -150,7 +150,7 @@ mod tests {
         let mut got = Vec::new();
         let mut take = |d: Datagram<'_>| {
             if let Datagram::Whole(b) = d {
-                got.push(b[0])
+                got.push(b[0]);
             }
         };
         assert_eq!(r.read(&rx, 2, &mut take).unwrap(), 8);
@@ -169,7 +169,7 @@ mod tests {
             got.push(match d {
                 Datagram::Whole(b) => format!("whole {}", b.len()),
                 Datagram::Truncated(n) => format!("cut at {n}"),
-            })
+            });
         })
         .unwrap();
         assert_eq!(got, ["cut at 64", "whole 10"]);
@@ -190,7 +190,7 @@ mod tests {
         let n = r
             .read(&rx, 4, &mut |d| {
                 if let Datagram::Whole(b) = d {
-                    got.push(b[0])
+                    got.push(b[0]);
                 }
             })
             .unwrap();

@@ -775,7 +775,7 @@ mod tests {
             }
         );
         // A section header whose byte-order magic is neither.
-        let mut bad = good.clone();
+        let mut bad = good;
         bad[8] ^= 0xff;
         assert!(matches!(read(&bad), Err(PcapError::Header(m)) if m.contains("byte-order")));
     }

@@ -153,7 +153,7 @@ fn ring_captures_filtered_truncated_frames_that_make_flows() {
 
     // Into a flow table: one ICMP flow, 3 packets each way, with its RTT.
     let mut table = FlowTable::new(TableConfig::default());
-    let packets: Vec<Packet> = only_icmp
+    let packets: Vec<Packet<'_>> = only_icmp
         .iter()
         .map(|(f, wire, ts)| Packet {
             data: f,

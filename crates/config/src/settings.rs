@@ -1,4 +1,4 @@
-//! The configuration keys and their defaults (compat spec §9.1), as typed settings.
+//! Skydive's configuration keys and their defaults, as typed settings.
 //!
 //! Every struct derives `Default` with Skydive's default values, and `#[serde(default)]` so
 //! that a file may set any subset of keys. Free-form sections (`agent.metadata`,

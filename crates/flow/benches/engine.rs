@@ -32,31 +32,31 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     let mut d = Decoded::default();
     g.bench_function("decode", |b| {
-        b.iter(|| decode(std::hint::black_box(&f), LinkType::Ethernet, &mut d))
+        b.iter(|| decode(std::hint::black_box(&f), LinkType::Ethernet, &mut d));
     });
     decode(&f, LinkType::Ethernet, &mut d);
     let mut segs = Vec::new();
     segments(&d, &mut segs);
     g.bench_function("segment_info", |b| {
-        b.iter(|| segment_info(std::hint::black_box(&f), &d, segs[0]).ip_len)
+        b.iter(|| segment_info(std::hint::black_box(&f), &d, segs[0]).ip_len);
     });
     let info = segment_info(&f, &d, segs[0]);
     g.bench_function("keys_only", |b| {
-        b.iter(|| keys(std::hint::black_box(&info), true, 0))
+        b.iter(|| keys(std::hint::black_box(&info), true, 0));
     });
     g.bench_function("keys", |b| {
         b.iter(|| {
             let info = segment_info(std::hint::black_box(&f), &d, segs[0]);
             keys(&info, true, 0)
-        })
+        });
     });
     let mut t = FlowTable::new(TableConfig::default());
     let mut ns = 0i64;
     g.bench_function("table_one_flow", |b| {
         b.iter(|| {
             ns += 1000;
-            t.process(std::hint::black_box(&f), 64, ns, LinkType::Ethernet)
-        })
+            t.process(std::hint::black_box(&f), 64, ns, LinkType::Ethernet);
+        });
     });
     let frames: Vec<Vec<u8>> = (0..100_000).map(tcp_frame).collect();
     let mut t = FlowTable::new(TableConfig::default());
@@ -66,8 +66,8 @@ fn bench(c: &mut Criterion) {
             // A stride that visits every flow in a scattered order.
             i = (i + 7919) % frames.len();
             ns += 1000;
-            t.process(&frames[i], 64, ns, LinkType::Ethernet)
-        })
+            t.process(&frames[i], 64, ns, LinkType::Ethernet);
+        });
     });
     g.finish();
 }

@@ -1,4 +1,5 @@
-//! Which nodes can be captured, and with which probe types (compat spec §6.2, §6.3).
+//! Which nodes can be captured, and with which probe types (the capture types Skydive allows
+//! per node type; Skydive's probe capabilities).
 
 /// Interface types captured with the packet probes (`afpacket` by default).
 pub const INTERFACE_TYPES: &[&str] = &[
@@ -178,7 +179,7 @@ pub fn capturable_types() -> Vec<&'static str> {
     v
 }
 
-/// What a probe type supports (§6.3).
+/// What a probe type supports (Skydive's probe capabilities).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProbeCapabilities {
     pub bpf: bool,

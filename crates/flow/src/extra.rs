@@ -1,5 +1,5 @@
 //! The application layers a capture may ask for (`ExtraLayers`): DNS, DHCPv4 and VRRPv2,
-//! decoded into the shapes of Skydive's flow layers (compat spec §5.2: snake_case keys from
+//! decoded into the shapes of Skydive's flow layers (Skydive's flow JSON: snake_case keys from
 //! protobuf naming). Every length is checked; a malformed message gives `None`.
 
 use std::net::{Ipv4Addr, Ipv6Addr};

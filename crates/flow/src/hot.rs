@@ -33,10 +33,7 @@ pub(crate) struct Hot {
     pub uuid_hash: u64,
 }
 
-const _: () = assert!(
-    std::mem::size_of::<Hot>() == 64,
-    "a bucket is one cache line"
-);
+const _: () = assert!(size_of::<Hot>() == 64, "a bucket is one cache line");
 
 /// [`Hot::flags`]: the bucket holds a flow.
 pub(crate) const LIVE: u8 = 1;

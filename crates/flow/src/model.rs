@@ -1,4 +1,4 @@
-//! The Flow object and its JSON encoding (compat spec §5.1, §5.2).
+//! The Flow object and its JSON encoding (Skydive's flow enums; Skydive's flow JSON).
 
 use std::fmt;
 
@@ -426,7 +426,7 @@ mod base64_bytes {
     }
 }
 
-/// A flow (compat spec §5.2).
+/// A flow (Skydive's flow JSON).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct Flow {
     #[serde(rename = "UUID", default, skip_serializing_if = "Str::is_empty")]
@@ -498,7 +498,7 @@ pub struct Flow {
 // A flow's rarely present parts (TCP metric, application layers) are boxed: every flow of a
 // tick is a message, and the inline 240 bytes they took made the flush write 40% more.
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<Flow>() <= 600, "a Flow stays small");
+const _: () = assert!(size_of::<Flow>() <= 600, "a Flow stays small");
 
 fn visit_layer(l: &Option<FlowLayer>, field: &str, f: &mut dyn FnMut(Field<'_>) -> bool) -> bool {
     let Some(l) = l else { return false };

@@ -1,6 +1,6 @@
 //! What a flow needs from one packet segment: endpoints, tunnel IDs, the ICMP message, TCP
 //! flags; and the flow keys computed from them with Skydive's exact xxHash64 byte layouts
-//! (compat spec §5.3), so that flows keep the TrackingIDs Skydive gave them.
+//! (Skydive's flow key and hashes), so that flows keep the TrackingIDs Skydive gave them.
 
 use std::hash::Hasher as _;
 
@@ -380,9 +380,10 @@ impl KeyBytes {
     }
 }
 
-/// Which way a packet goes relative to its flow's canonical order (compat spec §5.3: MACs in
-/// L2 mode, else IPs, else ports), compared as big-endian integers; and whether the order
-/// told the two endpoints apart (not when they are the same: ICMP to oneself, say).
+/// Which way a packet goes relative to its flow's canonical order (as Skydive orders a flow's
+/// endpoints: MACs in L2 mode, else IPs, else ports), compared as big-endian integers; and
+/// whether the order told the two endpoints apart (not when they are the same: ICMP to
+/// oneself, say).
 #[inline(always)]
 fn swap_of(info: &SegmentInfo<'_>, l2_mode: bool) -> (bool, bool) {
     let has_ip = info.ip_version != 0;
@@ -464,7 +465,7 @@ fn mix(h: u64, w: u64) -> u64 {
     (h ^ w).wrapping_mul(MIX).rotate_left(29)
 }
 
-/// The flow-table key of a segment: the fields Skydive's key is made of (§5.3), in their
+/// The flow-table key of a segment: the fields Skydive's flow key is made of, in their
 /// canonical order, mixed into 64 bits with a few multiplications. Two packets share a key
 /// exactly when they share Skydive's key; Skydive's own hashes (TrackingID, L3TrackingID,
 /// UUID) are computed once per flow by [`skydive_keys`]. `parent` is the UUID hash of the
@@ -516,7 +517,7 @@ pub fn keys(info: &SegmentInfo<'_>, l2_mode: bool, parent: u64) -> Keys {
     }
 }
 
-/// Skydive's hashes of a segment (§5.3): the key (the seed of the UUID), the `TrackingID`
+/// Skydive's hashes of a segment: the key (the seed of the UUID), the `TrackingID`
 /// hash (L2) and the `L3TrackingID` hash.
 pub fn skydive_keys(info: &SegmentInfo<'_>, l2_mode: bool, parent_uuid: &str) -> (u64, u64, u64) {
     let (swap, _) = swap_of(info, l2_mode);
@@ -582,7 +583,7 @@ pub fn flow_uuid_hash(skydive_key: u64, start_ms: i64, node_tid: &str) -> u64 {
     h.finish()
 }
 
-/// A flow's UUID (compat spec §5.3 step 9): hex, not zero-padded.
+/// A flow's UUID (Skydive's flow key and hashes step 9): hex, not zero-padded.
 pub fn flow_uuid(skydive_key: u64, start_ms: i64, node_tid: &str) -> String {
     format!("{:x}", flow_uuid_hash(skydive_key, start_ms, node_tid))
 }

@@ -1,6 +1,6 @@
-//! The flow table of one capture on one interface (compat spec §5.4, §5.5): packets in,
-//! flows out at each update tick, expiry, hold of finished flows, application timeouts, a
-//! bounded size with counted evictions, raw packets kept per flow.
+//! The flow table of one capture on one interface (Skydive's metrics accounting; Skydive's flow
+//! table lifecycle): packets in, flows out at each update tick, expiry, hold of finished flows,
+//! application timeouts, a bounded size with counted evictions, raw packets kept per flow.
 //!
 //! Time comes from the packets (or from the caller's clock through [`FlowTable::advance`]),
 //! so the same capture replayed gives the same flows. The per-packet path allocates nothing
@@ -990,8 +990,9 @@ impl FlowTable {
         out
     }
 
-    /// The update tick (compat spec §5.5): the flows touched since the previous tick, with
-    /// their `LastUpdateMetric`; flows of timed-out applications; the hold of finished flows.
+    /// The update tick (Skydive's flow table lifecycle): the flows touched since the previous
+    /// tick, with their `LastUpdateMetric`; flows of timed-out applications; the hold of
+    /// finished flows.
     pub fn update(&mut self, now_ms: i64) -> Vec<Flow> {
         let prev_tick = self.last_update_ms.unwrap_or(now_ms);
         self.last_update_ms = Some(now_ms);

@@ -398,13 +398,7 @@ fn ipv6_with_an_extension_header() {
                 ma,
                 mb,
                 0x86dd,
-                &ipv6(
-                    v6(1),
-                    v6(2),
-                    58,
-                    &[(0, hbh.clone())],
-                    &icmpv6_echo(true, 9, 1),
-                ),
+                &ipv6(v6(1), v6(2), 58, &[(0, hbh)], &icmpv6_echo(true, 9, 1)),
             ),
         ),
         at(

@@ -1,4 +1,4 @@
-//! Nodes and edges, with Skydive's JSON encoding (compat spec §3.1).
+//! Nodes and edges, with Skydive's JSON encoding (Skydive's node and edge JSON).
 
 use std::ops::{Deref, DerefMut};
 

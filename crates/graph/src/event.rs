@@ -1,4 +1,4 @@
-//! Graph events and partial-update operations (compat spec §2.4).
+//! Graph events and partial-update operations (Skydive's WebSocket namespaces and message types).
 
 use std::sync::Arc;
 
@@ -245,7 +245,7 @@ mod tests {
         let new = metadata! {"A" => 1, "B" => "y", "D" => 4};
         let ops = diff_metadata(&old, &new);
         assert_eq!(ops.len(), 3);
-        let mut m = old.clone();
+        let mut m = old;
         for op in &ops {
             op.apply(&mut m);
         }

@@ -3,7 +3,7 @@
 //! Gremlin predicates compile to a [`Filter`]; storage backends translate the same tree to
 //! their query language, and agents evaluate it against their flow tables.
 //!
-//! Matching rules (compat spec §4.3): an array field matches when any element matches;
+//! Matching rules (Skydive's predicates): an array field matches when any element matches;
 //! integer comparisons cast the field (`"1500"` matches `1500`, floats are truncated);
 //! string comparisons need a string; a missing key never matches, so a `Not` over a missing
 //! term is true.

@@ -448,10 +448,10 @@ impl Graph {
             return Err(GraphError::EdgeExists(edge.id.clone()));
         }
         let Some(&parent) = self.ids.get(&edge.parent) else {
-            return Err(GraphError::ParentNotFound(edge.parent.clone()));
+            return Err(GraphError::ParentNotFound(edge.parent));
         };
         let Some(&child) = self.ids.get(&edge.child) else {
-            return Err(GraphError::ChildNotFound(edge.child.clone()));
+            return Err(GraphError::ChildNotFound(edge.child));
         };
         let mut edge = edge;
         edge.metadata.shrink_to_fit();
@@ -886,7 +886,7 @@ mod tests {
         let mut hops = Vec::new();
         let slot = g.node_slot(g.node("a").unwrap()).unwrap();
         GraphView::each_slot_hop(&g, slot, true, true, &mut |e, s| {
-            hops.push((e.id.to_string(), g.node_in_slot(s).unwrap().id.to_string()))
+            hops.push((e.id.to_string(), g.node_in_slot(s).unwrap().id.to_string()));
         });
         assert_eq!(hops, [("ac".into(), "c".into()), ("ad".into(), "d".into())]);
     }

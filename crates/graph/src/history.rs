@@ -1,5 +1,5 @@
 //! Revision history: "the graph as it was at time t" and "every revision between t1 and t2"
-//! (compat spec §4.5, §10.2).
+//! (Skydive's time context; Skydive's Elasticsearch documents).
 //!
 //! Every element revision is kept with the time it stopped being current (`archived_at`):
 //! an update archives the previous revision at the new `UpdatedAt`; a delete archives the

@@ -1,4 +1,4 @@
-//! Identifiers: element IDs, Skydive's UUIDv5 derivations and TIDs (compat spec §3.3).
+//! Identifiers: element IDs, Skydive's UUIDv5 derivations and TIDs (Skydive's IDs and TIDs).
 
 use std::borrow::Borrow;
 use std::fmt;

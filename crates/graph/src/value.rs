@@ -451,7 +451,7 @@ impl Map {
                 }
             }
         }
-        walk(self, "", out)
+        walk(self, "", out);
     }
 }
 
@@ -562,7 +562,7 @@ struct ValueVisitor;
 impl<'de> Visitor<'de> for ValueVisitor {
     type Value = Value;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
     fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
@@ -615,7 +615,7 @@ struct MapVisitor;
 impl<'de> Visitor<'de> for MapVisitor {
     type Value = Map;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
     fn visit_unit<E>(self) -> Result<Map, E> {

@@ -39,15 +39,15 @@ pub trait GraphView: Send + Sync {
 
     /// Calls `f` on every revision of the node `id` (no allocation; for traversals).
     fn each_node_with_id<'a>(&'a self, id: &str, f: &mut dyn FnMut(&'a Arc<Node>)) {
-        self.nodes_with_id(id).for_each(f)
+        self.nodes_with_id(id).for_each(f);
     }
     /// Calls `f` on every edge whose parent is `node`.
     fn each_out_edge<'a>(&'a self, node: &str, f: &mut dyn FnMut(&'a Arc<Edge>)) {
-        self.out_edges_of(node).for_each(f)
+        self.out_edges_of(node).for_each(f);
     }
     /// Calls `f` on every edge whose child is `node`.
     fn each_in_edge<'a>(&'a self, node: &str, f: &mut dyn FnMut(&'a Arc<Edge>)) {
-        self.in_edges_of(node).for_each(f)
+        self.in_edges_of(node).for_each(f);
     }
     /// Calls `f` with each edge whose parent is `node` and the child it leads to (every
     /// revision of each).
@@ -57,8 +57,8 @@ pub trait GraphView: Send + Sync {
         f: &mut dyn FnMut(&'a Arc<Edge>, &'a Arc<Node>),
     ) {
         self.each_out_edge(&node.id, &mut |e| {
-            self.each_node_with_id(&e.child, &mut |n| f(e, n))
-        })
+            self.each_node_with_id(&e.child, &mut |n| f(e, n));
+        });
     }
     /// Calls `f` with each edge whose child is `node` and the parent it comes from.
     fn each_in_neighbour<'a>(
@@ -67,8 +67,8 @@ pub trait GraphView: Send + Sync {
         f: &mut dyn FnMut(&'a Arc<Edge>, &'a Arc<Node>),
     ) {
         self.each_in_edge(&node.id, &mut |e| {
-            self.each_node_with_id(&e.parent, &mut |n| f(e, n))
-        })
+            self.each_node_with_id(&e.parent, &mut |n| f(e, n));
+        });
     }
     /// A small number standing for `node` in this view, when the view has one for it (the
     /// live graph's slots): traversals step by it instead of looking IDs up. Two nodes never
@@ -96,28 +96,28 @@ pub trait GraphView: Send + Sync {
 impl GraphView for Graph {
     fn each_node_with_id<'a>(&'a self, id: &str, f: &mut dyn FnMut(&'a Arc<Node>)) {
         if let Some(n) = self.node(id) {
-            f(n)
+            f(n);
         }
     }
     fn each_out_edge<'a>(&'a self, node: &str, f: &mut dyn FnMut(&'a Arc<Edge>)) {
-        self.out_edges(node).for_each(f)
+        self.out_edges(node).for_each(f);
     }
     fn each_in_edge<'a>(&'a self, node: &str, f: &mut dyn FnMut(&'a Arc<Edge>)) {
-        self.in_edges(node).for_each(f)
+        self.in_edges(node).for_each(f);
     }
     fn each_out_neighbour<'a>(
         &'a self,
         node: &Node,
         f: &mut dyn FnMut(&'a Arc<Edge>, &'a Arc<Node>),
     ) {
-        self.each_neighbour(node, crate::graph::Side::Out, f)
+        self.each_neighbour(node, crate::graph::Side::Out, f);
     }
     fn each_in_neighbour<'a>(
         &'a self,
         node: &Node,
         f: &mut dyn FnMut(&'a Arc<Edge>, &'a Arc<Node>),
     ) {
-        self.each_neighbour(node, crate::graph::Side::In, f)
+        self.each_neighbour(node, crate::graph::Side::In, f);
     }
     fn node_slot(&self, node: &Node) -> Option<u32> {
         self.own_slot(node)
@@ -132,7 +132,7 @@ impl GraphView for Graph {
         inn: bool,
         f: &mut dyn FnMut(&'a Arc<Edge>, u32),
     ) {
-        Graph::each_slot_hop(self, slot, out, inn, f)
+        Graph::each_slot_hop(self, slot, out, inn, f);
     }
     fn all_nodes(&self) -> Iter<'_, Node> {
         Box::new(self.nodes())

@@ -21,26 +21,26 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("b5");
     group.sample_size(20);
     group.bench_function("parse", |b| {
-        b.iter(|| parse("G.V().Has('Type', 'veth', 'MTU', Gt(1000)).Out('RelationType', 'layer2').Dedup().Count()"))
+        b.iter(|| parse("G.V().Has('Type', 'veth', 'MTU', Gt(1000)).Out('RelationType', 'layer2').Dedup().Count()"));
     });
     group.bench_function("count_veth", |b| {
-        b.iter(|| query("G.V().Has('Type','veth').Count()", &env).unwrap())
+        b.iter(|| query("G.V().Has('Type','veth').Count()", &env).unwrap());
     });
     group.bench_function("has_name_mtu", |b| {
-        b.iter(|| query("G.V().Has('Name', 'eth0', 'MTU', 1500).Count()", &env).unwrap())
+        b.iter(|| query("G.V().Has('Name', 'eth0', 'MTU', 1500).Count()", &env).unwrap());
     });
     group.bench_function("three_hop_out_from_1000", |b| {
-        b.iter(|| query("G.V().Has('Type','netns').Out().Out().Out().Count()", &env).unwrap())
+        b.iter(|| query("G.V().Has('Type','netns').Out().Out().Out().Count()", &env).unwrap());
     });
     group.bench_function("shortest_path_far", |b| {
-        b.iter(|| query(&sp, &env).unwrap())
+        b.iter(|| query(&sp, &env).unwrap());
     });
     group.bench_function("dump_json", |b| {
         b.iter(|| {
             let mut out = Vec::with_capacity(64 << 20);
             GraphJson::from_view(&g).write_to(&mut out).unwrap();
             out.len()
-        })
+        });
     });
     group.finish();
 }

@@ -1,4 +1,4 @@
-//! Query evaluation over a graph view, a history and a flow source (compat spec §4.4–4.6).
+//! Query evaluation over a graph view, a history and a flow source (Skydive's Gremlin steps).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -703,7 +703,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
 
     /// `V(...)`, folding the `Has` steps that follow and answering `V(...).Count()` from an
     /// index when it can.
-    fn vertices(&mut self, step: &Step, rest: &[Step]) -> Result<(Output<'a>, usize)> {
+    fn vertices(&self, step: &Step, rest: &[Step]) -> Result<(Output<'a>, usize)> {
         let p = &step.params;
         if let [Param::Str(id)] = p.as_slice() {
             let nodes: Vec<_> = self.view().nodes_with_id(id).cloned().collect();
@@ -1295,7 +1295,7 @@ impl<'a> Walk<'a> for SlotWalk<'a> {
         self.0.node_in_slot(k)
     }
     fn hops(&self, k: u32, f: &mut dyn FnMut(&'a Arc<Edge>, u32)) {
-        self.0.each_slot_hop(k, true, true, f)
+        self.0.each_slot_hop(k, true, true, f);
     }
     fn size(&self) -> usize {
         self.0.node_count()
@@ -1354,7 +1354,7 @@ fn breadth_first<'a, W: Walk<'a>>(
         reached.clear();
         w.hops(cur, &mut |e, k| {
             if edge_filter.eval(e.as_ref()) {
-                reached.push(k)
+                reached.push(k);
             }
         });
         for &k in &reached {

@@ -1,4 +1,4 @@
-//! Tokens of the Gremlin dialect (compat spec §4.1).
+//! Tokens of the Gremlin dialect (Skydive's Gremlin lexical grammar).
 //!
 //! Departures from Skydive's scanner, each deliberate (see `docs/compat.md`):
 //! * a carriage return is whitespace (Skydive made it an illegal token);

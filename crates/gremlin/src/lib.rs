@@ -1,6 +1,6 @@
 //! Skydive's Gremlin dialect: the lexer, the parser, and an evaluator that runs queries
 //! against a graph view, the graph's history and a flow source, producing results whose
-//! JSON matches Skydive's (compat spec §4).
+//! JSON matches Skydive's (Skydive's Gremlin dialect).
 //!
 //! This crate is pure: it reads snapshots and asks traits for flows; it does no I/O.
 

@@ -1,4 +1,4 @@
-//! `Metrics()`, `Metrics().Sum()`, `Metrics().Aggregates()` (compat spec §4.6).
+//! `Metrics()`, `Metrics().Sum()`, `Metrics().Aggregates()` (Skydive's extension steps).
 //!
 //! A metric sample is a map of integer counters plus `Start` and `Last` (ms). Interface
 //! metrics of nodes and flow metrics share this shape, so one implementation serves both.

@@ -1,4 +1,4 @@
-//! Query results and their JSON encoding (compat spec §4.7).
+//! Query results and their JSON encoding (Skydive's result encoding).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Syntax tree and parser (compat spec §4.2).
+//! Syntax tree and parser (Skydive's Gremlin syntax).
 //!
 //! ```text
 //! query     := "G" ( "." step )*

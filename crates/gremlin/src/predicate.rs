@@ -1,4 +1,4 @@
-//! From step parameters to filters (compat spec §4.3, Skydive's `KeyValueToFilter`).
+//! From step parameters to filters (Skydive's predicates, Skydive's `KeyValueToFilter`).
 
 use skydive_graph::{Filter, Ipv4Net, Pattern};
 

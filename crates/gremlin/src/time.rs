@@ -1,4 +1,4 @@
-//! Time parameters of `Context`/`At` (compat spec §4.5): RFC 1123 dates, Go durations,
+//! Time parameters of `Context`/`At` (Skydive's time context): RFC 1123 dates, Go durations,
 //! seconds or milliseconds since the epoch, `NOW` and `FOREVER`.
 
 use skydive_graph::Time;

@@ -30,13 +30,13 @@ use Expect::*;
 
 fn expand(s: &str) -> String {
     let re = regex::Regex::new(r"\{T\+(\d+)\}").unwrap();
-    re.replace_all(s, |c: &regex::Captures| {
+    re.replace_all(s, |c: &regex::Captures<'_>| {
         (T0 + c[1].parse::<i64>().unwrap()).to_string()
     })
     .into_owned()
 }
 
-fn ids(out: &Output) -> Vec<String> {
+fn ids(out: &Output<'_>) -> Vec<String> {
     match out {
         Output::Nodes(v) => v.iter().map(|n| n.id.to_string()).collect(),
         Output::Edges(v) => v.iter().map(|e| e.id.to_string()).collect(),
@@ -1002,7 +1002,7 @@ fn traversal_runs_give_what_single_steps_give() {
         graph: &copy,
         ..env
     };
-    let sorted_ids = |env: &Env, q: &str| -> Vec<String> {
+    let sorted_ids = |env: &Env<'_>, q: &str| -> Vec<String> {
         let mut v = ids(&query(q, env).unwrap());
         v.sort();
         v

@@ -1,6 +1,7 @@
 //! The ethtool probe: driver, bus, speed and duplex, offload features and device statistics of
-//! an interface (compat spec §3.4: `Driver`, `BusInfo`, `Speed`, `Features`), read with the
-//! `SIOCETHTOOL` ioctl through a socket of the interface's namespace.
+//! an interface (the metadata Skydive's netlink probe writes: `Driver`, `BusInfo`, `Speed`,
+//! `Features`), read with the `SIOCETHTOOL` ioctl through a socket of the interface's
+//! namespace.
 //!
 //! The request building and answer parsing are here, in safe code over byte buffers; the
 //! ioctl itself is in `sys.rs`.

@@ -132,7 +132,7 @@ pub fn start(
             cfg.ovs.clone(),
             hub,
             cfg.host_node.clone(),
-            cfg.host_id.clone(),
+            cfg.host_id,
         )));
     }
     Ok(TopologyProbes {

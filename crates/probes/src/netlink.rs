@@ -1,4 +1,4 @@
-//! The netlink probe (compat spec §3.4, netlink interface node): the interfaces of a
+//! The netlink probe (the netlink interface nodes of Skydive): the interfaces of a
 //! namespace with their addresses, routes, neighbours and counters.
 
 pub mod adapter;

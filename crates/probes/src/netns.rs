@@ -1,4 +1,4 @@
-//! The netns probe: the network namespaces of the host (compat spec §3.4, netns node), and
+//! The netns probe: the network namespaces of the host (Skydive's netns nodes), and
 //! the sockets each namespace's netlink probe uses.
 //!
 //! Two sources: the named namespaces of `agent.topology.netns.run_path` (`/var/run/netns`,

@@ -1,6 +1,7 @@
-//! OpenFlow rules and groups of OVS bridges (compat spec §3.4, `ovs.oflow.enable`), read with
-//! `ovs-ofctl dump-flows --no-stats` and `ovs-ofctl -O OpenFlow13 dump-groups`, as Skydive's
-//! non-native mode read `ovs-ofctl` output. The parsers are pure; [`dump`] runs the commands.
+//! OpenFlow rules and groups of OVS bridges (Skydive's `ofrule` and `ofgroup` nodes,
+//! `ovs.oflow.enable`), read with `ovs-ofctl dump-flows --no-stats` and `ovs-ofctl -O
+//! OpenFlow13 dump-groups`, as Skydive's non-native mode read `ovs-ofctl` output. The parsers
+//! are pure; [`dump`] runs the commands.
 
 use skydive_graph::{Map, Value};
 

@@ -397,7 +397,7 @@ pub async fn detach_sflow(addr: &str, bridge: &str) -> Result<(), OvsdbError> {
 mod tests {
     use super::*;
 
-    /// A monitor exchange in the shape ovsdb-server sends it (RFC 7047 §4.1.5, §4.1.6),
+    /// A monitor exchange in the shape ovsdb-server sends it (RFC 7047, sections 4.1.5 and 4.1.6),
     /// delivered in awkward pieces, with an echo request in between. The same exchanges with
     /// a real ovsdb-server are in `tests/ovsdb.rs`.
     #[tokio::test]

@@ -5,8 +5,9 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-/// `SIOCETHTOOL` (linux/sockios.h).
-const SIOCETHTOOL: libc::c_ulong = 0x8946;
+/// `SIOCETHTOOL` (linux/sockios.h), of the type `ioctl` takes its request in (it differs
+/// between C libraries).
+const SIOCETHTOOL: libc::Ioctl = 0x8946;
 
 /// `struct ifreq` with the `ifr_data` member of its union (40 bytes on 64-bit Linux).
 #[repr(C)]
@@ -41,7 +42,7 @@ pub fn ethtool(sock: BorrowedFd<'_>, ifname: &str, buf: &mut [u8]) -> io::Result
     // SAFETY: `ifr` is a valid `struct ifreq` whose `ifr_data` points to `buf`, which is
     // alive and exclusively borrowed for the duration of the call and at least as large as
     // the structure of the command it holds (each caller sizes it for the kernel's answer).
-    let r = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL as _, &mut ifr as *mut IfReq) };
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &mut ifr as *mut IfReq) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -61,7 +62,7 @@ pub fn register_netlink(
 /// An inotify instance, seen by its descriptor.
 pub struct InotifyFd(pub nix::sys::inotify::Inotify);
 
-impl std::os::fd::AsRawFd for InotifyFd {
+impl AsRawFd for InotifyFd {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsFd;
         self.0.as_fd().as_raw_fd()

@@ -1,5 +1,5 @@
 //! The agent's topology: namespaces and their interfaces, as the probes report them, turned
-//! into nodes and edges (compat spec §3.2–3.4) with stable IDs and TIDs (§3.3).
+//! into nodes and edges (Skydive's graph model) with stable IDs and TIDs (Skydive's IDs and TIDs).
 //!
 //! Pure: inputs in, graph operations out. The operations only touch the metadata keys this
 //! module owns on a node, so what other probes (OVS, captures) add to the same node stays.
@@ -327,7 +327,7 @@ impl Topology {
             let mut new = self.contribution(key);
             let old = self.contributions.remove(&key).unwrap_or_default();
             // Unchanged metadata keeps the copy the graph already shares.
-            for (id, m) in new.nodes.iter_mut() {
+            for (id, m) in &mut new.nodes {
                 if let Some(o) = old.nodes.get(id)
                     && o == m
                 {

@@ -177,7 +177,7 @@ fn main() {
     let (ours_taken, ours_cpu) = ours.join().unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+    let port = UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()

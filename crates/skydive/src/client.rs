@@ -1,4 +1,4 @@
-//! `skydive client`: the commands of Skydive's command-line client (compat spec §11) over
+//! `skydive client`: the commands of Skydive's command-line client over
 //! the REST API. Resources print as JSON indented by two spaces, query results by tabs, as
 //! Skydive's client printed them; errors go to standard error with exit code 1.
 
@@ -624,7 +624,7 @@ fn element(c: &Client, kind: &str, cmd: &ElementCommand) -> Result<(), String> {
             print_json(&created);
         }
         ElementCommand::Get { id } => {
-            print_json(&c.get::<Value>(&format!("{base}/{id}")).map_err(e)?)
+            print_json(&c.get::<Value>(&format!("{base}/{id}")).map_err(e)?);
         }
         ElementCommand::List => print_json(&c.get::<Value>(&base).map_err(e)?),
         ElementCommand::Delete { ids, gremlin } => {

@@ -81,7 +81,7 @@ fn the_agents_graph_reaches_the_analyzer_and_follows_it() {
 
     // A burst of changes: they travel batched, and all arrive.
     let hub = agent.hub().clone();
-    let hid = host_id.clone();
+    let hid = host_id;
     rt.block_on(hub.apply(None, move |g| {
         let mut evs = Vec::new();
         for i in 0..2000 {

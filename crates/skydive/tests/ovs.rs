@@ -79,7 +79,7 @@ fn lab(test: &str, host_id: &str, extra: &str) -> Option<Lab> {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (p, addr) = common::allinone(
+    let (p, addr) = allinone(
         dir.path(),
         host_id,
         &format!("ovs:\n  ovsdb: unix://{SOCK}\n{extra}"),

@@ -1,6 +1,6 @@
 //! Flow storage: the latest state of every flow, the history of its metric updates and its
-//! raw packets, queried by time and by any flow field (compat spec §4.6 "Time context",
-//! §10.2 "Flow documents").
+//! raw packets, queried by time and by any flow field (Skydive's extension steps "Time context",
+//! Skydive's Elasticsearch documents "Flow documents").
 //!
 //! A flow is alive during `[Start, Last]`; a query for `[start, last]` returns the flows
 //! whose life overlaps it and that match the filter. The embedded store answers the common

@@ -1,5 +1,6 @@
-//! The topology history in the embedded store: every revision of every node and edge, so
-//! that `G.At(t)` and `G.Context(t, d)` work after restarts (compat spec §4.5, §10.2).
+//! The topology history in the embedded store: every revision of every node and edge, so that
+//! `G.At(t)` and `G.Context(t, d)` work after restarts (Skydive's time context; Skydive's
+//! Elasticsearch documents).
 //!
 //! Same semantics as [`skydive_graph::MemoryHistory`], the reference: an update archives the
 //! previous revision at the new `UpdatedAt`; a delete archives the last revision with
@@ -209,10 +210,10 @@ impl Embedded {
         for ev in events {
             match ev {
                 GraphEvent::NodeAdded(n) | GraphEvent::NodeUpdated { node: n, .. } => {
-                    record_current(&tx, &Revision::node(n))?
+                    record_current(&tx, &Revision::node(n))?;
                 }
                 GraphEvent::EdgeAdded(e) | GraphEvent::EdgeUpdated { edge: e, .. } => {
-                    record_current(&tx, &Revision::edge(e))?
+                    record_current(&tx, &Revision::edge(e))?;
                 }
                 GraphEvent::NodeDeleted(n) => record_deleted(&tx, &Revision::node(n))?,
                 GraphEvent::EdgeDeleted(e) => record_deleted(&tx, &Revision::edge(e))?,

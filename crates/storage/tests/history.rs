@@ -227,15 +227,12 @@ fn elements_sent_again_after_a_restart_continue_and_the_others_are_closed() {
     {
         let store = Embedded::open(dir.path()).unwrap();
         store
-            .record(&[
-                GraphEvent::NodeAdded(a.clone()),
-                GraphEvent::NodeAdded(b.clone()),
-            ])
+            .record(&[GraphEvent::NodeAdded(a.clone()), GraphEvent::NodeAdded(b)])
             .unwrap();
     }
     // Restart: the agent sends `a` again, unchanged; `b` never comes back.
     let store = Embedded::open(dir.path()).unwrap();
-    store.record(&[GraphEvent::NodeAdded(a.clone())]).unwrap();
+    store.record(&[GraphEvent::NodeAdded(a)]).unwrap();
     assert_eq!(store.close_orphans(T0 + 60_000).unwrap(), 1);
     assert_eq!(store.close_orphans(T0 + 90_000).unwrap(), 0, "runs once");
     assert_eq!(

@@ -13,7 +13,7 @@ fn battery(store: &dyn ResourceStore) {
     store
         .put("alert", "a", &serde_json::json!({"UUID": "x"}), 0)
         .unwrap();
-    assert_eq!(store.get("capture", "a", 10).unwrap(), Some(v.clone()));
+    assert_eq!(store.get("capture", "a", 10).unwrap(), Some(v));
     assert_eq!(store.get("capture", "zz", 10).unwrap(), None);
     assert_eq!(store.list("capture", 10).unwrap().len(), 2);
     assert_eq!(

@@ -46,7 +46,7 @@ impl Rbac {
                 object: obj.into(),
                 action: act.into(),
                 allow: true,
-            })
+            });
         };
         for obj in [
             "alert",
@@ -92,7 +92,7 @@ impl Rbac {
                         object: obj.to_string(),
                         action: act.to_string(),
                         allow: *eft == "allow",
-                    })
+                    });
                 }
                 ["g", user, role] => rbac
                     .groups

@@ -1,5 +1,6 @@
 //! WebSocket connections: the handshake parameters, the registry of live connections, and the
-//! loop that reads, writes and keeps a connection alive (compat spec §2.1, §2.2).
+//! loop that reads, writes and keeps a connection alive (Skydive's WebSocket handshake;
+//! Skydive's WebSocket keepalive).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -390,13 +391,9 @@ impl Registry {
 /// What an endpoint does with the messages it receives.
 pub trait MessageHandler: Send + Sync + 'static {
     /// Handles one message. Replies are sent through `conn`.
-    fn on_message(
-        &self,
-        conn: &Arc<Conn>,
-        msg: Incoming,
-    ) -> impl std::future::Future<Output = ()> + Send;
+    fn on_message(&self, conn: &Arc<Conn>, msg: Incoming) -> impl Future<Output = ()> + Send;
     /// Called once the connection is gone.
-    fn on_close(&self, conn: &Arc<Conn>) -> impl std::future::Future<Output = ()> + Send;
+    fn on_close(&self, conn: &Arc<Conn>) -> impl Future<Output = ()> + Send;
 }
 
 /// Keepalive and limits of a connection.

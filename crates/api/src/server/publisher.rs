@@ -1,5 +1,5 @@
 //! Applying graph messages from publishers (`/ws/publisher`, `/ws/pubsub`, agents on
-//! `/ws/agent/topology`) to the hub (compat spec §2.5).
+//! `/ws/agent/topology`) to the hub (Skydive's WebSocket endpoints).
 
 use std::sync::Arc;
 
@@ -139,7 +139,7 @@ pub fn graph_op(msg: &Incoming, conn: &Conn, policy: PublishPolicy) -> Result<Op
                 match decode_node(v.get(), conn, policy) {
                     Ok(n) => nodes.push(n),
                     Err(e) => {
-                        tracing::warn!(host = %conn.handshake.host_id, "dropping an invalid node: {e}")
+                        tracing::warn!(host = %conn.handshake.host_id, "dropping an invalid node: {e}");
                     }
                 }
             }
@@ -148,7 +148,7 @@ pub fn graph_op(msg: &Incoming, conn: &Conn, policy: PublishPolicy) -> Result<Op
                 match decode_edge(v.get(), conn, policy) {
                     Ok(e) => edges.push(e),
                     Err(e) => {
-                        tracing::warn!(host = %conn.handshake.host_id, "dropping an invalid edge: {e}")
+                        tracing::warn!(host = %conn.handshake.host_id, "dropping an invalid edge: {e}");
                     }
                 }
             }

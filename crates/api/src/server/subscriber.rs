@@ -1,5 +1,5 @@
 //! Subscribers (`/ws/subscriber`, `/ws/pubsub`): the initial synchronisation, then every
-//! graph event, optionally through a Gremlin filter (compat spec §2.5).
+//! graph event, optionally through a Gremlin filter (Skydive's WebSocket endpoints).
 //!
 //! A large graph is not sent as one giant `SyncReply` (which broke Skydive's UI on big
 //! topologies): the reply holds at most `http.ws.sync_chunk_size` elements and the rest
@@ -120,7 +120,7 @@ impl Subscription {
                     st.visible = Some(new);
                 }
                 Err(e) => {
-                    tracing::warn!(host = %self.conn.handshake.host_id, "subscriber filter failed: {e}")
+                    tracing::warn!(host = %self.conn.handshake.host_id, "subscriber filter failed: {e}");
                 }
             }
             st.synced_seq = snap.seq;
@@ -170,9 +170,9 @@ impl Subscription {
                                 revision: n.revision,
                                 ops,
                             },
-                        )
+                        );
                     } else {
-                        send(NODE_UPDATED, n.as_ref())
+                        send(NODE_UPDATED, n.as_ref());
                     }
                 }
                 Some(_) => {}
@@ -182,7 +182,7 @@ impl Subscription {
             match old.edges.get(id) {
                 None => send(EDGE_ADDED, e.as_ref()),
                 Some(o) if o.revision != e.revision || o.metadata != e.metadata => {
-                    send(EDGE_UPDATED, e.as_ref())
+                    send(EDGE_UPDATED, e.as_ref());
                 }
                 Some(_) => {}
             }

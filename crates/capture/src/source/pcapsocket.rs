@@ -32,16 +32,13 @@ impl Source for PcapSocket {
         let mut last_stats = Instant::now();
         let mut chunk = vec![0u8; 64 * 1024];
         while !sink.stopped() {
-            let mut conn = match self.listener.accept() {
-                Ok((c, _)) => c,
-                Err(_) => {
-                    std::thread::sleep(ACCEPT_EVERY);
-                    if last_stats.elapsed() >= sink.stats_every() {
-                        last_stats = Instant::now();
-                        sink.report(&report, None);
-                    }
-                    continue;
+            let Ok((mut conn, _)) = self.listener.accept() else {
+                std::thread::sleep(ACCEPT_EVERY);
+                if last_stats.elapsed() >= sink.stats_every() {
+                    last_stats = Instant::now();
+                    sink.report(&report, None);
                 }
+                continue;
             };
             let _ = conn.set_nonblocking(false);
             let _ = conn.set_read_timeout(Some(READ_TIMEOUT));

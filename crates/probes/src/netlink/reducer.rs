@@ -1,5 +1,5 @@
 //! The netlink reducer: rtnetlink messages of one network namespace in, the state of its
-//! interfaces out, as the metadata Skydive's netlink probe wrote (compat spec §3.4).
+//! interfaces out, as the metadata Skydive's netlink probe wrote.
 //!
 //! Pure: it keeps links, addresses, routes, neighbours and bridge FDB entries, and tells
 //! which interfaces a message changed. The adapter feeds it from the kernel; the tests feed it
@@ -360,10 +360,10 @@ fn neighbor_record(msg: &NeighbourMessage) -> NeighborRecord {
     for a in &msg.attributes {
         match a {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => {
-                n.ip = Some(ip.to_string())
+                n.ip = Some(ip.to_string());
             }
             NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => {
-                n.ip = Some(ip.to_string())
+                n.ip = Some(ip.to_string());
             }
             NeighbourAttribute::LinkLayerAddress(m) if !m.is_empty() => n.mac = Some(mac_string(m)),
             NeighbourAttribute::Vlan(v) => n.vlan = Some(*v),

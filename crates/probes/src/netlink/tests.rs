@@ -271,7 +271,7 @@ fn renames_mac_and_state_changes_are_updates() {
     let RouteNetlinkMessage::NewLink(mut l) = link else {
         unreachable!()
     };
-    for a in l.attributes.iter_mut() {
+    for a in &mut l.attributes {
         match a {
             LinkAttribute::IfName(n) => *n = "eth-renamed".into(),
             LinkAttribute::Address(mac) => *mac = vec![2, 0, 0, 0, 0, 0x99],
