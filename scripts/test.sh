@@ -16,7 +16,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 install_cargo_deny
 # Every target's dependencies, so that the policy check reads them without the network.
 cargo fetch --locked --quiet
-"$CARGO_DENY" --offline check bans licenses sources
+"$CARGO_DENY" --offline --log-level error check bans licenses sources
 # The fuzz targets are a workspace of their own: check that they still build.
 cargo check --quiet --locked --manifest-path fuzz/Cargo.toml --target-dir target/fuzz-check --bins
 

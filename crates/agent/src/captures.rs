@@ -360,78 +360,90 @@ impl Captures {
                     ovs_export: None,
                 })
             }
-            // On the node's address (in its namespace), or every address when it has several.
-            CaptureKind::Sflow => {
-                let ip = match node::ipv4_addresses(node).as_slice() {
-                    [] => {
-                        return Err(CaptureError::NodeLacks {
-                            node: ifname,
-                            what: "IPv4 address for sFlow",
-                        });
-                    }
-                    [one] => one.clone(),
-                    _ => "0.0.0.0".to_string(),
-                };
-                let port = if spec.port > 0 { spec.port } else { 6343 };
-                let address = format!("{ip}:{port}");
-                Ok(Plan {
-                    source: SourceSpec::Sflow {
-                        address: address.clone(),
-                        filter,
-                    },
-                    netns,
-                    socket: address,
-                    ovs_export: None,
-                })
-            }
-            // A collector of the agent's, and OVS told to send the bridge's sFlow to it.
-            CaptureKind::OvsSflow => {
-                let (sock, address) = self.sflow_collector()?;
-                let bridge = node
-                    .str_at("UUID")
-                    .ok_or_else(|| CaptureError::NodeLacks {
-                        node: ifname.clone(),
-                        what: "UUID",
-                    })?
-                    .to_string();
-                let export = skydive_probes::ovsdb::SflowExport {
-                    bridge: bridge.clone(),
-                    target: address.clone(),
-                    header: if spec.header_size > 0 {
-                        spec.header_size
-                    } else {
-                        128
-                    },
-                    sampling: if spec.sampling_rate < 1 {
-                        u32::MAX as i64
-                    } else {
-                        spec.sampling_rate
-                    },
-                    polling: if spec.polling_interval > 0 {
-                        spec.polling_interval
-                    } else {
-                        10
-                    },
-                    probe_id: spec.uuid.clone(),
-                };
-                self.out
-                    .rt
-                    .block_on(skydive_probes::ovsdb::attach_sflow(
-                        &self.settings.ovsdb,
-                        &export,
-                    ))
-                    .map_err(|e| {
-                        CaptureError::Source(format!("cannot configure sFlow on {ifname}: {e}"))
-                    })?;
-                Ok(Plan {
-                    source: SourceSpec::SflowSocket(sock),
-                    netns: None,
-                    socket: address,
-                    ovs_export: Some((self.settings.ovsdb.clone(), bridge)),
-                })
-            }
+            CaptureKind::Sflow => Self::plan_sflow(node, spec, filter, netns),
+            CaptureKind::OvsSflow => self.plan_ovs_sflow(node, spec),
             other => Err(CaptureError::Unsupported(other.clone())),
         }
+    }
+
+    /// An sFlow collector on the node's address (in its namespace), or on every address when
+    /// it has several.
+    fn plan_sflow(
+        node: &Node,
+        spec: &CaptureSpec,
+        filter: String,
+        netns: Option<String>,
+    ) -> Result<Plan, CaptureError> {
+        let ifname = node.name().to_string();
+        let ip = match node::ipv4_addresses(node).as_slice() {
+            [] => {
+                return Err(CaptureError::NodeLacks {
+                    node: ifname,
+                    what: "IPv4 address for sFlow",
+                });
+            }
+            [one] => one.clone(),
+            _ => "0.0.0.0".to_string(),
+        };
+        let port = if spec.port > 0 { spec.port } else { 6343 };
+        let address = format!("{ip}:{port}");
+        Ok(Plan {
+            source: SourceSpec::Sflow {
+                address: address.clone(),
+                filter,
+            },
+            netns,
+            socket: address,
+            ovs_export: None,
+        })
+    }
+
+    /// A collector of the agent's, and OVS told to send the bridge's sFlow to it.
+    fn plan_ovs_sflow(&self, node: &Node, spec: &CaptureSpec) -> Result<Plan, CaptureError> {
+        let ifname = node.name().to_string();
+        let (sock, address) = self.sflow_collector()?;
+        let bridge = node
+            .str_at("UUID")
+            .ok_or_else(|| CaptureError::NodeLacks {
+                node: ifname.clone(),
+                what: "UUID",
+            })?
+            .to_string();
+        let export = skydive_probes::ovsdb::SflowExport {
+            bridge: bridge.clone(),
+            target: address.clone(),
+            header: if spec.header_size > 0 {
+                spec.header_size
+            } else {
+                128
+            },
+            sampling: if spec.sampling_rate < 1 {
+                u32::MAX as i64
+            } else {
+                spec.sampling_rate
+            },
+            polling: if spec.polling_interval > 0 {
+                spec.polling_interval
+            } else {
+                10
+            },
+            probe_id: spec.uuid.clone(),
+        };
+        self.out
+            .rt
+            .block_on(skydive_probes::ovsdb::attach_sflow(
+                &self.settings.ovsdb,
+                &export,
+            ))
+            .map_err(|e| {
+                CaptureError::Source(format!("cannot configure sFlow on {ifname}: {e}"))
+            })?;
+        Ok(Plan {
+            source: SourceSpec::SflowSocket(sock),
+            netns: None,
+            socket: address,
+            ovs_export: Some((self.settings.ovsdb.clone(), bridge)),
+        })
     }
 
     /// The flow table of a capture on a node of TID `tid`.

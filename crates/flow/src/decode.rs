@@ -369,385 +369,430 @@ fn ether_next(t: u16) -> Next {
     Next::EtherType(t)
 }
 
-/// Decodes `data` (framed as `link`) into `out`.
+/// Where the decoder is in a frame: the offset of the next layer, and where the datagram
+/// ends (before the padding of short frames).
+struct Walk {
+    at: usize,
+    end: usize,
+}
+
+impl Walk {
+    /// Whether `n` bytes from the offset are in `d`; records the failure when not.
+    #[inline(always)]
+    fn has(&self, d: &[u8], n: usize, out: &mut Decoded) -> bool {
+        let ok = d.len() >= self.at + n;
+        if !ok {
+            out.fail(self.at);
+        }
+        ok
+    }
+
+    /// Whether `n` bytes from the offset are before the datagram's end; records the failure
+    /// when not.
+    #[inline(always)]
+    fn fits(&self, n: usize, out: &mut Decoded) -> bool {
+        let ok = self.end >= self.at + n;
+        if !ok {
+            out.fail(self.at);
+        }
+        ok
+    }
+}
+
+/// Decodes `data` (framed as `link`) into `out`: each layer's function reads its header and
+/// says what comes next, until a layer ends the walk.
 pub fn decode(data: &[u8], link: LinkType, out: &mut Decoded) {
     out.len = 0;
     out.nsegs = 0;
     out.pending_split = false;
     out.truncated = false;
-    let mut end = data.len();
-    let mut at = 0usize;
-    let mut next = match link {
-        LinkType::Ethernet => Next::Ethernet,
-        LinkType::RawIp => Next::IpByVersion,
-        // Linux cooked headers: version 1 is 16 bytes, the protocol last; version 2 is 20
-        // bytes, the protocol first.
+    let mut w = Walk {
+        at: 0,
+        end: data.len(),
+    };
+    let Some(mut next) = link_layer(data, link, &mut w, out) else {
+        return;
+    };
+    loop {
+        let d = &data[..w.end];
+        let step = match next {
+            Next::Payload => {
+                if w.at < w.end {
+                    out.push(d, LayerKind::Payload, w.at, w.end);
+                }
+                None
+            }
+            Next::Ethernet => ethernet(d, &mut w, out),
+            Next::EtherType(t) => ether_type(d, t, &mut w, out),
+            Next::IpByVersion => match d.get(w.at).map(|b| b >> 4) {
+                Some(4) => Some(Next::Ipv4),
+                Some(6) => Some(Next::Ipv6),
+                Some(_) => Some(Next::Payload),
+                None => None,
+            },
+            Next::Ipv4 => ipv4(d, &mut w, out),
+            Next::Ipv6 => ipv6(d, &mut w, out),
+            Next::IpProto(p) => ip_proto(d, p, &mut w, out),
+            Next::Icmpv6Body(t) => {
+                icmpv6_body(d, t, &w, out);
+                None
+            }
+            Next::Udp(sp, dp) => udp_payload(d, sp, dp, &mut w, out),
+        };
+        match step {
+            Some(n) => next = n,
+            None => return,
+        }
+    }
+}
+
+/// The frame's first layer: Ethernet, raw IP, or a Linux cooked header (version 1 is 16
+/// bytes, the protocol last; version 2 is 20 bytes, the protocol first).
+#[inline(always)]
+fn link_layer(data: &[u8], link: LinkType, w: &mut Walk, out: &mut Decoded) -> Option<Next> {
+    match link {
+        LinkType::Ethernet => Some(Next::Ethernet),
+        LinkType::RawIp => Some(Next::IpByVersion),
         LinkType::LinuxSll | LinkType::LinuxSll2 => {
             let (kind, len, protocol_at) = if link == LinkType::LinuxSll {
                 (LayerKind::LinuxSll, 16, 14)
             } else {
                 (LayerKind::LinuxSll2, 20, 0)
             };
-            if data.len() < len {
-                out.fail(0);
-                return;
+            if !w.has(data, len, out) {
+                return None;
             }
             out.push(data, kind, 0, len);
-            at = len;
-            ether_next(be16(data, protocol_at))
+            w.at = len;
+            Some(ether_next(be16(data, protocol_at)))
         }
-    };
+    }
+}
+
+#[inline(always)]
+fn ethernet(d: &[u8], w: &mut Walk, out: &mut Decoded) -> Option<Next> {
+    if !w.has(d, 14, out) {
+        return None;
+    }
+    out.push(d, LayerKind::Ethernet, w.at, w.at + 14);
+    let t = be16(d, w.at + 12);
+    w.at += 14;
+    Some(if t < 0x0600 {
+        // An 802.3 length: LLC follows, which flows do not look into.
+        Next::Payload
+    } else {
+        ether_next(t)
+    })
+}
+
+/// What an EtherType carries: IP, ARP, VLAN tags, an MPLS label stack, or an Ethernet frame
+/// (transparent Ethernet bridging).
+#[inline(always)]
+fn ether_type(d: &[u8], t: u16, w: &mut Walk, out: &mut Decoded) -> Option<Next> {
+    match t {
+        0x0800 => Some(Next::Ipv4),
+        0x86dd => Some(Next::Ipv6),
+        0x0806 => {
+            if !w.has(d, 8, out) {
+                return None;
+            }
+            let len = 8 + 2 * (d[w.at + 4] as usize + d[w.at + 5] as usize);
+            if !w.has(d, len, out) {
+                return None;
+            }
+            out.push(d, LayerKind::Arp, w.at, w.at + len);
+            w.at += len;
+            Some(Next::Payload)
+        }
+        0x8100 | 0x88a8 | 0x9100 => {
+            if !w.has(d, 4, out) {
+                return None;
+            }
+            out.push(d, LayerKind::Dot1Q, w.at, w.at + 4);
+            let inner = be16(d, w.at + 2);
+            w.at += 4;
+            Some(ether_next(inner))
+        }
+        0x8847 | 0x8848 => {
+            // The whole label stack, down to the bottom of stack bit.
+            let start = w.at;
+            loop {
+                if d.len() < w.at + 4 {
+                    out.fail(start);
+                    return None;
+                }
+                let bos = d[w.at + 2] & 1 == 1;
+                w.at += 4;
+                if bos {
+                    break;
+                }
+            }
+            out.push(d, LayerKind::Mpls, start, w.at)
+                .then_some(Next::IpByVersion)
+        }
+        0x6558 => Some(Next::Ethernet),
+        _ => Some(Next::Payload),
+    }
+}
+
+#[inline(always)]
+fn ipv4(d: &[u8], w: &mut Walk, out: &mut Decoded) -> Option<Next> {
+    let at = w.at;
+    if d.len() < at + 20 || d[at] >> 4 != 4 {
+        out.fail(at);
+        return None;
+    }
+    let ihl = (d[at] & 0x0f) as usize * 4;
+    let total = be16(d, at + 2) as usize;
+    if ihl < 20 || d.len() < at + ihl || total < ihl {
+        out.fail(at);
+        return None;
+    }
+    if at + total < w.end {
+        // Padding after the datagram (short frames) is not its payload.
+        w.end = at + total;
+    } else if at + total > w.end {
+        out.truncated = true;
+    }
+    out.push(d, LayerKind::Ipv4, at, at + ihl);
+    let frag = be16(d, at + 6);
+    let proto = d[at + 9];
+    w.at += ihl;
+    if frag & 0x3fff != 0 {
+        // More fragments, or not the first: gopacket's Fragment layer.
+        if w.at < w.end {
+            out.push(d, LayerKind::Fragment, w.at, w.end);
+        }
+        return None;
+    }
+    Some(Next::IpProto(proto))
+}
+
+#[inline(always)]
+fn ipv6(d: &[u8], w: &mut Walk, out: &mut Decoded) -> Option<Next> {
+    let at = w.at;
+    if d.len() < at + 40 || d[at] >> 4 != 6 {
+        out.fail(at);
+        return None;
+    }
+    let plen = be16(d, at + 4) as usize;
+    if at + 40 + plen < w.end {
+        w.end = at + 40 + plen;
+    } else if at + 40 + plen > w.end {
+        out.truncated = true;
+    }
+    out.push(d, LayerKind::Ipv6, at, at + 40);
+    w.at += 40;
+    ipv6_extensions(d, d[at + 6], w, out)
+}
+
+/// IPv6 extension headers, from next header `nh`; a fragment that is not the whole
+/// datagram is not decoded further.
+#[inline(always)]
+fn ipv6_extensions(d: &[u8], mut nh: u8, w: &mut Walk, out: &mut Decoded) -> Option<Next> {
     loop {
-        let d = &data[..end];
-        next = match next {
-            Next::Payload => {
-                if at < end {
-                    out.push(d, LayerKind::Payload, at, end);
-                }
-                return;
-            }
-            Next::Ethernet => {
-                if d.len() < at + 14 {
-                    out.fail(at);
-                    return;
-                }
-                out.push(d, LayerKind::Ethernet, at, at + 14);
-                let t = be16(d, at + 12);
-                at += 14;
-                if t < 0x0600 {
-                    // An 802.3 length: LLC follows, which flows do not look into.
-                    Next::Payload
-                } else {
-                    ether_next(t)
-                }
-            }
-            Next::EtherType(t) => match t {
-                0x0800 => Next::Ipv4,
-                0x86dd => Next::Ipv6,
-                0x0806 => {
-                    if d.len() < at + 8 {
-                        out.fail(at);
-                        return;
-                    }
-                    let len = 8 + 2 * (d[at + 4] as usize + d[at + 5] as usize);
-                    if d.len() < at + len {
-                        out.fail(at);
-                        return;
-                    }
-                    out.push(d, LayerKind::Arp, at, at + len);
-                    at += len;
-                    Next::Payload
-                }
-                0x8100 | 0x88a8 | 0x9100 => {
-                    if d.len() < at + 4 {
-                        out.fail(at);
-                        return;
-                    }
-                    out.push(d, LayerKind::Dot1Q, at, at + 4);
-                    let inner = be16(d, at + 2);
-                    at += 4;
-                    ether_next(inner)
-                }
-                0x8847 | 0x8848 => {
-                    // The whole label stack, down to the bottom of stack bit.
-                    let start = at;
-                    loop {
-                        if d.len() < at + 4 {
-                            out.fail(start);
-                            return;
-                        }
-                        let bos = d[at + 2] & 1 == 1;
-                        at += 4;
-                        if bos {
-                            break;
-                        }
-                    }
-                    if !out.push(d, LayerKind::Mpls, start, at) {
-                        return;
-                    }
-                    Next::IpByVersion
-                }
-                0x6558 => Next::Ethernet,
-                _ => Next::Payload,
-            },
-            Next::IpByVersion => match d.get(at).map(|b| b >> 4) {
-                Some(4) => Next::Ipv4,
-                Some(6) => Next::Ipv6,
-                Some(_) => Next::Payload,
-                None => return,
-            },
-            Next::Ipv4 => {
-                if d.len() < at + 20 || d[at] >> 4 != 4 {
-                    out.fail(at);
-                    return;
-                }
-                let ihl = (d[at] & 0x0f) as usize * 4;
-                let total = be16(d, at + 2) as usize;
-                if ihl < 20 || d.len() < at + ihl || total < ihl {
-                    out.fail(at);
-                    return;
-                }
-                if at + total < end {
-                    // Padding after the datagram (short frames) is not its payload.
-                    end = at + total;
-                } else if at + total > end {
-                    out.truncated = true;
-                }
-                out.push(d, LayerKind::Ipv4, at, at + ihl);
-                let frag = be16(d, at + 6);
-                let proto = d[at + 9];
-                at += ihl;
-                if frag & 0x3fff != 0 {
-                    // More fragments, or not the first: gopacket's Fragment layer.
-                    if at < end {
-                        out.push(d, LayerKind::Fragment, at, end);
-                    }
-                    return;
-                }
-                Next::IpProto(proto)
-            }
-            Next::Ipv6 => {
-                if d.len() < at + 40 || d[at] >> 4 != 6 {
-                    out.fail(at);
-                    return;
-                }
-                let plen = be16(d, at + 4) as usize;
-                if at + 40 + plen < end {
-                    end = at + 40 + plen;
-                } else if at + 40 + plen > end {
-                    out.truncated = true;
-                }
-                out.push(d, LayerKind::Ipv6, at, at + 40);
-                let mut nh = d[at + 6];
-                at += 40;
-                // Extension headers.
-                loop {
-                    let kind = match nh {
-                        0 => LayerKind::Ipv6HopByHop,
-                        43 => LayerKind::Ipv6Routing,
-                        44 => LayerKind::Ipv6Fragment,
-                        60 => LayerKind::Ipv6Destination,
-                        _ => break,
-                    };
-                    if end < at + 8 {
-                        out.fail(at);
-                        return;
-                    }
-                    let len = if nh == 44 {
-                        8
-                    } else {
-                        (d[at + 1] as usize + 1) * 8
-                    };
-                    if end < at + len {
-                        out.fail(at);
-                        return;
-                    }
-                    if !out.push(d, kind, at, at + len) {
-                        return;
-                    }
-                    if nh == 44 && be16(d, at + 2) & 0xfff9 != 0 {
-                        // A fragment that is not the whole datagram: not decoded further.
-                        let payload = at + len;
-                        if payload < end {
-                            out.push(d, LayerKind::Fragment, payload, end);
-                        }
-                        return;
-                    }
-                    nh = d[at];
-                    at += len;
-                }
-                Next::IpProto(nh)
-            }
-            Next::IpProto(p) => match p {
-                1 => {
-                    if end < at + 8 {
-                        out.fail(at);
-                        return;
-                    }
-                    out.push(d, LayerKind::Icmpv4, at, at + 8);
-                    at += 8;
-                    Next::Payload
-                }
-                58 => {
-                    if end < at + 4 {
-                        out.fail(at);
-                        return;
-                    }
-                    out.push(d, LayerKind::Icmpv6, at, at + 4);
-                    let t = d[at];
-                    at += 4;
-                    Next::Icmpv6Body(t)
-                }
-                2 => {
-                    if end < at + 8 {
-                        out.fail(at);
-                        return;
-                    }
-                    out.push(d, LayerKind::Igmp, at, end);
-                    return;
-                }
-                6 => {
-                    if end < at + 20 {
-                        out.fail(at);
-                        return;
-                    }
-                    let off = (d[at + 12] >> 4) as usize * 4;
-                    if off < 20 || end < at + off {
-                        out.fail(at);
-                        return;
-                    }
-                    out.push(d, LayerKind::Tcp, at, at + off);
-                    at += off;
-                    // gopacket decodes no TCP payload flows care about.
-                    Next::Payload
-                }
-                17 => {
-                    if end < at + 8 {
-                        out.fail(at);
-                        return;
-                    }
-                    let (sp, dp) = (be16(d, at), be16(d, at + 2));
-                    out.push(d, LayerKind::Udp, at, at + 8);
-                    at += 8;
-                    Next::Udp(sp, dp)
-                }
-                132 => {
-                    if end < at + 12 {
-                        out.fail(at);
-                        return;
-                    }
-                    out.push(d, LayerKind::Sctp, at, at + 12);
-                    at += 12;
-                    if end >= at + 4 {
-                        let clen = (be16(d, at + 2) as usize).max(4);
-                        let cend = (at + clen).min(end);
-                        out.push(d, LayerKind::SctpChunk(d[at]), at, cend);
-                    }
-                    return;
-                }
-                47 => {
-                    if end < at + 4 {
-                        out.fail(at);
-                        return;
-                    }
-                    let flags = d[at];
-                    let proto = be16(d, at + 2);
-                    let mut len = 4;
-                    if flags & 0x80 != 0 {
-                        len += 4; // checksum + reserved
-                    }
-                    if flags & 0x20 != 0 {
-                        len += 4; // key
-                    }
-                    if flags & 0x10 != 0 {
-                        len += 4; // sequence
-                    }
-                    if end < at + len {
-                        out.fail(at);
-                        return;
-                    }
-                    if !out.push(d, LayerKind::Gre, at, at + len) {
-                        return;
-                    }
-                    at += len;
-                    match proto {
-                        0x88be => {
-                            // ERSPAN type II: an 8-byte header, then the mirrored frame.
-                            if end < at + 8 {
-                                out.fail(at);
-                                return;
-                            }
-                            out.push(d, LayerKind::Erspan, at, at + 8);
-                            at += 8;
-                            Next::Ethernet
-                        }
-                        t => ether_next(t),
-                    }
-                }
-                4 => Next::Ipv4,
-                41 => Next::Ipv6,
-                112 => {
-                    if end < at + 8 {
-                        out.fail(at);
-                        return;
-                    }
-                    out.push(d, LayerKind::Vrrp, at, end);
-                    return;
-                }
-                _ => Next::Payload,
-            },
-            Next::Icmpv6Body(t) => {
-                let (kind, len) = match t {
-                    128 | 129 => (LayerKind::Icmpv6Echo, 4),
-                    133 => (LayerKind::Icmpv6RouterSolicitation, 4),
-                    134 => (LayerKind::Icmpv6RouterAdvertisement, 12),
-                    135 => (LayerKind::Icmpv6NeighborSolicitation, 20),
-                    136 => (LayerKind::Icmpv6NeighborAdvertisement, 20),
-                    137 => (LayerKind::Icmpv6Redirect, 36),
-                    _ => {
-                        // gopacket keeps the rest of other ICMPv6 messages in the ICMPv6 layer.
-                        return;
-                    }
-                };
-                if end < at + len {
-                    out.fail(at);
-                    return;
-                }
-                out.push(d, kind, at, end);
-                return;
-            }
-            Next::Udp(sp, dp) => {
-                // gopacket looks at the destination port first, then the source port.
-                let kind = udp_port_layer(dp).or_else(|| udp_port_layer(sp));
-                match kind {
-                    Some(LayerKind::Vxlan) => {
-                        if end < at + 8 {
-                            out.fail(at);
-                            return;
-                        }
-                        if !out.push(d, LayerKind::Vxlan, at, at + 8) {
-                            return;
-                        }
-                        at += 8;
-                        Next::Ethernet
-                    }
-                    Some(LayerKind::Geneve) => {
-                        if end < at + 8 {
-                            out.fail(at);
-                            return;
-                        }
-                        let len = 8 + (d[at] & 0x3f) as usize * 4;
-                        if end < at + len {
-                            out.fail(at);
-                            return;
-                        }
-                        let proto = be16(d, at + 2);
-                        if !out.push(d, LayerKind::Geneve, at, at + len) {
-                            return;
-                        }
-                        at += len;
-                        ether_next(proto)
-                    }
-                    Some(LayerKind::Dns) => {
-                        if end < at + 12 {
-                            out.fail(at);
-                            return;
-                        }
-                        out.push(d, LayerKind::Dns, at, end);
-                        return;
-                    }
-                    Some(LayerKind::Dhcpv4) => {
-                        if end < at + 240 {
-                            out.fail(at);
-                            return;
-                        }
-                        out.push(d, LayerKind::Dhcpv4, at, end);
-                        return;
-                    }
-                    _ => Next::Payload,
-                }
-            }
+        let kind = match nh {
+            0 => LayerKind::Ipv6HopByHop,
+            43 => LayerKind::Ipv6Routing,
+            44 => LayerKind::Ipv6Fragment,
+            60 => LayerKind::Ipv6Destination,
+            _ => return Some(Next::IpProto(nh)),
         };
+        if !w.fits(8, out) {
+            return None;
+        }
+        let len = if nh == 44 {
+            8
+        } else {
+            (d[w.at + 1] as usize + 1) * 8
+        };
+        if !w.fits(len, out) || !out.push(d, kind, w.at, w.at + len) {
+            return None;
+        }
+        if nh == 44 && be16(d, w.at + 2) & 0xfff9 != 0 {
+            let payload = w.at + len;
+            if payload < w.end {
+                out.push(d, LayerKind::Fragment, payload, w.end);
+            }
+            return None;
+        }
+        nh = d[w.at];
+        w.at += len;
+    }
+}
+
+/// What an IP protocol number carries.
+#[inline(always)]
+fn ip_proto(d: &[u8], p: u8, w: &mut Walk, out: &mut Decoded) -> Option<Next> {
+    match p {
+        1 => {
+            if !w.fits(8, out) {
+                return None;
+            }
+            out.push(d, LayerKind::Icmpv4, w.at, w.at + 8);
+            w.at += 8;
+            Some(Next::Payload)
+        }
+        58 => {
+            if !w.fits(4, out) {
+                return None;
+            }
+            out.push(d, LayerKind::Icmpv6, w.at, w.at + 4);
+            let t = d[w.at];
+            w.at += 4;
+            Some(Next::Icmpv6Body(t))
+        }
+        2 => {
+            if w.fits(8, out) {
+                out.push(d, LayerKind::Igmp, w.at, w.end);
+            }
+            None
+        }
+        6 => tcp(d, w, out),
+        17 => {
+            if !w.fits(8, out) {
+                return None;
+            }
+            let (sp, dp) = (be16(d, w.at), be16(d, w.at + 2));
+            out.push(d, LayerKind::Udp, w.at, w.at + 8);
+            w.at += 8;
+            Some(Next::Udp(sp, dp))
+        }
+        132 => {
+            sctp(d, w, out);
+            None
+        }
+        47 => gre(d, w, out),
+        4 => Some(Next::Ipv4),
+        41 => Some(Next::Ipv6),
+        112 => {
+            if w.fits(8, out) {
+                out.push(d, LayerKind::Vrrp, w.at, w.end);
+            }
+            None
+        }
+        _ => Some(Next::Payload),
+    }
+}
+
+#[inline(always)]
+fn tcp(d: &[u8], w: &mut Walk, out: &mut Decoded) -> Option<Next> {
+    if !w.fits(20, out) {
+        return None;
+    }
+    let off = (d[w.at + 12] >> 4) as usize * 4;
+    if off < 20 || w.end < w.at + off {
+        out.fail(w.at);
+        return None;
+    }
+    out.push(d, LayerKind::Tcp, w.at, w.at + off);
+    w.at += off;
+    // gopacket decodes no TCP payload flows care about.
+    Some(Next::Payload)
+}
+
+/// SCTP's common header and its first chunk; nothing after.
+#[inline(always)]
+fn sctp(d: &[u8], w: &mut Walk, out: &mut Decoded) {
+    if !w.fits(12, out) {
+        return;
+    }
+    out.push(d, LayerKind::Sctp, w.at, w.at + 12);
+    w.at += 12;
+    if w.end >= w.at + 4 {
+        let clen = (be16(d, w.at + 2) as usize).max(4);
+        let cend = (w.at + clen).min(w.end);
+        out.push(d, LayerKind::SctpChunk(d[w.at]), w.at, cend);
+    }
+}
+
+/// GRE: its optional checksum, key and sequence, then what it carries (ERSPAN type II: an
+/// 8-byte header, then the mirrored frame).
+#[inline(always)]
+fn gre(d: &[u8], w: &mut Walk, out: &mut Decoded) -> Option<Next> {
+    if !w.fits(4, out) {
+        return None;
+    }
+    let flags = d[w.at];
+    let proto = be16(d, w.at + 2);
+    let mut len = 4;
+    if flags & 0x80 != 0 {
+        len += 4; // checksum + reserved
+    }
+    if flags & 0x20 != 0 {
+        len += 4; // key
+    }
+    if flags & 0x10 != 0 {
+        len += 4; // sequence
+    }
+    if !w.fits(len, out) || !out.push(d, LayerKind::Gre, w.at, w.at + len) {
+        return None;
+    }
+    w.at += len;
+    if proto != 0x88be {
+        return Some(ether_next(proto));
+    }
+    if !w.fits(8, out) {
+        return None;
+    }
+    out.push(d, LayerKind::Erspan, w.at, w.at + 8);
+    w.at += 8;
+    Some(Next::Ethernet)
+}
+
+/// The ICMPv6 messages gopacket decodes further; it keeps the rest of the others in the
+/// ICMPv6 layer.
+#[inline(always)]
+fn icmpv6_body(d: &[u8], t: u8, w: &Walk, out: &mut Decoded) {
+    let (kind, len) = match t {
+        128 | 129 => (LayerKind::Icmpv6Echo, 4),
+        133 => (LayerKind::Icmpv6RouterSolicitation, 4),
+        134 => (LayerKind::Icmpv6RouterAdvertisement, 12),
+        135 => (LayerKind::Icmpv6NeighborSolicitation, 20),
+        136 => (LayerKind::Icmpv6NeighborAdvertisement, 20),
+        137 => (LayerKind::Icmpv6Redirect, 36),
+        _ => return,
+    };
+    if w.fits(len, out) {
+        out.push(d, kind, w.at, w.end);
+    }
+}
+
+/// What a UDP datagram carries, by port (gopacket looks at the destination port first, then
+/// the source port): a VXLAN or Geneve tunnel, DNS, DHCPv4.
+#[inline(always)]
+fn udp_payload(d: &[u8], sp: u16, dp: u16, w: &mut Walk, out: &mut Decoded) -> Option<Next> {
+    match udp_port_layer(dp).or_else(|| udp_port_layer(sp)) {
+        Some(LayerKind::Vxlan) => {
+            if !w.fits(8, out) || !out.push(d, LayerKind::Vxlan, w.at, w.at + 8) {
+                return None;
+            }
+            w.at += 8;
+            Some(Next::Ethernet)
+        }
+        Some(LayerKind::Geneve) => {
+            if !w.fits(8, out) {
+                return None;
+            }
+            let len = 8 + (d[w.at] & 0x3f) as usize * 4;
+            if !w.fits(len, out) {
+                return None;
+            }
+            let proto = be16(d, w.at + 2);
+            if !out.push(d, LayerKind::Geneve, w.at, w.at + len) {
+                return None;
+            }
+            w.at += len;
+            Some(ether_next(proto))
+        }
+        Some(kind @ (LayerKind::Dns | LayerKind::Dhcpv4)) => {
+            let header = if kind == LayerKind::Dns { 12 } else { 240 };
+            if w.fits(header, out) {
+                out.push(d, kind, w.at, w.end);
+            }
+            None
+        }
+        _ => Some(Next::Payload),
     }
 }
 

@@ -307,6 +307,39 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         input: Output<'a>,
     ) -> Result<(Output<'a>, usize)> {
         use StepKind::*;
+        match step.kind {
+            Context | V | E => self.start(step, rest, input),
+            k if is_has(k) => Ok((self.filter(step, input)?, 0)),
+            In | Out | Both | Nodes | Hops | CaptureNode if matches!(input, Output::Flows(_)) => {
+                Ok((self.flow_step(step, input)?, 0))
+            }
+            Out | In | Both | OutE | InE | BothE | OutV | InV | BothV | ShortestPathTo
+            | SubGraph | Descendants | Ascendants | Neighbors | NextHop => {
+                self.traverse(step, rest, input)
+            }
+            Flows | RawPackets | Bpf | Group | MoreThan => Ok((self.flow_step(step, input)?, 0)),
+            Metrics | Aggregates | Sockets => Ok((self.measure(step, input)?, 0)),
+            Dedup => Ok((self.dedup(step, input)?, 0)),
+            Values | ValueMap | Keys => Ok((self.project(step, input)?, 0)),
+            Sum => Ok((self.sum(step, input)?, 0)),
+            Workflow => Err(Error::at(
+                step.pos,
+                "Workflow steps are not supported: workflows run JavaScript, which this server \
+                 does not embed"
+                    .into(),
+            )),
+            _ => Ok((self.reshape(step, input)?, 0)),
+        }
+    }
+
+    /// `Context`, `V`, `E`: where a traversal starts.
+    fn start(
+        &mut self,
+        step: &Step,
+        rest: &[Step],
+        input: Output<'a>,
+    ) -> Result<(Output<'a>, usize)> {
+        use StepKind::*;
         let p = &step.params;
         let out = match (step.kind, input) {
             (Context, Output::Graph(_)) => {
@@ -348,6 +381,14 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     )
                 }
             }
+            (_, input) => return Err(invalid(step, &input)),
+        };
+        Ok((out, 0))
+    }
+
+    /// The `Has` steps, on any kind of result.
+    fn filter(&self, step: &Step, input: Output<'a>) -> Result<Output<'a>> {
+        let out = match (step.kind, input) {
             (k, Output::Nodes(ns)) if is_has(k) => {
                 let f = element_filter(step)?;
                 Output::Nodes(ns.into_iter().filter(|n| f.eval(n.as_ref())).collect())
@@ -364,6 +405,21 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 let f = element_filter(step)?;
                 Output::Values(vs.into_iter().filter(|v| f.eval(&ValueGetter(v))).collect())
             }
+            (_, input) => return Err(invalid(step, &input)),
+        };
+        Ok(out)
+    }
+
+    /// Steps that walk the graph from nodes or edges.
+    fn traverse(
+        &mut self,
+        step: &Step,
+        rest: &[Step],
+        input: Output<'a>,
+    ) -> Result<(Output<'a>, usize)> {
+        use StepKind::*;
+        let p = &step.params;
+        let out = match (step.kind, input) {
             (Out | In | Both, Output::Nodes(ns)) => return self.hops(step, rest, &ns),
             (OutE | InE | BothE, Output::Nodes(ns)) => {
                 let f = optional_filter(p).map_err(|e| with_pos(e, step))?;
@@ -406,6 +462,102 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 }
                 Output::Nodes(out)
             }
+            (ShortestPathTo, Output::Nodes(ns)) => {
+                let target = metadata_filter(&p[0]).map_err(|e| with_pos(e, step))?;
+                let edge_filter = match p.get(1) {
+                    Some(ef) => metadata_filter(ef).map_err(|e| with_pos(e, step))?,
+                    None => Filter::True,
+                };
+                Output::Paths(self.shortest_paths(&ns, &target, &edge_filter))
+            }
+            (SubGraph, input) => {
+                let f = optional_filter(p).map_err(|e| with_pos(e, step))?;
+                let g = self.subgraph(input, &f, step)?;
+                self.graph = GraphRef::Owned(Arc::new(g));
+                Output::Graph(self.graph.clone())
+            }
+            (Descendants | Ascendants | Neighbors, Output::Nodes(ns)) => {
+                Output::Nodes(self.walk(step, &ns)?)
+            }
+            (NextHop, Output::Nodes(ns)) => {
+                let ip = p[0].as_str().unwrap_or_default();
+                let ip: std::net::IpAddr = ip
+                    .parse()
+                    .map_err(|_| Error::at(step.pos, format!("Invalid IP address {ip:?}")))?;
+                let mut out = BTreeMap::new();
+                for n in &ns {
+                    if let Some(nh) = crate::nexthop::next_hop(n, ip) {
+                        out.insert(n.id.to_string(), nh);
+                    }
+                }
+                Output::NextHops(out)
+            }
+            (_, input) => return Err(invalid(step, &input)),
+        };
+        Ok((out, 0))
+    }
+
+    /// Steps that reshape a result: count, range, sort, labels.
+    fn reshape(&mut self, step: &Step, input: Output<'a>) -> Result<Output<'a>> {
+        use StepKind::*;
+        let p = &step.params;
+        let out = match (step.kind, input) {
+            (Count, input) => Output::Int(count(&input).ok_or_else(|| invalid(step, &input))?),
+            (Range | Limit, input) => {
+                let b = range_bounds(step);
+                match input {
+                    Output::Nodes(v) => Output::Nodes(apply_range(v, b)),
+                    Output::Edges(v) => Output::Edges(apply_range(v, b)),
+                    Output::Flows(v) => Output::Flows(apply_range(v, b)),
+                    Output::Values(v) => Output::Values(apply_range(v, b)),
+                    Output::Paths(v) => Output::Paths(apply_range(v, b)),
+                    other => return Err(invalid(step, &other)),
+                }
+            }
+            (Sort, Output::Nodes(ns)) => {
+                let (desc, key) = sort_spec(p, "@CreatedAt");
+                let items: Vec<NodeItem> = ns.into_iter().map(NodeItem).collect();
+                Output::Nodes(
+                    sort_by_key(items, key, desc)
+                        .into_iter()
+                        .map(|n| n.0)
+                        .collect(),
+                )
+            }
+            (Sort, Output::Flows(fs)) => {
+                let (desc, key) = sort_spec(p, "Last");
+                Output::Flows(sort_by_key(fs, key, desc))
+            }
+            (As, Output::Nodes(ns)) => {
+                self.labels
+                    .insert(p[0].as_str().unwrap_or_default().to_string(), ns.clone());
+                Output::Nodes(ns)
+            }
+            (Select, _) => {
+                let mut out = Vec::new();
+                for name in string_params(p) {
+                    match self.labels.get(name) {
+                        Some(ns) => out.extend(ns.iter().cloned()),
+                        None => {
+                            return Err(Error::at(
+                                step.pos,
+                                format!("Label '{name}' is not defined"),
+                            ));
+                        }
+                    }
+                }
+                Output::Nodes(dedup_by_id(out))
+            }
+            (_, input) => return Err(invalid(step, &input)),
+        };
+        Ok(out)
+    }
+
+    /// `Dedup`: by ID, by keys, flows by `TrackingID`, values by their JSON.
+    fn dedup(&self, step: &Step, input: Output<'a>) -> Result<Output<'a>> {
+        use StepKind::*;
+        let p = &step.params;
+        let out = match (step.kind, input) {
             (Dedup, Output::Nodes(ns)) if p.is_empty() => Output::Nodes(dedup_by_id(ns)),
             (Dedup, Output::Nodes(ns)) => {
                 let keys = string_params(p);
@@ -444,32 +596,16 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                         .collect(),
                 )
             }
-            (Count, input) => Output::Int(count(&input).ok_or_else(|| invalid(step, &input))?),
-            (Range | Limit, input) => {
-                let b = range_bounds(step);
-                match input {
-                    Output::Nodes(v) => Output::Nodes(apply_range(v, b)),
-                    Output::Edges(v) => Output::Edges(apply_range(v, b)),
-                    Output::Flows(v) => Output::Flows(apply_range(v, b)),
-                    Output::Values(v) => Output::Values(apply_range(v, b)),
-                    Output::Paths(v) => Output::Paths(apply_range(v, b)),
-                    other => return Err(invalid(step, &other)),
-                }
-            }
-            (Sort, Output::Nodes(ns)) => {
-                let (desc, key) = sort_spec(p, "@CreatedAt");
-                let items: Vec<NodeItem> = ns.into_iter().map(NodeItem).collect();
-                Output::Nodes(
-                    sort_by_key(items, key, desc)
-                        .into_iter()
-                        .map(|n| n.0)
-                        .collect(),
-                )
-            }
-            (Sort, Output::Flows(fs)) => {
-                let (desc, key) = sort_spec(p, "Last");
-                Output::Flows(sort_by_key(fs, key, desc))
-            }
+            (_, input) => return Err(invalid(step, &input)),
+        };
+        Ok(out)
+    }
+
+    /// `Values`, `ValueMap`, `Keys`: what elements, flows and metrics hold.
+    fn project(&self, step: &Step, input: Output<'a>) -> Result<Output<'a>> {
+        use StepKind::*;
+        let p = &step.params;
+        let out = match (step.kind, input) {
             (Values, Output::Nodes(ns)) => {
                 let items: Vec<NodeItem> = ns.into_iter().map(NodeItem).collect();
                 Output::Values(values_of(&items, p[0].as_str().unwrap_or_default()))
@@ -522,6 +658,18 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 }
                 Output::Values(sorted_unique(keys))
             }
+            (Keys, Output::Metrics(m)) => Output::Values(metrics::field_names(&m)),
+
+            (_, input) => return Err(invalid(step, &input)),
+        };
+        Ok(out)
+    }
+
+    /// `Sum` of a key over nodes or flows, or of metrics.
+    fn sum(&self, step: &Step, input: Output<'a>) -> Result<Output<'a>> {
+        use StepKind::*;
+        let p = &step.params;
+        let out = match (step.kind, input) {
             (Sum, Output::Nodes(ns)) => {
                 let key = p.first().and_then(Param::as_str).ok_or_else(|| {
                     Error::at(step.pos, "Sum requires a key parameter on nodes".into())
@@ -557,56 +705,16 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 None => Output::Metric(metrics::merge_all(&m)),
                 Some(key) => Output::Int(metrics::sum_field(&m, key)),
             },
-            (As, Output::Nodes(ns)) => {
-                self.labels
-                    .insert(p[0].as_str().unwrap_or_default().to_string(), ns.clone());
-                Output::Nodes(ns)
-            }
-            (Select, _) => {
-                let mut out = Vec::new();
-                for name in string_params(p) {
-                    match self.labels.get(name) {
-                        Some(ns) => out.extend(ns.iter().cloned()),
-                        None => {
-                            return Err(Error::at(
-                                step.pos,
-                                format!("Label '{name}' is not defined"),
-                            ));
-                        }
-                    }
-                }
-                Output::Nodes(dedup_by_id(out))
-            }
-            (ShortestPathTo, Output::Nodes(ns)) => {
-                let target = metadata_filter(&p[0]).map_err(|e| with_pos(e, step))?;
-                let edge_filter = match p.get(1) {
-                    Some(ef) => metadata_filter(ef).map_err(|e| with_pos(e, step))?,
-                    None => Filter::True,
-                };
-                Output::Paths(self.shortest_paths(&ns, &target, &edge_filter))
-            }
-            (SubGraph, input) => {
-                let f = optional_filter(p).map_err(|e| with_pos(e, step))?;
-                let g = self.subgraph(input, &f, step)?;
-                self.graph = GraphRef::Owned(Arc::new(g));
-                Output::Graph(self.graph.clone())
-            }
-            (Descendants | Ascendants | Neighbors, Output::Nodes(ns)) => {
-                Output::Nodes(self.walk(step, &ns)?)
-            }
-            (NextHop, Output::Nodes(ns)) => {
-                let ip = p[0].as_str().unwrap_or_default();
-                let ip: std::net::IpAddr = ip
-                    .parse()
-                    .map_err(|_| Error::at(step.pos, format!("Invalid IP address {ip:?}")))?;
-                let mut out = BTreeMap::new();
-                for n in &ns {
-                    if let Some(nh) = crate::nexthop::next_hop(n, ip) {
-                        out.insert(n.id.to_string(), nh);
-                    }
-                }
-                Output::NextHops(out)
-            }
+            (_, input) => return Err(invalid(step, &input)),
+        };
+        Ok(out)
+    }
+
+    /// Metrics of nodes and flows, their aggregates, and sockets.
+    fn measure(&self, step: &Step, input: Output<'a>) -> Result<Output<'a>> {
+        use StepKind::*;
+        let p = &step.params;
+        let out = match (step.kind, input) {
             (Metrics, Output::Nodes(ns)) => {
                 let kind = metrics::node_metric_key(p.first().and_then(Param::as_str))
                     .map_err(|e| with_pos(e, step))?;
@@ -619,7 +727,6 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     metrics::aggregates(&m, secs, self.time).map_err(|e| with_pos(e, step))?,
                 )
             }
-            (Keys, Output::Metrics(m)) => Output::Values(metrics::field_names(&m)),
             (Sockets, Output::Nodes(ns)) => {
                 let f = optional_filter(p).map_err(|e| with_pos(e, step))?;
                 let mut out = BTreeMap::new();
@@ -642,6 +749,16 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 let f = optional_filter(p).map_err(|e| with_pos(e, step))?;
                 Output::Sockets(self.flow_sockets(&fs, &f))
             }
+            (_, input) => return Err(invalid(step, &input)),
+        };
+        Ok(out)
+    }
+
+    /// Flows of nodes, and the steps on flows: their nodes, raw packets, groups.
+    fn flow_step(&self, step: &Step, input: Output<'a>) -> Result<Output<'a>> {
+        use StepKind::*;
+        let p = &step.params;
+        let out = match (step.kind, input) {
             (Flows, input @ (Output::Graph(_) | Output::Nodes(_) | Output::Paths(_))) => {
                 Output::Flows(self.flows(step, input)?)
             }
@@ -689,16 +806,9 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 let n = p[0].as_int().unwrap_or(1).max(0) as usize;
                 Output::Groups(g.into_iter().filter(|(_, v)| v.len() > n).collect())
             }
-            (Workflow, _) => {
-                return Err(Error::at(
-                    step.pos,
-                    "Workflow steps are not supported: workflows run JavaScript, which this server does not embed"
-                        .into(),
-                ));
-            }
             (_, input) => return Err(invalid(step, &input)),
         };
-        Ok((out, 0))
+        Ok(out)
     }
 
     /// `V(...)`, folding the `Has` steps that follow and answering `V(...).Count()` from an
