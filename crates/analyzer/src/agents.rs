@@ -120,7 +120,7 @@ impl MessageHandler for AgentHandler {
                 Ok(flows) => self.agents.ingest.push(flows),
                 Err(e) => {
                     tracing::warn!(agent = %conn.handshake.host_id, "dropping flows: {e}");
-                    conn.send_msg(&msg.namespace, &msg.kind, &msg.uuid, 400, &e);
+                    conn.send_msg(&msg.namespace, &msg.kind, &msg.uuid, 400, &e.to_string());
                 }
             }
         } else {

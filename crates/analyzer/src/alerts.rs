@@ -21,7 +21,7 @@ use skydive_hub::HubHandle;
 use tokio::sync::{Semaphore, broadcast};
 use tokio::task::JoinHandle;
 
-use crate::resources::{Change, Resource, Resources};
+use crate::resources::{Change, Invalid, Resource, Resources};
 
 /// Actions running at once.
 const MAX_RUNNING: usize = 16;
@@ -60,7 +60,7 @@ pub enum Trigger {
 }
 
 impl Alert {
-    pub fn trigger(&self) -> Result<Trigger, String> {
+    pub fn trigger(&self) -> Result<Trigger, Invalid> {
         match self.trigger.strip_prefix("duration:") {
             None => Ok(Trigger::Graph),
             Some(d) => {
@@ -95,7 +95,7 @@ impl Resource for Alert {
             self.create_time = chrono::Utc::now().to_rfc3339();
         }
     }
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), Invalid> {
         if self.expression.trim().is_empty() {
             return Err("Expression is required".into());
         }
@@ -103,7 +103,7 @@ impl Resource for Alert {
             return Err(format!(
                 "invalid Expression {:?}: {e} (expressions are Gremlin queries; JavaScript expressions are not supported)",
                 self.expression
-            ));
+            ).into());
         }
         self.trigger()?;
         let a = &self.action;
@@ -114,7 +114,8 @@ impl Resource for Alert {
         {
             return Err(format!(
                 "invalid Action {a:?}: expected an http://, https:// or file:// URL, or nothing"
-            ));
+            )
+            .into());
         }
         Ok(())
     }

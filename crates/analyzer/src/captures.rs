@@ -4,7 +4,7 @@ use skydive_api::capture::CaptureSpec;
 use skydive_flow::capture::{CaptureKind, probe_capabilities};
 use skydive_graph::{Graph, Value};
 
-use crate::resources::Resource;
+use crate::resources::{Invalid, Resource};
 
 /// The capture resource: the spec the agents run.
 pub type Capture = CaptureSpec;
@@ -53,7 +53,7 @@ impl Resource for Capture {
             self.layer_key_mode = "L2".into();
         }
     }
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), Invalid> {
         if self.gremlin_query.trim().is_empty() {
             return Err("GremlinQuery is required".into());
         }
@@ -64,31 +64,36 @@ impl Resource for Capture {
             return Err(format!(
                 "unknown capture type {name:?}: expected one of {}",
                 CaptureKind::ALL.map(|k| k.as_str().to_string()).join(", ")
-            ));
+            )
+            .into());
         }
         if self.header_size != 0 && !(14..=4096).contains(&self.header_size) {
             return Err(format!(
                 "HeaderSize must be 0 or between 14 and 4096, got {}",
                 self.header_size
-            ));
+            )
+            .into());
         }
         if !(0..=10).contains(&self.raw_packet_limit) {
             return Err(format!(
                 "RawPacketLimit must be between 0 and 10, got {}",
                 self.raw_packet_limit
-            ));
+            )
+            .into());
         }
         if !matches!(self.layer_key_mode.as_str(), "" | "L2" | "L3") {
             return Err(format!(
                 "LayerKeyMode must be L2 or L3, got {:?}",
                 self.layer_key_mode
-            ));
+            )
+            .into());
         }
         if !(0..=7).contains(&self.extra_layers) {
             return Err(format!(
                 "ExtraLayers is a mask of VRRP (1), DNS (2) and DHCPv4 (4), got {}",
                 self.extra_layers
-            ));
+            )
+            .into());
         }
         if !matches!(
             self.target_type.as_str(),
@@ -97,17 +102,18 @@ impl Resource for Capture {
             return Err(format!(
                 "TargetType must be netflowv5, erspanv1 or local, got {:?}",
                 self.target_type
-            ));
+            )
+            .into());
         }
         check_target(&self.target)?;
         // What the probe supports: ebpf has neither BPF nor raw packets.
         let can = probe_capabilities(self.kind.as_ref());
         let kind = self.kind.as_ref().map_or("", CaptureKind::as_str);
         if !can.bpf && !self.bpf_filter.is_empty() {
-            return Err(format!("Capture type {kind} doesn't support BPF filters"));
+            return Err(format!("Capture type {kind} doesn't support BPF filters").into());
         }
         if !can.raw_packets && self.raw_packet_limit != 0 {
-            return Err(format!("Capture type {kind} doesn't support raw packets"));
+            return Err(format!("Capture type {kind} doesn't support raw packets").into());
         }
         Ok(())
     }
@@ -140,9 +146,12 @@ impl Resource for Capture {
 pub struct LibpcapBpf;
 
 impl skydive_gremlin::BpfCompiler for LibpcapBpf {
-    fn compile(&self, filter: &str) -> Result<skydive_gremlin::PacketMatcher, String> {
+    fn compile(
+        &self,
+        filter: &str,
+    ) -> Result<skydive_gremlin::PacketMatcher, Box<dyn std::error::Error + Send + Sync>> {
         use skydive_capture::bpf::{Bpf, LINKTYPE_ETHERNET, LINKTYPE_RAW};
-        let ether = Bpf::compile(filter, LINKTYPE_ETHERNET).map_err(|e| e.to_string())?;
+        let ether = Bpf::compile(filter, LINKTYPE_ETHERNET)?;
         let raw = Bpf::compile(filter, LINKTYPE_RAW).ok();
         Ok(Box::new(move |p: &skydive_flow::RawPacket| {
             match p.link_type {

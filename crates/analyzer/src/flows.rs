@@ -195,11 +195,17 @@ async fn writer(
     }
 }
 
+/// Flows that cannot be read from a message.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid flows: {0}")]
+pub struct InvalidFlows(#[from] serde_json::Error);
+
 /// Decodes the `Obj` of a `Flow/FlowUpdates` or `Flow/TableResult` message.
-pub fn decode_flows(obj: &str) -> Result<Vec<Flow>, String> {
-    serde_json::from_str::<Vec<WireFlow>>(obj)
-        .map(|v| v.into_iter().map(Flow::from).collect())
-        .map_err(|e| format!("invalid flows: {e}"))
+pub fn decode_flows(obj: &str) -> Result<Vec<Flow>, InvalidFlows> {
+    Ok(serde_json::from_str::<Vec<WireFlow>>(obj)?
+        .into_iter()
+        .map(Flow::from)
+        .collect())
 }
 
 /// The live flows of the agents: a `Flow/TableQuery` to each agent concerned (those owning

@@ -275,12 +275,12 @@ impl ElementApi {
     async fn create(&self, kind: Kind, headers: &HeaderMap, body: &[u8]) -> ApiResult {
         let v: Json =
             serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let ttl = resource_ttl(headers).map_err(ApiError::BadRequest)?;
+        let ttl = resource_ttl(headers)?;
         match kind {
             Kind::Node => schema::validate_node(&v),
             Kind::Edge => schema::validate_edge(&v),
         }
-        .map_err(ApiError::BadRequest)?;
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let now = now_ms();
         let (id, stored, result) = match kind {
             Kind::Node => {

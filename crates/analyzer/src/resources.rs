@@ -218,6 +218,37 @@ impl Resources {
     }
 }
 
+/// Why a resource is refused: what is wrong with it, in Skydive's words (a 400 with this
+/// message).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl From<String> for Invalid {
+    fn from(s: String) -> Invalid {
+        Invalid(s)
+    }
+}
+
+impl std::ops::Deref for Invalid {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Invalid {
+    fn from(s: &str) -> Invalid {
+        Invalid(s.to_string())
+    }
+}
+
+impl From<skydive_api::schema::SchemaError> for Invalid {
+    fn from(e: skydive_api::schema::SchemaError) -> Invalid {
+        Invalid(e.to_string())
+    }
+}
+
 /// A kind of resource served by the generic CRUD handler. The type is what Skydive's Go
 /// struct was: decoding drops unknown fields, encoding writes Skydive's field names.
 pub trait Resource: Serialize + DeserializeOwned + PartialEq + Send + Sync + 'static {
@@ -231,7 +262,7 @@ pub trait Resource: Serialize + DeserializeOwned + PartialEq + Send + Sync + 'st
     fn id(&self) -> &str;
     fn set_id(&mut self, id: String);
     /// Checks the resource (called on create and on every patched version).
-    fn validate(&self) -> Result<(), String>;
+    fn validate(&self) -> Result<(), Invalid>;
     /// Whether creating `self` duplicates `existing` (409).
     fn duplicates(&self, _existing: &Self) -> bool {
         false
@@ -242,8 +273,13 @@ pub trait Resource: Serialize + DeserializeOwned + PartialEq + Send + Sync + 'st
     fn on_read(&mut self, _graph: &skydive_graph::Graph) {}
 }
 
-/// Decodes a request body: JSON, or YAML when the content type says so.
-pub fn decode_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, String> {
+/// Decodes a request body: JSON, or YAML when the content type says so; a 400 with the
+/// reason otherwise.
+pub fn decode_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> ApiResult<T> {
+    decode_body_text(headers, body).map_err(ApiError::BadRequest)
+}
+
+fn decode_body_text<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, String> {
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -259,14 +295,15 @@ pub fn decode_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Res
     serde_json::from_slice(body).map_err(|e| e.to_string())
 }
 
-/// Reads `X-Resource-TTL` (a Go duration) as milliseconds; 0 when absent.
-pub fn resource_ttl(headers: &HeaderMap) -> Result<i64, String> {
+/// Reads `X-Resource-TTL` (a Go duration) as milliseconds; 0 when absent; a 400 with the
+/// reason when it is not a duration.
+pub fn resource_ttl(headers: &HeaderMap) -> ApiResult<i64> {
     match headers.get("X-Resource-TTL").map(|v| v.to_str()) {
         None => Ok(0),
-        Some(Err(_)) => Err("invalid X-Resource-TTL header".into()),
+        Some(Err(_)) => Err(ApiError::bad_request("invalid X-Resource-TTL header")),
         Some(Ok(v)) => skydive_graph::parse_go_period(v)
             .map(|d| d.as_millis().min(i64::MAX as u128) as i64)
-            .map_err(|e| format!("invalid X-Resource-TTL: {e}")),
+            .map_err(|e| ApiError::bad_request(format!("invalid X-Resource-TTL: {e}"))),
     }
 }
 
@@ -287,7 +324,7 @@ pub async fn create<T: Resource>(
     ttl_ms: i64,
 ) -> Result<T, ResourceError> {
     r.normalize();
-    r.validate().map_err(ResourceError::Invalid)?;
+    r.validate().map_err(|e| ResourceError::Invalid(e.0))?;
     let _w = res.write.lock().await;
     for (id, v) in res.list(T::NAME).await? {
         if let Ok(existing) = decode_stored::<T>(&id, v)
@@ -389,8 +426,8 @@ async fn create_handler<T: Resource>(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    let r: T = decode_body(&headers, &body).map_err(ApiError::BadRequest)?;
-    let ttl = resource_ttl(&headers).map_err(ApiError::BadRequest)?;
+    let r: T = decode_body(&headers, &body)?;
+    let ttl = resource_ttl(&headers)?;
     let r = create(&h.resources, r, ttl).await?;
     json(StatusCode::CREATED, &r)
 }

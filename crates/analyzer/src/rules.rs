@@ -22,7 +22,7 @@ use skydive_gremlin::{Env, Output};
 use skydive_hub::{ConnId, EventBatch, HubHandle};
 use tokio::sync::broadcast;
 
-use crate::resources::{Change, Resource, Resources};
+use crate::resources::{Change, Invalid, Resource, Resources};
 
 fn null_as_empty<'de, D: Deserializer<'de>>(
     d: D,
@@ -87,11 +87,11 @@ impl Resource for NodeRule {
     fn set_id(&mut self, id: String) {
         self.uuid = id;
     }
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), Invalid> {
         match self.action.as_str() {
             "create" => {
                 let node = serde_json::json!({"ID": "rule", "Metadata": self.metadata});
-                skydive_api::schema::validate_node(&node)
+                Ok(skydive_api::schema::validate_node(&node)?)
             }
             "update" => {
                 check_query("Query", &self.query)?;
@@ -100,9 +100,7 @@ impl Resource for NodeRule {
                 }
                 Ok(())
             }
-            other => Err(format!(
-                "Unsupported action {other:?}: expected create or update"
-            )),
+            other => Err(format!("Unsupported action {other:?}: expected create or update").into()),
         }
     }
 }
@@ -117,11 +115,11 @@ impl Resource for EdgeRule {
     fn set_id(&mut self, id: String) {
         self.uuid = id;
     }
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), Invalid> {
         check_query("Src", &self.src)?;
         check_query("Dst", &self.dst)?;
         let edge = serde_json::json!({"ID": "rule", "Parent": "src", "Child": "dst", "Metadata": self.metadata});
-        skydive_api::schema::validate_edge(&edge)
+        Ok(skydive_api::schema::validate_edge(&edge)?)
     }
 }
 
@@ -133,8 +131,17 @@ fn to_map(m: &serde_json::Map<String, Json>) -> Map {
     out
 }
 
+/// Why a rule's query gives no nodes.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error(transparent)]
+    Gremlin(#[from] skydive_gremlin::Error),
+    #[error("the query returns {0}, not nodes")]
+    NotNodes(&'static str),
+}
+
 /// The nodes a query returns (any result made of nodes: nodes or a graph).
-pub fn query_nodes(g: &dyn GraphView, query: &str) -> Result<Vec<Arc<Node>>, String> {
+pub fn query_nodes(g: &dyn GraphView, query: &str) -> Result<Vec<Arc<Node>>, QueryError> {
     let env = Env {
         graph: g,
         history: &NoHistory,
@@ -142,13 +149,10 @@ pub fn query_nodes(g: &dyn GraphView, query: &str) -> Result<Vec<Arc<Node>>, Str
         bpf: None,
         now: now_ms(),
     };
-    match skydive_gremlin::query(query, &env).map_err(|e| e.to_string())? {
+    match skydive_gremlin::query(query, &env)? {
         Output::Nodes(n) => Ok(n),
         Output::Graph(g) => Ok(g.view().all_nodes().cloned().collect()),
-        other => Err(format!(
-            "the query returns {}, not nodes",
-            other.type_name()
-        )),
+        other => Err(QueryError::NotNodes(other.type_name())),
     }
 }
 
@@ -538,7 +542,9 @@ mod tests {
         .unwrap();
         assert_eq!(
             rename.validate(),
-            Err("Name and Type fields can not be changed".to_string())
+            Err(Invalid(
+                "Name and Type fields can not be changed".to_string()
+            ))
         );
         let bad_query: NodeRule = serde_json::from_value(
             serde_json::json!({"Action": "update", "Query": "G.Foo()", "Metadata": null}),
@@ -578,6 +584,9 @@ mod tests {
             src: String::new(),
             ..ok
         };
-        assert_eq!(no_src.validate(), Err("Src is required".to_string()));
+        assert_eq!(
+            no_src.validate(),
+            Err(Invalid("Src is required".to_string()))
+        );
     }
 }

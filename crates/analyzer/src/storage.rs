@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use skydive_config::Settings;
 use skydive_flow::{Flow, FlowMetric, RawPacket};
 use skydive_graph::{GraphEvent, History, NoHistory, Time, now_ms};
-use skydive_gremlin::{FlowQuery, FlowSource};
+use skydive_gremlin::{FlowQuery, FlowSource, FlowSourceError};
 use skydive_hub::EventBatch;
 use skydive_storage::{Backend, FlowStore, ResourceStore, Retention, TopologyStore, Upkeep};
 use tokio::sync::mpsc;
@@ -303,15 +303,13 @@ pub struct AnalyzerFlows {
 }
 
 impl AnalyzerFlows {
-    fn store(&self) -> Result<&Arc<dyn FlowStore>, String> {
-        self.store
-            .as_ref()
-            .ok_or_else(|| "No storage backend has been configured".to_string())
+    fn store(&self) -> Result<&Arc<dyn FlowStore>, FlowSourceError> {
+        self.store.as_ref().ok_or(FlowSourceError::NoStore)
     }
 }
 
 impl FlowSource for AnalyzerFlows {
-    fn flows(&self, q: &FlowQuery) -> Result<Vec<Flow>, String> {
+    fn flows(&self, q: &FlowQuery) -> Result<Vec<Flow>, FlowSourceError> {
         match q.time {
             None => Ok(self
                 .agents
@@ -321,27 +319,30 @@ impl FlowSource for AnalyzerFlows {
             Some(t) => self
                 .store()?
                 .flows(&q.filter, t.start.saturating_sub(self.expire), t.last)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| FlowSourceError::Store(Box::new(e))),
         }
     }
 
-    fn metrics(&self, q: &FlowQuery) -> Result<BTreeMap<String, Vec<FlowMetric>>, String> {
+    fn metrics(&self, q: &FlowQuery) -> Result<BTreeMap<String, Vec<FlowMetric>>, FlowSourceError> {
         match q.time {
             None => Ok(BTreeMap::new()),
             Some(t) => self
                 .store()?
                 .metrics(&q.filter, t.start, t.last)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| FlowSourceError::Store(Box::new(e))),
         }
     }
 
-    fn raw_packets(&self, q: &FlowQuery) -> Result<BTreeMap<String, Vec<RawPacket>>, String> {
+    fn raw_packets(
+        &self,
+        q: &FlowQuery,
+    ) -> Result<BTreeMap<String, Vec<RawPacket>>, FlowSourceError> {
         match q.time {
             None => Ok(BTreeMap::new()),
             Some(t) => self
                 .store()?
                 .raw_packets(&q.filter, t.start, t.last)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| FlowSourceError::Store(Box::new(e))),
         }
     }
 }

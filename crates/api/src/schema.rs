@@ -53,17 +53,32 @@ fn check_optional(errors: &mut Vec<String>, field: &str, v: Option<&Value>, expe
     }
 }
 
-fn render(errors: &[String]) -> String {
-    let mut s = String::from("invalid schema: ");
-    for e in errors {
-        s.push_str(e);
-        s.push('\n');
+/// Why an element does not match its schema: every violation, as the validator reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchemaError {
+    pub violations: Vec<String>,
+}
+
+impl std::fmt::Display for SchemaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("invalid schema: ")?;
+        for v in &self.violations {
+            writeln!(f, "{v}")?;
+        }
+        Ok(())
     }
-    s
+}
+
+impl std::error::Error for SchemaError {}
+
+fn render(errors: &[String]) -> SchemaError {
+    SchemaError {
+        violations: errors.to_vec(),
+    }
 }
 
 /// Checks a node against the node schema. The error is the validator's report.
-pub fn validate_node(v: &Value) -> Result<(), String> {
+pub fn validate_node(v: &Value) -> Result<(), SchemaError> {
     let Value::Object(m) = v else {
         return Err(render(&[format!(
             "(root): Invalid type. Expected: object, given: {}",
@@ -125,7 +140,7 @@ pub fn validate_node(v: &Value) -> Result<(), String> {
 }
 
 /// Checks an edge against the edge schema (which also requires a `RelationType`).
-pub fn validate_edge(v: &Value) -> Result<(), String> {
+pub fn validate_edge(v: &Value) -> Result<(), SchemaError> {
     let Value::Object(m) = v else {
         return Err(render(&[format!(
             "(root): Invalid type. Expected: object, given: {}",
@@ -186,7 +201,7 @@ mod tests {
         // The message Skydive's tests compare after a PATCH removing /Metadata/Name.
         let e = validate_node(&json!({"ID": "a", "Metadata": {"Type": "device"}})).unwrap_err();
         assert_eq!(
-            e,
+            e.to_string(),
             "invalid schema: (root): Must validate all the schemas (allOf)\nMetadata: Must validate all the schemas (allOf)\nMetadata: Name is required\n(root): Must validate at least one schema (anyOf)\n"
         );
     }
@@ -214,7 +229,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            e.contains("Parent: String length must be greater than or equal to 1"),
+            e.to_string()
+                .contains("Parent: String length must be greater than or equal to 1"),
             "{e}"
         );
         assert!(

@@ -347,9 +347,18 @@ fn env_value(key: &str, raw: &str, default: &Value) -> Result<Value, ConfigError
     })
 }
 
+/// A listen address that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidListen(String);
+
 /// Parses a listen address: `host:port`, `:port` or `port`; an empty host means 127.0.0.1.
 /// IPv6 is written `[::1]:8082`.
-pub fn parse_listen(s: &str) -> Result<(String, u16), String> {
+pub fn parse_listen(s: &str) -> Result<(String, u16), InvalidListen> {
+    parse_listen_text(s).map_err(InvalidListen)
+}
+
+fn parse_listen_text(s: &str) -> Result<(String, u16), String> {
     let s = s.trim();
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (h, p) = rest
@@ -425,10 +434,11 @@ impl Settings {
             ("analyzer.listen", &self.analyzer.listen),
             ("agent.listen", &self.agent.listen),
         ] {
-            parse_listen(v).map_err(|m| ConfigError::invalid(key, m))?;
+            parse_listen(v).map_err(|m| ConfigError::invalid(key, m.to_string()))?;
         }
         for (i, a) in self.analyzers.iter().enumerate() {
-            parse_listen(a).map_err(|m| ConfigError::invalid(&format!("analyzers[{i}]"), m))?;
+            parse_listen(a)
+                .map_err(|m| ConfigError::invalid(&format!("analyzers[{i}]"), m.to_string()))?;
         }
         check_one_of(
             "logging.level",

@@ -29,17 +29,28 @@ pub struct FlowQuery {
 
 /// Where flows come from: the agents' live tables and the flow storage.
 pub trait FlowSource: Send + Sync {
-    fn flows(&self, q: &FlowQuery) -> std::result::Result<Vec<Flow>, String>;
+    fn flows(&self, q: &FlowQuery) -> std::result::Result<Vec<Flow>, FlowSourceError>;
     /// Stored metric updates of the matching flows, by flow UUID (time context only).
     fn metrics(
         &self,
         q: &FlowQuery,
-    ) -> std::result::Result<BTreeMap<String, Vec<FlowMetric>>, String>;
+    ) -> std::result::Result<BTreeMap<String, Vec<FlowMetric>>, FlowSourceError>;
     /// Stored raw packets of the matching flows, by flow UUID (time context only).
     fn raw_packets(
         &self,
         q: &FlowQuery,
-    ) -> std::result::Result<BTreeMap<String, Vec<RawPacket>>, String>;
+    ) -> std::result::Result<BTreeMap<String, Vec<RawPacket>>, FlowSourceError>;
+}
+
+/// Why flows could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowSourceError {
+    /// A time context with no flow store configured (Skydive's message).
+    #[error("No storage backend has been configured")]
+    NoStore,
+    /// The store failed.
+    #[error(transparent)]
+    Store(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// A compiled packet filter for `RawPackets().BPF(...)`.
@@ -47,7 +58,10 @@ pub type PacketMatcher = Box<dyn Fn(&RawPacket) -> bool + Send + Sync>;
 
 /// Compiles BPF filters (libpcap lives outside this crate).
 pub trait BpfCompiler: Send + Sync {
-    fn compile(&self, filter: &str) -> std::result::Result<PacketMatcher, String>;
+    fn compile(
+        &self,
+        filter: &str,
+    ) -> std::result::Result<PacketMatcher, Box<dyn std::error::Error + Send + Sync>>;
 }
 
 /// What a query runs against.
@@ -1160,7 +1174,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             time: self.time,
             nodes: scope,
         };
-        source.flows(&q).map_err(Error::msg)
+        source.flows(&q).map_err(|e| Error::msg(e.to_string()))
     }
 
     fn uuid_query(&self, fs: &[Flow]) -> FlowQuery {
@@ -1185,7 +1199,9 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             let source = self
                 .flow_source()?
                 .ok_or_else(|| Error::msg("No storage backend has been configured"))?;
-            let stored = source.metrics(&self.uuid_query(fs)).map_err(Error::msg)?;
+            let stored = source
+                .metrics(&self.uuid_query(fs))
+                .map_err(|e| Error::msg(e.to_string()))?;
             return Ok(stored
                 .into_iter()
                 .filter(|(_, v)| !v.is_empty())
@@ -1208,7 +1224,9 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             let source = self
                 .flow_source()?
                 .ok_or_else(|| Error::msg("No storage backend has been configured"))?;
-            return source.raw_packets(&self.uuid_query(fs)).map_err(Error::msg);
+            return source
+                .raw_packets(&self.uuid_query(fs))
+                .map_err(|e| Error::msg(e.to_string()));
         }
         Ok(fs
             .iter()

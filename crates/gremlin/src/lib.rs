@@ -17,7 +17,9 @@ pub mod predicate;
 pub mod time;
 
 pub use error::{Error, Result};
-pub use eval::{BpfCompiler, Env, FlowQuery, FlowSource, PacketMatcher, execute, query};
+pub use eval::{
+    BpfCompiler, Env, FlowQuery, FlowSource, FlowSourceError, PacketMatcher, execute, query,
+};
 pub use output::{GraphRef, Output};
 pub use parser::{Param, PredicateKind, Query, Step, StepKind, parse};
 pub use time::TimeSlice;

@@ -161,8 +161,17 @@ pub fn actions_value(actions: &str) -> Value {
     )
 }
 
+/// Why a bridge's OpenFlow rules cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum OflowError {
+    #[error("ovs-ofctl: {0}")]
+    Run(#[from] std::io::Error),
+    #[error("ovs-ofctl dump-flows {bridge}: {stderr}")]
+    Refused { bridge: String, stderr: String },
+}
+
 /// The rules and groups of one bridge, or why they cannot be read.
-pub async fn dump(bridge: &str) -> Result<(Vec<OfRule>, Vec<OfGroup>), String> {
+pub async fn dump(bridge: &str) -> Result<(Vec<OfRule>, Vec<OfGroup>), OflowError> {
     let run = |args: Vec<&str>| {
         let mut c = tokio::process::Command::new("ovs-ofctl");
         c.args(args).kill_on_drop(true);
@@ -170,18 +179,16 @@ pub async fn dump(bridge: &str) -> Result<(Vec<OfRule>, Vec<OfGroup>), String> {
     };
     let flows = run(vec!["dump-flows", "--no-stats", bridge])
         .output()
-        .await
-        .map_err(|e| format!("ovs-ofctl: {e}"))?;
+        .await?;
     if !flows.status.success() {
-        return Err(format!(
-            "ovs-ofctl dump-flows {bridge}: {}",
-            String::from_utf8_lossy(&flows.stderr).trim()
-        ));
+        return Err(OflowError::Refused {
+            bridge: bridge.to_string(),
+            stderr: String::from_utf8_lossy(&flows.stderr).trim().to_string(),
+        });
     }
     let groups = run(vec!["-O", "OpenFlow13", "dump-groups", bridge])
         .output()
-        .await
-        .map_err(|e| format!("ovs-ofctl: {e}"))?;
+        .await?;
     Ok((
         parse_flows(&String::from_utf8_lossy(&flows.stdout)),
         parse_groups(&String::from_utf8_lossy(&groups.stdout)),

@@ -45,24 +45,48 @@ fn stamp(elem: &mut skydive_graph::Element, conn: &Conn, policy: PublishPolicy) 
     }
 }
 
+/// Why an element of a graph message is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ElementError {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Schema(#[from] schema::SchemaError),
+    #[error(transparent)]
+    Decode(#[from] skydive_graph::DecodeError),
+}
+
+/// Why a graph message is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("malformed {0}: no Obj")]
+    NoObj(String),
+    #[error("malformed {kind}: {source}")]
+    Malformed {
+        kind: String,
+        #[source]
+        source: ElementError,
+    },
+}
+
 /// Decodes an element straight from its JSON text; the schema check (publishers only) needs
 /// the generic tree, agents' elements skip it.
-fn decode_node(raw: &str, conn: &Conn, policy: PublishPolicy) -> Result<Node, String> {
+fn decode_node(raw: &str, conn: &Conn, policy: PublishPolicy) -> Result<Node, ElementError> {
     if policy.validate {
-        let v: Value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+        let v: Value = serde_json::from_str(raw)?;
         schema::validate_node(&v)?;
     }
-    let mut n = Node::from_slice(raw.as_bytes(), now_ms()).map_err(|e| e.to_string())?;
+    let mut n = Node::from_slice(raw.as_bytes(), now_ms())?;
     stamp(&mut n, conn, policy);
     Ok(n)
 }
 
-fn decode_edge(raw: &str, conn: &Conn, policy: PublishPolicy) -> Result<Edge, String> {
+fn decode_edge(raw: &str, conn: &Conn, policy: PublishPolicy) -> Result<Edge, ElementError> {
     if policy.validate {
-        let v: Value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+        let v: Value = serde_json::from_str(raw)?;
         schema::validate_edge(&v)?;
     }
-    let mut e = Edge::from_slice(raw.as_bytes(), now_ms()).map_err(|e| e.to_string())?;
+    let mut e = Edge::from_slice(raw.as_bytes(), now_ms())?;
     stamp(&mut e, conn, policy);
     Ok(e)
 }
@@ -70,28 +94,33 @@ fn decode_edge(raw: &str, conn: &Conn, policy: PublishPolicy) -> Result<Edge, St
 type Op = Box<dyn FnOnce(&mut Graph) -> Result<Vec<GraphEvent>, GraphError> + Send>;
 
 /// Turns a graph message into a change of the graph. `Ok(None)`: nothing to do.
-pub fn graph_op(msg: &Incoming, conn: &Conn, policy: PublishPolicy) -> Result<Option<Op>, String> {
-    let obj = || -> Result<&str, String> {
+pub fn graph_op(
+    msg: &Incoming,
+    conn: &Conn,
+    policy: PublishPolicy,
+) -> Result<Option<Op>, PublishError> {
+    let obj = || -> Result<&str, PublishError> {
         match msg.obj.as_deref() {
             Some(raw) => Ok(raw.get()),
-            None => Err(format!("malformed {}: no Obj", msg.kind)),
+            None => Err(PublishError::NoObj(msg.kind.clone())),
         }
     };
+    let malformed = |e: ElementError| PublishError::Malformed {
+        kind: msg.kind.clone(),
+        source: e,
+    };
+    let json = |e: serde_json::Error| malformed(ElementError::Json(e));
     let op: Op = match msg.kind.as_str() {
         NODE_ADDED | NODE_UPDATED => {
-            let n = decode_node(obj()?, conn, policy)
-                .map_err(|e| format!("malformed {}: {e}", msg.kind))?;
+            let n = decode_node(obj()?, conn, policy).map_err(malformed)?;
             Box::new(move |g: &mut Graph| g.replace_node(n))
         }
         EDGE_ADDED | EDGE_UPDATED => {
-            let e = decode_edge(obj()?, conn, policy)
-                .map_err(|e| format!("malformed {}: {e}", msg.kind))?;
+            let e = decode_edge(obj()?, conn, policy).map_err(malformed)?;
             Box::new(move |g: &mut Graph| g.replace_edge(e))
         }
         NODE_PARTIALLY_UPDATED => {
-            let p: PartialUpdate = msg
-                .obj()
-                .map_err(|e| format!("malformed {}: {e}", msg.kind))?;
+            let p: PartialUpdate = msg.obj().map_err(json)?;
             Box::new(move |g: &mut Graph| {
                 Ok(
                     g.apply_node_partial(&p.id, &p.ops, p.revision, p.updated_at)?
@@ -101,9 +130,7 @@ pub fn graph_op(msg: &Incoming, conn: &Conn, policy: PublishPolicy) -> Result<Op
             })
         }
         EDGE_PARTIALLY_UPDATED => {
-            let p: PartialUpdate = msg
-                .obj()
-                .map_err(|e| format!("malformed {}: {e}", msg.kind))?;
+            let p: PartialUpdate = msg.obj().map_err(json)?;
             Box::new(move |g: &mut Graph| {
                 Ok(
                     g.apply_edge_partial(&p.id, &p.ops, p.revision, p.updated_at)?
@@ -113,27 +140,21 @@ pub fn graph_op(msg: &Incoming, conn: &Conn, policy: PublishPolicy) -> Result<Op
             })
         }
         NODE_DELETED => {
-            let id: IdOnly = msg
-                .obj()
-                .map_err(|e| format!("malformed {}: {e}", msg.kind))?;
+            let id: IdOnly = msg.obj().map_err(json)?;
             Box::new(move |g: &mut Graph| match g.node(&id.id) {
                 Some(_) => g.delete_node(&id.id, now_ms()),
                 None => Ok(Vec::new()),
             })
         }
         EDGE_DELETED => {
-            let id: IdOnly = msg
-                .obj()
-                .map_err(|e| format!("malformed {}: {e}", msg.kind))?;
+            let id: IdOnly = msg.obj().map_err(json)?;
             Box::new(move |g: &mut Graph| match g.edge(&id.id) {
                 Some(_) => Ok(vec![g.delete_edge(&id.id, now_ms())?]),
                 None => Ok(Vec::new()),
             })
         }
         SYNC | SYNC_REPLY => {
-            let s: SyncObj = msg
-                .obj()
-                .map_err(|e| format!("malformed {}: {e}", msg.kind))?;
+            let s: SyncObj = msg.obj().map_err(json)?;
             let mut nodes = Vec::new();
             for v in s.nodes.unwrap_or_default() {
                 match decode_node(v.get(), conn, policy) {
@@ -184,7 +205,7 @@ pub async fn publish(ctx: &Context, conn: &Arc<Conn>, msg: &Incoming, policy: Pu
         }
         Err(e) => {
             tracing::warn!(host = %conn.handshake.host_id, "dropping a {} message: {e}", msg.kind);
-            conn.send_msg(&msg.namespace, &msg.kind, &msg.uuid, 400, &e);
+            conn.send_msg(&msg.namespace, &msg.kind, &msg.uuid, 400, &e.to_string());
         }
     }
 }

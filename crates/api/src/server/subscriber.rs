@@ -50,13 +50,21 @@ pub struct Subscription {
     state: Mutex<State>,
 }
 
-fn graph_error(e: impl std::fmt::Display) -> String {
-    e.to_string()
+/// Why a subscriber's `X-Gremlin-Filter` selects nothing it can follow.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    #[error(transparent)]
+    Gremlin(#[from] skydive_gremlin::Error),
+    /// The graph of the time asked for could not be read.
+    #[error(transparent)]
+    History(#[from] skydive_graph::HistoryError),
+    #[error("the filter must return a graph, not {0}")]
+    NotAGraph(&'static str),
 }
 
 impl Subscription {
     /// Sets up a subscription; an invalid `X-Gremlin-Filter` is an error.
-    pub async fn new(ctx: &Context, conn: Arc<Conn>) -> Result<Arc<Subscription>, String> {
+    pub async fn new(ctx: &Context, conn: Arc<Conn>) -> Result<Arc<Subscription>, FilterError> {
         let sub = Arc::new(Subscription {
             conn,
             state: Mutex::new(State::default()),
@@ -218,17 +226,17 @@ impl Subscription {
         };
         if req.time != 0 {
             // The graph at a past time: a one-off answer, the live subscription is unchanged.
-            let result =
-                ctx.history
-                    .at(req.time)
-                    .map_err(graph_error)
-                    .and_then(|g| match &filter {
-                        Some(f) => filtered(ctx, &g, f),
-                        None => Ok((g.nodes().to_vec(), g.edges().to_vec())),
-                    });
+            let result = ctx
+                .history
+                .at(req.time)
+                .map_err(FilterError::from)
+                .and_then(|g| match &filter {
+                    Some(f) => filtered(ctx, &g, f),
+                    None => Ok((g.nodes().to_vec(), g.edges().to_vec())),
+                });
             match result {
                 Ok((nodes, edges)) => self.send_sync(ctx, &msg.uuid, nodes, edges).await,
-                Err(e) => self.reply_error(msg, &e).await,
+                Err(e) => self.reply_error(msg, &e.to_string()).await,
             }
             return;
         }
@@ -237,7 +245,7 @@ impl Subscription {
             Some(f) => match filtered(ctx, &snap.graph, f) {
                 Ok(r) => r,
                 Err(e) => {
-                    self.reply_error(msg, &e).await;
+                    self.reply_error(msg, &e.to_string()).await;
                     return;
                 }
             },
@@ -358,7 +366,7 @@ pub fn sync_frames(
 type Elements = (Vec<Arc<Node>>, Vec<Arc<Edge>>);
 
 /// The elements a subscriber filter selects: the filter must evaluate to a graph.
-fn filtered(ctx: &Context, g: &dyn GraphView, filter: &str) -> Result<Elements, String> {
+fn filtered(ctx: &Context, g: &dyn GraphView, filter: &str) -> Result<Elements, FilterError> {
     let env = Env {
         graph: g,
         history: ctx.history.as_ref(),
@@ -366,7 +374,7 @@ fn filtered(ctx: &Context, g: &dyn GraphView, filter: &str) -> Result<Elements, 
         bpf: None,
         now: skydive_graph::now_ms(),
     };
-    match skydive_gremlin::query(filter, &env).map_err(graph_error)? {
+    match skydive_gremlin::query(filter, &env)? {
         Output::Graph(g) => {
             let j = GraphJson::from_view(g.view());
             Ok((j.nodes, j.edges))
@@ -388,10 +396,7 @@ fn filtered(ctx: &Context, g: &dyn GraphView, filter: &str) -> Result<Elements, 
             let j = GraphJson::from_view(&skydive_graph::RevisionGraph::new(nodes, edges));
             Ok((j.nodes, j.edges))
         }
-        other => Err(format!(
-            "the filter must return a graph, not {}",
-            other.type_name()
-        )),
+        other => Err(FilterError::NotAGraph(other.type_name())),
     }
 }
 

@@ -11,7 +11,7 @@ use skydive_flow::{
     Flow, FlowLayer, FlowMetric, FlowProtocol, IcmpLayer, IcmpType, RawPacket, TransportLayer,
 };
 use skydive_graph::{Edge, Graph, GraphEvent, Map, MemoryHistory, Node, Time};
-use skydive_gremlin::{Env, FlowQuery, FlowSource};
+use skydive_gremlin::{Env, FlowQuery, FlowSource, FlowSourceError};
 
 /// 2020-09-13T12:26:40Z, a Sunday.
 pub const T0: Time = 1_600_000_000_000;
@@ -498,11 +498,11 @@ impl MemFlows {
 }
 
 impl FlowSource for MemFlows {
-    fn flows(&self, q: &FlowQuery) -> Result<Vec<Flow>, String> {
+    fn flows(&self, q: &FlowQuery) -> Result<Vec<Flow>, FlowSourceError> {
         Ok(self.matching(q).cloned().collect())
     }
 
-    fn metrics(&self, q: &FlowQuery) -> Result<BTreeMap<String, Vec<FlowMetric>>, String> {
+    fn metrics(&self, q: &FlowQuery) -> Result<BTreeMap<String, Vec<FlowMetric>>, FlowSourceError> {
         Ok(self
             .matching(q)
             .filter_map(|f| {
@@ -512,7 +512,10 @@ impl FlowSource for MemFlows {
             .collect())
     }
 
-    fn raw_packets(&self, q: &FlowQuery) -> Result<BTreeMap<String, Vec<RawPacket>>, String> {
+    fn raw_packets(
+        &self,
+        q: &FlowQuery,
+    ) -> Result<BTreeMap<String, Vec<RawPacket>>, FlowSourceError> {
         Ok(self
             .matching(q)
             .filter(|f| !f.last_raw_packets.is_empty())

@@ -135,7 +135,7 @@ impl OvsdbProbe {
                 Ok(v) => {
                     out.insert(uuid.clone(), v);
                 }
-                Err(e) => self.set_oflow_error(e),
+                Err(e) => self.set_oflow_error(e.to_string()),
             }
         }
         out
