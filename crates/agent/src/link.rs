@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 /// The most messages sent in one frame.
 pub const MAX_MESSAGES_PER_FRAME: usize = 512;
 
-/// Answers the requests an analyzer sends over the link (captures, flow queries: later).
+/// Answers the requests an analyzer sends over the link (captures and flow queries).
 pub trait RequestHandler: Send + Sync + 'static {
     /// The reply: its type (`StartReply`, `TableResult`, …), status and payload.
     fn handle(&self, msg: &Incoming) -> (String, i64, serde_json::Value);

@@ -1,4 +1,4 @@
-//! API resources (`/api/noderule`, `/api/edgerule`, later `/api/capture`, `/api/alert`, …):
+//! API resources (`/api/noderule`, `/api/edgerule`, `/api/capture`, `/api/alert`, …):
 //! the generic CRUD handler of Skydive over the resource store, and a
 //! stream of changes that the components acting on resources (rules, captures, alerts)
 //! watch, as Skydive's components watched etcd.

@@ -1,7 +1,7 @@
 //! Skydive's configuration: YAML files with Skydive 0.28's keys and defaults, merged in order,
 //! overridden by `SKYDIVE_*` environment variables, checked, and turned into typed
 //! [`Settings`]. Unknown keys are reported as warnings; invalid values are errors naming the
-//! key.
+//! key. Must not depend on anything of ours, nor do I/O beyond reading its files.
 
 #![forbid(unsafe_code)]
 

@@ -2,7 +2,8 @@
 //! table, the Flow model and its JSON encoding.
 //!
 //! This crate is pure (no I/O): capture probes feed it packets, the agent ships the flows it
-//! produces, and the analyzer stores and queries them.
+//! produces, and the analyzer stores and queries them. Must not depend on anything of ours
+//! but the graph.
 
 #![forbid(unsafe_code)]
 

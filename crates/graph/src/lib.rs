@@ -2,7 +2,7 @@
 //! in-memory graph with indexes whose clones are consistent snapshots, the revision history
 //! behind time-travel queries, and the filter engine queries compile to.
 //!
-//! This crate is pure: no I/O, no async runtime. The analyzer and the agent own a
+//! This crate is pure: no I/O, no async runtime, nothing of ours. The analyzer and the agent own a
 //! [`Graph`] each and drive it from their tasks; storage backends implement [`History`].
 
 #![forbid(unsafe_code)]

@@ -1,8 +1,9 @@
 //! Skydive's Gremlin dialect: the lexer, the parser, and an evaluator that runs queries
 //! against a graph view, the graph's history and a flow source, producing results whose
-//! JSON matches Skydive's (Skydive's Gremlin dialect).
+//! JSON matches Skydive's.
 //!
-//! This crate is pure: it reads snapshots and asks traits for flows; it does no I/O.
+//! This crate is pure: it reads snapshots and asks traits for flows; it does no I/O. Must not
+//! depend on anything of ours but the graph and the flow model.
 
 #![forbid(unsafe_code)]
 
