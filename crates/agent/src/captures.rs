@@ -43,6 +43,10 @@ pub struct CaptureSettings {
     pub max_entries: usize,
     /// `flow.application_ports`.
     pub app_ports: HashMap<(u8, u16), String>,
+    /// `flow.application_timeout`, ms.
+    pub app_timeouts: HashMap<String, i64>,
+    /// `flow.default_layer_key_mode`: for a capture that names none.
+    pub default_l2: bool,
     /// `agent.capture.stats_update`.
     pub stats_every: Duration,
     /// `host:port` of the analyzers, whose traffic is never captured.
@@ -57,26 +61,13 @@ pub struct CaptureSettings {
 
 impl CaptureSettings {
     pub fn from_settings(s: &skydive_config::Settings) -> Self {
-        let mut app_ports = HashMap::new();
-        for (proto, n) in [("tcp", 6u8), ("udp", 17u8)] {
-            if let Some(m) = s
-                .flow
-                .application_ports
-                .get(proto)
-                .and_then(Json::as_object)
-            {
-                for (port, app) in m {
-                    if let (Ok(p), Some(a)) = (port.parse::<u16>(), app.as_str()) {
-                        app_ports.insert((n, p), a.to_string());
-                    }
-                }
-            }
-        }
         CaptureSettings {
             update_ms: s.flow.update.saturating_mul(1000) as i64,
             expire_ms: s.flow.expire.saturating_mul(1000) as i64,
             max_entries: s.flow.max_entries as usize,
-            app_ports,
+            app_ports: s.application_ports(),
+            app_timeouts: s.application_timeouts_ms(),
+            default_l2: s.flow.default_layer_key_mode != "L3",
             stats_every: Duration::from_secs(s.agent.capture.stats_update.max(1)),
             analyzers: s.analyzers.clone(),
             pcapsocket: (
@@ -451,16 +442,19 @@ impl Captures {
         TableConfig {
             node_tid: tid,
             capture_id: spec.uuid.clone(),
-            l2_mode: spec.layer_key_mode != "L3",
+            l2_mode: match spec.layer_key_mode.as_str() {
+                "" => self.settings.default_l2,
+                mode => mode != "L3",
+            },
             raw_packet_limit: spec.raw_packet_limit.clamp(0, 10) as usize,
             extra_tcp_metric: spec.extra_tcp_metric,
             ip_defrag: spec.ip_defrag,
             extra_layers: spec.extra_layers.clamp(0, 7) as u32,
             app_ports: self.settings.app_ports.clone(),
+            app_timeouts: self.settings.app_timeouts.clone(),
             max_entries: self.settings.max_entries.max(1),
             update_ms: self.settings.update_ms.max(1000),
             expire_ms: self.settings.expire_ms.max(1000),
-            ..TableConfig::default()
         }
     }
 
@@ -613,6 +607,30 @@ mod tests {
         for f in [normalized_filter("icmp", &a), normalized_filter("", &a)] {
             skydive_capture::bpf::check(&f).unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn the_flow_settings_reach_the_captures_flow_tables() {
+        let mut s = skydive_config::Settings::default();
+        s.flow.application_timeout = [("DNS".to_string(), 3), ("arp".to_string(), 4)].into();
+        s.flow.default_layer_key_mode = "L3".into();
+        let hub = skydive_hub::Hub::new(skydive_graph::Graph::new()).spawn();
+        let c = Captures::new(hub, CaptureSettings::from_settings(&s));
+        let spec = |mode: &str| CaptureSpec {
+            layer_key_mode: mode.into(),
+            ..Default::default()
+        };
+        let t = c.table_config(&spec(""), "tid".into());
+        assert_eq!(t.app_timeouts.get("dns"), Some(&3_000));
+        assert_eq!(t.app_timeouts.get("arp"), Some(&4_000));
+        assert!(
+            !t.l2_mode,
+            "a capture naming no mode takes flow.default_layer_key_mode"
+        );
+        assert!(
+            c.table_config(&spec("L2"), "tid".into()).l2_mode,
+            "one naming L2 keeps it"
+        );
     }
 
     #[test]

@@ -90,7 +90,7 @@ impl Resource for Alert {
     fn set_id(&mut self, id: String) {
         self.uuid = id;
     }
-    fn normalize(&mut self) {
+    fn normalize(&mut self, _defaults: &crate::resources::ResourceDefaults) {
         if self.create_time.is_empty() {
             self.create_time = chrono::Utc::now().to_rfc3339();
         }
@@ -107,13 +107,16 @@ impl Resource for Alert {
         }
         self.trigger()?;
         let a = &self.action;
-        if !(a.is_empty()
-            || a.starts_with("http://")
-            || a.starts_with("https://")
-            || a.starts_with("file://"))
-        {
+        if a.starts_with("https://") {
             return Err(format!(
-                "invalid Action {a:?}: expected an http://, https:// or file:// URL, or nothing"
+                "invalid Action {a:?}: https:// webhooks need TLS, which this build does not \
+                 have yet; use http:// or file://"
+            )
+            .into());
+        }
+        if !(a.is_empty() || a.starts_with("http://") || a.starts_with("file://")) {
+            return Err(format!(
+                "invalid Action {a:?}: expected an http:// or file:// URL, or nothing"
             )
             .into());
         }
@@ -456,6 +459,18 @@ mod tests {
                 .validate()
                 .unwrap_err()
                 .starts_with("invalid Action")
+        );
+        let e = alert("G.V()", "", "https://hooks.example/x")
+            .validate()
+            .unwrap_err();
+        assert!(
+            e.contains("need TLS, which this build does not have yet"),
+            "{e}"
+        );
+        assert!(
+            alert("G.V()", "", "http://127.0.0.1:1/x")
+                .validate()
+                .is_ok()
         );
         assert!(
             alert("", "", "")

@@ -4,7 +4,7 @@ use skydive_api::capture::CaptureSpec;
 use skydive_flow::capture::{CaptureKind, probe_capabilities};
 use skydive_graph::{Graph, Value};
 
-use crate::resources::{Invalid, Resource};
+use crate::resources::{Invalid, Resource, ResourceDefaults};
 
 /// The capture resource: the spec the agents run.
 pub type Capture = CaptureSpec;
@@ -48,9 +48,9 @@ impl Resource for Capture {
     fn set_id(&mut self, id: String) {
         self.uuid = id;
     }
-    fn normalize(&mut self) {
+    fn normalize(&mut self, defaults: &ResourceDefaults) {
         if self.layer_key_mode.is_empty() {
-            self.layer_key_mode = "L2".into();
+            self.layer_key_mode = defaults.layer_key_mode.clone();
         }
     }
     fn validate(&self) -> Result<(), Invalid> {
@@ -106,6 +106,25 @@ impl Resource for Capture {
             .into());
         }
         check_target(&self.target)?;
+        // Exports to a NetFlow collector or an ERSPAN receiver are not built yet: a capture
+        // asking for one would otherwise run locally and export nothing.
+        if !self.target.is_empty() || matches!(self.target_type.as_str(), "netflowv5" | "erspanv1")
+        {
+            return Err(format!(
+                "Target {:?} (TargetType {:?}) is not available in this build yet: captures run \
+                 on the agent and their flows go to the analyzer; leave Target and TargetType \
+                 empty",
+                self.target, self.target_type
+            )
+            .into());
+        }
+        if self.reassemble_tcp {
+            return Err(
+                "ReassembleTCP is not available in this build: flows carry no \
+                        reassembled TCP payload; leave it false"
+                    .into(),
+            );
+        }
         // What the probe supports: ebpf has neither BPF nor raw packets.
         let can = probe_capabilities(self.kind.as_ref());
         let kind = self.kind.as_ref().map_or("", CaptureKind::as_str);
@@ -171,7 +190,7 @@ mod tests {
             gremlin_query: q.into(),
             ..Default::default()
         };
-        c.normalize();
+        c.normalize(&ResourceDefaults::default());
         c
     }
 
@@ -201,7 +220,26 @@ mod tests {
         c.target = "10.0.0.1".into();
         assert!(c.validate().is_err());
         c.target = "10.0.0.1:2055".into();
-        assert!(c.validate().is_ok());
+        let e = c.validate().unwrap_err();
+        assert!(
+            e.starts_with("Target \"10.0.0.1:2055\" (TargetType \"\") is not available"),
+            "{e}"
+        );
+        let mut c = capture("G.V()");
+        c.target_type = "erspanv1".into();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .contains("is not available in this build")
+        );
+        c.target_type = "local".into();
+        assert!(c.validate().is_ok(), "local is what every capture does");
+        c.reassemble_tcp = true;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .starts_with("ReassembleTCP is not available")
+        );
         assert_eq!(capture("G.V()").layer_key_mode, "L2");
     }
 

@@ -115,7 +115,12 @@ impl Analyzer {
             ws: settings.http.ws.clone(),
             registry: Default::default(),
         });
-        let resources = Resources::new(stores.resources.clone());
+        let resources = Resources::with_defaults(
+            stores.resources.clone(),
+            resources::ResourceDefaults {
+                layer_key_mode: settings.flow.default_layer_key_mode.clone(),
+            },
+        );
         startup_capture(settings, &resources).await?;
         let stores = Arc::new(stores);
         let (ingest, ingest_task) = flows::FlowIngest::start(
@@ -156,6 +161,8 @@ impl Analyzer {
                         ingest.clone(),
                         skydive_flow::TableConfig {
                             app_ports: settings.application_ports(),
+                            app_timeouts: settings.application_timeouts_ms(),
+                            max_entries: settings.flow.max_entries.max(1) as usize,
                             update_ms: settings.flow.update.saturating_mul(1000) as i64,
                             expire_ms: settings.flow.expire.saturating_mul(1000) as i64,
                             ..Default::default()

@@ -67,9 +67,26 @@ impl From<ResourceError> for ApiError {
     }
 }
 
+/// What a resource gets for a field left empty, from the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceDefaults {
+    /// `flow.default_layer_key_mode`: a capture's `LayerKeyMode`.
+    pub layer_key_mode: String,
+}
+
+impl Default for ResourceDefaults {
+    fn default() -> Self {
+        ResourceDefaults {
+            layer_key_mode: "L2".into(),
+        }
+    }
+}
+
 /// The resources of the analyzer, in the store, with their change stream.
 pub struct Resources {
     store: Arc<dyn ResourceStore>,
+    /// What new resources get for fields left empty.
+    pub defaults: ResourceDefaults,
     /// What times to live are measured with.
     clock: Arc<dyn Clock>,
     changes: broadcast::Sender<ResourceChange>,
@@ -85,13 +102,30 @@ impl std::fmt::Debug for Resources {
 
 impl Resources {
     pub fn new(store: Arc<dyn ResourceStore>) -> Arc<Resources> {
-        Self::with_clock(store, Arc::new(SystemClock))
+        Self::build(store, Arc::new(SystemClock), ResourceDefaults::default())
+    }
+
+    /// Resources whose fields left empty get `defaults`.
+    pub fn with_defaults(
+        store: Arc<dyn ResourceStore>,
+        defaults: ResourceDefaults,
+    ) -> Arc<Resources> {
+        Self::build(store, Arc::new(SystemClock), defaults)
     }
 
     /// Resources whose times to live run on `clock`.
     pub fn with_clock(store: Arc<dyn ResourceStore>, clock: Arc<dyn Clock>) -> Arc<Resources> {
+        Self::build(store, clock, ResourceDefaults::default())
+    }
+
+    fn build(
+        store: Arc<dyn ResourceStore>,
+        clock: Arc<dyn Clock>,
+        defaults: ResourceDefaults,
+    ) -> Arc<Resources> {
         Arc::new(Resources {
             store,
+            defaults,
             clock,
             changes: broadcast::channel(4096).0,
             write: Mutex::new(()),
@@ -268,7 +302,7 @@ pub trait Resource: Serialize + DeserializeOwned + PartialEq + Send + Sync + 'st
         false
     }
     /// Fills defaults before a create is validated.
-    fn normalize(&mut self) {}
+    fn normalize(&mut self, _defaults: &ResourceDefaults) {}
     /// Fills the fields computed on read (a capture's `Count`) from the live graph.
     fn on_read(&mut self, _graph: &skydive_graph::Graph) {}
 }
@@ -323,7 +357,7 @@ pub async fn create<T: Resource>(
     mut r: T,
     ttl_ms: i64,
 ) -> Result<T, ResourceError> {
-    r.normalize();
+    r.normalize(&res.defaults);
     r.validate().map_err(|e| ResourceError::Invalid(e.0))?;
     let _w = res.write.lock().await;
     for (id, v) in res.list(T::NAME).await? {

@@ -42,6 +42,15 @@ fn captures_are_validated_with_the_reason() {
             json!({"GremlinQuery": "G.V()", "Target": "nowhere"}),
             "Target \"nowhere\" must be an address and a port",
         ),
+        // Refused rather than run locally while the user believes they export.
+        (
+            json!({"GremlinQuery": "G.V()", "Target": "127.0.0.1:2055", "TargetType": "netflowv5"}),
+            "Target \"127.0.0.1:2055\" (TargetType \"netflowv5\") is not available in this build yet",
+        ),
+        (
+            json!({"GremlinQuery": "G.V()", "ReassembleTCP": true}),
+            "ReassembleTCP is not available in this build",
+        ),
     ];
     for (body, reason) in cases {
         let (status, text) = create(&a, body.clone());
@@ -52,6 +61,21 @@ fn captures_are_validated_with_the_reason() {
         a.get("/api/capture").as_object().unwrap().is_empty(),
         "nothing was stored"
     );
+}
+
+#[test]
+fn a_capture_naming_no_layer_key_mode_takes_the_configured_default() {
+    let a = TestAnalyzer::start_with(|s| s.flow.default_layer_key_mode = "L3".into());
+    let (status, text) = create(&a, json!({"GremlinQuery": "G.V().Has('Name', 'x')"}));
+    assert_eq!(status, 201, "{text}");
+    let c: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(c["LayerKeyMode"], "L3");
+    let (_, text) = create(
+        &a,
+        json!({"GremlinQuery": "G.V().Has('Name', 'y')", "LayerKeyMode": "L2"}),
+    );
+    let c: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(c["LayerKeyMode"], "L2", "a mode asked for is kept");
 }
 
 #[test]

@@ -419,6 +419,16 @@ impl Settings {
         out
     }
 
+    /// `flow.application_timeout`: how long an idle flow of an application lives, in ms, by
+    /// lower-case application name.
+    pub fn application_timeouts_ms(&self) -> std::collections::HashMap<String, i64> {
+        self.flow
+            .application_timeout
+            .iter()
+            .map(|(app, secs)| (app.to_ascii_lowercase(), secs.saturating_mul(1000) as i64))
+            .collect()
+    }
+
     /// The options of the embedded storage section `name` (validated at load).
     pub fn embedded_storage(&self, name: &str) -> Option<EmbeddedStorage> {
         embedded_options(name, self.storage.get(name)?).ok()
