@@ -614,7 +614,7 @@ mod tests {
         let mut s = skydive_config::Settings::default();
         s.flow.application_timeout = [("DNS".to_string(), 3), ("arp".to_string(), 4)].into();
         s.flow.default_layer_key_mode = "L3".into();
-        let hub = skydive_hub::Hub::new(skydive_graph::Graph::new()).spawn();
+        let hub = skydive_hub::Hub::new(Graph::new()).spawn();
         let c = Captures::new(hub, CaptureSettings::from_settings(&s));
         let spec = |mode: &str| CaptureSpec {
             layer_key_mode: mode.into(),
