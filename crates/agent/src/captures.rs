@@ -10,7 +10,7 @@
 mod node;
 mod sink;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,9 +42,9 @@ pub struct CaptureSettings {
     /// `flow.max_entries`.
     pub max_entries: usize,
     /// `flow.application_ports`.
-    pub app_ports: HashMap<(u8, u16), String>,
+    pub app_ports: BTreeMap<(u8, u16), String>,
     /// `flow.application_timeout`, ms.
-    pub app_timeouts: HashMap<String, i64>,
+    pub app_timeouts: BTreeMap<String, i64>,
     /// `flow.default_layer_key_mode`: for a capture that names none.
     pub default_l2: bool,
     /// `agent.capture.stats_update`.
@@ -450,8 +450,8 @@ impl Captures {
             extra_tcp_metric: spec.extra_tcp_metric,
             ip_defrag: spec.ip_defrag,
             extra_layers: spec.extra_layers.clamp(0, 7) as u32,
-            app_ports: self.settings.app_ports.clone(),
-            app_timeouts: self.settings.app_timeouts.clone(),
+            app_ports: self.settings.app_ports.clone().into_iter().collect(),
+            app_timeouts: self.settings.app_timeouts.clone().into_iter().collect(),
             max_entries: self.settings.max_entries.max(1),
             update_ms: self.settings.update_ms.max(1000),
             expire_ms: self.settings.expire_ms.max(1000),

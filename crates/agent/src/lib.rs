@@ -5,8 +5,10 @@
 #![forbid(unsafe_code)]
 
 pub mod captures;
+pub mod config;
 pub mod host;
 pub mod link;
+pub mod metadata;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use skydive_hub::{Hub, HubHandle};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use config::AgentConfig;
 pub use link::{LinkHandle, LinkState, NoRequests, RequestHandler};
 
 /// A running agent.
@@ -128,55 +131,47 @@ impl Agent {
         requests: Arc<dyn RequestHandler>,
         options: AgentOptions,
     ) -> anyhow::Result<Agent> {
-        let auth = skydive_api::auth::Auth::agent(settings)?;
-        let host_id = settings.host_id.clone();
+        Self::start_config(&AgentConfig::from_settings(settings)?, requests, options).await
+    }
+
+    /// As [`Agent::start_with`], from the agent's part of the configuration.
+    pub async fn start_config(
+        cfg: &AgentConfig,
+        requests: Arc<dyn RequestHandler>,
+        options: AgentOptions,
+    ) -> anyhow::Result<Agent> {
+        let auth = skydive_api::auth::Auth::build(&cfg.auth)?;
+        let host_id = cfg.host_id.clone();
         let mut graph = Graph::new();
         graph.add_node(host::host_node(
             &host_id,
-            &settings.agent.metadata,
+            &cfg.metadata,
             std::path::Path::new("/"),
             now_ms(),
         ))?;
-        let listener = server::bind(&settings.agent.listen)
+        let listener = server::bind(&cfg.listen)
             .await
-            .with_context(|| format!("agent.listen: cannot listen on {}", settings.agent.listen))?;
+            .with_context(|| format!("agent.listen: cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
         let hub = Hub::new(graph).spawn();
-        let captures = captures::Captures::new(
-            hub.clone(),
-            captures::CaptureSettings::from_settings(settings),
-        );
+        let captures = captures::Captures::new(hub.clone(), cfg.captures.clone());
         let requests: Arc<dyn RequestHandler> = Arc::new(captures::CaptureRequests {
             captures: captures.clone(),
             rest: requests,
         });
-        skydive_probes::check_names(&settings.agent.topology.probes).map_err(|e| {
-            skydive_config::ConfigError::invalid("agent.topology.probes", e.to_string())
-        })?;
         let probes = if options.probes {
-            let cfg = skydive_probes::ProbesConfig {
+            let probes_cfg = skydive_probes::ProbesConfig {
                 host_id: host_id.clone(),
                 host_node: host::host_node_id(&host_id),
                 host_tid: skydive_graph::id::host_tid(&host_id),
-                netns_run_path: settings.agent.topology.netns.run_path.clone().into(),
+                netns_run_path: cfg.probes.netns_run_path.clone(),
                 proc_path: options.proc_path.clone(),
-                metrics_every: Duration::from_secs(
-                    settings.agent.topology.netlink.metrics_update.max(1),
-                ),
+                metrics_every: cfg.probes.metrics_every,
                 process_scan_every: options.process_scan_every,
-                ovs: skydive_probes::ovs::OvsConfig {
-                    address: settings.ovs.ovsdb.clone(),
-                    stats: settings.ovs.enable_stats,
-                    oflow: settings
-                        .ovs
-                        .oflow
-                        .get("enable")
-                        .and_then(serde_json::Value::as_bool)
-                        .unwrap_or(false),
-                },
+                ovs: cfg.probes.ovs.clone(),
             };
             Some(Arc::new(
-                skydive_probes::start(cfg, &settings.agent.topology.probes, hub.clone())
+                skydive_probes::start(probes_cfg, &cfg.probes.names, hub.clone())
                     .context("the topology probes cannot start")?,
             ))
         } else {
@@ -189,33 +184,37 @@ impl Agent {
             history: Arc::new(NoHistory),
             flows: None,
             bpf: None,
-            ws: settings.http.ws.clone(),
+            ws: cfg.ws.clone(),
             registry: Default::default(),
         });
 
         let (stop, stop_rx) = watch::channel(false);
         let mut links = Vec::new();
-        let mut tasks = Vec::new();
-        let ws = &settings.http.ws;
-        for analyzer in &settings.analyzers {
-            let cfg = link::LinkConfig {
+        let mut tasks = vec![tokio::spawn(metadata::follow(
+            cfg.metadata_files.clone(),
+            hub.clone(),
+            host::host_node_id(&host_id),
+            metadata::CHECK_EVERY,
+        ))];
+        for analyzer in &cfg.links.analyzers {
+            let link_cfg = link::LinkConfig {
                 analyzer: analyzer.clone(),
                 host_id: host_id.clone(),
-                read_deadline: Duration::from_secs(ws.ping_delay + ws.pong_timeout.max(1)),
+                read_deadline: cfg.links.read_deadline,
                 retry: Duration::from_secs(1),
                 flows: Some(captures.flow_sender()),
-                credentials: (!settings.agent.auth.cluster.username.is_empty()).then(|| {
-                    (
-                        settings.agent.auth.cluster.username.clone(),
-                        settings.agent.auth.cluster.password.clone(),
-                    )
-                }),
+                credentials: cfg
+                    .links
+                    .credentials
+                    .as_ref()
+                    .map(|(u, p)| (u.clone(), p.0.clone())),
+                cookies: cfg.links.cookies.clone(),
             };
-            let (h, t) = link::spawn(cfg, hub.clone(), requests.clone(), stop_rx.clone());
+            let (h, t) = link::spawn(link_cfg, hub.clone(), requests.clone(), stop_rx.clone());
             links.push(h);
             tasks.push(t);
         }
-        if settings.analyzers.is_empty() {
+        if cfg.links.analyzers.is_empty() {
             tracing::info!("no analyzer configured (`analyzers`): the agent runs on its own");
         }
 
@@ -231,7 +230,7 @@ impl Agent {
                         captures: captures.counters.clone(),
                     }),
             );
-        let app = server::with_layers(app, auth);
+        let app = server::with_layers(app, auth, cfg.rest_debug);
         let mut rx = stop_rx;
         let server = tokio::spawn(server::serve(listener, app, async move {
             let _ = rx.wait_for(|s| *s).await;

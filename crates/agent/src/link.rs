@@ -116,6 +116,8 @@ pub struct LinkConfig {
     pub flows: Option<broadcast::Sender<Arc<Vec<skydive_flow::Flow>>>>,
     /// `agent.auth.cluster.username` and `password`, sent as basic authentication.
     pub credentials: Option<(String, String)>,
+    /// `http.cookie`: sent as a `Cookie` header.
+    pub cookies: std::collections::BTreeMap<String, String>,
 }
 
 /// Flows per frame.
@@ -258,6 +260,12 @@ async fn connect(cfg: &LinkConfig) -> Result<(Ws, String), String> {
         use base64::Engine as _;
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         h.insert("Authorization", hv(&format!("Basic {token}"))?);
+    }
+    if !cfg.cookies.is_empty() {
+        h.insert(
+            "Cookie",
+            hv(&skydive_api::client::cookie_header(&cfg.cookies))?,
+        );
     }
     let connecting = tokio_tungstenite::connect_async(req);
     let (ws, resp) = tokio::time::timeout(Duration::from_secs(10), connecting)

@@ -11,6 +11,8 @@
 pub mod agents;
 pub mod alerts;
 pub mod captures;
+pub mod config;
+pub mod fabric;
 pub mod flows;
 pub mod nodes;
 pub mod resources;
@@ -32,6 +34,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use agents::Agents;
+pub use config::AnalyzerConfig;
 pub use resources::Resources;
 
 /// A running analyzer.
@@ -56,16 +59,17 @@ impl std::fmt::Debug for Analyzer {
 
 /// The capture of `analyzer.startup` (Skydive's `TestStartupCapture`), created once: it is
 /// stored like any other and found again at the next start.
-async fn startup_capture(settings: &Settings, resources: &Resources) -> anyhow::Result<()> {
-    let s = &settings.analyzer.startup;
-    if s.capture_gremlin.trim().is_empty() {
+async fn startup_capture(
+    startup: Option<&config::StartupCapture>,
+    resources: &Resources,
+) -> anyhow::Result<()> {
+    let Some(s) = startup else {
         return Ok(());
-    }
+    };
     let capture = captures::Capture {
-        gremlin_query: s.capture_gremlin.clone(),
-        bpf_filter: s.capture_bpf.clone(),
-        kind: (!s.capture_type.is_empty())
-            .then(|| skydive_flow::capture::CaptureKind::parse(&s.capture_type)),
+        gremlin_query: s.gremlin.clone(),
+        bpf_filter: s.bpf.clone(),
+        kind: (!s.kind.is_empty()).then(|| skydive_flow::capture::CaptureKind::parse(&s.kind)),
         name: "startup".into(),
         ..Default::default()
     };
@@ -84,16 +88,16 @@ async fn startup_capture(settings: &Settings, resources: &Resources) -> anyhow::
 impl Analyzer {
     /// Opens the store, binds `analyzer.listen` and starts every task.
     pub async fn start(settings: &Settings) -> anyhow::Result<Analyzer> {
-        let auth = skydive_api::auth::Auth::analyzer(settings)?;
-        let stores = storage::Stores::open(settings)?;
-        let listener = server::bind(&settings.analyzer.listen)
+        Self::start_config(&AnalyzerConfig::from_settings(settings)?).await
+    }
+
+    /// As [`Analyzer::start`], from the analyzer's part of the configuration.
+    pub async fn start_config(cfg: &AnalyzerConfig) -> anyhow::Result<Analyzer> {
+        let auth = skydive_api::auth::Auth::build(&cfg.auth)?;
+        let stores = storage::Stores::open(&cfg.topology_backend, &cfg.flow_backend)?;
+        let listener = server::bind(&cfg.listen)
             .await
-            .with_context(|| {
-                format!(
-                    "analyzer.listen: cannot listen on {}",
-                    settings.analyzer.listen
-                )
-            })?;
+            .with_context(|| format!("analyzer.listen: cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
 
         let mut hub = Hub::new(Graph::new());
@@ -101,41 +105,30 @@ impl Analyzer {
         let hub = hub.spawn();
         let flow_source = Arc::new(storage::AnalyzerFlows {
             store: stores.flows.clone(),
-            expire: settings.flow.expire.saturating_mul(1000) as i64,
+            expire: cfg.tables.expire_ms,
             agents: Default::default(),
         });
         let flows: Option<Arc<dyn skydive_gremlin::FlowSource>> = Some(flow_source.clone());
         let ctx: Shared = Arc::new(Context {
             service: Service::Analyzer,
-            host_id: settings.host_id.clone(),
+            host_id: cfg.host_id.clone(),
             hub: hub.clone(),
             history: stores.history.clone(),
             flows,
             bpf: Some(Arc::new(captures::LibpcapBpf)),
-            ws: settings.http.ws.clone(),
+            ws: cfg.ws.clone(),
             registry: Default::default(),
         });
-        let resources = Resources::with_defaults(
-            stores.resources.clone(),
-            resources::ResourceDefaults {
-                layer_key_mode: settings.flow.default_layer_key_mode.clone(),
-            },
-        );
-        startup_capture(settings, &resources).await?;
+        let resources =
+            Resources::with_defaults(stores.resources.clone(), cfg.resource_defaults.clone());
+        startup_capture(cfg.startup_capture.as_ref(), &resources).await?;
         let stores = Arc::new(stores);
-        let (ingest, ingest_task) = flows::FlowIngest::start(
-            stores.flows.clone(),
-            settings.analyzer.flow.max_buffer_size as usize,
-        );
-        let agents = Agents::new(
-            ctx.clone(),
-            Duration::from_secs(settings.analyzer.topology.agent_grace_period),
-            ingest.clone(),
-        );
+        let (ingest, ingest_task) = flows::FlowIngest::start(stores.flows.clone(), cfg.flow_buffer);
+        let agents = Agents::new(ctx.clone(), cfg.grace_period, ingest.clone());
         let _ = flow_source.agents.set(agents.clone());
         let alert_engine = alerts::AlertEngine::new(ctx.clone(), resources.clone());
-        let elements = nodes::ElementApi::new(hub.clone(), resources.clone(), &settings.host_id);
-        let rules = rules::RulesEngine::new(hub.clone(), resources.clone(), &settings.host_id);
+        let elements = nodes::ElementApi::new(hub.clone(), resources.clone(), &cfg.host_id);
+        let rules = rules::RulesEngine::new(hub.clone(), resources.clone(), &cfg.host_id);
 
         let app = axum::Router::new()
             .merge(server::common_routes().with_state(ctx.clone()))
@@ -157,17 +150,12 @@ impl Analyzer {
                 axum::Router::new()
                     .route("/api/pcap", axum::routing::post(flows::pcap_upload))
                     .layer(axum::extract::DefaultBodyLimit::max(1 << 30))
-                    .with_state((
-                        ingest.clone(),
-                        skydive_flow::TableConfig {
-                            app_ports: settings.application_ports(),
-                            app_timeouts: settings.application_timeouts_ms(),
-                            max_entries: settings.flow.max_entries.max(1) as usize,
-                            update_ms: settings.flow.update.saturating_mul(1000) as i64,
-                            expire_ms: settings.flow.expire.saturating_mul(1000) as i64,
-                            ..Default::default()
-                        },
-                    )),
+                    .with_state((ingest.clone(), cfg.tables.table())),
+            )
+            .merge(
+                axum::Router::new()
+                    .route("/api/config/{key}", axum::routing::get(config::Served::get))
+                    .with_state(cfg.served.clone()),
             )
             .merge(resources::routes::<rules::NodeRule>(resources.clone()))
             .merge(resources::routes::<rules::EdgeRule>(resources.clone()))
@@ -182,7 +170,7 @@ impl Analyzer {
                 stores: stores.clone(),
                 alerts: alert_engine.counters.clone(),
             }));
-        let app = server::with_layers(app, auth);
+        let app = server::with_layers(app, auth, cfg.rest_debug);
 
         let (shutdown, mut rx) = watch::channel(false);
         let server = tokio::spawn(server::serve(listener, app, async move {
@@ -194,6 +182,9 @@ impl Analyzer {
             resources.spawn_expiry(),
             tokio::spawn(elements.run()),
             tokio::spawn(rules.run()),
+            tokio::spawn(
+                fabric::FabricProbe::new(cfg.fabric.clone(), hub.clone(), &cfg.host_id).run(),
+            ),
             tokio::spawn(alert_engine.run()),
             tokio::spawn(
                 scheduler::Scheduler::new(ctx.clone(), resources.clone(), agents.clone()).run(),
@@ -208,12 +199,12 @@ impl Analyzer {
             storage::spawn_recorder(store.clone(), sink, stores.status.clone());
             tasks.push(tokio::spawn(storage::close_orphans_later(
                 store,
-                Duration::from_secs(settings.analyzer.topology.agent_grace_period),
+                cfg.grace_period,
                 stores.status.clone(),
             )));
         }
 
-        tracing::info!(%addr, host_id = %settings.host_id, "analyzer started");
+        tracing::info!(%addr, host_id = %cfg.host_id, "analyzer started");
         Ok(Analyzer {
             addr,
             ctx,

@@ -16,14 +16,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::config::BackendSpec;
 use anyhow::Context as _;
 use serde_json::{Value, json};
-use skydive_config::Settings;
 use skydive_flow::{Flow, FlowMetric, RawPacket};
 use skydive_graph::{GraphEvent, History, NoHistory, Time, now_ms};
 use skydive_gremlin::{FlowQuery, FlowSource, FlowSourceError};
 use skydive_hub::EventBatch;
-use skydive_storage::{Backend, FlowStore, ResourceStore, Retention, TopologyStore, Upkeep};
+use skydive_storage::{Backend, FlowStore, ResourceStore, TopologyStore, Upkeep};
 use tokio::sync::mpsc;
 
 /// Events kept in memory while the store cannot be written.
@@ -75,23 +75,18 @@ impl Stores {
     /// Opens the stores of the configuration: `analyzer.topology.backend` keeps the
     /// resources and the history, `analyzer.flow.backend` the flows; one section used by
     /// both is opened once.
-    pub fn open(settings: &Settings) -> anyhow::Result<Stores> {
-        let mut open: BTreeMap<String, Backend> = BTreeMap::new();
-        let mut backend = |name: &str| -> anyhow::Result<Backend> {
-            if let Some(b) = open.get(name) {
-                return Ok(b.clone());
-            }
-            let b = open_backend(settings, name)?;
-            open.insert(name.to_string(), b.clone());
-            Ok(b)
-        };
-        let topo = backend(&settings.analyzer.topology.backend)?;
+    pub fn open(topology: &BackendSpec, flow: &BackendSpec) -> anyhow::Result<Stores> {
+        let topo = open_backend(topology)?;
         // As Skydive: a flow backend without flow storage (memory) refuses time contexts.
-        let flows = backend(&settings.analyzer.flow.backend)?.flows;
-        let upkeep = open
-            .iter()
-            .filter_map(|(name, b)| Some((name.clone(), b.upkeep.clone()?)))
-            .collect();
+        let flows = if flow == topology {
+            topo.flows.clone()
+        } else {
+            open_backend(flow)?.flows
+        };
+        let mut upkeep = BTreeMap::new();
+        if let Some(u) = &topo.upkeep {
+            upkeep.insert(topology.name().to_string(), u.clone());
+        }
         Ok(Stores {
             resources: topo.resources,
             history: match &topo.topology {
@@ -129,27 +124,20 @@ impl Stores {
     }
 }
 
-/// The backend of section `storage.<name>`.
-fn open_backend(settings: &Settings, name: &str) -> anyhow::Result<Backend> {
-    match settings.storage_driver(name) {
-        Some("embedded") => {
-            let opts = settings
-                .embedded_storage(name)
-                .with_context(|| format!("storage.{name}: invalid embedded store options"))?;
-            let retention = Retention {
-                max_age: opts.max_age.saturating_mul(1000) as i64,
-                max_size: opts.max_size.saturating_mul(1 << 20),
-            };
-            let b = Backend::embedded(Path::new(&opts.path), retention)
+/// The backend of a storage section.
+fn open_backend(spec: &BackendSpec) -> anyhow::Result<Backend> {
+    match spec {
+        BackendSpec::Embedded {
+            name,
+            path,
+            retention,
+        } => {
+            let b = Backend::embedded(Path::new(path), *retention)
                 .with_context(|| format!("storage.{name}: the embedded store cannot be used"))?;
-            tracing::info!(path = %opts.path, "embedded store open");
+            tracing::info!(%path, "embedded store open");
             Ok(b)
         }
-        Some("memory") => Ok(Backend::memory()),
-        Some(other) => {
-            anyhow::bail!("storage.{name}: the {other} driver is not available in this build yet")
-        }
-        None => anyhow::bail!("storage.{name}: no such storage section"),
+        BackendSpec::Memory { .. } => Ok(Backend::memory()),
     }
 }
 

@@ -606,3 +606,150 @@ fn an_unusable_store_is_reported_at_start() {
         "{msg}"
     );
 }
+
+#[test]
+fn the_fabric_is_drawn_and_linked_to_every_agent_eth0() {
+    let a = TestAnalyzer::start_with(|s| {
+        s.analyzer.topology.fabric = vec![
+            "TOR1[Name=tor1, Vendor=acme] -> TOR1_PORT1[Name=port1]".into(),
+            "TOR1 -> TOR1_PORT2[Name=port2]".into(),
+            "TOR1_PORT1 -->[Speed=10G] TOR2".into(),
+            "TOR1_PORT2 --> *[Type=host]/eth0".into(),
+        ];
+    });
+    eventually(Duration::from_secs(3), "the fabric nodes", || {
+        a.count("G.V().Has('Probe', 'fabric')") == 4
+    });
+    let tor1 = a.query("G.V().Has('Name', 'tor1')");
+    assert_eq!(tor1[0]["Metadata"]["Type"], "device");
+    assert_eq!(tor1[0]["Metadata"]["Vendor"], "acme");
+    assert_eq!(tor1[0]["Origin"], "analyzer.test-analyzer");
+    assert_eq!(tor1[0]["Metadata"]["TID"], tor1[0]["ID"]);
+    assert_eq!(
+        a.count("G.V().Has('Name', 'tor1').OutE('RelationType', 'ownership')"),
+        2
+    );
+    assert_eq!(
+        a.count("G.V().Has('Name', 'tor1').OutE('RelationType', 'layer2')"),
+        2
+    );
+    // `-->`: layer2 only, with the link's metadata.
+    assert_eq!(
+        a.count("G.V().Has('Name', 'TOR2').InE('RelationType', 'ownership')"),
+        0
+    );
+    assert_eq!(
+        a.query("G.V().Has('Name', 'port1').OutE('RelationType', 'layer2').Values('Speed')"),
+        json!(["10G"])
+    );
+
+    // An agent's host with an eth0 and a namespace with its own eth0: only the host's is
+    // linked.
+    let msg = |kind: &str, obj: Value| json!({"Namespace": "Graph", "Type": kind, "Obj": obj});
+    let mut agent = a.ws(
+        "/ws/agent/topology",
+        &[
+            ("X-Client-Type", "agent"),
+            ("X-Host-ID", "h1"),
+            ("X-Persistence-Policy", "DeleteOnDisconnect"),
+        ],
+    );
+    for (id, name, ty) in [
+        ("h1", "h1", "host"),
+        ("h1-eth0", "eth0", "device"),
+        ("h1-ns", "ns1", "netns"),
+        ("h1-ns-eth0", "eth0", "veth"),
+    ] {
+        ws_send(
+            &mut agent,
+            msg(
+                "NodeAdded",
+                json!({"ID": id, "Host": "h1", "Metadata": {"Name": name, "Type": ty}}),
+            ),
+        );
+    }
+    for (p, c) in [("h1", "h1-eth0"), ("h1", "h1-ns"), ("h1-ns", "h1-ns-eth0")] {
+        ws_send(
+            &mut agent,
+            msg(
+                "EdgeAdded",
+                json!({"ID": format!("{p}/{c}"), "Host": "h1", "Parent": p, "Child": c,
+                       "Metadata": {"RelationType": "ownership"}}),
+            ),
+        );
+    }
+    eventually(
+        Duration::from_secs(3),
+        "port2 linked to the host's eth0",
+        || {
+            a.query(
+                "G.V().Has('Name', 'port2').OutE('RelationType', 'layer2').OutV().Values('Type')",
+            ) == json!(["device"])
+        },
+    );
+    let e = a.query("G.V().Has('Name', 'port2').OutE('RelationType', 'layer2')");
+    assert_eq!(e[0]["Metadata"]["Type"], "fabric");
+    assert_eq!(e[0]["Origin"], "analyzer.test-analyzer");
+
+    // The agent goes and comes back: the link goes with its eth0 and comes back with it.
+    drop(agent);
+    eventually(Duration::from_secs(5), "the agent's nodes gone", || {
+        a.count("G.V().Has('Name', 'eth0')") == 0
+    });
+    assert_eq!(
+        a.count("G.V().Has('Name', 'port2').OutE('RelationType', 'layer2')"),
+        0
+    );
+    let mut agent = a.ws(
+        "/ws/agent/topology",
+        &[
+            ("X-Client-Type", "agent"),
+            ("X-Host-ID", "h1"),
+            ("X-Persistence-Policy", "DeleteOnDisconnect"),
+        ],
+    );
+    for (id, name, ty) in [("h1", "h1", "host"), ("h1-eth0", "eth0", "device")] {
+        ws_send(
+            &mut agent,
+            msg(
+                "NodeAdded",
+                json!({"ID": id, "Host": "h1", "Metadata": {"Name": name, "Type": ty}}),
+            ),
+        );
+    }
+    ws_send(
+        &mut agent,
+        msg(
+            "EdgeAdded",
+            json!({"ID": "h1/h1-eth0", "Host": "h1", "Parent": "h1", "Child": "h1-eth0",
+                   "Metadata": {"RelationType": "ownership"}}),
+        ),
+    );
+    eventually(Duration::from_secs(3), "linked again", || {
+        a.count("G.V().Has('Name', 'port2').OutE('RelationType', 'layer2')") == 1
+    });
+}
+
+#[test]
+fn config_keys_are_served_secrets_masked_and_unknown_ones_as_null() {
+    let a = TestAnalyzer::start_with(|s| {
+        s.analyzer.auth.cluster.password = "cluster-secret".into();
+        s.analyzer.topology.agent_grace_period = 7;
+    });
+    assert_eq!(
+        a.get("/api/config/analyzer.topology.agent_grace_period"),
+        json!(7)
+    );
+    assert_eq!(
+        a.get("/api/config/flow.default_layer_key_mode"),
+        json!("L2")
+    );
+    assert_eq!(
+        a.get("/api/config/analyzer.auth.cluster.password"),
+        json!("********")
+    );
+    assert_eq!(a.get("/api/config/analyzer.auth.api.password"), json!(""));
+    let whole = a.get("/api/config/analyzer");
+    assert!(!whole.to_string().contains("cluster-secret"), "{whole}");
+    assert_eq!(a.get("/api/config/no.such.key"), Value::Null);
+}

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use base64::Engine as _;
+use serde_json::Value;
 use skydive_config::Settings;
 
 use htpasswd::{Basic, basic_from};
@@ -85,18 +86,24 @@ impl Authenticator {
     /// The backend named `backend`, for the configuration key `key` (errors name both).
     pub fn from_settings(
         settings: &Settings,
-        key: &str,
+        key: &'static str,
         backend: &str,
     ) -> anyhow::Result<Arc<Self>> {
-        Self::build(settings, key, backend).map_err(AuthConfigError::from)
+        Self::from_config(&BackendConfig::of(settings, key, backend))
     }
 
-    fn build(settings: &Settings, key: &str, backend: &str) -> anyhow::Result<Arc<Self>> {
-        let section = settings
-            .auth
-            .get(backend)
+    /// The backend a configuration names.
+    pub fn from_config(c: &BackendConfig) -> anyhow::Result<Arc<Self>> {
+        Self::build(c).map_err(AuthConfigError::from)
+    }
+
+    fn build(c: &BackendConfig) -> anyhow::Result<Arc<Self>> {
+        let (key, backend) = (c.key, c.name.as_str());
+        let section = c
+            .section
+            .as_ref()
             .ok_or_else(|| anyhow::anyhow!("{key}: no section `auth.{backend}`"))?;
-        match settings.auth_type(backend) {
+        match section.get("type").and_then(Value::as_str) {
             Some("noauth") | None => Ok(Self::noauth()),
             Some("basic") => Ok(Arc::new(Authenticator {
                 name: backend.to_string(),
@@ -178,6 +185,67 @@ fn admin() -> User {
         role: "admin".into(),
     }
 }
+/// One authentication backend as the configuration names it: the key naming it, its name and
+/// its `auth.<name>` section.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendConfig {
+    pub key: &'static str,
+    pub name: String,
+    pub section: Option<Value>,
+}
+
+impl BackendConfig {
+    fn of(settings: &Settings, key: &'static str, name: &str) -> BackendConfig {
+        BackendConfig {
+            key,
+            name: name.to_string(),
+            section: settings.auth.get(name).cloned(),
+        }
+    }
+}
+
+/// What a server's authentication is built from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuthConfig {
+    pub api: BackendConfig,
+    /// The backend of the agents' endpoint (analyzers only).
+    pub cluster: Option<BackendConfig>,
+    /// `rbac.policy` (analyzers only; an agent only authenticates, as Skydive's).
+    pub rbac_policy: Option<Vec<String>>,
+}
+
+impl AuthConfig {
+    /// An analyzer's: `analyzer.auth.api`, `analyzer.auth.cluster`, `rbac.policy`.
+    pub fn analyzer(settings: &Settings) -> AuthConfig {
+        AuthConfig {
+            api: BackendConfig::of(
+                settings,
+                "analyzer.auth.api.backend",
+                &settings.analyzer.auth.api.backend,
+            ),
+            cluster: Some(BackendConfig::of(
+                settings,
+                "analyzer.auth.cluster.backend",
+                &settings.analyzer.auth.cluster.backend,
+            )),
+            rbac_policy: Some(settings.rbac.policy.clone()),
+        }
+    }
+
+    /// An agent's: `agent.auth.api`.
+    pub fn agent(settings: &Settings) -> AuthConfig {
+        AuthConfig {
+            api: BackendConfig::of(
+                settings,
+                "agent.auth.api.backend",
+                &settings.agent.auth.api.backend,
+            ),
+            cluster: None,
+            rbac_policy: None,
+        }
+    }
+}
+
 /// The authentication of one server: its API backend, the backend of the agents' endpoint
 /// (analyzers only) and RBAC (analyzers only; an agent only authenticates, as Skydive's).
 #[derive(Debug, Clone)]
@@ -197,44 +265,41 @@ impl Auth {
         }
     }
 
+    /// A server's authentication, as its configuration says.
+    pub fn build(c: &AuthConfig) -> anyhow::Result<Auth> {
+        Ok(Auth {
+            api: Authenticator::from_config(&c.api)?,
+            cluster: c
+                .cluster
+                .as_ref()
+                .map(Authenticator::from_config)
+                .transpose()?,
+            rbac: c
+                .rbac_policy
+                .as_ref()
+                .map(|p| Rbac::new(p).map(Arc::new))
+                .transpose()
+                .map_err(AuthConfigError::from)?,
+        })
+    }
+
     /// An analyzer's: `analyzer.auth.api`, `analyzer.auth.cluster`, `rbac.policy`.
     pub fn analyzer(settings: &Settings) -> anyhow::Result<Auth> {
-        Ok(Auth {
-            api: Authenticator::from_settings(
-                settings,
-                "analyzer.auth.api.backend",
-                &settings.analyzer.auth.api.backend,
-            )?,
-            cluster: Some(Authenticator::from_settings(
-                settings,
-                "analyzer.auth.cluster.backend",
-                &settings.analyzer.auth.cluster.backend,
-            )?),
-            rbac: Some(Arc::new(
-                Rbac::new(&settings.rbac.policy).map_err(AuthConfigError::from)?,
-            )),
-        })
+        Self::build(&AuthConfig::analyzer(settings))
     }
 
     /// An agent's: `agent.auth.api`.
     pub fn agent(settings: &Settings) -> anyhow::Result<Auth> {
-        Ok(Auth {
-            api: Authenticator::from_settings(
-                settings,
-                "agent.auth.api.backend",
-                &settings.agent.auth.api.backend,
-            )?,
-            cluster: None,
-            rbac: None,
-        })
+        Self::build(&AuthConfig::agent(settings))
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::SystemTime;
 
-    fn settings(yaml_auth: serde_json::Value) -> Settings {
+    fn settings(yaml_auth: Value) -> Settings {
         let mut s = Settings::default();
         s.auth.insert("basic".into(), yaml_auth);
         s

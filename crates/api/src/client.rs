@@ -53,6 +53,17 @@ pub struct Client {
     agent: ureq::Agent,
     credentials: Option<Credentials>,
     token: std::sync::Mutex<Option<String>>,
+    /// `http.cookie`: sent with every request.
+    cookies: std::collections::BTreeMap<String, String>,
+}
+
+/// A `Cookie` header's value for `cookies` (`name=value; …`).
+pub fn cookie_header(cookies: &std::collections::BTreeMap<String, String>) -> String {
+    cookies
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl std::fmt::Debug for Client {
@@ -79,7 +90,14 @@ impl Client {
             agent,
             credentials: credentials.filter(|c| !c.username.is_empty()),
             token: std::sync::Mutex::new(None),
+            cookies: Default::default(),
         }
+    }
+
+    /// The client, sending `cookies` (`http.cookie`) with every request.
+    pub fn with_cookies(mut self, cookies: std::collections::BTreeMap<String, String>) -> Client {
+        self.cookies = cookies;
+        self
     }
 
     /// The base URL.
@@ -153,12 +171,16 @@ impl Client {
         {
             req = req.header("Accept", "application/json");
         }
+        let mut cookies = self.cookies.clone();
         if let Some(t) = self.token() {
-            req = req.header("Cookie", format!("authtoken={t}"));
+            cookies.insert("authtoken".into(), t);
         } else if let Some(c) = &self.credentials {
             let b64 = base64::engine::general_purpose::STANDARD
                 .encode(format!("{}:{}", c.username, c.password));
             req = req.header("Authorization", format!("Basic {b64}"));
+        }
+        if !cookies.is_empty() {
+            req = req.header("Cookie", cookie_header(&cookies));
         }
         for (k, v) in headers {
             req = req.header(*k, v.as_str());
@@ -259,5 +281,51 @@ impl Client {
             Some(("application/json", body)),
             &[("Accept", accept.to_string())],
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+
+    /// One HTTP request read by a server of its own; its header lines.
+    fn serve_once() -> (String, std::thread::JoinHandle<Vec<String>>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut lines = Vec::new();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                if line.trim().is_empty() {
+                    break;
+                }
+                lines.push(line.trim().to_string());
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                .unwrap();
+            lines
+        });
+        (addr, t)
+    }
+
+    #[test]
+    fn configured_cookies_go_with_every_request() {
+        let (addr, server) = serve_once();
+        let cookies = [("session", "abc"), ("team", "net")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        let c = Client::new(&addr, None).with_cookies(cookies);
+        assert_eq!(c.send("GET", "/api", None, &[]).unwrap().status, 200);
+        let headers = server.join().unwrap();
+        assert!(
+            headers
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case("cookie: session=abc; team=net")),
+            "{headers:?}"
+        );
     }
 }

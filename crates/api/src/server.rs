@@ -117,7 +117,9 @@ pub fn common_routes() -> Router<Shared> {
 
 /// `/login`, authentication and authorisation, CORS and compression, as Skydive's router wraps
 /// every handler.
-pub fn with_layers(router: Router, auth: crate::auth::Auth) -> Router {
+/// With `debug` (`http.rest.debug`), every request is logged with its answer's status and
+/// time.
+pub fn with_layers(router: Router, auth: crate::auth::Auth, debug: bool) -> Router {
     use tower_http::compression::CompressionLayer;
     use tower_http::cors::{Any, CorsLayer};
     let cors = CorsLayer::new()
@@ -137,14 +139,35 @@ pub fn with_layers(router: Router, auth: crate::auth::Auth) -> Router {
             header::AUTHORIZATION,
             header::HeaderName::from_static("x-auth-token"),
         ]);
-    router
+    let router = router
         .merge(crate::auth::routes(auth.clone()))
         .layer(axum::middleware::from_fn_with_state(
             auth,
             crate::auth::middleware,
         ))
         .layer(CompressionLayer::new().gzip(true))
-        .layer(cors)
+        .layer(cors);
+    if debug {
+        router.layer(axum::middleware::from_fn(log_request))
+    } else {
+        router
+    }
+}
+
+/// `http.rest.debug`: a request and its answer, in the log.
+async fn log_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    tracing::info!(
+        target: "skydive::rest",
+        %method,
+        %uri,
+        status = resp.status().as_u16(),
+        ms = start.elapsed().as_secs_f64() * 1000.0,
+        "REST request"
+    );
+    resp
 }
 
 /// Binds a listen address of the configuration (`host:port`, `:port`, `port`; an empty
@@ -566,4 +589,64 @@ async fn ws_publisher(State(ctx): State<Shared>, req: WsRequest) -> ApiResult {
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The messages of the events logged while it is installed.
+    #[derive(Clone, Default)]
+    struct Logged(Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Logged {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            struct Fields(String);
+            impl tracing::field::Visit for Fields {
+                fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                    self.0.push_str(&format!("{}={v:?} ", f.name()));
+                }
+            }
+            let mut fields = Fields(String::new());
+            event.record(&mut fields);
+            self.0.lock().unwrap().push(fields.0);
+        }
+    }
+
+    async fn answer(debug: bool) -> (StatusCode, Vec<String>) {
+        use tower::ServiceExt as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let logged = Logged::default();
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(logged.clone()));
+        let app = with_layers(
+            Router::new().route("/api/x", get(|| async { "ok" })),
+            crate::auth::Auth::none(),
+            debug,
+        );
+        let req = axum::http::Request::get("/api/x")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let status = app.oneshot(req).await.unwrap().status();
+        let lines = logged.0.lock().unwrap().clone();
+        (status, lines)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn rest_debug_logs_every_request_with_its_status() {
+        let (status, lines) = answer(true).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("uri=/api/x") && l.contains("status=200")),
+            "{lines:?}"
+        );
+        let (_, lines) = answer(false).await;
+        assert!(lines.iter().all(|l| !l.contains("uri=/api/x")), "{lines:?}");
+    }
 }

@@ -6,11 +6,13 @@
 #![forbid(unsafe_code)]
 
 pub mod settings;
+pub mod support;
 
 use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 pub use settings::*;
+pub use support::{KEYS, Support, support};
 
 /// Where configuration comes from.
 #[derive(Clone, Debug)]
@@ -75,12 +77,8 @@ const FREE_FORM: &[&str] = &[
     "flow.application_ports",
     "flow.application_timeout",
     "http.cookie",
-    "http.rest",
     "etcd.peers",
     "rbac.model",
-    "logging.file",
-    "logging.syslog",
-    "ovs.oflow",
     "ui",
 ];
 
@@ -400,8 +398,8 @@ impl Settings {
     }
 
     /// `flow.application_ports` as (IP protocol, port) → application name.
-    pub fn application_ports(&self) -> std::collections::HashMap<(u8, u16), String> {
-        let mut out = std::collections::HashMap::new();
+    pub fn application_ports(&self) -> std::collections::BTreeMap<(u8, u16), String> {
+        let mut out = std::collections::BTreeMap::new();
         for (proto, n) in [("tcp", 6u8), ("udp", 17u8)] {
             if let Some(m) = self
                 .flow
@@ -421,7 +419,7 @@ impl Settings {
 
     /// `flow.application_timeout`: how long an idle flow of an application lives, in ms, by
     /// lower-case application name.
-    pub fn application_timeouts_ms(&self) -> std::collections::HashMap<String, i64> {
+    pub fn application_timeouts_ms(&self) -> std::collections::BTreeMap<String, i64> {
         self.flow
             .application_timeout
             .iter()
@@ -478,6 +476,15 @@ impl Settings {
                 driver,
                 &["embedded", "memory", "elasticsearch"],
             )?;
+            if let Some((_, why)) = support::LATER_STORAGE_DRIVERS
+                .iter()
+                .find(|(d, _)| *d == driver)
+            {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("storage.{backend}: {why}, which is not in this build yet"),
+                ));
+            }
         }
         for (name, section) in &self.storage {
             if self.storage_driver(name) == Some("embedded") {
@@ -531,8 +538,41 @@ impl Settings {
         if !self.agent.metadata.is_object() {
             return Err(ConfigError::invalid("agent.metadata", "must be a map"));
         }
+        for (key, section, field) in [
+            ("ovs.oflow.enable", &self.ovs.oflow, "enable"),
+            ("ovs.oflow.native", &self.ovs.oflow, "native"),
+            ("http.rest.debug", &self.http.rest, "debug"),
+        ] {
+            if section.get(field).is_some_and(|v| !v.is_boolean()) {
+                return Err(ConfigError::invalid(key, "must be true or false"));
+            }
+        }
         Ok(())
     }
+}
+
+/// The keys set to something else than their default that this build does not honour: an
+/// error for the first refused one, a warning for each without effect.
+fn unsupported_settings(tree: &Value, defaults: &Value) -> Result<Vec<String>, ConfigError> {
+    let mut warnings = Vec::new();
+    for (key, support) in KEYS {
+        if get_path(tree, key) == get_path(defaults, key) {
+            continue;
+        }
+        match support {
+            Support::Honoured => {}
+            Support::Refused(why) => {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{why}; remove it from the configuration"),
+                ));
+            }
+            Support::NoEffect(why) => {
+                warnings.push(format!("configuration key `{key}` has no effect: {why}"));
+            }
+        }
+    }
+    Ok(warnings)
 }
 
 impl Config {
@@ -623,6 +663,7 @@ impl Config {
             );
         }
         settings.validate()?;
+        warnings.extend(unsupported_settings(&tree, &defaults)?);
         Ok(Config {
             settings,
             warnings,
@@ -703,10 +744,24 @@ mod tests {
             c.warnings,
             vec![
                 "unknown configuration key `analyzer.listne` in text",
-                "unknown configuration key `bogus` in text"
+                "unknown configuration key `bogus` in text",
+                "configuration key `ui` has no effect: the web UI of this build reads none of it (it is served, as every key, at GET /api/config/ui)",
             ]
         );
         assert_eq!(c.settings.analyzer.listen, "127.0.0.1:8082");
+        let c = load(
+            "logging:\n  file:\n    pth: /tmp/x\nhttp:\n  rest:\n    debgu: true\novs:\n  oflow:\n    enabel: true\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.warnings,
+            vec![
+                "unknown configuration key `http.rest.debgu` in text",
+                "unknown configuration key `logging.file.pth` in text",
+                "unknown configuration key `ovs.oflow.enabel` in text",
+            ]
+        );
     }
 
     #[test]
@@ -781,6 +836,76 @@ mod tests {
 
     /// The shipped template documents every default: parsing it must give exactly the
     /// built-in defaults.
+    #[test]
+    fn every_key_of_the_template_says_what_this_build_does_with_it() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../etc/skydive.yml.default");
+        let template = parse_text(&std::fs::read_to_string(path).unwrap(), "template").unwrap();
+        let mut keys = Vec::new();
+        leaf_keys(&template, "", &mut keys);
+        let keys: Vec<String> = keys.into_iter().map(|(k, _)| k).collect();
+        // A free-form section is covered by an entry for it or for keys below it.
+        let missing: Vec<&String> = keys
+            .iter()
+            .filter(|k| {
+                support(k).is_none() && !KEYS.iter().any(|(e, _)| e.starts_with(&format!("{k}.")))
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "keys of the template with no entry: {missing:?}"
+        );
+        let stale: Vec<&str> = KEYS
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| get_path(&template, k).is_none())
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "entries for no key of the template: {stale:?}"
+        );
+    }
+
+    #[test]
+    fn keys_this_build_does_not_honour_are_refused_or_said_when_set() {
+        let load = |yaml: &str| {
+            Config::load(
+                &[Source::Text(yaml.to_string())],
+                std::iter::empty::<(&str, &str)>(),
+            )
+        };
+        let e = load("tls:\n  server_cert: /etc/skydive/cert.pem\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration value for key `tls.server_cert`: TLS is not in this build yet \
+             (it comes with TLS on every link); with it set, the services would serve plain \
+             HTTP; remove it from the configuration"
+        );
+        assert!(load("etcd:\n  servers: [http://127.0.0.1:2379]\n").is_err());
+        assert!(load("analyzer:\n  topology:\n    probes: [k8s]\n").is_err());
+        let c = load("flow:\n  protocol: udp\nhttp:\n  ws:\n    enable_write_compression: true\n")
+            .unwrap();
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        assert!(c.warnings[0].starts_with("configuration key `flow.protocol` has no effect: "));
+        assert!(
+            c.warnings[1]
+                .starts_with("configuration key `http.ws.enable_write_compression` has no effect")
+        );
+        // The default value, written out, says nothing; neither does a free-form section left
+        // as it is.
+        let c =
+            load("flow:\n  protocol: websocket\nagent:\n  topology:\n    neutron: {}\n").unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let c =
+            load("agent:\n  topology:\n    neutron:\n      auth_url: http://k:5000/v3\n").unwrap();
+        assert_eq!(
+            c.warnings,
+            [
+                "configuration key `agent.topology.neutron` has no effect: the OpenStack connector is \
+              not in this build yet"
+            ]
+        );
+    }
+
     #[test]
     fn shipped_default_file_matches_built_in_defaults() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../etc/skydive.yml.default");

@@ -403,7 +403,7 @@ impl Default for FlowSettings {
         FlowSettings {
             expire: 600,
             update: 60,
-            protocol: "udp".into(),
+            protocol: "websocket".into(),
             max_entries: 500_000,
             default_layer_key_mode: "L2".into(),
             application_ports: Value::Object(Default::default()),
@@ -432,7 +432,7 @@ impl Default for WsSettings {
             ping_delay: 2,
             pong_timeout: 5,
             queue_size: 10_000,
-            enable_write_compression: true,
+            enable_write_compression: false,
             bulk_maxmsgs: 100,
             bulk_maxdelay: 2,
             sync_chunk_size: 5_000,
@@ -446,6 +446,21 @@ pub struct HttpSettings {
     pub ws: WsSettings,
     pub cookie: BTreeMap<String, String>,
     pub rest: Value,
+}
+
+impl HttpSettings {
+    /// `http.cookie`: cookies the agent and the client send with their requests.
+    pub fn cookies(&self) -> BTreeMap<String, String> {
+        self.cookie.clone()
+    }
+
+    /// `http.rest.debug`: every API request logged with its answer.
+    pub fn rest_debug(&self) -> bool {
+        self.rest
+            .get("debug")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
 }
 
 impl Default for HttpSettings {
@@ -547,6 +562,16 @@ pub struct OvsSettings {
     pub ovsdb: String,
     pub enable_stats: bool,
     pub oflow: Value,
+}
+
+impl OvsSettings {
+    /// `ovs.oflow.enable`: the bridges' OpenFlow rules and groups become nodes.
+    pub fn oflow_enabled(&self) -> bool {
+        self.oflow
+            .get("enable")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
 }
 
 impl Default for OvsSettings {

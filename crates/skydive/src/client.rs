@@ -751,18 +751,37 @@ fn edge_rule(c: &Client, cmd: &EdgeRuleCommand) -> Result<(), String> {
     }
 }
 
+/// What the client takes from the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// The first of `analyzers`, the address used without `--analyzer`.
+    pub analyzer: String,
+    /// `http.cookie`: sent with every request.
+    pub cookies: std::collections::BTreeMap<String, String>,
+}
+
+impl ClientConfig {
+    pub fn from_settings(s: &skydive_config::Settings) -> ClientConfig {
+        ClientConfig {
+            analyzer: s
+                .analyzers
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "127.0.0.1:8082".to_string()),
+            cookies: s.http.cookies(),
+        }
+    }
+}
+
 /// Runs a client command.
 pub fn run(args: &ClientArgs, config: &Config) -> ExitCode {
-    let addr = args
-        .analyzer
-        .clone()
-        .or_else(|| config.settings.analyzers.first().cloned())
-        .unwrap_or_else(|| "127.0.0.1:8082".to_string());
+    let cfg = ClientConfig::from_settings(&config.settings);
+    let addr = args.analyzer.clone().unwrap_or(cfg.analyzer);
     let creds = Credentials {
         username: args.username.clone(),
         password: args.password.clone(),
     };
-    let c = Client::new(&addr, Some(creds));
+    let c = Client::new(&addr, Some(creds)).with_cookies(cfg.cookies);
     let result = match &args.command {
         ClientCommand::Query {
             gremlin, format, ..

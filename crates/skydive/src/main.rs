@@ -1,11 +1,10 @@
 //! `skydive`: argument parsing, configuration, logging, exit codes. The services live in the
 //! `skydive-analyzer` and `skydive-agent` crates; the client commands in `client.rs`.
 
-mod client;
-
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
+use skydive::{client, logging};
 use skydive_config::{Config, Source};
 
 /// mimalloc rather than the C library's allocator: the flow tables make and drop many small
@@ -81,23 +80,6 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
         })
         .collect();
     Config::load(&sources, std::env::vars()).map_err(|e| e.to_string())
-}
-
-fn init_logging(level: &str) {
-    let default = match level.to_ascii_uppercase().as_str() {
-        "CRITICAL" | "ERROR" => "error",
-        "WARNING" | "WARN" => "warn",
-        "DEBUG" => "debug",
-        "TRACE" => "trace",
-        _ => "info",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }
 
 async fn shutdown_signal() {
@@ -202,7 +184,17 @@ fn main() -> ExitCode {
     if let Command::Client(args) = &cli.command {
         return client::run(args, &config);
     }
-    init_logging(&config.settings.logging.level);
+    let logging = match logging::LoggingConfig::from_settings(&config.settings) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("skydive: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Err(e) = logging.init() {
+        eprintln!("skydive: {e:#}");
+        return ExitCode::FAILURE;
+    }
     for w in &config.warnings {
         tracing::warn!("{w}");
     }

@@ -167,3 +167,47 @@ fn the_agents_graph_reaches_the_analyzer_and_follows_it() {
     rt.block_on(agent.shutdown());
     rt.block_on(analyzer.shutdown());
 }
+
+#[test]
+fn metadata_config_files_reach_the_host_node_and_follow_their_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let rack = dir.path().join("rack.yml");
+    let props = dir.path().join("role.properties");
+    std::fs::write(&rack, "site:\n  row: 12\n  rack: r7\nother: x\n").unwrap();
+    std::fs::write(&props, "role=compute\n# a comment\nzone = eu-1\n").unwrap();
+    let mut s = settings(dir.path());
+    s.agent.metadata_config = json!({"files": [
+        {"path": rack.display().to_string(), "name": "Rack", "selector": "site"},
+        {"path": props.display().to_string(), "name": "Role"}
+    ]});
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let analyzer = rt.block_on(Analyzer::start(&s)).unwrap();
+    let options = AgentOptions {
+        probes: false,
+        ..Default::default()
+    };
+    let agent = rt
+        .block_on(Agent::start_with(&s, Arc::new(NoRequests), options))
+        .unwrap();
+    let c = Client::new(&analyzer.addr.to_string(), None);
+    eventually(Duration::from_secs(5), "Config on the host node", || {
+        query(&c, "G.V().Has('Type', 'host').Values('Config')")
+            == Some(
+                json!([{"Rack": {"row": 12, "rack": "r7"}, "Role": {"role": "compute", "zone": "eu-1"}}]),
+            )
+    });
+    // A file that changes is read again; one that breaks loses its key until it is fixed.
+    std::fs::write(&rack, "site:\n  row: 13\n  rack: r7\n").unwrap();
+    std::fs::write(&props, "").unwrap();
+    std::fs::remove_file(&props).unwrap();
+    eventually(
+        Duration::from_secs(12),
+        "the changes on the host node",
+        || {
+            query(&c, "G.V().Has('Type', 'host').Values('Config')")
+                == Some(json!([{"Rack": {"row": 13, "rack": "r7"}}]))
+        },
+    );
+    rt.block_on(agent.shutdown());
+    rt.block_on(analyzer.shutdown());
+}

@@ -290,6 +290,94 @@ fn probes_this_build_cannot_run_are_refused_naming_the_key() {
 }
 
 #[test]
+fn settings_this_build_cannot_honour_stop_the_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (yaml, key, want) in [
+        (
+            "tls:\n  server_cert: /etc/skydive/server.crt\n  server_key: /etc/skydive/server.key\n",
+            "tls.server_cert",
+            "TLS is not in this build yet",
+        ),
+        (
+            "etcd:\n  servers: [http://127.0.0.1:2379]\n",
+            "etcd.servers",
+            "etcd",
+        ),
+        (
+            "analyzer:\n  topology:\n    fabric: [\"TOR1 -> *[Type=host]\"]\n",
+            "analyzer.topology.fabric",
+            "invalid wildcard",
+        ),
+    ] {
+        let conf = write_config(dir.path(), "refused.yml", yaml);
+        let services: &[&str] = if key == "analyzer.topology.fabric" {
+            &["analyzer"]
+        } else {
+            &["analyzer", "agent"]
+        };
+        for service in services {
+            let o = run(&["-c", conf.to_str().unwrap(), service]);
+            assert_eq!(
+                o.status.code(),
+                Some(64),
+                "{service} {yaml}: {}",
+                stderr(&o)
+            );
+            let err = stderr(&o);
+            assert!(err.contains(key) && err.contains(want), "{service}: {err}");
+        }
+    }
+}
+
+#[test]
+fn logs_go_to_a_file_as_json_and_keys_without_effect_are_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log_file = dir.path().join("skydive.log");
+    let conf = write_config(
+        dir.path(),
+        "log.yml",
+        &format!(
+            "host_id: log-test\nanalyzer:\n  listen: 127.0.0.1:{port}\nstorage:\n  embedded:\n    path: {}\nflow:\n  protocol: udp\nhttp:\n  rest:\n    debug: true\nlogging:\n  backends: [file]\n  encoder: json\n  file:\n    path: {}\n",
+            dir.path().join("data").display(),
+            log_file.display()
+        ),
+    );
+    let p = Proc::spawn(
+        &["-c", conf.to_str().unwrap(), "analyzer"],
+        &dir.path().join("stderr.log"),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    wait_api(&addr);
+    let c = skydive_api::client::Client::new(&addr, None);
+    let _ = c.send("GET", "/api/nosuchthing", None, &[]);
+    eventually(Duration::from_secs(5), "the request in the log", || {
+        std::fs::read_to_string(&log_file).is_ok_and(|t| t.contains("/api/nosuchthing"))
+    });
+    let text = std::fs::read_to_string(&log_file).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let said = |needle: &str| {
+        lines
+            .iter()
+            .find(|l| l.to_string().contains(needle))
+            .cloned()
+            .unwrap_or_else(|| panic!("{needle:?} not in {text}"))
+    };
+    let warning = said("flow.protocol");
+    assert_eq!(warning["level"], "WARN", "{warning}");
+    assert!(warning.to_string().contains("has no effect"), "{warning}");
+    let request = said("/api/nosuchthing");
+    assert!(request.to_string().contains("404"), "{request}");
+    // Nothing went to stderr: the file is the only backend.
+    drop(p);
+    let stderr_text = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    assert!(!stderr_text.contains("analyzer started"), "{stderr_text}");
+}
+
+#[test]
 fn a_busy_port_is_reported() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap();

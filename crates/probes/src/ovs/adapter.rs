@@ -21,7 +21,7 @@ const OFLOW_EVERY: Duration = Duration::from_secs(2);
 const GRAPH_SETTLE: Duration = Duration::from_millis(50);
 
 /// What the probe is told.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OvsConfig {
     /// `ovs.ovsdb`: `unix:///path`, `unix:/path`, `tcp:host:port` or `host:port`.
     pub address: String,
