@@ -410,6 +410,51 @@ impl Topology {
     }
 }
 
+/// The OVS type of an interface OVSDB knows, when it has one other than `system`.
+fn ovs_type(m: &Map) -> Option<&str> {
+    m.get_path("Ovs.Type")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty() && *t != "system")
+}
+
+/// The TID of the ownership parent of `id`.
+fn owner_tid(g: &Graph, id: &str) -> Option<String> {
+    g.in_edges(id)
+        .find(|e| e.relation_type() == "ownership")
+        .and_then(|e| g.node(&e.parent))
+        .and_then(|p| p.str_at("TID").map(str::to_string))
+}
+
+/// Skydive's rule: when OVSDB knows an interface, its OVS type (`internal`, `patch`, …) wins
+/// over the netlink one (`tap` for an internal port of the userspace datapath), and the TID
+/// is made of it. Applied after every change to a node, whichever probe made it and in
+/// whatever order they report, so that netlink's updates (counters, state) never bring the
+/// netlink type back.
+fn ovs_type_wins(m: &mut Map, owner_tid: Option<&str>) {
+    let Some(ty) = ovs_type(m).map(str::to_string) else {
+        return;
+    };
+    if m.get("Type").and_then(Value::as_str) != Some(ty.as_str()) {
+        m.insert("Type", ty.as_str());
+    }
+    let tid = match (owner_tid, m.get("Name").and_then(Value::as_str)) {
+        (Some(owner), Some(name)) => child_tid(owner, name, &ty),
+        _ => return,
+    };
+    if m.get("TID").and_then(Value::as_str) != Some(tid.as_str()) {
+        m.insert("TID", tid.as_str());
+    }
+}
+
+/// Whether the rule would change the node `id`.
+fn needs_ovs_type(g: &Graph, id: &str) -> bool {
+    g.node(id).is_some_and(|n| {
+        let mut m = n.metadata.clone();
+        ovs_type_wins(&mut m, owner_tid(g, id).as_deref());
+        m != n.metadata
+    })
+}
+
 /// Applies operations to the agent's graph; elements created belong to `host`/`origin`.
 pub fn apply_ops(
     g: &mut Graph,
@@ -421,8 +466,14 @@ pub fn apply_ops(
     let mut events = Vec::new();
     for op in ops {
         let r = match op {
-            Op::SetNode { id, metadata, prev } => {
+            Op::SetNode {
+                id,
+                mut metadata,
+                prev,
+            } => {
+                let owner = owner_tid(g, &id);
                 if g.node(&id).is_none() {
+                    ovs_type_wins(&mut metadata, owner.as_deref());
                     g.add_node(Node::new(id, metadata, host, origin, now))
                         .map(|e| vec![e])
                 } else {
@@ -431,6 +482,7 @@ pub fn apply_ops(
                         for c in &changes {
                             c.apply(m);
                         }
+                        ovs_type_wins(m, owner.as_deref());
                     })
                     .map(|e| e.into_iter().collect())
                 }
@@ -448,8 +500,21 @@ pub fn apply_ops(
                 if g.edge(&id).is_some() {
                     Ok(Vec::new())
                 } else {
+                    let ownership =
+                        metadata.get("RelationType").and_then(Value::as_str) == Some("ownership");
+                    let child_id = child.clone();
                     g.add_edge(Edge::new(id, parent, child, metadata, host, origin, now))
-                        .map(|e| vec![e])
+                        .and_then(|e| {
+                            let mut evs = vec![e];
+                            // The child's TID is made of its new owner's.
+                            if ownership && needs_ovs_type(g, &child_id) {
+                                let owner = owner_tid(g, &child_id);
+                                evs.extend(g.update_node_metadata(&child_id, now, |m| {
+                                    ovs_type_wins(m, owner.as_deref());
+                                })?);
+                            }
+                            Ok(evs)
+                        })
                 }
             }
             Op::DeleteEdge(id) => match g.edge(&id) {
@@ -516,7 +581,7 @@ mod tests {
         let mut g = Graph::new();
         g.add_node(Node::new(
             "host-node",
-            metadata! {"Name" => "h1", "Type" => "host"},
+            metadata! {"Name" => "h1", "Type" => "host", "TID" => host_tid("h1")},
             "h1",
             "agent.h1",
             1,
@@ -661,6 +726,73 @@ mod tests {
         apply_ops(&mut g, t.ops(), "h1", "agent.h1", 3);
         assert_eq!(g.node_count(), 1, "only the host is left");
         assert_eq!(g.edge_count(), 0);
+    }
+
+    #[test]
+    fn the_ovs_type_wins_over_netlink_in_either_order_and_across_updates() {
+        let mut t = topo();
+        t.apply(links(1, vec![link(4, "br0", "tap")]));
+        let mut g = graph_with_host();
+        apply_ops(&mut g, t.ops(), "h1", "agent.h1", 2);
+        let id = t.interface(1, 4).unwrap();
+        let host = host_tid("h1");
+        let ty = |g: &Graph| g.node(&id).unwrap().str_at("Type").map(str::to_string);
+        let tid = |g: &Graph| g.node(&id).unwrap().str_at("TID").map(str::to_string);
+        assert_eq!(ty(&g).as_deref(), Some("tap"));
+        assert_eq!(tid(&g), Some(child_tid(&host, "br0", "tap")));
+        // OVSDB knows it: an internal port.
+        let ovs = metadata! {"OfPort" => 65534i64, "Ovs" => metadata! {"Type" => "internal"}};
+        apply_ops(
+            &mut g,
+            vec![Op::SetNode {
+                id: id.clone(),
+                metadata: ovs,
+                prev: None,
+            }],
+            "h1",
+            "agent.h1",
+            3,
+        );
+        assert_eq!(ty(&g).as_deref(), Some("internal"));
+        assert_eq!(tid(&g), Some(child_tid(&host, "br0", "internal")));
+        // Netlink's later updates (counters, state, a rename) keep it.
+        for (i, (name, mtu)) in [("br0", 1500i64), ("br0", 9000), ("br1", 9000)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut l = link(4, name, "tap");
+            l.metadata.insert("MTU", mtu);
+            l.metadata
+                .insert("Metric", metadata! {"RxBytes" => i as i64});
+            t.apply(Input::Links {
+                ns: 1,
+                full: false,
+                links: vec![l],
+                removed: vec![],
+            });
+            apply_ops(&mut g, t.ops(), "h1", "agent.h1", 4 + i as i64);
+            assert_eq!(ty(&g).as_deref(), Some("internal"), "update {i}");
+            assert_eq!(tid(&g), Some(child_tid(&host, name, "internal")));
+        }
+        // A `system` interface keeps netlink's type.
+        t.apply(links(
+            1,
+            vec![link(4, "br1", "tap"), link(5, "eth1", "device")],
+        ));
+        apply_ops(&mut g, t.ops(), "h1", "agent.h1", 10);
+        let eth1 = t.interface(1, 5).unwrap();
+        apply_ops(
+            &mut g,
+            vec![Op::SetNode {
+                id: eth1.clone(),
+                metadata: metadata! {"Ovs" => metadata! {"Type" => "system"}},
+                prev: None,
+            }],
+            "h1",
+            "agent.h1",
+            11,
+        );
+        assert_eq!(g.node(&eth1).unwrap().str_at("Type"), Some("device"));
     }
 
     #[test]

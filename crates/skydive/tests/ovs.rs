@@ -67,6 +67,7 @@ fn ovs_ready(test: &str) -> bool {
 /// order: the process stops before its directory goes and the next test's turn comes.
 struct Lab {
     c: Client,
+    addr: String,
     _p: Proc,
     _dir: tempfile::TempDir,
     _one: std::sync::MutexGuard<'static, ()>,
@@ -86,6 +87,7 @@ fn lab(test: &str, host_id: &str, extra: &str) -> Option<Lab> {
     );
     Some(Lab {
         c: Client::new(&addr, None),
+        addr,
         _p: p,
         _dir: dir,
         _one: one,
@@ -248,10 +250,7 @@ fn ovs_bridges_ports_and_patch_peers_follow_ovsdb() {
         "port → interface"
     );
 
-    // (An internal port moved into a namespace is found by name and MAC: see the unit test
-    // in crates/probes/src/ovs.rs. With the userspace datapath of these machines, ovs-vswitchd
-    // may recreate the tap device of a moved internal port in the host's namespace, so the
-    // end-to-end check needs the kernel datapath.)
+    // (Internal ports moved into a namespace: see the last test.)
     vsctl("del-br skyovs5");
     vsctl("del-br skyovs6");
     eventually(
@@ -505,4 +504,113 @@ fn openflow_rules_and_groups_follow_the_bridge() {
     eventually(Duration::from_secs(15), "the deleted rule gone", || {
         count(c, rules) == 2 && count(c, &format!("{rules}.Has('Priority', 50)")) == 0
     });
+}
+
+#[test]
+fn internal_ports_stay_internal_across_updates_restarts_and_a_namespace_move() {
+    let Some(mut lab) = lab(
+        "internal_ports_stay_internal_across_updates_restarts_and_a_namespace_move",
+        "ovs-int",
+        "",
+    ) else {
+        return;
+    };
+    let _br = Bridges(&["skyovs8"]);
+    let mut clean = Cleanup(Vec::new());
+    clean.netns("skyovsmv");
+    vsctl("--may-exist add-br skyovs8 -- set bridge skyovs8 datapath_type=netdev");
+    let ports = ["skyint1", "skyint2", "skyint3"];
+    for p in ports {
+        vsctl(&format!(
+            "add-port skyovs8 {p} -- set interface {p} type=internal"
+        ));
+    }
+    let devices = ["skyovs8", "skyint1", "skyint2", "skyint3"];
+    // Each device is one node (netlink's, with the OVS keys): Type internal, and the TID
+    // made of it.
+    let device = |c: &Client, name: &str| {
+        query(c, &format!("G.V().Has('Name', '{name}').Has('IfIndex')"))
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    };
+    let all_internal = |c: &Client, owner_tid: &str| {
+        devices.iter().all(|d| {
+            let nodes = device(c, d);
+            nodes.len() == 1
+                && nodes[0]["Metadata"]["Type"] == "internal"
+                && nodes[0]["Metadata"]["TID"]
+                    == skydive_graph::id::child_tid(owner_tid, d, "internal").as_str()
+        })
+    };
+    let host_tid = |c: &Client| {
+        query(c, "G.V().Has('Type', 'host')").unwrap()[0]["Metadata"]["TID"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let tid = host_tid(&lab.c);
+    eventually(Duration::from_secs(15), "four internal devices", || {
+        all_internal(&lab.c, &tid)
+    });
+    // Netlink updates (state, MTU) keep the type.
+    sh("ip link set skyint1 up && ip link set skyint2 mtu 1400 && ip link set skyovs8 mtu 1450");
+    eventually(Duration::from_secs(10), "the MTUs updated", || {
+        device(&lab.c, "skyint2")
+            .first()
+            .is_some_and(|n| n["Metadata"]["MTU"] == 1400)
+            && device(&lab.c, "skyovs8")
+                .first()
+                .is_some_and(|n| n["Metadata"]["MTU"] == 1450)
+    });
+    assert!(all_internal(&lab.c, &tid), "after netlink updates");
+
+    // The agent restarts: both probes report again, in whatever order.
+    lab._p.kill9();
+    lab._p.start();
+    wait_api(&lab.addr);
+    eventually(
+        Duration::from_secs(20),
+        "internal again after a restart",
+        || all_internal(&lab.c, &tid),
+    );
+
+    // An internal port moved into a namespace: still one node, internal, its TID made of
+    // the namespace's.
+    sh("ip link set skyint3 netns skyovsmv");
+    let moved = |c: &Client| {
+        query(
+            c,
+            "G.V().Has('Type', 'netns', 'Name', 'skyovsmv').Out().Has('Name', 'skyint3')",
+        )
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+    };
+    eventually(
+        Duration::from_secs(15),
+        "the moved port in its namespace",
+        || {
+            let ns_tid = query(&lab.c, "G.V().Has('Type', 'netns', 'Name', 'skyovsmv')")
+                .and_then(|v| v[0]["Metadata"]["TID"].as_str().map(str::to_string));
+            let m = moved(&lab.c);
+            m.len() == 1
+                && m[0]["Metadata"]["Type"] == "internal"
+                && m[0]["Metadata"]["Ovs"]["Type"] == "internal"
+                && ns_tid.is_some_and(|t| {
+                    m[0]["Metadata"]["TID"]
+                        == skydive_graph::id::child_tid(&t, "skyint3", "internal").as_str()
+                })
+                && count(
+                    &lab.c,
+                    "G.V().Has('Name', 'skyint3', 'Driver', 'openvswitch')",
+                ) == 0
+        },
+    );
+    sh("ip netns exec skyovsmv ip link set skyint3 mtu 1300");
+    eventually(Duration::from_secs(10), "the moved port's MTU", || {
+        moved(&lab.c)
+            .first()
+            .is_some_and(|n| n["Metadata"]["MTU"] == 1300)
+    });
+    assert_eq!(moved(&lab.c)[0]["Metadata"]["Type"], "internal");
+    drop(clean);
 }

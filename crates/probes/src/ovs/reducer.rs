@@ -166,8 +166,10 @@ fn edge(state: &mut OvsState, parent: &Id, child: &Id, relation: &str, extra: &[
 
 /// The netlink node of an OVS interface: the interface of the host's namespace with its
 /// name, or, when it was moved into another namespace (an internal port given to a
-/// container), the interface anywhere with its name and MAC.
-fn netlink_node(g: &Graph, host: &Id, name: &str, mac: Option<&str>) -> Option<Id> {
+/// container), the interface anywhere with its name and MAC; when OVSDB no longer shows the
+/// MAC of a moved internal port (the userspace datapath forgets it), the only tap or
+/// internal device anywhere with its name.
+fn netlink_node(g: &Graph, host: &Id, name: &str, mac: Option<&str>, internal: bool) -> Option<Id> {
     let candidates: Vec<&std::sync::Arc<skydive_graph::Node>> = g
         .index_lookup("Name", name)
         .into_iter()
@@ -187,6 +189,17 @@ fn netlink_node(g: &Graph, host: &Id, name: &str, mac: Option<&str>) -> Option<I
             candidates
                 .iter()
                 .find(|n| n.str_at("MAC").is_some_and(|m| m.eq_ignore_ascii_case(mac)))
+        })
+        .or_else(|| {
+            if !internal || mac.is_some() {
+                return None;
+            }
+            let mut taps = candidates.iter().filter(|n| {
+                matches!(n.type_str(), "tap" | "tun" | "internal")
+                    || n.str_at("Driver") == Some("openvswitch")
+            });
+            let only = taps.next()?;
+            taps.next().is_none().then_some(only)
         })
         .map(|n| n.id.clone())
 }
@@ -355,7 +368,13 @@ fn interfaces(input: &Inputs<'_>, s: &mut OvsState) -> HashMap<String, Id> {
         let name = string(row, "name").unwrap_or_default();
         let kind = string(row, "type").unwrap_or_default();
         let mac = string(row, "mac_in_use");
-        let merged_into = netlink_node(input.graph, input.host, &name, mac.as_deref());
+        let merged_into = netlink_node(
+            input.graph,
+            input.host,
+            &name,
+            mac.as_deref(),
+            kind == "internal",
+        );
         let id = merged_into.clone().unwrap_or_else(|| input.node_id(uuid));
         let prev_ovs = input
             .prev
@@ -535,7 +554,7 @@ fn switch(input: &Inputs<'_>, s: &mut OvsState) {
         ovs.insert("DBVersion", v);
     }
     m.insert("Ovs", Value::Map(ovs));
-    match netlink_node(input.graph, input.host, "ovs-system", None) {
+    match netlink_node(input.graph, input.host, "ovs-system", None, false) {
         Some(id) => {
             s.merged.insert(id, m);
         }

@@ -219,6 +219,46 @@ fn an_internal_port_moved_into_a_namespace_is_found_by_its_mac() {
 }
 
 #[test]
+fn a_moved_internal_port_whose_mac_ovsdb_forgot_is_its_only_tap_of_that_name() {
+    // The userspace datapath shows neither the MAC nor the ifindex of a port moved away.
+    let (t, _) = fixture("internal_port_ns");
+    let t = without_column(t, "Interface", "mac_in_use");
+    let (host, mut g) = host_graph();
+    owned(
+        &mut g,
+        "host",
+        "ns",
+        metadata! {"Name" => "fxns1", "Type" => "netns"},
+    );
+    owned(
+        &mut g,
+        "ns",
+        "moved",
+        metadata! {"Name" => "fxvm1", "Type" => "tap", "MAC" => "42:a6:d2:00:1c:9a", "IfIndex" => 3},
+    );
+    // A veth of the same name elsewhere is not a candidate.
+    owned(
+        &mut g,
+        "ns",
+        "veth",
+        metadata! {"Name" => "fxvm1", "Type" => "veth", "MAC" => "02:00:00:00:00:98", "IfIndex" => 4},
+    );
+    let s = desired_now(&t, &g, &host);
+    assert!(s.merged.contains_key(&Id::from("moved")), "{s:?}");
+    assert!(!s.merged.contains_key(&Id::from("veth")));
+    // Two taps of that name: which one is unknown, so neither is taken.
+    owned(
+        &mut g,
+        "ns",
+        "moved2",
+        metadata! {"Name" => "fxvm1", "Type" => "tap", "MAC" => "02:00:00:00:00:97", "IfIndex" => 5},
+    );
+    let s = desired_now(&t, &g, &host);
+    assert!(!s.merged.contains_key(&Id::from("moved")), "{s:?}");
+    assert!(!s.merged.contains_key(&Id::from("moved2")));
+}
+
+#[test]
 fn interface_statistics_become_metrics_with_deltas() {
     // fxst0 was brought up while recording: IPv6 traffic moved its counters 0 → 6 → 7.
     let (mut t, updates) = fixture("statistics");
