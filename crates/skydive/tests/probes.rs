@@ -214,6 +214,51 @@ fn veth_pairs_are_one_layer2_edge_even_across_namespaces() {
 }
 
 #[test]
+fn veths_between_two_named_namespaces_are_peered_whatever_the_order() {
+    if !root("veths_between_two_named_namespaces_are_peered_whatever_the_order") {
+        return;
+    }
+    let lab = Lab::start();
+    // Each round: the namespaces made in one order or the other, the veth made at once
+    // (before the agent knows the namespaces) or once they are in the graph.
+    for round in 0..12 {
+        let p = prefix();
+        let (a, b) = (format!("{p}a"), format!("{p}b"));
+        let mut c = Cleanup(Vec::new());
+        let (first, second) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        c.netns(first);
+        c.netns(second);
+        let late = round % 4 >= 2;
+        if late {
+            lab.converge("both namespaces known", || {
+                lab.count(&format!(
+                    "G.V().Has('Type', 'netns').Has('Name', Within('{a}', '{b}'))"
+                )) == 2
+            });
+        }
+        sh(&format!(
+            "ip -n {a} link add {p}x type veth peer name {p}y netns {b}"
+        ));
+        let what = format!("round {round} (namespace {first} first, veth made late: {late})");
+        lab.converge(&what, || {
+            let x = lab.node(&format!("{p}x"));
+            let y = lab.node(&format!("{p}y"));
+            x["Metadata"]["LinkNetNsName"] == json!(b)
+                && y["Metadata"]["LinkNetNsName"] == json!(a)
+                && lab.count(&format!(
+                    "G.V().Has('Name', '{p}x').BothE().Has('RelationType', 'layer2').BothV().Has('Name', '{p}y')"
+                )) == 1
+        });
+        drop(c);
+        lab.converge("the namespaces gone", || {
+            lab.count(&format!(
+                "G.V().Has('Type', 'netns').Has('Name', Within('{a}', '{b}'))"
+            )) == 0
+        });
+    }
+}
+
+#[test]
 fn bridges_vxlan_and_macvlan_link_to_their_ports_and_lower_devices() {
     if !root("bridges_vxlan_and_macvlan_link_to_their_ports_and_lower_devices") {
         return;

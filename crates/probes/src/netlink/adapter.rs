@@ -93,7 +93,15 @@ pub struct NsProbe {
     ethtool_names: HashMap<u32, String>,
     status: Arc<ProbeStatus>,
     cfg: NsProbeConfig,
+    /// Veths reported without their peer, to be read again, with how many times they were,
+    /// and when.
+    peerless: BTreeMap<u32, u32>,
+    peerless_due: Option<tokio::time::Instant>,
 }
+
+/// How long after a veth is reported without its peer it is read again, and how many times.
+const PEERLESS_RECHECK: Duration = Duration::from_millis(100);
+const PEERLESS_TRIES: u32 = 5;
 
 impl std::fmt::Debug for NsProbe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -128,6 +136,8 @@ impl NsProbe {
             ethtool_names: HashMap::new(),
             status,
             cfg,
+            peerless: BTreeMap::new(),
+            peerless_due: None,
         })
     }
 
@@ -184,6 +194,8 @@ impl NsProbe {
             }
         }
         self.poll_counters(&indexes, false);
+        self.peerless.clear();
+        self.note_peerless(&indexes.iter().copied().collect());
         let mut links = Vec::new();
         for i in indexes {
             if let Some(l) = self.link_state(i).await {
@@ -358,6 +370,53 @@ impl NsProbe {
             .await;
     }
 
+    /// The kernel announces the end of a veth made in another namespace before the pair is
+    /// joined (`ip link add … peer name y netns b`: `y` is registered first), so that end comes
+    /// without its peer and nothing announces it again. Such ends are read again a moment
+    /// later, a few times.
+    fn note_peerless(&mut self, changed: &BTreeSet<u32>) {
+        for i in changed {
+            match self.model.links.get(i) {
+                Some(l) if l.ty == "veth" && l.link.is_none() => {
+                    self.peerless.entry(*i).or_insert(0);
+                    self.peerless_due
+                        .get_or_insert_with(|| tokio::time::Instant::now() + PEERLESS_RECHECK);
+                }
+                _ => {
+                    self.peerless.remove(i);
+                }
+            }
+        }
+    }
+
+    async fn recheck_peerless(&mut self) -> Result<(), NetlinkError> {
+        self.peerless_due = None;
+        let mut changes = Changes::default();
+        for (i, tries) in std::mem::take(&mut self.peerless) {
+            let mut msg = LinkMessage::default();
+            msg.header.index = i;
+            match self
+                .requests
+                .request(RouteNetlinkMessage::GetLink(msg))
+                .await
+            {
+                Ok(answer) => changes.merge(self.model.apply(&answer)),
+                // Gone meanwhile: its deletion is on its way.
+                Err(NetlinkError::Refused(_)) => continue,
+                Err(e) => return Err(e),
+            }
+            if self.model.links.get(&i).is_some_and(|l| l.link.is_none())
+                && tries + 1 < PEERLESS_TRIES
+            {
+                self.peerless.insert(i, tries + 1);
+                self.peerless_due =
+                    Some(tokio::time::Instant::now() + PEERLESS_RECHECK * (tries + 2));
+            }
+        }
+        self.publish(changes).await;
+        Ok(())
+    }
+
     /// Links that point at a namespace not known when they were reported: the ones whose
     /// namespace is known now are reported again (the others are as they were reported).
     async fn retry_unresolved(&mut self) {
@@ -404,6 +463,11 @@ impl NsProbe {
                         self.retry_unresolved().await;
                         Ok(None)
                     }
+                    _ = tokio::time::sleep_until(
+                        self.peerless_due.unwrap_or_else(tokio::time::Instant::now)
+                    ), if self.peerless_due.is_some() => {
+                        self.recheck_peerless().await.map(|_| None)
+                    }
                     _ = stop.changed() => return,
                     _ = self.tx.closed() => return,
                 };
@@ -435,6 +499,7 @@ impl NsProbe {
                         for i in renamed {
                             self.read_ethtool(i);
                         }
+                        self.note_peerless(&changes.changed);
                         self.publish(changes).await;
                     }
                     Ok(None) => {}
