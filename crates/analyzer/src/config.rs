@@ -122,6 +122,9 @@ pub struct AnalyzerConfig {
     pub rest_debug: bool,
     /// `analyzer.topology.fabric`.
     pub fabric: Fabric,
+    /// `--recover`: a damaged embedded store is moved aside and what can be read of it kept,
+    /// instead of stopping the start.
+    pub recover: bool,
     /// The whole configuration, for `GET /api/config/{key}`.
     pub served: Served,
 }
@@ -231,6 +234,7 @@ impl AnalyzerConfig {
                     format!("{:?}: {}", e.definition, e.reason),
                 )
             })?,
+            recover: false,
             served: Served::of(s),
         })
     }

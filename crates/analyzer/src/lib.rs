@@ -44,6 +44,7 @@ pub struct Analyzer {
     pub ctx: Shared,
     pub resources: Arc<Resources>,
     pub agents: Arc<Agents>,
+    stores: Arc<storage::Stores>,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     tasks: Vec<JoinHandle<()>>,
@@ -94,7 +95,7 @@ impl Analyzer {
     /// As [`Analyzer::start`], from the analyzer's part of the configuration.
     pub async fn start_config(cfg: &AnalyzerConfig) -> anyhow::Result<Analyzer> {
         let auth = skydive_api::auth::Auth::build(&cfg.auth)?;
-        let stores = storage::Stores::open(&cfg.topology_backend, &cfg.flow_backend)?;
+        let stores = storage::Stores::open(&cfg.topology_backend, &cfg.flow_backend, cfg.recover)?;
         let listener = server::bind(&cfg.listen)
             .await
             .with_context(|| format!("analyzer.listen: cannot listen on {}", cfg.listen))?;
@@ -210,6 +211,7 @@ impl Analyzer {
             ctx,
             resources,
             agents,
+            stores,
             shutdown,
             server,
             tasks,
@@ -233,6 +235,11 @@ impl Analyzer {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
         for t in self.tasks {
             let _ = t.await;
+        }
+        for (name, store) in &self.stores.upkeep {
+            if let Err(e) = store.close() {
+                tracing::warn!("storage.{name}: not closed cleanly: {e}");
+            }
         }
     }
 

@@ -54,6 +54,11 @@ impl std::fmt::Debug for Stores {
 pub struct StorageStatus {
     /// The last write error, cleared by the next successful write.
     error: std::sync::Mutex<Option<String>>,
+    /// The first damage met while reading or writing: the store stays degraded until it is
+    /// recovered (`--recover`).
+    damage: std::sync::Mutex<Option<String>>,
+    /// What the recovery at start kept, when there was one.
+    pub recovery: std::sync::Mutex<Option<String>>,
     pub events_written: AtomicU64,
     pub pending: AtomicU64,
     pub lost: AtomicU64,
@@ -69,34 +74,182 @@ impl StorageStatus {
     pub fn error(&self) -> Option<String> {
         self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    pub fn damage(&self) -> Option<String> {
+        self.damage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records damage met by an operation (the first one is kept and logged).
+    fn damaged(&self, what: &str, e: &dyn std::fmt::Display) {
+        let mut d = self.damage.lock().unwrap_or_else(|e| e.into_inner());
+        if d.is_none() {
+            let msg = format!(
+                "{what}: {e}; the store is damaged, restart the analyzer with --recover to keep \
+                 what can be read"
+            );
+            tracing::error!("{msg}");
+            *d = Some(msg);
+        }
+    }
+}
+
+/// A store whose errors are watched for damage, which puts the status in `degraded`.
+struct Watched<T: ?Sized> {
+    inner: Arc<T>,
+    status: Arc<StorageStatus>,
+}
+
+impl<T: ?Sized> Watched<T> {
+    fn check<R>(&self, what: &str, r: skydive_storage::Result<R>) -> skydive_storage::Result<R> {
+        if let Err(e) = &r
+            && e.is_damage()
+        {
+            self.status.damaged(what, e);
+        }
+        r
+    }
+}
+
+impl<T: ResourceStore + ?Sized> ResourceStore for Watched<T> {
+    fn put(
+        &self,
+        kind: &str,
+        id: &str,
+        value: &Value,
+        expires_at: i64,
+    ) -> skydive_storage::Result<()> {
+        self.check(
+            "writing a resource",
+            self.inner.put(kind, id, value, expires_at),
+        )
+    }
+    fn get(&self, kind: &str, id: &str, now: i64) -> skydive_storage::Result<Option<Value>> {
+        self.check("reading a resource", self.inner.get(kind, id, now))
+    }
+    fn list(&self, kind: &str, now: i64) -> skydive_storage::Result<BTreeMap<String, Value>> {
+        self.check("reading the resources", self.inner.list(kind, now))
+    }
+    fn delete(&self, kind: &str, id: &str, now: i64) -> skydive_storage::Result<bool> {
+        self.check("deleting a resource", self.inner.delete(kind, id, now))
+    }
+    fn take_expired(&self, now: i64) -> skydive_storage::Result<Vec<(String, String, Value)>> {
+        self.check("expiring resources", self.inner.take_expired(now))
+    }
+}
+
+/// SQLite's words for a damaged file, in the history's errors (which carry text).
+fn says_damage(message: &str) -> bool {
+    message.contains("malformed") || message.contains("not a database")
+}
+
+impl<T: History + ?Sized> History for Watched<T> {
+    fn at(&self, t: Time) -> Result<skydive_graph::RevisionGraph, skydive_graph::HistoryError> {
+        let r = self.inner.at(t);
+        if let Err(e) = &r
+            && says_damage(&e.to_string())
+        {
+            self.status.damaged("reading the topology history", e);
+        }
+        r
+    }
+    fn slice(
+        &self,
+        start: Time,
+        last: Time,
+    ) -> Result<skydive_graph::RevisionGraph, skydive_graph::HistoryError> {
+        let r = self.inner.slice(start, last);
+        if let Err(e) = &r
+            && says_damage(&e.to_string())
+        {
+            self.status.damaged("reading the topology history", e);
+        }
+        r
+    }
+}
+
+impl<T: FlowStore + ?Sized> FlowStore for Watched<T> {
+    fn store_flows(&self, flows: &[Flow]) -> skydive_storage::Result<()> {
+        self.check("writing flows", self.inner.store_flows(flows))
+    }
+    fn flows(
+        &self,
+        filter: &skydive_graph::Filter,
+        start: Time,
+        last: Time,
+    ) -> skydive_storage::Result<Vec<Flow>> {
+        self.check("reading flows", self.inner.flows(filter, start, last))
+    }
+    fn metrics(
+        &self,
+        filter: &skydive_graph::Filter,
+        start: Time,
+        last: Time,
+    ) -> skydive_storage::Result<BTreeMap<String, Vec<FlowMetric>>> {
+        self.check(
+            "reading flow metrics",
+            self.inner.metrics(filter, start, last),
+        )
+    }
+    fn raw_packets(
+        &self,
+        filter: &skydive_graph::Filter,
+        start: Time,
+        last: Time,
+    ) -> skydive_storage::Result<BTreeMap<String, Vec<RawPacket>>> {
+        self.check(
+            "reading raw packets",
+            self.inner.raw_packets(filter, start, last),
+        )
+    }
 }
 
 impl Stores {
     /// Opens the stores of the configuration: `analyzer.topology.backend` keeps the
     /// resources and the history, `analyzer.flow.backend` the flows; one section used by
     /// both is opened once.
-    pub fn open(topology: &BackendSpec, flow: &BackendSpec) -> anyhow::Result<Stores> {
-        let topo = open_backend(topology)?;
+    pub fn open(
+        topology: &BackendSpec,
+        flow: &BackendSpec,
+        recover: bool,
+    ) -> anyhow::Result<Stores> {
+        let status = Arc::new(StorageStatus::default());
+        let topo = open_backend(topology, recover, &status)?;
         // As Skydive: a flow backend without flow storage (memory) refuses time contexts.
         let flows = if flow == topology {
             topo.flows.clone()
         } else {
-            open_backend(flow)?.flows
+            open_backend(flow, recover, &status)?.flows
         };
+        let watch = |status: &Arc<StorageStatus>| status.clone();
+        let flows = flows.map(|f| {
+            Arc::new(Watched {
+                inner: f,
+                status: watch(&status),
+            }) as Arc<dyn FlowStore>
+        });
         let mut upkeep = BTreeMap::new();
         if let Some(u) = &topo.upkeep {
             upkeep.insert(topology.name().to_string(), u.clone());
         }
         Ok(Stores {
-            resources: topo.resources,
+            resources: Arc::new(Watched {
+                inner: topo.resources,
+                status: status.clone(),
+            }),
             history: match &topo.topology {
-                Some(t) => t.clone(),
+                Some(t) => Arc::new(Watched {
+                    inner: t.clone(),
+                    status: status.clone(),
+                }),
                 None => Arc::new(NoHistory),
             },
             flows,
             recorder: topo.topology,
             upkeep,
-            status: Arc::new(StorageStatus::default()),
+            status,
         })
     }
 
@@ -108,9 +261,17 @@ impl Stores {
             .iter()
             .map(|(name, u)| (name.clone(), u.describe()))
             .collect();
+        let state = if s.damage().is_some() {
+            "degraded"
+        } else if s.error().is_some() {
+            "error"
+        } else {
+            "ok"
+        };
         json!({
-            "State": if s.error().is_some() { "error" } else { "ok" },
-            "Error": s.error().unwrap_or_default(),
+            "State": state,
+            "Error": s.damage().or_else(|| s.error()).unwrap_or_default(),
+            "Recovery": s.recovery.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             "Stores": stores,
             "History": {
                 "Recording": self.recorder.is_some(),
@@ -124,16 +285,32 @@ impl Stores {
     }
 }
 
-/// The backend of a storage section.
-fn open_backend(spec: &BackendSpec) -> anyhow::Result<Backend> {
+/// The backend of a storage section; with `recover`, a damaged embedded store is moved
+/// aside and what can be read of it kept (said in the log and in the status).
+fn open_backend(
+    spec: &BackendSpec,
+    recover: bool,
+    status: &StorageStatus,
+) -> anyhow::Result<Backend> {
     match spec {
         BackendSpec::Embedded {
             name,
             path,
             retention,
         } => {
-            let b = Backend::embedded(Path::new(path), *retention)
-                .with_context(|| format!("storage.{name}: the embedded store cannot be used"))?;
+            let context = || format!("storage.{name}: the embedded store cannot be used");
+            let b = if recover {
+                let (b, report) = Backend::embedded_recovering(Path::new(path), *retention)
+                    .with_context(context)?;
+                if let Some(r) = report {
+                    tracing::warn!("storage.{name}: recovered: {r}");
+                    *status.recovery.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(r.to_string());
+                }
+                b
+            } else {
+                Backend::embedded(Path::new(path), *retention).with_context(context)?
+            };
             tracing::info!(%path, "embedded store open");
             Ok(b)
         }

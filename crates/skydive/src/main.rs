@@ -44,9 +44,18 @@ enum Command {
     /// Run an agent: discover this host's topology and publish it to the analyzers.
     Agent,
     /// Run an analyzer: merge the agents' graphs and serve the API.
-    Analyzer,
+    Analyzer {
+        /// When the embedded store is damaged, move it aside and start on what can be read
+        /// of it (without this, a damaged store stops the start).
+        #[arg(long)]
+        recover: bool,
+    },
     /// Run an analyzer and an agent in one process.
-    Allinone,
+    Allinone {
+        /// As `analyzer --recover`.
+        #[arg(long)]
+        recover: bool,
+    },
     /// Talk to an analyzer's (or an agent's) API.
     Client(Box<client::ClientArgs>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -101,11 +110,20 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+async fn start_analyzer(
+    settings: &skydive_config::Settings,
+    recover: bool,
+) -> anyhow::Result<skydive_analyzer::Analyzer> {
+    let mut cfg = skydive_analyzer::AnalyzerConfig::from_settings(settings)?;
+    cfg.recover = recover;
+    skydive_analyzer::Analyzer::start_config(&cfg).await
+}
+
 async fn run_service(cmd: &Command, config: Config) -> anyhow::Result<()> {
     let settings = config.settings;
     match cmd {
-        Command::Analyzer => {
-            let analyzer = skydive_analyzer::Analyzer::start(&settings).await?;
+        Command::Analyzer { recover } => {
+            let analyzer = start_analyzer(&settings, *recover).await?;
             eprintln!(
                 "Skydive analyzer: web UI on http://{a}/ ; API on http://{a}/api",
                 a = analyzer.addr
@@ -122,8 +140,8 @@ async fn run_service(cmd: &Command, config: Config) -> anyhow::Result<()> {
             shutdown_signal().await;
             agent.shutdown().await;
         }
-        Command::Allinone => {
-            let analyzer = skydive_analyzer::Analyzer::start(&settings).await?;
+        Command::Allinone { recover } => {
+            let analyzer = start_analyzer(&settings, *recover).await?;
             let mut agent_settings = settings.clone();
             agent_settings.analyzers = vec![analyzer.addr.to_string()];
             let agent = match skydive_agent::Agent::start(&agent_settings).await {

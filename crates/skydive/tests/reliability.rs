@@ -177,3 +177,109 @@ fn killed_agent_leaves_after_its_grace_period_and_keeps_its_ids_when_it_returns(
         "the other agent is untouched"
     );
 }
+
+/// Overwrites page `n` (1-based, 4 KiB pages) of a file with garbage.
+fn smash_page(file: &std::path::Path, n: u64) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    f.seek(SeekFrom::Start((n - 1) * 4096)).unwrap();
+    f.write_all(&[0xA5; 4096]).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[test]
+fn a_damaged_store_stops_the_start_and_recover_keeps_what_can_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = analyzer_config(dir.path(), port);
+    let addr = format!("127.0.0.1:{port}");
+    let mut p = Proc::spawn(
+        &["-c", conf.to_str().unwrap(), "analyzer"],
+        &dir.path().join("a.log"),
+    );
+    wait_api(&addr);
+    let c = Client::new(&addr, None);
+    for i in 0..600 {
+        let body = json!({"Action": "create", "Metadata": {"Name": format!("tor{i:03}"), "Type": "fabric", "Pad": "x".repeat(150)}});
+        let _: Value = c.json("POST", "/api/noderule", &body, &[]).unwrap();
+    }
+    let status: Value = c.get("/api/status").unwrap();
+    assert_eq!(status["Storage"]["State"], "ok");
+    // A clean stop folds the log into the database.
+    p.stop();
+    let db = dir.path().join("data").join("skydive.db");
+    let pages = std::fs::metadata(&db).unwrap().len() / 4096;
+    smash_page(&db, pages - 10);
+
+    // The start is refused, naming the store and the way out.
+    let o = std::process::Command::new(bin())
+        .args(["-c", conf.to_str().unwrap(), "analyzer"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is damaged") && err.contains("--recover"),
+        "{err}"
+    );
+
+    // With --recover: the damaged file aside, the readable rules kept, and said.
+    let _p = Proc::spawn(
+        &["-c", conf.to_str().unwrap(), "analyzer", "--recover"],
+        &dir.path().join("b.log"),
+    );
+    wait_api(&addr);
+    let rules: Value = c.get("/api/noderule").unwrap();
+    let kept = rules.as_object().unwrap().len();
+    assert!((500..600).contains(&kept), "{kept} rules kept");
+    let status: Value = c.get("/api/status").unwrap();
+    let recovery = status["Storage"]["Recovery"].as_str().unwrap_or_default();
+    assert!(
+        recovery.contains(&format!("kept {kept} rows of resources")),
+        "{status}"
+    );
+    assert_eq!(status["Storage"]["State"], "ok");
+    let aside: Vec<String> = std::fs::read_dir(dir.path().join("data"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("skydive.db.damaged-"))
+        .collect();
+    assert!(!aside.is_empty(), "the damaged database kept aside");
+}
+
+#[test]
+fn damage_met_while_running_is_reported_as_degraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = analyzer_config(dir.path(), port);
+    let addr = format!("127.0.0.1:{port}");
+    let mut p = Proc::spawn(
+        &["-c", conf.to_str().unwrap(), "analyzer"],
+        &dir.path().join("a.log"),
+    );
+    wait_api(&addr);
+    let c = Client::new(&addr, None);
+    for i in 0..600 {
+        let body = json!({"Action": "create", "Metadata": {"Name": format!("tor{i:03}"), "Type": "fabric", "Pad": "x".repeat(150)}});
+        let _: Value = c.json("POST", "/api/noderule", &body, &[]).unwrap();
+    }
+    p.stop();
+    p.start();
+    wait_api(&addr);
+    // Damaged under the running analyzer (a failing disk): pages of the second half, where
+    // the history of the rules' nodes is. A history query reads them from the disk.
+    let db = dir.path().join("data").join("skydive.db");
+    let pages = std::fs::metadata(&db).unwrap().len() / 4096;
+    for n in (pages / 2..pages).step_by(3) {
+        smash_page(&db, n);
+    }
+    eventually(Duration::from_secs(10), "the damage seen", || {
+        let _ = c.query("G.At('-1s').V().Count()", "application/json");
+        let s: Value = c.get("/api/status").unwrap_or(Value::Null);
+        s["Storage"]["State"] == "degraded"
+    });
+    let s: Value = c.get("/api/status").unwrap();
+    let e = s["Storage"]["Error"].as_str().unwrap();
+    assert!(e.contains("malformed") && e.contains("--recover"), "{e}");
+    assert!(p.log_text().contains("the store is damaged"), "{}", p.log_text());
+}

@@ -30,6 +30,11 @@ pub trait Upkeep: Send + Sync {
     fn enforce_retention(&self, now: Time) -> Result<Removed>;
     /// Its entry in `/api/status` (`Storage.Stores`).
     fn describe(&self) -> serde_json::Value;
+    /// Leaves the files whole and compact at a clean stop (the embedded store folds its log
+    /// into the database).
+    fn close(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A backend's parts.
@@ -58,14 +63,34 @@ impl std::fmt::Debug for Backend {
 impl Backend {
     /// The embedded store in directory `dir`, with its retention.
     pub fn embedded(dir: &std::path::Path, retention: Retention) -> Result<Backend> {
-        let store = Arc::new(Embedded::open(dir)?.with_retention(retention));
-        Ok(Backend {
+        Ok(Self::of_embedded(Embedded::open(dir)?, retention))
+    }
+
+    /// As [`Backend::embedded`]; a damaged store is recovered (see
+    /// [`crate::health::recover`]) and what was kept is returned with it.
+    pub fn embedded_recovering(
+        dir: &std::path::Path,
+        retention: Retention,
+    ) -> Result<(Backend, Option<crate::health::Recovery>)> {
+        match Embedded::open(dir) {
+            Ok(e) => Ok((Self::of_embedded(e, retention), None)),
+            Err(crate::StorageError::Damaged { .. }) => {
+                let (e, report) = crate::health::recover(dir)?;
+                Ok((Self::of_embedded(e, retention), Some(report)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn of_embedded(e: Embedded, retention: Retention) -> Backend {
+        let store = Arc::new(e.with_retention(retention));
+        Backend {
             driver: "embedded",
             resources: store.clone(),
             topology: Some(store.clone()),
             flows: Some(store.clone()),
             upkeep: Some(store),
-        })
+        }
     }
 
     /// Memory: resources while the process runs; no history and no flows, as Skydive's
@@ -120,6 +145,11 @@ impl Upkeep for Embedded {
             "UsedBytes": self.used_bytes().unwrap_or(0),
             "Retention": {"MaxAge": r.max_age / 1000, "MaxSize": r.max_size >> 20},
         })
+    }
+    fn close(&self) -> Result<()> {
+        self.conn()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
     }
 }
 

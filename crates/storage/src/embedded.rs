@@ -9,8 +9,24 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
+use crate::health;
 use crate::resources::ResourceStore;
 use crate::{Result, StorageError};
+
+/// Writes `text` to `path` and makes it durable (file and directory).
+fn write_durably(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
 
 /// Schema migrations, applied in order; the database records how many it has.
 pub const MIGRATIONS: &[&str] = &[
@@ -93,6 +109,8 @@ pub const MIGRATIONS: &[&str] = &[
         data BLOB NOT NULL
     );
     CREATE INDEX flow_packets_timestamp ON flow_packets (timestamp);",
+    // The store's identity (`store_id`), also kept beside the database (see `health`).
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
 ];
 
 /// The embedded store.
@@ -118,17 +136,58 @@ impl std::fmt::Debug for Embedded {
 }
 
 impl Embedded {
-    /// Opens (creating if needed) the store in directory `dir`.
+    /// Opens (creating if needed) the store in directory `dir`, after checking it (see
+    /// [`crate::health`]): a damaged store is refused with [`StorageError::Damaged`].
     pub fn open(dir: &Path) -> Result<Embedded> {
         let open_err = |message: String| StorageError::Open {
             path: dir.display().to_string(),
             message,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        let path = dir.join("skydive.db");
+        let path = dir.join(health::DB_FILE);
+        let remembered = health::remembered_id(dir);
+        let existed = std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
+        let mut findings: Vec<String> = health::check_wal(&path).into_iter().collect();
+        if remembered.is_some() && !existed {
+            findings.push(format!(
+                "{} is missing or empty, but {} says a store was here",
+                path.display(),
+                health::ID_FILE
+            ));
+        }
+        if !findings.is_empty() {
+            return Err(health::damaged(dir, findings));
+        }
         let conn = Connection::open(&path).map_err(|e| open_err(e.to_string()))?;
+        let damage = |e: rusqlite::Error| {
+            if health::is_damage(&e) {
+                health::damaged(dir, vec![e.to_string()])
+            } else {
+                open_err(e.to_string())
+            }
+        };
         conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| open_err(e.to_string()))?;
+            .map_err(damage)?;
+        if existed {
+            let started = std::time::Instant::now();
+            let problems = health::quick_check(&conn).map_err(damage)?;
+            if !problems.is_empty() {
+                return Err(health::damaged(dir, problems));
+            }
+            if let Some(id) = &remembered
+                && health::recorded_id(&conn).as_ref() != Some(id)
+            {
+                return Err(health::damaged(
+                    dir,
+                    vec![format!(
+                        "{} is not the database {} names (emptied or replaced)",
+                        path.display(),
+                        health::ID_FILE
+                    )],
+                ));
+            }
+            tracing::debug!(path = %path.display(), took = ?started.elapsed(), "store checked");
+        }
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // 64 MiB of page cache for the writer: indexes of the flow tables stay in memory.
@@ -149,6 +208,20 @@ impl Embedded {
             tx.execute_batch(m)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
+        }
+        let id = match health::recorded_id(&conn) {
+            Some(id) => id,
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('store_id', ?1)",
+                    params![id],
+                )?;
+                id
+            }
+        };
+        if remembered.as_ref() != Some(&id) {
+            write_durably(&dir.join(health::ID_FILE), &id).map_err(|e| open_err(e.to_string()))?;
         }
         let recorder = crate::history::RecorderState::load(&conn)?;
         Ok(Embedded {
@@ -196,6 +269,13 @@ impl Embedded {
     /// What the store keeps.
     pub fn retention(&self) -> crate::Retention {
         self.retention
+    }
+
+    /// Reads the live revisions again (after a recovery filled the store).
+    pub(crate) fn reload_recorder(&self) -> Result<()> {
+        let state = crate::history::RecorderState::load(&self.conn())?;
+        *self.recorder.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        Ok(())
     }
 
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {

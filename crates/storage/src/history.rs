@@ -73,6 +73,36 @@ impl RecorderState {
     }
 }
 
+/// Indexes the lifetime of every revision again (after a recovery copied the rows).
+pub(crate) fn rebuild_spans(conn: &Connection) -> Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute("DELETE FROM topology_span", [])?;
+    {
+        let mut read =
+            tx.prepare("SELECT seq, updated_at, archived_at, deleted_at FROM topology")?;
+        let mut write =
+            tx.prepare("INSERT INTO topology_span (seq, lo, hi) VALUES (?1, ?2, ?3)")?;
+        let rows = read.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (seq, updated, archived, deleted) = row?;
+            write.execute(rusqlite::params![
+                seq,
+                span_floor(updated),
+                span_end(archived, deleted)
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 /// The parts of a node or edge that a row stores.
 struct Revision<'a> {
     edge: bool,

@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod embedded;
 pub mod flows;
+pub mod health;
 pub mod history;
 pub mod resources;
 pub mod retention;
@@ -26,6 +27,11 @@ pub use retention::{Removed, Retention};
 pub enum StorageError {
     #[error("cannot open the store in {path}: {message}")]
     Open { path: String, message: String },
+    #[error(
+        "the store {path} is damaged: {}; start with --recover to keep what can be read (the damaged files are moved aside)",
+        findings.join("; ")
+    )]
+    Damaged { path: String, findings: Vec<String> },
     #[error("storage error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("storage error: a stored value has the wrong type: {0}")]
@@ -36,6 +42,18 @@ pub enum StorageError {
         id: String,
         message: String,
     },
+}
+
+impl StorageError {
+    /// Whether the error says the stored files are damaged (as opposed to full, locked or
+    /// unreadable for a while).
+    pub fn is_damage(&self) -> bool {
+        match self {
+            StorageError::Sqlite(e) => health::is_damage(e),
+            StorageError::Damaged { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
