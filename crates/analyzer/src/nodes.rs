@@ -344,10 +344,9 @@ impl ElementApi {
     }
 
     async fn patch(&self, kind: Kind, id: String, body: &[u8]) -> ApiResult {
-        // Skydive answers a patch of an unknown element with a bare 404.
-        let mut doc = self
-            .current(kind, &id)
-            .map_err(|_| ApiError::Bare(StatusCode::NOT_FOUND))?;
+        // (Skydive answered a patch of an unknown element with a bare 404; this one says
+        // what was not found.)
+        let mut doc = self.current(kind, &id)?;
         let old_md = doc.get("Metadata").cloned().unwrap_or(Json::Null);
         let patch: json_patch::Patch = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("incorrect JSON patch: {e}")))?;

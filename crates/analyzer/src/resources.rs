@@ -472,9 +472,10 @@ async fn patch<T: Resource>(
     body: Bytes,
 ) -> ApiResult {
     let _w = h.resources.write.lock().await;
-    // Skydive answers a patch of an unknown resource with a bare 404.
+    // (Skydive answered a patch of an unknown resource with a bare 404; this one says what
+    // was not found.)
     let current = h.resources.get(T::NAME, &id).await?;
-    let old: T = decode_stored(&id, current.ok_or(ApiError::Bare(StatusCode::NOT_FOUND))?)?;
+    let old: T = decode_stored(&id, current.ok_or_else(|| not_found::<T>(id.clone()))?)?;
     let patch: json_patch::Patch = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("incorrect JSON patch: {e}")))?;
     let mut doc = to_json(&old);

@@ -206,9 +206,26 @@ fn node_patch_keeps_identity_and_answers_304_when_unchanged() {
         "{}",
         r.text()
     );
-    // Unknown node: 404 with an empty body.
+    // Unknown node: a 404 that says what was not found (Skydive's body was empty).
     let r = a.send("PATCH", "/api/node/nope", Some(json!([])), &[]);
-    assert_eq!((r.status, r.body.len()), (404, 0));
+    assert_eq!(
+        (r.status, r.text()),
+        (404, "Node 'nope' not found\n".to_string())
+    );
+    let r = a.send("PATCH", "/api/noderule/nope", Some(json!([])), &[]);
+    assert_eq!(
+        (r.status, r.text()),
+        (404, "NodeRule 'nope' not found\n".to_string())
+    );
+    // A path no endpoint answers.
+    let r = a.send("DELETE", "/api/capture/host1[Type=host]/br1", None, &[]);
+    assert_eq!(
+        (r.status, r.text()),
+        (
+            404,
+            "no such endpoint: DELETE /api/capture/host1[Type=host]/br1\n".to_string()
+        )
+    );
     assert_eq!(a.get("/api/node/n1")["Revision"], 2);
 }
 

@@ -20,9 +20,6 @@ pub enum ApiError {
     /// Another client error, with its status (406, 413, 501, …).
     #[error("{1}")]
     Client(StatusCode, String),
-    /// A status with an empty body, where Skydive answers so.
-    #[error("{0}")]
-    Bare(StatusCode),
     /// The service cannot answer now (503): it is shutting down, or a store is away.
     #[error("{0}")]
     Unavailable(String),
@@ -54,7 +51,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Client(status, _) | ApiError::Bare(status) => *status,
+            ApiError::Client(status, _) => *status,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -75,7 +72,6 @@ impl IntoResponse for ApiError {
             tracing::error!(status = status.as_u16(), "{self}");
         }
         match self {
-            ApiError::Bare(status) => status.into_response(),
             e => crate::server::text_error(status, &e.to_string()),
         }
     }

@@ -119,6 +119,11 @@ pub fn common_routes() -> Router<Shared> {
 /// every handler.
 /// With `debug` (`http.rest.debug`), every request is logged with its answer's status and
 /// time.
+/// A request no route answers: a 404 that says so, instead of an empty body.
+async fn no_such_endpoint(method: Method, uri: axum::http::Uri) -> Response {
+    ApiError::NotFound(format!("no such endpoint: {method} {}", uri.path())).into_response()
+}
+
 pub fn with_layers(router: Router, auth: crate::auth::Auth, debug: bool) -> Router {
     use tower_http::compression::CompressionLayer;
     use tower_http::cors::{Any, CorsLayer};
@@ -141,6 +146,7 @@ pub fn with_layers(router: Router, auth: crate::auth::Auth, debug: bool) -> Rout
         ]);
     let router = router
         .merge(crate::auth::routes(auth.clone()))
+        .fallback(no_such_endpoint)
         .layer(axum::middleware::from_fn_with_state(
             auth,
             crate::auth::middleware,

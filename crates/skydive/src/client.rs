@@ -424,8 +424,46 @@ fn capture(c: &Client, cmd: &CaptureCommand) -> Result<(), String> {
         }
         CaptureCommand::Get { id } => resource_common(c, "capture", Some(id), false, &[]),
         CaptureCommand::List => resource_common(c, "capture", None, true, &[]),
-        CaptureCommand::Delete { ids } => resource_common(c, "capture", None, false, ids),
+        CaptureCommand::Delete { ids } => {
+            for id in ids {
+                if id.contains('[') || id.contains('/') {
+                    delete_by_probe_path(c, id)?;
+                } else {
+                    resource_common(c, "capture", None, false, std::slice::from_ref(id))?;
+                }
+            }
+            Ok(())
+        }
     }
+}
+
+/// Deletes the captures a probe path created (`capture create -p PATH`): those whose
+/// query is the one the path stands for.
+fn delete_by_probe_path(c: &Client, path: &str) -> Result<(), String> {
+    let query = probe_path_query(path)?;
+    let all: Value = c.get("/api/capture").map_err(|e| e.to_string())?;
+    let ids: Vec<&String> = all
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(_, v)| v["GremlinQuery"] == query.as_str())
+                .map(|(id, _)| id)
+                .collect()
+        })
+        .unwrap_or_default();
+    if ids.is_empty() {
+        return Err(format!("no capture was created for the probe path {path}"));
+    }
+    for id in ids {
+        c.delete(&format!("/api/capture/{}", segment(id)))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// `id` as one segment of a URL path.
+fn segment(id: &str) -> String {
+    percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 #[derive(Subcommand)]
@@ -684,12 +722,16 @@ fn resource_common(
 ) -> Result<(), String> {
     let e = |e: ClientError| e.to_string();
     if let Some(id) = get {
-        print_json(&c.get::<Value>(&format!("/api/{kind}/{id}")).map_err(e)?);
+        print_json(
+            &c.get::<Value>(&format!("/api/{kind}/{}", segment(id)))
+                .map_err(e)?,
+        );
     } else if list {
         print_json(&c.get::<Value>(&format!("/api/{kind}")).map_err(e)?);
     } else {
         for id in delete {
-            c.delete(&format!("/api/{kind}/{id}")).map_err(e)?;
+            c.delete(&format!("/api/{kind}/{}", segment(id)))
+                .map_err(e)?;
         }
     }
     Ok(())

@@ -515,7 +515,35 @@ fn client_manages_captures_with_gremlin_and_probe_paths() {
         serde_json::from_str::<Value>(&stdout(&o)).unwrap()["UUID"],
         id
     );
-    let ids: Vec<String> = list.as_object().unwrap().keys().cloned().collect();
+    // Deleting by the probe path the seed documents removes what that path created.
+    let path = "host1[Type=host]/br1[Type=bridge]";
+    let o = client(&["capture", "delete", path]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = client(&["capture", "list"]);
+    let after: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(after.as_object().unwrap().len(), 3);
+    assert!(
+        after.get(id).is_none(),
+        "the path's capture is gone: {after}"
+    );
+    let again = client(&["capture", "delete", path]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains(
+            "no capture was created for the probe path host1[Type=host]/br1[Type=bridge]"
+        ),
+        "{}",
+        stderr(&again)
+    );
+    // Every 404 says what was not found.
+    let missing = client(&["capture", "get", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("Capture 'nope' not found"),
+        "{}",
+        stderr(&missing)
+    );
+    let ids: Vec<String> = after.as_object().unwrap().keys().cloned().collect();
     let mut args = vec!["capture", "delete"];
     args.extend(ids.iter().map(String::as_str));
     assert!(client(&args).status.success());

@@ -281,5 +281,9 @@ fn damage_met_while_running_is_reported_as_degraded() {
     let s: Value = c.get("/api/status").unwrap();
     let e = s["Storage"]["Error"].as_str().unwrap();
     assert!(e.contains("malformed") && e.contains("--recover"), "{e}");
-    assert!(p.log_text().contains("the store is damaged"), "{}", p.log_text());
+    assert!(
+        p.log_text().contains("the store is damaged"),
+        "{}",
+        p.log_text()
+    );
 }
