@@ -71,9 +71,7 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(status = status.as_u16(), "{self}");
         }
-        match self {
-            e => crate::server::text_error(status, &e.to_string()),
-        }
+        crate::server::text_error(status, &self.to_string())
     }
 }
 
