@@ -57,6 +57,9 @@ pub struct Client {
     cookies: std::collections::BTreeMap<String, String>,
 }
 
+/// Request headers, by name.
+pub type Headers = Vec<(&'static str, String)>;
+
 /// A `Cookie` header's value for `cookies` (`name=value; …`).
 pub fn cookie_header(cookies: &std::collections::BTreeMap<String, String>) -> String {
     cookies
@@ -154,6 +157,41 @@ impl Client {
         }
     }
 
+    /// The headers that carry the credentials (the login's token or basic authentication)
+    /// and the configured cookies.
+    fn credential_headers(&self) -> Headers {
+        let mut out = Vec::new();
+        let mut cookies = self.cookies.clone();
+        if let Some(t) = self.token() {
+            cookies.insert("authtoken".into(), t);
+        } else if let Some(c) = &self.credentials {
+            let b64 = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", c.username, c.password));
+            out.push(("Authorization", format!("Basic {b64}")));
+        }
+        if !cookies.is_empty() {
+            out.push(("Cookie", cookie_header(&cookies)));
+        }
+        out
+    }
+
+    /// What a WebSocket connection to the same server needs: its `ws://` URL for `path`
+    /// and the headers that authenticate it (logging in first when needed).
+    pub fn websocket(&self, path: &str) -> Result<(String, Headers), ClientError> {
+        self.ensure_login()?;
+        let base = self
+            .base
+            .strip_prefix("https://")
+            .map(|b| format!("wss://{b}"))
+            .or_else(|| {
+                self.base
+                    .strip_prefix("http://")
+                    .map(|b| format!("ws://{b}"))
+            })
+            .unwrap_or_else(|| self.base.clone());
+        Ok((format!("{base}{path}"), self.credential_headers()))
+    }
+
     /// Sends a request; error statuses are returned as responses, not errors.
     pub fn send(
         &self,
@@ -171,16 +209,8 @@ impl Client {
         {
             req = req.header("Accept", "application/json");
         }
-        let mut cookies = self.cookies.clone();
-        if let Some(t) = self.token() {
-            cookies.insert("authtoken".into(), t);
-        } else if let Some(c) = &self.credentials {
-            let b64 = base64::engine::general_purpose::STANDARD
-                .encode(format!("{}:{}", c.username, c.password));
-            req = req.header("Authorization", format!("Basic {b64}"));
-        }
-        if !cookies.is_empty() {
-            req = req.header("Cookie", cookie_header(&cookies));
+        for (k, v) in self.credential_headers() {
+            req = req.header(k, v);
         }
         for (k, v) in headers {
             req = req.header(*k, v.as_str());

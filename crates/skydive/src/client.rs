@@ -105,6 +105,16 @@ enum TopologyCommand {
     },
     /// The whole topology (same as `query G`).
     Export,
+    /// Publish a graph written by `topology export` (`[{"Nodes": […], "Edges": […]}]`),
+    /// kept by the analyzer after the client leaves.
+    Import {
+        /// The graph, as `topology export` writes it; `-` reads standard input.
+        #[arg(long, default_value = "graph.json")]
+        file: std::path::PathBuf,
+        /// The publisher WebSocket endpoint.
+        #[arg(long, default_value = "/ws/publisher")]
+        endpoint: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -606,6 +616,150 @@ fn query(c: &Client, gremlin: &str, format: Format) -> Result<(), String> {
     }
 }
 
+/// The nodes and edges of an exported graph: `[{"Nodes": […], "Edges": […]}]`, or the
+/// object alone.
+fn exported_graph(text: &str) -> Result<(Vec<Value>, Vec<Value>), String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let graph = match v {
+        Value::Array(mut a) if a.len() == 1 => a.remove(0),
+        Value::Object(_) => v,
+        _ => {
+            return Err(
+                "invalid graph format: expected [{\"Nodes\": [...], \"Edges\": [...]}]".into(),
+            );
+        }
+    };
+    let list = |k: &str| -> Result<Vec<Value>, String> {
+        match &graph[k] {
+            Value::Null => Ok(Vec::new()),
+            Value::Array(a) => Ok(a.clone()),
+            other => Err(format!("invalid graph format: {k} is {other}, not a list")),
+        }
+    };
+    Ok((list("Nodes")?, list("Edges")?))
+}
+
+/// `topology import`: the graph's nodes then edges as `NodeAdded`/`EdgeAdded` messages to
+/// the publisher endpoint (persistent), then a check that the analyzer has every one of
+/// them: what it refused is named, and the command fails.
+fn import(c: &Client, file: &std::path::Path, endpoint: &str) -> Result<(), String> {
+    use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}"))?
+    } else {
+        std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?
+    };
+    let (nodes, edges) = exported_graph(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let ids = |elems: &[Value], what: &str| -> Result<Vec<String>, String> {
+        elems
+            .iter()
+            .map(|e| {
+                e["ID"]
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("{}: a {what} without an ID: {e}", file.display()))
+            })
+            .collect()
+    };
+    let (node_ids, edge_ids) = (ids(&nodes, "node")?, ids(&edges, "edge")?);
+    let (url, auth) = c.websocket(endpoint).map_err(|e| e.to_string())?;
+    let mut req = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| format!("{url}: {e}"))?;
+    let h = req.headers_mut();
+    let mut put = |k: &str, v: &str| -> Result<(), String> {
+        let name =
+            tungstenite::http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?;
+        let value = tungstenite::http::HeaderValue::from_str(v).map_err(|e| e.to_string())?;
+        h.append(name, value);
+        Ok(())
+    };
+    put("X-Client-Type", "CLI")?;
+    put("X-Host-ID", &hostname())?;
+    put("X-Persistence-Policy", "Persistent")?;
+    for (k, v) in &auth {
+        put(k, v)?;
+    }
+    let (mut ws, _) = tungstenite::connect(req).map_err(|e| match e {
+        tungstenite::Error::Http(r) => format!(
+            "{url}: {} {}",
+            r.status().as_u16(),
+            String::from_utf8_lossy(r.body().as_deref().unwrap_or_default()).trim_end()
+        ),
+        e => format!("{url}: {e}"),
+    })?;
+    let send = |ws: &mut tungstenite::WebSocket<_>, kind: &str, obj: &Value| {
+        let msg = json!({"Namespace": "Graph", "Type": kind, "Obj": obj});
+        ws.send(Message::text(msg.to_string()))
+            .map_err(|e| format!("{url}: {e}"))
+    };
+    for n in &nodes {
+        send(&mut ws, "NodeAdded", n)?;
+    }
+    for e in &edges {
+        send(&mut ws, "EdgeAdded", e)?;
+    }
+    let _ = ws.close(None);
+    // Read until the server closes: everything sent before has been applied.
+    while ws.read().is_ok() {}
+    // What the analyzer has now, by ID.
+    let present = || -> Result<(Vec<String>, Vec<String>), String> {
+        let r = c
+            .query("G", "application/json")
+            .map_err(|e| e.to_string())?;
+        let g: Value = serde_json::from_slice(&r.body).map_err(|e| e.to_string())?;
+        let ids = |k: &str| -> Vec<String> {
+            g[0][k]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|e| e["ID"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Ok((ids("Nodes"), ids("Edges")))
+    };
+    let absent = |wanted: &[String], have: &[String]| -> Vec<String> {
+        let have: std::collections::HashSet<&String> = have.iter().collect();
+        wanted
+            .iter()
+            .filter(|i| !have.contains(i))
+            .cloned()
+            .collect()
+    };
+    // The analyzer applies what it received in order, but after the connection closes:
+    // give it a moment.
+    let mut tries = 0;
+    let (lost_nodes, lost_edges) = loop {
+        let (n, e) = present()?;
+        let lost = (absent(&node_ids, &n), absent(&edge_ids, &e));
+        tries += 1;
+        if (lost.0.is_empty() && lost.1.is_empty()) || tries == 20 {
+            break lost;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    if lost_nodes.is_empty() && lost_edges.is_empty() {
+        eprintln!(
+            "{} nodes and {} edges imported",
+            node_ids.len(),
+            edge_ids.len()
+        );
+        return Ok(());
+    }
+    Err(format!(
+        "the analyzer refused {} of {} nodes ({}) and {} of {} edges ({}); its log says why",
+        lost_nodes.len(),
+        node_ids.len(),
+        lost_nodes.join(", "),
+        lost_edges.len(),
+        edge_ids.len(),
+        lost_edges.join(", ")
+    ))
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -832,6 +986,9 @@ pub fn run(args: &ClientArgs, config: &Config) -> ExitCode {
             query(&c, gremlin, *format)
         }
         ClientCommand::Topology(TopologyCommand::Export) => query(&c, "G", Format::Json),
+        ClientCommand::Topology(TopologyCommand::Import { file, endpoint }) => {
+            import(&c, file, endpoint)
+        }
         ClientCommand::Node(cmd) => element(&c, "node", cmd),
         ClientCommand::Edge(cmd) => element(&c, "edge", cmd),
         ClientCommand::Capture(cmd) => capture(&c, cmd),

@@ -614,3 +614,61 @@ fn client_manages_alerts() {
     assert!(client(&["alert", "delete", id]).status.success());
     assert_eq!(stdout(&client(&["alert", "list"])).trim(), "{}");
 }
+
+#[test]
+fn a_graph_exported_from_one_analyzer_is_imported_into_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, from) = start_analyzer(dir.path());
+    let c = skydive_api::client::Client::new(&from, None);
+    for (id, name, t) in [("h1", "host1", "host"), ("i1", "eth0", "device")] {
+        let body =
+            serde_json::json!({"ID": id, "Metadata": {"Name": name, "Type": t, "MTU": 1500}});
+        c.json::<Value, _>("POST", "/api/node", &body, &[]).unwrap();
+    }
+    let body = serde_json::json!({"ID": "e1", "Parent": "h1", "Child": "i1", "Metadata": {"RelationType": "ownership"}});
+    c.json::<Value, _>("POST", "/api/edge", &body, &[]).unwrap();
+    let export = client_of(&from)(&["topology", "export"]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    let file = dir.path().join("graph.json");
+    std::fs::write(&file, export.stdout).unwrap();
+
+    let other = tempfile::tempdir().unwrap();
+    let (_b, to) = start_analyzer(other.path());
+    let o = client_of(&to)(&["topology", "import", "--file", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("2 nodes and 1 edges imported"),
+        "{}",
+        stderr(&o)
+    );
+    let d = skydive_api::client::Client::new(&to, None);
+    let eth0 = query(&d, "G.V('h1').OutE('RelationType', 'ownership').OutV()");
+    assert_eq!(eth0.unwrap()[0]["Metadata"]["MTU"], 1500);
+    // Kept after the client left (persistent).
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(&d, "G.V()"), 2);
+
+    // A node the analyzer refuses (no Type) is named, and the command fails.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"[{"Nodes": [{"ID": "ok1", "Metadata": {"Name": "a", "Type": "device"}}, {"ID": "bad1", "Metadata": {"Name": "b"}}], "Edges": null}]"#,
+    )
+    .unwrap();
+    let o = client_of(&to)(&["topology", "import", "--file", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("refused 1 of 2 nodes (bad1)"),
+        "{}",
+        stderr(&o)
+    );
+    // Not a graph: said before anything is sent.
+    std::fs::write(&bad, "[1, 2]").unwrap();
+    let o = client_of(&to)(&["topology", "import", "--file", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("invalid graph format"),
+        "{}",
+        stderr(&o)
+    );
+}
