@@ -347,15 +347,22 @@ fn next_readable_rowid(old: &Connection, table: &str, after: i64) -> Option<i64>
     probe(hi).ok().flatten()
 }
 
-/// The keys just above `s` at every prefix length, the nearest first.
+/// Keys above `s`, in increasing order: `s` extended, then every larger character at each
+/// position from the last to the first (printable ASCII), so that the first one that reads
+/// is close to the first readable key past a damaged page.
 fn successors(s: &str) -> Vec<String> {
     let chars: Vec<char> = s.chars().collect();
     let mut out = vec![format!("{s}\u{1}")];
     for k in (0..chars.len()).rev() {
-        if let Some(c) = char::from_u32(chars[k] as u32 + 1) {
-            let mut p: String = chars[..k].iter().collect();
-            p.push(c);
-            out.push(p);
+        let prefix: String = chars[..k].iter().collect();
+        let from = (chars[k] as u32 + 1).max(0x20);
+        for c in (from..=0x7e).filter_map(char::from_u32) {
+            out.push(format!("{prefix}{c}"));
+        }
+        if chars[k] as u32 >= 0x7e
+            && let Some(c) = char::from_u32(chars[k] as u32 + 1)
+        {
+            out.push(format!("{prefix}{c}"));
         }
     }
     out
@@ -491,6 +498,66 @@ mod tests {
         );
     }
 
+    /// A leaf of a table's B-tree: from its root, the child of the middle cell of each
+    /// interior page down to a leaf.
+    fn leaf_of(db: &Path, table: &str) -> u64 {
+        let root: i64 = Connection::open(db)
+            .unwrap()
+            .query_row(
+                "SELECT rootpage FROM sqlite_master WHERE name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let file = std::fs::read(db).unwrap();
+        let mut n = root as usize;
+        loop {
+            let page = &file[(n - 1) * PAGE as usize..n * PAGE as usize];
+            // 0x02 and 0x05: interior pages (index, as WITHOUT ROWID tables are, and table).
+            if !matches!(page[0], 0x02 | 0x05) {
+                return n as u64;
+            }
+            let cells = u16::from_be_bytes([page[3], page[4]]) as usize;
+            let at = 12 + 2 * (cells / 2);
+            let cell = u16::from_be_bytes([page[at], page[at + 1]]) as usize;
+            n = u32::from_be_bytes([page[cell], page[cell + 1], page[cell + 2], page[cell + 3]])
+                as usize;
+        }
+    }
+
+    const PADDING: usize = 400;
+
+    #[test]
+    fn a_damaged_leaf_of_random_keys_loses_only_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ids = Vec::new();
+        {
+            let s = Embedded::open(dir.path()).unwrap();
+            for _ in 0..600 {
+                let id = uuid::Uuid::new_v4().to_string();
+                s.put(
+                    "noderule",
+                    &id,
+                    &serde_json::json!({"UUID": id, "Pad": "x".repeat(150)}),
+                    0,
+                )
+                .unwrap();
+                ids.push(id);
+            }
+        }
+        let db = dir.path().join(DB_FILE);
+        smash_page(&db, leaf_of(&db, "resources"));
+        let (store, report) = recover(dir.path()).unwrap();
+        let kept = store.list("noderule", 0).unwrap();
+        assert!((560..600).contains(&kept.len()), "{report}");
+        // The rows lost are consecutive keys: those of one page.
+        ids.sort();
+        let lost: Vec<usize> = (0..ids.len())
+            .filter(|i| !kept.contains_key(&ids[*i]))
+            .collect();
+        assert!(lost.windows(2).all(|w| w[1] == w[0] + 1), "{lost:?}");
+    }
+
     #[test]
     fn rowid_tables_are_salvaged_past_a_damaged_page() {
         let dir = tempfile::tempdir().unwrap();
@@ -591,8 +658,12 @@ mod tests {
     }
 
     #[test]
-    fn successors_go_from_the_nearest_to_the_coarsest() {
-        assert_eq!(successors("ab"), vec!["ab\u{1}", "ac", "b"]);
+    fn successors_are_in_increasing_order() {
+        let s = successors("ab");
+        assert_eq!(&s[..3], ["ab\u{1}", "ac", "ad"]);
+        assert!(s.contains(&"b".to_string()) && s.contains(&"~".to_string()));
+        assert!(s.windows(2).all(|w| w[0] < w[1]), "{s:?}");
+        assert!(s.iter().all(|k| k.as_str() > "ab"));
         assert_eq!(successors(""), vec!["\u{1}"]);
     }
 
