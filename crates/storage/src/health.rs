@@ -525,6 +525,7 @@ mod tests {
         }
     }
 
+    /// Records of about the size of a rule.
     const PADDING: usize = 400;
 
     #[test]
@@ -538,7 +539,7 @@ mod tests {
                 s.put(
                     "noderule",
                     &id,
-                    &serde_json::json!({"UUID": id, "Pad": "x".repeat(150)}),
+                    &serde_json::json!({"UUID": id, "Pad": "x".repeat(PADDING)}),
                     0,
                 )
                 .unwrap();
