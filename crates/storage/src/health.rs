@@ -415,11 +415,52 @@ fn salvage_resources(old: &Connection, new: &Connection, t: &mut TableRecovery) 
             .into_iter()
             .map(|i| (kind.clone(), i))
             .chain(successors(&kind).into_iter().map(|k| (k, String::new())));
-        // The first candidate that reads: a key beyond the damage, or the end.
-        let next = candidates
-            .map(|(k, i)| probe(&k, &i))
-            .find_map(|r| r.ok())
-            .flatten();
+        // The first candidate that reads (a key beyond the damage, or the end), and the one
+        // before it, which does not.
+        let mut failed: Option<(String, String)> = None;
+        let mut found = None;
+        for (k, i) in candidates {
+            match probe(&k, &i) {
+                Ok(r) => {
+                    found = Some((k, r));
+                    break;
+                }
+                Err(_) => failed = Some((k, i)),
+            }
+        }
+        let Some((found_kind, mut next)) = found else {
+            break;
+        };
+        // Narrow down between the two, one character at a time: seeking a key just below
+        // the first record past the damage still lands on the damaged page, and what lies
+        // between the two candidates is readable.
+        if let Some((k, mut prefix)) = failed.filter(|(k, _)| *k == found_kind) {
+            for _depth in 0..64 {
+                let mut last_failed = None;
+                let mut better = None;
+                for c in (0x20u8..=0x7e).map(char::from) {
+                    let candidate = format!("{prefix}{c}");
+                    match probe(&k, &candidate) {
+                        Ok(r) => {
+                            better = Some(r);
+                            break;
+                        }
+                        Err(_) => last_failed = Some(candidate),
+                    }
+                }
+                match (better, last_failed) {
+                    (Some(r), Some(f)) => {
+                        next = r;
+                        prefix = f;
+                    }
+                    (Some(r), None) => {
+                        next = r;
+                        break;
+                    }
+                    (None, _) => break,
+                }
+            }
+        }
         match next {
             Some(key) => from = key,
             None => break,
@@ -550,12 +591,19 @@ mod tests {
         smash_page(&db, leaf_of(&db, "resources"));
         let (store, report) = recover(dir.path()).unwrap();
         let kept = store.list("noderule", 0).unwrap();
-        assert!((560..600).contains(&kept.len()), "{report}");
         // The rows lost are consecutive keys: those of one page.
         ids.sort();
         let lost: Vec<usize> = (0..ids.len())
             .filter(|i| !kept.contains_key(&ids[*i]))
             .collect();
+        let shown: Vec<&str> = lost.iter().map(|i| &ids[*i][..6]).collect();
+        let before: Vec<&str> = (lost[0].saturating_sub(2)..lost[0])
+            .map(|i| &ids[i][..6])
+            .collect();
+        assert!(
+            (580..600).contains(&kept.len()),
+            "{report}: lost {shown:?} after {before:?}"
+        );
         assert!(lost.windows(2).all(|w| w[1] == w[0] + 1), "{lost:?}");
     }
 
