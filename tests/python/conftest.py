@@ -5,6 +5,7 @@ import base64
 import json
 import os
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -41,12 +42,15 @@ def wait_for(what, cond, timeout=10.0):
 
 
 class Allinone:
-    def __init__(self, tmp, extra_yaml="", auth=None, overlay_yaml=None):
+    def __init__(self, tmp, extra_yaml="", auth=None, overlay_yaml=None, cafile=None):
         # (user, password) sent as basic authentication by api_up() and count().
         self.headers = {}
         if auth:
             token = base64.b64encode(("%s:%s" % auth).encode()).decode()
             self.headers["Authorization"] = "Basic " + token
+        # With a CA file, the services serve HTTPS (a tls section in extra_yaml).
+        self.scheme = "https" if cafile else "http"
+        self.ssl = ssl.create_default_context(cafile=cafile) if cafile else None
         self.port = free_port()
         self.agent_port = free_port()
         self.endpoint = "127.0.0.1:%d" % self.port
@@ -76,17 +80,19 @@ class Allinone:
         wait_for("the agent's host node", lambda: self.count("G.V().Has('Type', 'host')") == 1)
 
     def api_up(self):
-        req = urllib.request.Request("http://%s/api" % self.endpoint, headers=self.headers)
-        with urllib.request.urlopen(req, timeout=1) as r:
+        req = urllib.request.Request(
+            "%s://%s/api" % (self.scheme, self.endpoint), headers=self.headers
+        )
+        with urllib.request.urlopen(req, timeout=1, context=self.ssl) as r:
             return r.status == 200
 
     def count(self, q):
         req = urllib.request.Request(
-            "http://%s/api/topology" % self.endpoint,
+            "%s://%s/api/topology" % (self.scheme, self.endpoint),
             data=json.dumps({"GremlinQuery": q + ".Count()"}).encode(),
             headers=dict(self.headers, **{"Content-Type": "application/json", "Accept": "application/json"}),
         )
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=5, context=self.ssl) as r:
             return json.loads(r.read())
 
     def stop(self):

@@ -69,6 +69,9 @@ pub struct AgentConfig {
     pub ws: WsSettings,
     /// `http.rest.debug`: every request logged.
     pub rest_debug: bool,
+    /// `tls.*`: HTTPS and WSS when a server certificate is set; `wss://` to the analyzers
+    /// when TLS is configured, with the client certificate when set.
+    pub tls: skydive_tls::TlsFiles,
 }
 
 impl AgentConfig {
@@ -106,6 +109,7 @@ impl AgentConfig {
             },
             ws: s.http.ws.clone(),
             rest_debug: s.http.rest_debug(),
+            tls: skydive_tls::TlsFiles::from_settings(s),
         })
     }
 }

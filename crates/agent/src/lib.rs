@@ -141,6 +141,12 @@ impl Agent {
         options: AgentOptions,
     ) -> anyhow::Result<Agent> {
         let auth = skydive_api::auth::Auth::build(&cfg.auth)?;
+        let server_tls = skydive_tls::ServerTls::load(&cfg.tls)?;
+        let client_tls = if cfg.tls.links_use_tls() {
+            Some(skydive_tls::ClientTls::load(&cfg.tls, &Default::default())?)
+        } else {
+            None
+        };
         let host_id = cfg.host_id.clone();
         let mut graph = Graph::new();
         graph.add_node(host::host_node(
@@ -209,6 +215,7 @@ impl Agent {
                     .as_ref()
                     .map(|(u, p)| (u.clone(), p.0.clone())),
                 cookies: cfg.links.cookies.clone(),
+                tls: client_tls.as_ref().map(|t| t.config.clone()),
             };
             let (h, t) = link::spawn(link_cfg, hub.clone(), requests.clone(), stop_rx.clone());
             links.push(h);
@@ -232,9 +239,24 @@ impl Agent {
             );
         let app = server::with_layers(app, auth, cfg.rest_debug);
         let mut rx = stop_rx;
-        let server = tokio::spawn(server::serve(listener, app, async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }));
+        let acceptor = server_tls.as_ref().map(skydive_tls::ServerTls::acceptor);
+        let server = tokio::spawn(server::serve(
+            listener,
+            app,
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+            acceptor,
+        ));
+        for r in [
+            server_tls.map(|t| t.reloader),
+            client_tls.map(|t| t.reloader),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            tasks.extend(r.spawn());
+        }
         tracing::info!(%addr, %host_id, "agent started");
         Ok(Agent {
             addr,

@@ -118,6 +118,9 @@ pub struct LinkConfig {
     pub credentials: Option<(String, String)>,
     /// `http.cookie`: sent as a `Cookie` header.
     pub cookies: std::collections::BTreeMap<String, String>,
+    /// `wss://` with this configuration (the analyzer's certificate verified, the agent's
+    /// presented when configured), or `ws://` without.
+    pub tls: Option<Arc<skydive_tls::ClientConfig>>,
 }
 
 /// Flows per frame.
@@ -241,7 +244,8 @@ type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(cfg: &LinkConfig) -> Result<(Ws, String), String> {
-    let url = format!("ws://{}/ws/agent/topology", cfg.analyzer);
+    let scheme = if cfg.tls.is_some() { "wss" } else { "ws" };
+    let url = format!("{scheme}://{}/ws/agent/topology", cfg.analyzer);
     let mut req = url
         .as_str()
         .into_client_request()
@@ -267,7 +271,12 @@ async fn connect(cfg: &LinkConfig) -> Result<(Ws, String), String> {
             hv(&skydive_api::client::cookie_header(&cfg.cookies))?,
         );
     }
-    let connecting = tokio_tungstenite::connect_async(req);
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(
+        req,
+        None,
+        false,
+        cfg.tls.clone().map(tokio_tungstenite::Connector::Rustls),
+    );
     let (ws, resp) = tokio::time::timeout(Duration::from_secs(10), connecting)
         .await
         .map_err(|_| "connection timed out".to_string())?

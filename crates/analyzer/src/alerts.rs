@@ -107,16 +107,13 @@ impl Resource for Alert {
         }
         self.trigger()?;
         let a = &self.action;
-        if a.starts_with("https://") {
+        if !(a.is_empty()
+            || a.starts_with("http://")
+            || a.starts_with("https://")
+            || a.starts_with("file://"))
+        {
             return Err(format!(
-                "invalid Action {a:?}: https:// webhooks need TLS, which this build does not \
-                 have yet; use http:// or file://"
-            )
-            .into());
-        }
-        if !(a.is_empty() || a.starts_with("http://") || a.starts_with("file://")) {
-            return Err(format!(
-                "invalid Action {a:?}: expected an http:// or file:// URL, or nothing"
+                "invalid Action {a:?}: expected an http://, https:// or file:// URL, or nothing"
             )
             .into());
         }
@@ -172,16 +169,23 @@ pub struct AlertEngine {
     resources: Arc<Resources>,
     pub counters: Arc<AlertCounters>,
     slots: Arc<Semaphore>,
+    /// How `https://` webhooks are verified (`tls.ca_cert`, or the system's trust store).
+    webhook_tls: ureq::tls::TlsConfig,
 }
 
 impl AlertEngine {
-    pub fn new(ctx: Shared, resources: Arc<Resources>) -> Arc<AlertEngine> {
+    pub fn new(
+        ctx: Shared,
+        resources: Arc<Resources>,
+        webhook_tls: ureq::tls::TlsConfig,
+    ) -> Arc<AlertEngine> {
         Arc::new(AlertEngine {
             hub: ctx.hub.clone(),
             ctx,
             resources,
             counters: Arc::default(),
             slots: Arc::new(Semaphore::new(MAX_RUNNING)),
+            webhook_tls,
         })
     }
 
@@ -245,7 +249,7 @@ impl AlertEngine {
             let permit = me.slots.clone().acquire_owned().await;
             me.counters.queued.fetch_sub(1, Ordering::Relaxed);
             let body = serde_json::to_vec(&payload).unwrap_or_default();
-            let result = run_action(&action, body).await;
+            let result = run_action(&action, body, me.webhook_tls.clone()).await;
             drop(permit);
             match result {
                 Ok(()) => me.counters.actions_ok.fetch_add(1, Ordering::Relaxed),
@@ -356,7 +360,7 @@ fn load_one(
 }
 
 /// Runs an alert's action with the JSON payload.
-async fn run_action(action: &str, body: Vec<u8>) -> Result<(), String> {
+async fn run_action(action: &str, body: Vec<u8>, tls: ureq::tls::TlsConfig) -> Result<(), String> {
     if let Some(path) = action.strip_prefix("file://") {
         return run_script(path, body).await;
     }
@@ -366,11 +370,12 @@ async fn run_action(action: &str, body: Vec<u8>) -> Result<(), String> {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        let (u, b) = (url.clone(), body.clone());
+        let (u, b, tls) = (url.clone(), body.clone(), tls.clone());
         let sent = tokio::task::spawn_blocking(move || {
             let agent: ureq::Agent = ureq::Agent::config_builder()
                 .timeout_global(Some(ACTION_TIMEOUT))
                 .http_status_as_error(false)
+                .tls_config(tls)
                 .build()
                 .into();
             // As Skydive: no Content-Type, the connection closed after the request.
@@ -460,12 +465,10 @@ mod tests {
                 .unwrap_err()
                 .starts_with("invalid Action")
         );
-        let e = alert("G.V()", "", "https://hooks.example/x")
-            .validate()
-            .unwrap_err();
         assert!(
-            e.contains("need TLS, which this build does not have yet"),
-            "{e}"
+            alert("G.V()", "", "https://hooks.example/x")
+                .validate()
+                .is_ok()
         );
         assert!(
             alert("G.V()", "", "http://127.0.0.1:1/x")

@@ -120,6 +120,8 @@ pub struct AnalyzerConfig {
     pub ws: WsSettings,
     /// `http.rest.debug`: every request logged.
     pub rest_debug: bool,
+    /// `tls.*`: HTTPS and WSS when a server certificate is set; the webhooks' trust.
+    pub tls: skydive_tls::TlsFiles,
     /// `analyzer.topology.fabric`.
     pub fabric: Fabric,
     /// `--recover`: a damaged embedded store is moved aside and what can be read of it kept,
@@ -228,6 +230,7 @@ impl AnalyzerConfig {
             },
             ws: s.http.ws.clone(),
             rest_debug: s.http.rest_debug(),
+            tls: skydive_tls::TlsFiles::from_settings(s),
             fabric: Fabric::parse(&s.analyzer.topology.fabric).map_err(|e| {
                 ConfigError::invalid(
                     "analyzer.topology.fabric",

@@ -95,6 +95,11 @@ impl Analyzer {
     /// As [`Analyzer::start`], from the analyzer's part of the configuration.
     pub async fn start_config(cfg: &AnalyzerConfig) -> anyhow::Result<Analyzer> {
         let auth = skydive_api::auth::Auth::build(&cfg.auth)?;
+        let server_tls = skydive_tls::ServerTls::load(&cfg.tls)?;
+        let webhook_tls = skydive_api::client::tls_config(&skydive_api::client::ClientTlsFiles {
+            ca_cert: cfg.tls.ca_cert.clone(),
+            ..Default::default()
+        })?;
         let stores = storage::Stores::open(&cfg.topology_backend, &cfg.flow_backend, cfg.recover)?;
         let listener = server::bind(&cfg.listen)
             .await
@@ -127,7 +132,7 @@ impl Analyzer {
         let (ingest, ingest_task) = flows::FlowIngest::start(stores.flows.clone(), cfg.flow_buffer);
         let agents = Agents::new(ctx.clone(), cfg.grace_period, ingest.clone());
         let _ = flow_source.agents.set(agents.clone());
-        let alert_engine = alerts::AlertEngine::new(ctx.clone(), resources.clone());
+        let alert_engine = alerts::AlertEngine::new(ctx.clone(), resources.clone(), webhook_tls);
         let elements = nodes::ElementApi::new(hub.clone(), resources.clone(), &cfg.host_id);
         let rules = rules::RulesEngine::new(hub.clone(), resources.clone(), &cfg.host_id);
 
@@ -174,9 +179,15 @@ impl Analyzer {
         let app = server::with_layers(app, auth, cfg.rest_debug);
 
         let (shutdown, mut rx) = watch::channel(false);
-        let server = tokio::spawn(server::serve(listener, app, async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }));
+        let acceptor = server_tls.as_ref().map(skydive_tls::ServerTls::acceptor);
+        let server = tokio::spawn(server::serve(
+            listener,
+            app,
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+            acceptor,
+        ));
         let mut tasks = vec![
             ingest_task,
             tokio::spawn(ingest.run_stats(hub.clone())),
@@ -196,6 +207,9 @@ impl Analyzer {
                 stores.status.clone(),
             )),
         ];
+        if let Some(t) = server_tls.and_then(|t| t.reloader.spawn()) {
+            tasks.push(t);
+        }
         if let (Some(store), Some(sink)) = (stores.recorder.clone(), history_sink) {
             storage::spawn_recorder(store.clone(), sink, stores.status.clone());
             tasks.push(tokio::spawn(storage::close_orphans_later(

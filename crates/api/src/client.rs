@@ -57,6 +57,75 @@ pub struct Client {
     cookies: std::collections::BTreeMap<String, String>,
 }
 
+/// How a client verifies the servers it talks to and proves who it is (`tls.ca_cert`,
+/// `tls.client_cert`, `tls.client_key`; `skydive client`'s `--cacert`, `--cert`, `--key`,
+/// `--insecure`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientTlsFiles {
+    pub ca_cert: Option<std::path::PathBuf>,
+    pub client_cert: Option<std::path::PathBuf>,
+    pub client_key: Option<std::path::PathBuf>,
+    pub insecure: bool,
+}
+
+impl ClientTlsFiles {
+    /// Whether the client speaks HTTPS to addresses given without a scheme (Skydive's rule:
+    /// when a CA or a certificate is given).
+    pub fn wanted(&self) -> bool {
+        self.ca_cert.is_some() || self.client_cert.is_some() || self.insecure
+    }
+}
+
+/// The TLS configuration of an HTTP agent: servers verified against the CA file, or the
+/// system's trust store; the client certificate presented when given. Files are checked as
+/// the servers' are (a missing, unreadable, expired or mismatched file is an error naming
+/// it).
+pub fn tls_config(t: &ClientTlsFiles) -> Result<ureq::tls::TlsConfig, skydive_tls::TlsError> {
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
+    let roots = match &t.ca_cert {
+        Some(p) => skydive_tls::read_certs("tls.ca_cert", p)?,
+        None => skydive_tls::system_root_certs(),
+    };
+    let roots: Vec<Certificate<'static>> = roots
+        .iter()
+        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    let mut b = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(skydive_tls::crypto_provider())
+        .root_certs(RootCerts::new_with_certs(&roots))
+        .disable_verification(t.insecure);
+    match (&t.client_cert, &t.client_key) {
+        (Some(c), Some(k)) => {
+            let certs: Vec<Certificate<'static>> = skydive_tls::read_certs("tls.client_cert", c)?
+                .iter()
+                .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+                .collect();
+            skydive_tls::read_key("tls.client_key", k)?;
+            let pem = std::fs::read(k).map_err(|e| skydive_tls::TlsError::File {
+                key: "tls.client_key",
+                path: k.display().to_string(),
+                message: e.to_string(),
+            })?;
+            let key = PrivateKey::from_pem(&pem)
+                .map_err(|e| skydive_tls::TlsError::File {
+                    key: "tls.client_key",
+                    path: k.display().to_string(),
+                    message: e.to_string(),
+                })?
+                .to_owned();
+            b = b.client_cert(Some(ClientCert::new_with_certs(&certs, key)));
+        }
+        (None, None) => {}
+        _ => {
+            return Err(skydive_tls::TlsError::Config(
+                "a client certificate and its key go together: give both or neither".into(),
+            ));
+        }
+    }
+    Ok(b.build())
+}
+
 /// Request headers, by name.
 pub type Headers = Vec<(&'static str, String)>;
 
@@ -101,6 +170,26 @@ impl Client {
     pub fn with_cookies(mut self, cookies: std::collections::BTreeMap<String, String>) -> Client {
         self.cookies = cookies;
         self
+    }
+
+    /// The client, over HTTPS as `tls` says (an address given without a scheme then takes
+    /// `https://`).
+    pub fn with_tls(mut self, tls: &ClientTlsFiles) -> Result<Client, skydive_tls::TlsError> {
+        if !tls.wanted() && !self.base.starts_with("https://") {
+            return Ok(self);
+        }
+        if let Some(rest) = self.base.strip_prefix("http://")
+            && tls.wanted()
+        {
+            self.base = format!("https://{rest}");
+        }
+        self.agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .tls_config(tls_config(tls)?)
+            .build()
+            .into();
+        Ok(self)
     }
 
     /// The base URL.

@@ -184,14 +184,29 @@ pub async fn bind(listen: &str) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind((host.as_str(), port)).await
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves.
+/// Serves `app` on `listener` until `shutdown` resolves; with `tls`, HTTPS and WSS only,
+/// every answer saying so (`Strict-Transport-Security`, as Skydive's).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    tls: Option<skydive_tls::TlsAcceptor>,
 ) -> std::io::Result<()> {
+    let app = if tls.is_some() {
+        app.layer(axum::middleware::map_response(
+            |mut r: Response| async move {
+                r.headers_mut().insert(
+                    header::STRICT_TRANSPORT_SECURITY,
+                    HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+                );
+                r
+            },
+        ))
+    } else {
+        app
+    };
     axum::serve(
-        listener::ActivityListener(listener),
+        listener::ActivityListener::new(listener, tls),
         app.into_make_service_with_connect_info::<listener::ClientInfo>(),
     )
     .with_graceful_shutdown(shutdown)

@@ -22,8 +22,6 @@ pub enum Support {
 
 use Support::{Honoured, NoEffect, Refused};
 
-const TLS: &str = "TLS is not in this build yet (it comes with TLS on every link); with it set, \
-                   the services would serve plain HTTP";
 const ETCD: &str =
     "resources live in the embedded store; etcd comes with several analyzers with etcd";
 const PEERS: &str = "analyzers do not peer yet (it comes with several analyzers with etcd)";
@@ -148,12 +146,12 @@ pub const KEYS: &[(&str, Support)] = &[
     ("http.ws.sync_chunk_size", Honoured),
     ("http.cookie", Honoured),
     ("http.rest.debug", Honoured),
-    ("tls.client_cert", Refused(TLS)),
-    ("tls.client_key", Refused(TLS)),
-    ("tls.server_cert", Refused(TLS)),
-    ("tls.server_key", Refused(TLS)),
-    ("tls.ca_cert", Refused(TLS)),
-    ("tls.require_client_cert", Refused(TLS)),
+    ("tls.client_cert", Honoured),
+    ("tls.client_key", Honoured),
+    ("tls.server_cert", Honoured),
+    ("tls.server_key", Honoured),
+    ("tls.ca_cert", Honoured),
+    ("tls.require_client_cert", Honoured),
     ("etcd.embedded", NoEffect(ETCD)),
     ("etcd.listen", NoEffect(ETCD)),
     ("etcd.data_dir", NoEffect(ETCD)),

@@ -29,6 +29,18 @@ pub struct ClientArgs {
         global = true
     )]
     password: String,
+    /// CA certificate the analyzer's is verified against (HTTPS then); `tls.ca_cert`.
+    #[arg(long, global = true)]
+    cacert: Option<std::path::PathBuf>,
+    /// Client certificate, for analyzers that require one (HTTPS then); `tls.client_cert`.
+    #[arg(long, global = true)]
+    cert: Option<std::path::PathBuf>,
+    /// The client certificate's key; `tls.client_key`.
+    #[arg(long, global = true)]
+    key: Option<std::path::PathBuf>,
+    /// HTTPS without verifying the analyzer's certificate.
+    #[arg(long, global = true)]
+    insecure: bool,
     #[command(subcommand)]
     command: ClientCommand,
 }
@@ -954,6 +966,8 @@ pub struct ClientConfig {
     pub analyzer: String,
     /// `http.cookie`: sent with every request.
     pub cookies: std::collections::BTreeMap<String, String>,
+    /// `tls.ca_cert`, `tls.client_cert`, `tls.client_key` (the flags take precedence).
+    pub tls: skydive_api::client::ClientTlsFiles,
 }
 
 impl ClientConfig {
@@ -965,6 +979,15 @@ impl ClientConfig {
                 .cloned()
                 .unwrap_or_else(|| "127.0.0.1:8082".to_string()),
             cookies: s.http.cookies(),
+            tls: {
+                let t = skydive_tls::TlsFiles::from_settings(s);
+                skydive_api::client::ClientTlsFiles {
+                    ca_cert: t.ca_cert,
+                    client_cert: t.client_cert,
+                    client_key: t.client_key,
+                    insecure: false,
+                }
+            },
         }
     }
 }
@@ -977,7 +1000,22 @@ pub fn run(args: &ClientArgs, config: &Config) -> ExitCode {
         username: args.username.clone(),
         password: args.password.clone(),
     };
-    let c = Client::new(&addr, Some(creds)).with_cookies(cfg.cookies);
+    let tls = skydive_api::client::ClientTlsFiles {
+        ca_cert: args.cacert.clone().or(cfg.tls.ca_cert),
+        client_cert: args.cert.clone().or(cfg.tls.client_cert),
+        client_key: args.key.clone().or(cfg.tls.client_key),
+        insecure: args.insecure,
+    };
+    let c = match Client::new(&addr, Some(creds))
+        .with_cookies(cfg.cookies)
+        .with_tls(&tls)
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::from(64);
+        }
+    };
     let result = match &args.command {
         ClientCommand::Query {
             gremlin, format, ..

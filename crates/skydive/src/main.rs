@@ -121,11 +121,13 @@ async fn start_analyzer(
 
 async fn run_service(cmd: &Command, config: Config) -> anyhow::Result<()> {
     let settings = config.settings;
+    let tls = skydive_tls::TlsFiles::from_settings(&settings);
+    let scheme = if tls.serves_tls() { "https" } else { "http" };
     match cmd {
         Command::Analyzer { recover } => {
             let analyzer = start_analyzer(&settings, *recover).await?;
             eprintln!(
-                "Skydive analyzer: web UI on http://{a}/ ; API on http://{a}/api",
+                "Skydive analyzer: web UI on {scheme}://{a}/ ; API on {scheme}://{a}/api",
                 a = analyzer.addr
             );
             shutdown_signal().await;
@@ -141,6 +143,14 @@ async fn run_service(cmd: &Command, config: Config) -> anyhow::Result<()> {
             agent.shutdown().await;
         }
         Command::Allinone { recover } => {
+            if tls.serves_tls() && tls.ca_cert.is_none() {
+                return Err(skydive_config::ConfigError::invalid(
+                    "tls.ca_cert",
+                    "allinone serves TLS, and its agent verifies its analyzer's certificate \
+                     against tls.ca_cert, which is not set",
+                )
+                .into());
+            }
             let analyzer = start_analyzer(&settings, *recover).await?;
             let mut agent_settings = settings.clone();
             agent_settings.analyzers = vec![analyzer.addr.to_string()];
@@ -152,7 +162,7 @@ async fn run_service(cmd: &Command, config: Config) -> anyhow::Result<()> {
                 }
             };
             eprintln!(
-                "Skydive allinone: web UI on http://{a}/ ; analyzer API on http://{a}/api ; agent API on http://{b}/api (its own UI on http://{b}/)",
+                "Skydive allinone: web UI on {scheme}://{a}/ ; analyzer API on {scheme}://{a}/api ; agent API on {scheme}://{b}/api (its own UI on {scheme}://{b}/)",
                 a = analyzer.addr,
                 b = agent.addr
             );
@@ -234,6 +244,7 @@ fn main() -> ExitCode {
             if e.chain().any(|c| {
                 c.is::<skydive_api::auth::AuthConfigError>()
                     || c.is::<skydive_config::ConfigError>()
+                    || c.is::<skydive_tls::TlsError>()
             }) {
                 ExitCode::from(EXIT_CONFIG)
             } else {

@@ -296,7 +296,7 @@ fn settings_this_build_cannot_honour_stop_the_start_naming_the_key() {
         (
             "tls:\n  server_cert: /etc/skydive/server.crt\n  server_key: /etc/skydive/server.key\n",
             "tls.server_cert",
-            "TLS is not in this build yet",
+            "/etc/skydive/server.crt: No such file or directory",
         ),
         (
             "etcd:\n  servers: [http://127.0.0.1:2379]\n",

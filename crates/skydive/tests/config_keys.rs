@@ -76,6 +76,12 @@ const SAMPLES: &[(&str, &str)] = &[
     ("http.ws.sync_chunk_size", "100"),
     ("http.cookie", r#"{"session": "abc"}"#),
     ("http.rest.debug", "true"),
+    ("tls.client_cert", r#""/etc/skydive/client.pem""#),
+    ("tls.client_key", r#""/etc/skydive/client.key""#),
+    ("tls.server_cert", r#""/etc/skydive/server.pem""#),
+    ("tls.server_key", r#""/etc/skydive/server.key""#),
+    ("tls.ca_cert", r#""/etc/skydive/ca.pem""#),
+    ("tls.require_client_cert", "true"),
     (
         "storage",
         r#"{"embedded": {"driver": "embedded", "path": "/tmp/skydive-other"}, "memory": {"driver": "memory"}}"#,
