@@ -76,8 +76,13 @@ class Allinone:
         self.proc = subprocess.Popen(
             [binary] + confs + ["allinone"], stdout=self.log, stderr=self.log
         )
-        wait_for("the analyzer API", self.api_up)
-        wait_for("the agent's host node", lambda: self.count("G.V().Has('Type', 'host')") == 1)
+        try:
+            wait_for("the analyzer API", self.api_up)
+            wait_for("the agent's host node", lambda: self.count("G.V().Has('Type', 'host')") == 1)
+        except BaseException:
+            # A start that fails leaves no process behind.
+            self.stop()
+            raise
 
     def api_up(self):
         req = urllib.request.Request(

@@ -3,6 +3,7 @@ certificates made here by `openssl` (a CA and a certificate for 127.0.0.1)."""
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import uuid
@@ -86,3 +87,38 @@ def test_subscriber_over_wss(tls_allinone):
     client.start()
     assert received and received[0]["Type"] == "SyncReply", received
     assert any(n["Metadata"]["Type"] == "host" for n in received[0]["Obj"]["Nodes"])
+
+
+def test_web_ui_over_https_trusting_the_test_ca(tls_allinone):
+    """Chromium with the test CA in its NSS database loads the UI over HTTPS, and the page's
+    live graph comes over WSS."""
+    from uitools import CHROMEDRIVER, CHROMIUM, Page, start_browser
+
+    need(os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER),
+         "needs Debian's chromium and chromium-driver")
+    need(shutil.which("certutil") is not None, "needs certutil (libnss3-tools)")
+    home = tempfile.mkdtemp(prefix="skydive-tls-home-")
+    nssdb = os.path.join(home, ".pki", "nssdb")
+    os.makedirs(nssdb)
+    subprocess.run(["certutil", "-d", "sql:" + nssdb, "-N", "--empty-password"], check=True)
+    subprocess.run(["certutil", "-d", "sql:" + nssdb, "-A", "-t", "C,,", "-n", "skydive-test-ca",
+                    "-i", tls_allinone.ca], check=True)
+    driver, cleanup = start_browser(env=dict(os.environ, HOME=home))
+    try:
+        page = Page(driver, "https://%s/" % tls_allinone.endpoint)
+        assert page.js("return location.protocol") == "https:"
+        assert page.node_id("pytest-host", "host"), "the host node came over wss://"
+    finally:
+        cleanup()
+        shutil.rmtree(home, ignore_errors=True)
+
+    # Without the CA, the browser refuses the page.
+    bare = tempfile.mkdtemp(prefix="skydive-tls-home-")
+    driver, cleanup = start_browser(env=dict(os.environ, HOME=bare))
+    try:
+        driver.get("https://%s/" % tls_allinone.endpoint)
+        assert "skydiveUI" not in (driver.page_source or "")
+        assert driver.execute_script("return window.skydiveUI === undefined")
+    finally:
+        cleanup()
+        shutil.rmtree(bare, ignore_errors=True)

@@ -16,8 +16,9 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 SHOTS = pathlib.Path(__file__).resolve().parents[2] / "target" / "ui-screenshots"
 
 
-def start_browser(width=1400, height=900):
-    """A headless Chromium with a fresh profile; returns (driver, cleanup)."""
+def start_browser(width=1400, height=900, env=None):
+    """A headless Chromium with a fresh profile (and the environment `env`, e.g. a HOME whose
+    NSS database trusts a test CA); returns (driver, cleanup)."""
     # Selenium must not look for (or download) a browser or a driver of its own.
     os.environ["SE_OFFLINE"] = "true"
     from selenium import webdriver
@@ -39,7 +40,7 @@ def start_browser(width=1400, height=900):
         "--user-data-dir=" + profile,
     ):
         opts.add_argument(a)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER, env=env), options=opts)
     driver.set_script_timeout(60)
     SHOTS.mkdir(parents=True, exist_ok=True)
 

@@ -10,6 +10,10 @@
 //! `cargo bench -p skydive --bench b7`; sizes by environment: `B7_AGENTS` (200),
 //! `B7_NODES` (1000 per agent), `B7_SUBSCRIBERS` (100), `B7_RATE` (updates per second in
 //! all, 5000), `B7_SECONDS` (20). Writes `target/bench/b7.json`.
+//!
+//! With `B7_TLS=1` (benchmark B13, the cost of TLS), the analyzer serves HTTPS and WSS with a
+//! certificate made here, and every agent and subscriber connects over `wss://`; writes
+//! `target/bench/b7-tls.json`.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -73,8 +77,39 @@ fn rss_mib(pid: u32) -> f64 {
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// The clients' TLS configuration, with `B7_TLS=1`.
+static TLS: std::sync::OnceLock<Option<Arc<skydive_tls::ClientConfig>>> =
+    std::sync::OnceLock::new();
+
+/// A CA and a certificate for 127.0.0.1 it signed, in `dir`: the CA's, the certificate's and
+/// the key's files.
+fn make_certificates(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+    use rcgen::{CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let mut srv = CertificateParams::new(Vec::<String>::new()).unwrap();
+    srv.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
+    let key = KeyPair::generate().unwrap();
+    let cert = srv.signed_by(&key, &issuer).unwrap();
+    let files = [
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    ];
+    std::fs::write(&files[0], ca_cert.pem()).unwrap();
+    std::fs::write(&files[1], cert.pem()).unwrap();
+    std::fs::write(&files[2], key.serialize_pem()).unwrap();
+    files
+}
+
 async fn connect(addr: &str, endpoint: &str, headers: &[(&str, String)]) -> Ws {
-    let mut req = format!("ws://{addr}{endpoint}")
+    let tls = TLS.get().cloned().flatten();
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    let mut req = format!("{scheme}://{addr}{endpoint}")
         .into_client_request()
         .unwrap();
     for (k, v) in headers {
@@ -83,7 +118,14 @@ async fn connect(addr: &str, endpoint: &str, headers: &[(&str, String)]) -> Ws {
         req.headers_mut()
             .insert(name, HeaderValue::from_str(v).unwrap());
     }
-    let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+        req,
+        None,
+        false,
+        tls.map(tokio_tungstenite::Connector::Rustls),
+    )
+    .await
+    .unwrap();
     ws
 }
 
@@ -278,10 +320,32 @@ fn main() {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let conf = dir.path().join("analyzer.yml");
+    let tls = env_or("B7_TLS", 0) == 1;
+    let (tls_section, client_tls) = if tls {
+        let [ca, cert, key] = make_certificates(dir.path());
+        let files = skydive_tls::TlsFiles {
+            ca_cert: Some(ca.clone()),
+            ..Default::default()
+        };
+        let config = skydive_tls::ClientTls::load(&files, &Default::default())
+            .unwrap()
+            .config;
+        (
+            format!(
+                "tls:\n  server_cert: {}\n  server_key: {}\n",
+                cert.display(),
+                key.display()
+            ),
+            Some((config, ca)),
+        )
+    } else {
+        (String::new(), None)
+    };
+    let _ = TLS.set(client_tls.as_ref().map(|(c, _)| c.clone()));
     std::fs::write(
         &conf,
         format!(
-            "host_id: bench-analyzer\nanalyzer:\n  listen: {addr}\nlogging:\n  level: INFO\nstorage:\n  embedded:\n    path: {}\n",
+            "host_id: bench-analyzer\nanalyzer:\n  listen: {addr}\nlogging:\n  level: INFO\nstorage:\n  embedded:\n    path: {}\n{tls_section}",
             dir.path().display()
         ),
     )
@@ -296,7 +360,12 @@ fn main() {
             .unwrap(),
     );
     let pid = analyzer.0.id();
-    let client = skydive_api::client::Client::new(&addr, None);
+    let client = skydive_api::client::Client::new(&addr, None)
+        .with_tls(&skydive_api::client::ClientTlsFiles {
+            ca_cert: client_tls.map(|(_, ca)| ca),
+            ..Default::default()
+        })
+        .unwrap();
     let t = Instant::now();
     while client.send("GET", "/api", None, &[]).is_err() {
         assert!(
@@ -502,7 +571,7 @@ fn main() {
         (delivered as f64 / wall) as u64
     );
     let out = json!({
-        "agents": agents, "nodes_per_agent": nodes, "subscribers": subscribers, "rate": rate, "seconds": wall,
+        "tls": tls, "agents": agents, "nodes_per_agent": nodes, "subscribers": subscribers, "rate": rate, "seconds": wall,
         "sent": sent, "delivered": delivered, "lost": lost,
         "latency_ms": {"p50": p50, "p99": p99, "max": max},
         "analyzer_cpu_cores": cpu, "analyzer_rss_mib": rss,
@@ -511,7 +580,7 @@ fn main() {
     let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
     let _ = std::fs::create_dir_all(&target);
     let _ = std::fs::write(
-        target.join("b7.json"),
+        target.join(if tls { "b7-tls.json" } else { "b7.json" }),
         serde_json::to_string_pretty(&out).unwrap(),
     );
     drop(analyzer);
