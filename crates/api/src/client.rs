@@ -55,6 +55,8 @@ pub struct Client {
     token: std::sync::Mutex<Option<String>>,
     /// `http.cookie`: sent with every request.
     cookies: std::collections::BTreeMap<String, String>,
+    /// How HTTPS servers are verified, for WebSocket connections too.
+    tls: ClientTlsFiles,
 }
 
 /// How a client verifies the servers it talks to and proves who it is (`tls.ca_cert`,
@@ -163,6 +165,7 @@ impl Client {
             credentials: credentials.filter(|c| !c.username.is_empty()),
             token: std::sync::Mutex::new(None),
             cookies: Default::default(),
+            tls: ClientTlsFiles::default(),
         }
     }
 
@@ -189,6 +192,7 @@ impl Client {
             .tls_config(tls_config(tls)?)
             .build()
             .into();
+        self.tls = tls.clone();
         Ok(self)
     }
 
@@ -262,6 +266,11 @@ impl Client {
             out.push(("Cookie", cookie_header(&cookies)));
         }
         out
+    }
+
+    /// How this client verifies HTTPS servers (for a `wss://` connection to the same one).
+    pub fn tls(&self) -> &ClientTlsFiles {
+        &self.tls
     }
 
     /// What a WebSocket connection to the same server needs: its `ws://` URL for `path`

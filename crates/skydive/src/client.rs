@@ -693,14 +693,45 @@ fn import(c: &Client, file: &std::path::Path, endpoint: &str) -> Result<(), Stri
     for (k, v) in &auth {
         put(k, v)?;
     }
-    let (mut ws, _) = tungstenite::connect(req).map_err(|e| match e {
-        tungstenite::Error::Http(r) => format!(
-            "{url}: {} {}",
-            r.status().as_u16(),
-            String::from_utf8_lossy(r.body().as_deref().unwrap_or_default()).trim_end()
-        ),
-        e => format!("{url}: {e}"),
-    })?;
+    let stream = std::net::TcpStream::connect(
+        c.base()
+            .split_once("://")
+            .map(|(_, a)| a)
+            .unwrap_or(c.base()),
+    )
+    .map_err(|e| format!("{url}: {e}"))?;
+    // wss:// verifies the analyzer as the client's HTTPS does.
+    let connector = if url.starts_with("wss://") {
+        let t = c.tls();
+        let files = skydive_tls::TlsFiles {
+            ca_cert: t.ca_cert.clone(),
+            client_cert: t.client_cert.clone(),
+            client_key: t.client_key.clone(),
+            ..Default::default()
+        };
+        let opts = skydive_tls::ClientOptions {
+            insecure: t.insecure,
+        };
+        let tls = skydive_tls::ClientTls::load(&files, &opts).map_err(|e| e.to_string())?;
+        Some(tungstenite::Connector::Rustls(tls.config))
+    } else {
+        Some(tungstenite::Connector::Plain)
+    };
+    let (mut ws, _) = tungstenite::client_tls_with_config(req, stream, None, connector)
+        .map_err(|e| match e {
+            tungstenite::handshake::HandshakeError::Failure(e) => e,
+            tungstenite::handshake::HandshakeError::Interrupted(_) => {
+                tungstenite::Error::Io(std::io::ErrorKind::WouldBlock.into())
+            }
+        })
+        .map_err(|e| match e {
+            tungstenite::Error::Http(r) => format!(
+                "{url}: {} {}",
+                r.status().as_u16(),
+                String::from_utf8_lossy(r.body().as_deref().unwrap_or_default()).trim_end()
+            ),
+            e => format!("{url}: {e}"),
+        })?;
     let send = |ws: &mut tungstenite::WebSocket<_>, kind: &str, obj: &Value| {
         let msg = json!({"Namespace": "Graph", "Type": kind, "Obj": obj});
         ws.send(Message::text(msg.to_string()))

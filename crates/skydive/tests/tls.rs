@@ -207,6 +207,22 @@ fn agents_reach_the_analyzer_over_mutual_tls_and_clients_need_the_ca() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(err.contains("UnknownIssuer"), "{err}");
+    // topology import goes over wss://, verified and with the client certificate.
+    let graph = dir.path().join("graph.json");
+    std::fs::write(
+        &graph,
+        r#"[{"Nodes": [{"ID": "tls-imported", "Metadata": {"Name": "tls-imported", "Type": "device"}}], "Edges": []}]"#,
+    )
+    .unwrap();
+    let o = Command::new(bin())
+        .args(["client", "--analyzer", addr.as_str()])
+        .args(["--cacert", ca_s, "--cert", cert_s, "--key", key_s])
+        .args(["topology", "import", "--file"])
+        .arg(&graph)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(count(&c, "G.V().Has('Name', 'tls-imported')"), 1);
     let o = client(&["--cacert", "/nonexistent/ca.pem"]);
     assert_eq!(o.status.code(), Some(64));
     let err = String::from_utf8_lossy(&o.stderr).to_string();
