@@ -117,8 +117,11 @@ def run_ws(allinone, protocol, endpoint="/ws/subscriber", **kwargs):
         **kwargs
     )
     client.connect()
-    client.loop.call_later(10, client.loop.stop)
+    # Stops the loop if the test's protocol never does; cancelled after, so that it cannot
+    # stop a later test's use of the same loop.
+    timer = client.loop.call_later(10, client.loop.stop)
     client.start()
+    timer.cancel()
     return client
 
 

@@ -1,6 +1,7 @@
 """skydive-client (PyPI) over HTTPS and WSS, against `skydive allinone` serving TLS with
 certificates made here by `openssl` (a CA and a certificate for 127.0.0.1)."""
 
+import asyncio
 import json
 import os
 import shutil
@@ -75,6 +76,8 @@ def test_subscriber_over_wss(tls_allinone):
             if msg["Type"] == "SyncReply":
                 self.stop_when_complete()
 
+    # A loop of its own: the client library runs the thread's default loop.
+    asyncio.set_event_loop(asyncio.new_event_loop())
     client = WSClient(
         "pytest-" + uuid.uuid4().hex[:8],
         "wss://%s/ws/subscriber" % tls_allinone.endpoint,
@@ -83,8 +86,9 @@ def test_subscriber_over_wss(tls_allinone):
         sync="1",
     )
     client.connect()
-    client.loop.call_later(10, client.loop.stop)
+    timer = client.loop.call_later(10, client.loop.stop)
     client.start()
+    timer.cancel()
     assert received and received[0]["Type"] == "SyncReply", received
     assert any(n["Metadata"]["Type"] == "host" for n in received[0]["Obj"]["Nodes"])
 

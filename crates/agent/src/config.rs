@@ -72,6 +72,8 @@ pub struct AgentConfig {
     /// `tls.*`: HTTPS and WSS when a server certificate is set; `wss://` to the analyzers
     /// when TLS is configured, with the client certificate when set.
     pub tls: skydive_tls::TlsFiles,
+    /// `gremlin.*`: what one query of the agent's API may take.
+    pub gremlin: skydive_api::server::GremlinLimits,
 }
 
 impl AgentConfig {
@@ -110,6 +112,7 @@ impl AgentConfig {
             ws: s.http.ws.clone(),
             rest_debug: s.http.rest_debug(),
             tls: skydive_tls::TlsFiles::from_settings(s),
+            gremlin: skydive_api::server::GremlinLimits::of(&s.gremlin),
         })
     }
 }

@@ -192,6 +192,7 @@ impl Agent {
             bpf: None,
             ws: cfg.ws.clone(),
             registry: Default::default(),
+            gremlin: cfg.gremlin,
         });
 
         let (stop, stop_rx) = watch::channel(false);

@@ -122,6 +122,8 @@ pub struct AnalyzerConfig {
     pub rest_debug: bool,
     /// `tls.*`: HTTPS and WSS when a server certificate is set; the webhooks' trust.
     pub tls: skydive_tls::TlsFiles,
+    /// `gremlin.*`: what one query may take.
+    pub gremlin: skydive_api::server::GremlinLimits,
     /// `analyzer.topology.fabric`.
     pub fabric: Fabric,
     /// `--recover`: a damaged embedded store is moved aside and what can be read of it kept,
@@ -231,6 +233,7 @@ impl AnalyzerConfig {
             ws: s.http.ws.clone(),
             rest_debug: s.http.rest_debug(),
             tls: skydive_tls::TlsFiles::from_settings(s),
+            gremlin: skydive_api::server::GremlinLimits::of(&s.gremlin),
             fabric: Fabric::parse(&s.analyzer.topology.fabric).map_err(|e| {
                 ConfigError::invalid(
                     "analyzer.topology.fabric",

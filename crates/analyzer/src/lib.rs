@@ -124,6 +124,7 @@ impl Analyzer {
             bpf: Some(Arc::new(captures::LibpcapBpf)),
             ws: cfg.ws.clone(),
             registry: Default::default(),
+            gremlin: cfg.gremlin,
         });
         let resources =
             Resources::with_defaults(stores.resources.clone(), cfg.resource_defaults.clone());

@@ -770,3 +770,49 @@ fn config_keys_are_served_secrets_masked_and_unknown_ones_as_null() {
     assert!(!whole.to_string().contains("cluster-secret"), "{whole}");
     assert_eq!(a.get("/api/config/no.such.key"), Value::Null);
 }
+
+/// A 20-node mesh made through the API, where `Both()` six times would produce 940 million
+/// nodes: the query is refused at its element budget (422) or at its deadline (503), each
+/// naming the limit, and the analyzer answers everyone else meanwhile.
+#[test]
+fn a_query_that_explodes_stops_at_its_limits() {
+    for (max, timeout, status, names) in [
+        (10_000_000u64, 60u64, 422, "gremlin.max_elements: 10000000"),
+        (1_000_000_000, 1, 503, "gremlin.timeout: 1 s"),
+    ] {
+        let a = TestAnalyzer::start_with(|s| {
+            s.gremlin.max_elements = max;
+            s.gremlin.timeout = timeout;
+        });
+        for i in 0..20 {
+            a.send(
+                "POST",
+                "/api/node",
+                Some(node(&format!("m{i}"), &format!("m{i}"), "device")),
+                &[],
+            );
+        }
+        for i in 0..20 {
+            for j in i + 1..20 {
+                a.send(
+                    "POST",
+                    "/api/edge",
+                    Some(json!({"ID": format!("m{i}-{j}"), "Parent": format!("m{i}"), "Child": format!("m{j}"), "Metadata": {"RelationType": "layer2"}})),
+                    &[],
+                );
+            }
+        }
+        assert_eq!(a.count("G.E()"), 190);
+        let started = std::time::Instant::now();
+        let r = a.send(
+            "POST",
+            "/api/topology",
+            Some(json!({"GremlinQuery": "G.V().Both().Both().Both().Both().Both().Both()"})),
+            &[],
+        );
+        assert_eq!(r.status, status, "{}", r.text());
+        assert!(r.text().contains(names), "{}", r.text());
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert_eq!(a.get("/api")["Service"], "analyzer");
+    }
+}

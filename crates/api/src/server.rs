@@ -58,6 +58,69 @@ pub struct Context {
     pub bpf: Option<Arc<dyn BpfCompiler>>,
     pub ws: WsSettings,
     pub registry: Arc<Registry>,
+    /// `gremlin.*`: what one query may take.
+    pub gremlin: GremlinLimits,
+}
+
+/// `gremlin.max_elements` and `gremlin.timeout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GremlinLimits {
+    pub max_elements: usize,
+    pub timeout: std::time::Duration,
+}
+
+impl Default for GremlinLimits {
+    fn default() -> Self {
+        GremlinLimits::of(&skydive_config::GremlinSettings::default())
+    }
+}
+
+impl GremlinLimits {
+    pub fn of(s: &skydive_config::GremlinSettings) -> GremlinLimits {
+        GremlinLimits {
+            max_elements: usize::try_from(s.max_elements).unwrap_or(usize::MAX),
+            timeout: std::time::Duration::from_secs(s.timeout),
+        }
+    }
+
+    /// The limits of one evaluation starting now, stopped early when `cancel` is set.
+    pub fn start(
+        &self,
+        cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+    ) -> skydive_gremlin::Limits {
+        skydive_gremlin::Limits {
+            max_elements: self.max_elements,
+            deadline: Some(std::time::Instant::now() + self.timeout),
+            cancel,
+        }
+    }
+
+    /// The answer to a query that stopped: what the client can act on, naming the limit.
+    pub fn error(&self, e: skydive_gremlin::Error) -> ApiError {
+        use skydive_gremlin::LimitHit;
+        match e.limit {
+            None => ApiError::bad_request(e.to_string()),
+            Some(LimitHit::Elements) => ApiError::Client(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("{e} (gremlin.max_elements: {})", self.max_elements),
+            ),
+            Some(LimitHit::Time) => ApiError::Unavailable(format!(
+                "{e} (gremlin.timeout: {} s)",
+                self.timeout.as_secs()
+            )),
+            Some(LimitHit::Cancelled) => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// Sets its flag when dropped: the evaluation it was given to stops when its request is
+/// dropped (the client went away).
+struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Context {
@@ -330,6 +393,8 @@ async fn topology_query(State(ctx): State<Shared>, headers: HeaderMap, body: Byt
         .unwrap_or("")
         .to_string();
     let snap = ctx.hub.snapshot();
+    let cancel = CancelOnDrop(Arc::default());
+    let limits = ctx.gremlin.start(Some(cancel.0.clone()));
     let (ctype, body) = tokio::task::spawn_blocking(move || {
         let env = Env {
             graph: &snap.graph,
@@ -338,11 +403,12 @@ async fn topology_query(State(ctx): State<Shared>, headers: HeaderMap, body: Byt
             bpf: ctx.bpf.as_deref(),
             now: skydive_graph::now_ms(),
         };
-        let out = skydive_gremlin::query(&req.gremlin_query, &env)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let out = skydive_gremlin::query_limited(&req.gremlin_query, &env, &limits)
+            .map_err(|e| ctx.gremlin.error(e))?;
         render(&out, &accept)
     })
     .await??;
+    drop(cancel);
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, ctype)], body).into_response())
 }
 

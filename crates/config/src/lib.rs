@@ -511,6 +511,18 @@ impl Settings {
                 &["noauth", "basic", "keystone"],
             )?;
         }
+        if self.gremlin.max_elements == 0 {
+            return Err(ConfigError::invalid(
+                "gremlin.max_elements",
+                "must be at least 1",
+            ));
+        }
+        if self.gremlin.timeout == 0 {
+            return Err(ConfigError::invalid(
+                "gremlin.timeout",
+                "must be at least 1 second",
+            ));
+        }
         if self.flow.update == 0 {
             return Err(ConfigError::invalid(
                 "flow.update",
@@ -873,14 +885,12 @@ mod tests {
                 std::iter::empty::<(&str, &str)>(),
             )
         };
-        let e = load("tls:\n  server_cert: /etc/skydive/cert.pem\n").unwrap_err();
+        let e = load("etcd:\n  servers: [http://127.0.0.1:2379]\n").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "invalid configuration value for key `tls.server_cert`: TLS is not in this build yet \
-             (it comes with TLS on every link); with it set, the services would serve plain \
-             HTTP; remove it from the configuration"
+            "invalid configuration value for key `etcd.servers`: resources live in the embedded \
+             store; etcd comes with several analyzers with etcd; remove it from the configuration"
         );
-        assert!(load("etcd:\n  servers: [http://127.0.0.1:2379]\n").is_err());
         assert!(load("analyzer:\n  topology:\n    probes: [k8s]\n").is_err());
         let c = load("flow:\n  protocol: udp\nhttp:\n  ws:\n    enable_write_compression: true\n")
             .unwrap();

@@ -32,6 +32,7 @@ pub struct Settings {
     pub ovs: OvsSettings,
     pub ui: Value,
     pub cache: CacheSettings,
+    pub gremlin: GremlinSettings,
 }
 
 impl Default for Settings {
@@ -84,6 +85,7 @@ impl Default for Settings {
             ovs: OvsSettings::default(),
             ui: Value::Object(Default::default()),
             cache: CacheSettings::default(),
+            gremlin: GremlinSettings::default(),
         }
     }
 }
@@ -580,6 +582,25 @@ impl Default for OvsSettings {
             ovsdb: "unix:///var/run/openvswitch/db.sock".into(),
             enable_stats: false,
             oflow: serde_json::json!({"enable": false, "native": false}),
+        }
+    }
+}
+
+/// What one Gremlin evaluation may take, through the API and in subscriber filters.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GremlinSettings {
+    /// Elements one step may produce (about proportional to the memory the query holds).
+    pub max_elements: u64,
+    /// Seconds a query of the API may run.
+    pub timeout: u64,
+}
+
+impl Default for GremlinSettings {
+    fn default() -> Self {
+        GremlinSettings {
+            max_elements: 10_000_000,
+            timeout: 60,
         }
     }
 }

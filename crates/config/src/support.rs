@@ -192,6 +192,8 @@ pub const KEYS: &[(&str, Support)] = &[
              GET /api/config/ui)",
         ),
     ),
+    ("gremlin.max_elements", Honoured),
+    ("gremlin.timeout", Honoured),
     (
         "cache.expire",
         NoEffect("this build keeps no cache of flow enhancers"),

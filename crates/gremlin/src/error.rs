@@ -7,6 +7,19 @@ use std::fmt;
 pub struct Error {
     pub message: String,
     pub position: Option<usize>,
+    /// The limit the evaluation hit, when that is why it stopped (see [`crate::Limits`]).
+    pub limit: Option<LimitHit>,
+}
+
+/// Which limit stopped an evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitHit {
+    /// More elements in a step's result than [`crate::Limits::max_elements`].
+    Elements,
+    /// Past [`crate::Limits::deadline`].
+    Time,
+    /// The client went away.
+    Cancelled,
 }
 
 impl Error {
@@ -15,6 +28,7 @@ impl Error {
         Error {
             message,
             position: Some(pos),
+            limit: None,
         }
     }
 
@@ -23,6 +37,16 @@ impl Error {
         Error {
             message: message.into(),
             position: None,
+            limit: None,
+        }
+    }
+
+    /// The evaluation stopped at a limit.
+    pub fn limit(hit: LimitHit, message: impl Into<String>) -> Self {
+        Error {
+            message: message.into(),
+            position: None,
+            limit: Some(hit),
         }
     }
 }

@@ -76,13 +76,89 @@ pub struct Env<'a> {
     pub now: Time,
 }
 
+/// What one evaluation may take: the elements a step may produce (the memory a query holds
+/// is about proportional to them: `G.V().Both()` six times over a 20-node mesh would produce
+/// 940 million), when it must be done, and a flag that says its client went away.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_elements: usize,
+    pub deadline: Option<std::time::Instant>,
+    pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Limits {
+    /// The elements a step may produce when nothing else is said: far above what Skydive's
+    /// own tests and web UI ask of a graph of 100,000 elements.
+    pub const DEFAULT_MAX_ELEMENTS: usize = 10_000_000;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_elements: Self::DEFAULT_MAX_ELEMENTS,
+            deadline: None,
+            cancel: None,
+        }
+    }
+}
+
+impl Limits {
+    /// Whether the evaluation must stop now: past its deadline, or cancelled.
+    fn check_time(&self) -> Result<()> {
+        if self
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return Err(Error::limit(
+                crate::LimitHit::Cancelled,
+                "the query was cancelled: its client went away",
+            ));
+        }
+        if self
+            .deadline
+            .is_some_and(|d| std::time::Instant::now() >= d)
+        {
+            return Err(Error::limit(
+                crate::LimitHit::Time,
+                "the query ran out of time",
+            ));
+        }
+        Ok(())
+    }
+
+    fn too_many(&self, what: &str) -> Error {
+        Error::limit(
+            crate::LimitHit::Elements,
+            format!(
+                "the query produces more than {} {what} in one step",
+                self.max_elements
+            ),
+        )
+    }
+
+    /// Fails when a step produced more than [`Limits::max_elements`].
+    fn check_size(&self, n: usize, what: &str) -> Result<()> {
+        if n > self.max_elements {
+            return Err(self.too_many(what));
+        }
+        Ok(())
+    }
+}
+
 /// Runs a parsed query.
 pub fn execute<'a>(query: &Query, env: &Env<'a>) -> Result<Output<'a>> {
+    execute_limited(query, env, &Limits::default())
+}
+
+/// Runs a parsed query within `limits`.
+pub fn execute_limited<'a>(query: &Query, env: &Env<'a>, limits: &Limits) -> Result<Output<'a>> {
     let mut ev = Evaluator {
         env,
         graph: GraphRef::Borrowed(env.graph),
         time: None,
         labels: HashMap::new(),
+        limits,
     };
     ev.run(&query.steps)
 }
@@ -92,12 +168,18 @@ pub fn query<'a>(text: &str, env: &Env<'a>) -> Result<Output<'a>> {
     execute(&crate::parser::parse(text)?, env)
 }
 
+/// Parses and runs a query within `limits`.
+pub fn query_limited<'a>(text: &str, env: &Env<'a>, limits: &Limits) -> Result<Output<'a>> {
+    execute_limited(&crate::parser::parse(text)?, env, limits)
+}
+
 struct Evaluator<'e, 'a> {
     env: &'e Env<'a>,
     /// The graph the current elements come from.
     graph: GraphRef<'a>,
     time: Option<TimeSlice>,
     labels: HashMap<String, Vec<Arc<Node>>>,
+    limits: &'e Limits,
 }
 
 fn invalid(step: &Step, input: &Output<'_>) -> Error {
@@ -306,7 +388,9 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     "Context must come directly after G".into(),
                 ));
             }
+            self.limits.check_time()?;
             let (next, consumed) = self.step(step, &steps[i + 1..], out)?;
+            self.limits.check_size(next.element_count(), "elements")?;
             out = next;
             i += 1 + consumed;
         }
@@ -939,11 +1023,11 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         let g = self.view();
         // In the live graph, from slot to slot: a node reached is read only to filter it.
         let frontier: Vec<&Arc<Node>> = match nodes.first().and_then(|n| g.node_slot(n)) {
-            Some(_) => slot_hops(g, nodes, &run, &filters),
+            Some(_) => slot_hops(g, nodes, &run, &filters, self.limits)?,
             None => {
                 let mut frontier: Vec<&Arc<Node>> = nodes.iter().collect();
                 for (s, f) in run.iter().zip(&filters) {
-                    frontier = neighbours(g, &frontier, s.kind, f);
+                    frontier = neighbours(g, &frontier, s.kind, f, self.limits)?;
                 }
                 frontier
             }
@@ -1515,27 +1599,38 @@ fn breadth_first<'a, W: Walk<'a>>(
 
 /// The nodes reached from `nodes` over their out edges (`Out`), in edges (`In`) or both, that
 /// match `f`, in order.
+/// How many nodes of a frontier are walked between two looks at the clock.
+const CHECK_EVERY: usize = 1024;
+
 fn neighbours<'v>(
     g: &'v dyn GraphView,
     nodes: &[&'v Arc<Node>],
     kind: StepKind,
     f: &Filter,
-) -> Vec<&'v Arc<Node>> {
+    limits: &Limits,
+) -> Result<Vec<&'v Arc<Node>>> {
     let mut out = Vec::with_capacity(nodes.len());
-    let mut keep = |n: &'v Arc<Node>| {
-        if f.eval(n.as_ref()) {
-            out.push(n);
+    let max = limits.max_elements;
+    for (i, n) in nodes.iter().enumerate() {
+        if i % CHECK_EVERY == 0 {
+            limits.check_time()?;
         }
-    };
-    for n in nodes {
+        let mut keep = |m: &'v Arc<Node>| {
+            if out.len() <= max && f.eval(m.as_ref()) {
+                out.push(m);
+            }
+        };
         if matches!(kind, StepKind::Out | StepKind::Both) {
             g.each_out_neighbour(n, &mut |_, m| keep(m));
         }
         if matches!(kind, StepKind::In | StepKind::Both) {
             g.each_in_neighbour(n, &mut |_, m| keep(m));
         }
+        if out.len() > max {
+            return Err(limits.too_many("nodes"));
+        }
     }
-    out
+    Ok(out)
 }
 
 /// [`neighbours`] for a run of steps over a view with slots (the live graph).
@@ -1544,7 +1639,9 @@ fn slot_hops<'v>(
     nodes: &[Arc<Node>],
     run: &[&Step],
     filters: &[Filter],
-) -> Vec<&'v Arc<Node>> {
+    limits: &Limits,
+) -> Result<Vec<&'v Arc<Node>>> {
+    let max = limits.max_elements;
     let mut frontier: Vec<u32> = nodes
         .iter()
         .filter_map(|n| {
@@ -1558,19 +1655,26 @@ fn slot_hops<'v>(
             matches!(s.kind, StepKind::In | StepKind::Both),
         );
         let mut next = Vec::with_capacity(frontier.len());
-        for &slot in &frontier {
+        for (i, &slot) in frontier.iter().enumerate() {
+            if i % CHECK_EVERY == 0 {
+                limits.check_time()?;
+            }
             g.each_slot_hop(slot, out, inn, &mut |_, other| {
-                if matches!(f, Filter::True)
-                    || g.node_in_slot(other).is_some_and(|n| f.eval(n.as_ref()))
+                if next.len() <= max
+                    && (matches!(f, Filter::True)
+                        || g.node_in_slot(other).is_some_and(|n| f.eval(n.as_ref())))
                 {
                     next.push(other);
                 }
             });
+            if next.len() > max {
+                return Err(limits.too_many("nodes"));
+            }
         }
         frontier = next;
     }
-    frontier
+    Ok(frontier
         .into_iter()
         .filter_map(|slot| g.node_in_slot(slot))
-        .collect()
+        .collect())
 }

@@ -17,9 +17,10 @@ pub mod parser;
 pub mod predicate;
 pub mod time;
 
-pub use error::{Error, Result};
+pub use error::{Error, LimitHit, Result};
 pub use eval::{
-    BpfCompiler, Env, FlowQuery, FlowSource, FlowSourceError, PacketMatcher, execute, query,
+    BpfCompiler, Env, FlowQuery, FlowSource, FlowSourceError, Limits, PacketMatcher, execute,
+    execute_limited, query, query_limited,
 };
 pub use output::{GraphRef, Output};
 pub use parser::{Param, PredicateKind, Query, Step, StepKind, parse};

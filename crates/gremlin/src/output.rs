@@ -51,6 +51,23 @@ pub enum Output<'a> {
 }
 
 impl Output<'_> {
+    /// How many elements the result holds, for the evaluation's budget (a graph is the
+    /// graph's own, not the query's: 0).
+    pub fn element_count(&self) -> usize {
+        match self {
+            Output::Graph(_) | Output::Int(_) | Output::Float(_) | Output::Metric(_) => 0,
+            Output::Nodes(v) => v.len(),
+            Output::Edges(v) => v.len(),
+            Output::Paths(v) => v.iter().map(Vec::len).sum(),
+            Output::Values(v) | Output::Aggregated(v) => v.len(),
+            Output::Flows(v) => v.len(),
+            Output::Metrics(m) | Output::Sockets(m) => m.values().map(Vec::len).sum(),
+            Output::RawPackets(m) => m.values().map(Vec::len).sum(),
+            Output::Groups(m) => m.values().map(Vec::len).sum(),
+            Output::NextHops(m) => m.len(),
+        }
+    }
+
     /// The kind of result, for "Invalid step" messages.
     pub fn type_name(&self) -> &'static str {
         match self {

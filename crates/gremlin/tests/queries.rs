@@ -1122,3 +1122,110 @@ fn queries_see_a_consistent_snapshot_while_the_graph_changes() {
         b"105"
     );
 }
+
+/// A full mesh of `n` nodes made of layer2 edges.
+fn mesh(n: usize) -> skydive_graph::Graph {
+    use skydive_graph::{Edge, Graph, Map, Node, Value};
+    let mut g = Graph::new();
+    for i in 0..n {
+        let mut m = Map::new();
+        m.insert("Name", Value::from(format!("n{i}")));
+        m.insert("Type", Value::from("device"));
+        g.add_node(Node::new(format!("n{i}"), m, "h", "agent.h", 1))
+            .unwrap();
+    }
+    for i in 0..n {
+        for j in i + 1..n {
+            let mut m = Map::new();
+            m.insert("RelationType", Value::from("layer2"));
+            g.add_edge(Edge::new(
+                format!("e{i}-{j}"),
+                format!("n{i}"),
+                format!("n{j}"),
+                m,
+                "h",
+                "agent.h",
+                1,
+            ))
+            .unwrap();
+        }
+    }
+    g
+}
+
+/// `Both()` six times over a 20-node mesh would produce 20 × 19⁶ = 940 million nodes: the
+/// evaluation stops at its element budget, at once, and says which limit it hit; time and
+/// cancellation stop it too.
+#[test]
+fn evaluations_stop_at_their_limits() {
+    use skydive_gremlin::{LimitHit, Limits, query_limited};
+    let g = mesh(20);
+    let history = NoHistory;
+    let env = Env {
+        graph: &g,
+        history: &history,
+        flows: None,
+        bpf: None,
+        now: 0,
+    };
+    let started = std::time::Instant::now();
+    let e = query_limited(
+        "G.V().Both().Both().Both().Both().Both().Both()",
+        &env,
+        &Limits::default(),
+    )
+    .err()
+    .expect("the budget stops it");
+    assert_eq!(e.limit, Some(LimitHit::Elements));
+    assert!(e.message.contains("more than 10000000"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // Counted without keeping the nodes is bounded the same way.
+    let e = query_limited(
+        "G.V().Both().Both().Both().Both().Both().Both().Count()",
+        &env,
+        &Limits::default(),
+    )
+    .err()
+    .expect("the budget stops it");
+    assert_eq!(e.limit, Some(LimitHit::Elements));
+
+    let small = Limits {
+        max_elements: 1000,
+        ..Limits::default()
+    };
+    // 20 × 19 = 380 fits; 380 × 19 does not; E() has 190 edges.
+    assert!(query_limited("G.V().Both()", &env, &small).is_ok());
+    assert!(query_limited("G.E()", &env, &small).is_ok());
+    let e = query_limited("G.V().Both().Both()", &env, &small)
+        .err()
+        .unwrap();
+    assert_eq!(e.limit, Some(LimitHit::Elements));
+    let e = query_limited("G.V().Both().Both().Values('Name')", &env, &small)
+        .err()
+        .unwrap();
+    assert_eq!(e.limit, Some(LimitHit::Elements));
+
+    let late = Limits {
+        deadline: Some(std::time::Instant::now()),
+        ..Limits::default()
+    };
+    let e = query_limited("G.V().Both()", &env, &late).err().unwrap();
+    assert_eq!(e.limit, Some(LimitHit::Time));
+    let cancelled = Limits {
+        cancel: Some(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
+            true,
+        ))),
+        ..Limits::default()
+    };
+    let e = query_limited("G.V()", &env, &cancelled).err().unwrap();
+    assert_eq!(e.limit, Some(LimitHit::Cancelled));
+    // Ordinary queries are untouched.
+    assert!(
+        query_limited(
+            "G.V().Has('Name', 'n3').Both().Count()",
+            &env,
+            &Limits::default()
+        )
+        .is_ok()
+    );
+}

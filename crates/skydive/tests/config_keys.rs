@@ -76,6 +76,8 @@ const SAMPLES: &[(&str, &str)] = &[
     ("http.ws.sync_chunk_size", "100"),
     ("http.cookie", r#"{"session": "abc"}"#),
     ("http.rest.debug", "true"),
+    ("gremlin.max_elements", "1000"),
+    ("gremlin.timeout", "5"),
     ("tls.client_cert", r#""/etc/skydive/client.pem""#),
     ("tls.client_key", r#""/etc/skydive/client.key""#),
     ("tls.server_cert", r#""/etc/skydive/server.pem""#),

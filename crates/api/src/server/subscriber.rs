@@ -374,7 +374,8 @@ fn filtered(ctx: &Context, g: &dyn GraphView, filter: &str) -> Result<Elements, 
         bpf: None,
         now: skydive_graph::now_ms(),
     };
-    match skydive_gremlin::query(filter, &env)? {
+    // The same budgets as the API's queries.
+    match skydive_gremlin::query_limited(filter, &env, &ctx.gremlin.start(None))? {
         Output::Graph(g) => {
             let j = GraphJson::from_view(g.view());
             Ok((j.nodes, j.edges))
