@@ -475,6 +475,50 @@ fn pubsub_publishes_without_echo_and_subscribes() {
     .expect("events of others");
 }
 
+/// The queue is bounded in bytes too: with room for 10,000 messages, a subscriber that does not
+/// read is dropped once 1 MiB is queued for it, well before the 10 s write deadline.
+#[test]
+fn a_subscriber_that_never_reads_is_dropped_at_its_byte_bound() {
+    let a = TestAnalyzer::start_with(|s| s.http.ws.queue_bytes = 1 << 20);
+    let mut stuck = a.ws(
+        "/ws/subscriber",
+        &[("X-Client-Type", "webui"), ("X-Host-ID", "stuck")],
+    );
+    sync_request(&mut stuck, None);
+    let mut good = a.ws(
+        "/ws/subscriber",
+        &[("X-Client-Type", "webui"), ("X-Host-ID", "good")],
+    );
+    sync_request(&mut good, None);
+    // 40 nodes of 1 MiB: more than the socket buffers hold, far less than 10,000 messages.
+    let pad = "x".repeat(1 << 20);
+    let start = std::time::Instant::now();
+    let mut got = 0;
+    for i in 0..40 {
+        let n = json!({"ID": format!("n{i}"), "Metadata": {"Name": format!("n{i}"), "Type": "device", "Pad": pad}});
+        assert_eq!(a.send("POST", "/api/node", Some(n), &[]).status, 201);
+        got += ws_drain(&mut good, Duration::from_millis(5))
+            .iter()
+            .filter(|m| m["Type"] == "NodeAdded")
+            .count();
+        // 16 MiB sent: the socket buffers hold a few, the bound 1 more; the write deadline
+        // (10 s from the first stuck write) has not passed.
+        if i == 15 {
+            assert!(
+                a.get("/api/status")["Subscribers"].get("stuck").is_none(),
+                "the stuck subscriber is dropped by its byte bound ({:?} after the first node)",
+                start.elapsed()
+            );
+        }
+    }
+    got += ws_drain(&mut good, Duration::from_millis(1500))
+        .iter()
+        .filter(|m| m["Type"] == "NodeAdded")
+        .count();
+    assert_eq!(got, 40, "the reading subscriber gets every event");
+    assert!(a.get("/api/status")["Subscribers"].get("good").is_some());
+}
+
 #[test]
 fn an_oversized_message_closes_only_its_connection() {
     let a = TestAnalyzer::start();
@@ -504,4 +548,43 @@ fn an_oversized_message_closes_only_its_connection() {
         &[],
     );
     ws_wait(&mut fine, SHORT, |m| m["Type"] == "NodeAdded").expect("the others are served");
+}
+
+/// A frame announced over the size limit is answered with close code 1009 and a reason, not a
+/// reset. The client writes only the frame's header: a client still pushing megabytes when the
+/// analyzer closes gets a reset from its own kernel whatever the analyzer sends.
+#[test]
+fn a_message_too_big_is_closed_with_1009() {
+    use std::io::Write;
+    let a = TestAnalyzer::start();
+    let mut ws = a.ws(
+        "/ws/publisher",
+        &[
+            ("X-Client-Type", "skydive-python-client"),
+            ("X-Host-ID", "big1"),
+        ],
+    );
+    // FIN + text, masked, 64-bit length of 64 MiB + 1, a mask key, a few payload bytes.
+    let mut header = vec![0x81u8, 0x80 | 127];
+    header.extend_from_slice(&((64u64 << 20) + 1).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4, b'x', b'x']);
+    let tokio_tungstenite::tungstenite::stream::MaybeTlsStream::Plain(tcp) = ws.get_mut() else {
+        panic!("a plain TCP stream")
+    };
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(&header).unwrap();
+    let close = loop {
+        match ws.read() {
+            Ok(Message::Close(c)) => break c,
+            Ok(_) => {}
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    };
+    let close = close.expect("a close frame with a code");
+    assert_eq!(u16::from(close.code), 1009, "{close:?}");
+    assert!(close.reason.contains("message too big"), "{}", close.reason);
+    eventually(SHORT, "the publisher is gone", || {
+        a.get("/api/status")["Publishers"].get("big1").is_none()
+    });
+    assert_eq!(a.get("/api")["Service"], "analyzer");
 }

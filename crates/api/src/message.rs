@@ -169,6 +169,21 @@ pub enum Frame {
     Binary(Bytes),
 }
 
+impl Frame {
+    /// The frame's payload size in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Frame::Text(t) => t.len(),
+            Frame::Binary(b) => b.len(),
+        }
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Encodes a message whose payload is already JSON text.
 pub fn encode_raw(
     protocol: Protocol,

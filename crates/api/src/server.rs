@@ -495,7 +495,13 @@ where
     }
     let (conn, rx) = ctx
         .registry
-        .register(endpoint, handshake, remote, ctx.ws.queue_size as usize)
+        .register(
+            endpoint,
+            handshake,
+            remote,
+            ctx.ws.queue_size as usize,
+            ctx.ws.queue_bytes as usize,
+        )
         .map_err(|conn::Conflict| ApiError::Conflict("Duplicate host ID".into()))?;
     let sub = if subscribe {
         match Subscription::new(&ctx, conn.clone()).await {

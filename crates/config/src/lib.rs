@@ -547,6 +547,12 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        if self.http.ws.queue_bytes < 1 << 20 {
+            return Err(ConfigError::invalid(
+                "http.ws.queue_bytes",
+                "must be at least 1048576 (1 MiB)",
+            ));
+        }
         if !self.agent.metadata.is_object() {
             return Err(ConfigError::invalid("agent.metadata", "must be a map"));
         }

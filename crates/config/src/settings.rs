@@ -420,6 +420,8 @@ pub struct WsSettings {
     pub ping_delay: u64,
     pub pong_timeout: u64,
     pub queue_size: u64,
+    /// Most bytes queued per connection; a client that falls further behind is disconnected.
+    pub queue_bytes: u64,
     pub enable_write_compression: bool,
     pub bulk_maxmsgs: u64,
     pub bulk_maxdelay: u64,
@@ -434,6 +436,7 @@ impl Default for WsSettings {
             ping_delay: 2,
             pong_timeout: 5,
             queue_size: 10_000,
+            queue_bytes: 128 << 20,
             enable_write_compression: false,
             bulk_maxmsgs: 100,
             bulk_maxdelay: 2,

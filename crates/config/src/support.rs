@@ -128,6 +128,7 @@ pub const KEYS: &[(&str, Support)] = &[
     ("http.ws.ping_delay", Honoured),
     ("http.ws.pong_timeout", Honoured),
     ("http.ws.queue_size", Honoured),
+    ("http.ws.queue_bytes", Honoured),
     (
         "http.ws.enable_write_compression",
         NoEffect(

@@ -73,6 +73,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("http.ws.ping_delay", "3"),
     ("http.ws.pong_timeout", "9"),
     ("http.ws.queue_size", "50"),
+    ("http.ws.queue_bytes", "2097152"),
     ("http.ws.sync_chunk_size", "100"),
     ("http.cookie", r#"{"session": "abc"}"#),
     ("http.rest.debug", "true"),

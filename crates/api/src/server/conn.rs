@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +32,9 @@ const WRITE_BATCH: usize = 256;
 
 /// How long a frame may take to be written (Skydive's write deadline).
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long a write in progress may still take once its connection is closed.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// What a client said about itself when connecting.
 #[derive(Clone, Debug)]
@@ -155,6 +159,12 @@ pub struct Conn {
     outgoing: mpsc::Sender<Frame>,
     pending: Mutex<HashMap<String, oneshot::Sender<Incoming>>>,
     kill: watch::Sender<bool>,
+    /// The close frame's code and reason, when the server closes for a reason of its own.
+    close_reason: Mutex<Option<(u16, String)>>,
+    /// Bytes of the frames queued and not yet written, and the most allowed
+    /// (`http.ws.queue_bytes`).
+    queued_bytes: AtomicUsize,
+    max_queued_bytes: usize,
 }
 
 impl std::fmt::Debug for Conn {
@@ -177,22 +187,45 @@ pub enum RequestError {
 }
 
 impl Conn {
-    /// Queues a frame. A client whose queue is full is too slow: it is disconnected.
+    /// Queues a frame. A client whose queue is full, in messages or in bytes, is too slow: it is
+    /// disconnected. A frame larger than the byte bound alone still goes when nothing is queued.
     pub fn send(&self, frame: Frame) -> bool {
+        let len = frame.len();
+        let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if before > 0 && before + len > self.max_queued_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            tracing::warn!(host = %self.handshake.host_id, endpoint = self.endpoint, queued_bytes = before, "client does not read fast enough ({before} bytes queued, http.ws.queue_bytes is {}), disconnecting", self.max_queued_bytes);
+            self.close_with(1008, "client too slow: http.ws.queue_bytes reached");
+            return false;
+        }
         match self.outgoing.try_send(frame) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(host = %self.handshake.host_id, endpoint = self.endpoint, "client does not read fast enough, disconnecting");
-                self.close();
+            Err(e) => {
+                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                if let mpsc::error::TrySendError::Full(_) = e {
+                    tracing::warn!(host = %self.handshake.host_id, endpoint = self.endpoint, "client does not read fast enough (http.ws.queue_size messages queued), disconnecting");
+                    self.close_with(1008, "client too slow: http.ws.queue_size reached");
+                }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 
-    /// Queues a frame, waiting for room (for replies that must not be dropped).
+    /// Queues a frame, waiting for room (for replies that must not be dropped; they count
+    /// against the byte bound without being refused by it).
     pub async fn send_wait(&self, frame: Frame) -> bool {
-        self.outgoing.send(frame).await.is_ok()
+        let len = frame.len();
+        self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        let sent = self.outgoing.send(frame).await.is_ok();
+        if !sent {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        }
+        sent
+    }
+
+    /// Bytes queued for this client and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
     }
 
     /// Encodes and queues a message.
@@ -276,6 +309,20 @@ impl Conn {
         self.kill.send_replace(true);
     }
 
+    /// Asks the connection to close with a close frame of this code and reason (RFC 6455:
+    /// 1009 for a message too big, 1008 for a policy).
+    pub fn close_with(&self, code: u16, reason: &str) {
+        // A close frame's reason holds 123 bytes at most.
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut r = self.close_reason.lock().unwrap_or_else(|e| e.into_inner());
+        r.get_or_insert_with(|| (code, reason[..end].to_string()));
+        drop(r);
+        self.close();
+    }
+
     /// Whether the connection was asked to close.
     pub fn is_closed(&self) -> bool {
         *self.kill.borrow()
@@ -330,6 +377,7 @@ impl Registry {
         handshake: Handshake,
         remote: SocketAddr,
         queue_size: usize,
+        queue_bytes: usize,
     ) -> Result<(Arc<Conn>, mpsc::Receiver<Frame>), Conflict> {
         let mut conns = self.lock();
         if conns
@@ -348,6 +396,9 @@ impl Registry {
             outgoing: tx,
             pending: Mutex::new(HashMap::new()),
             kill: watch::channel(false).0,
+            close_reason: Mutex::new(None),
+            queued_bytes: AtomicUsize::new(0),
+            max_queued_bytes: queue_bytes.max(1),
         });
         conns.insert(conn.id, conn.clone());
         Ok((conn, rx))
@@ -429,15 +480,22 @@ pub async fn run<H: MessageHandler>(
                 n = outgoing.recv_many(&mut batch, WRITE_BATCH) => if n == 0 { break },
                 _ = ping.tick() => ping_now = true,
                 _ = writer_conn.closed() => {
+                    let (code, reason) = writer_conn
+                        .close_reason
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone()
+                        .unwrap_or((1008, "closed by server".to_string()));
                     let close = Message::Close(Some(CloseFrame {
-                        code: 1008,
-                        reason: Utf8Bytes::from_static("closed by server"),
+                        code,
+                        reason: Utf8Bytes::from(reason),
                     }));
                     let _ = tokio::time::timeout(deadline, sink.send(close)).await;
                     break;
                 }
             }
             // Every queued frame goes out before one flush: one write for many messages.
+            let batch_bytes: usize = batch.iter().map(Frame::len).sum();
             let write = async {
                 if ping_now {
                     sink.feed(Message::Ping(Default::default())).await?;
@@ -456,7 +514,23 @@ pub async fn run<H: MessageHandler>(
                 }
                 sink.flush().await
             };
-            match tokio::time::timeout(deadline, write).await {
+            tokio::pin!(write);
+            let written = tokio::select! {
+                r = tokio::time::timeout(deadline, &mut write) => r,
+                _ = writer_conn.closed() => {
+                    // Closed while writing: a client that reads gets the rest (and then the
+                    // close frame) within the grace; one that does not read is left at once,
+                    // and its queue freed.
+                    match tokio::time::timeout(CLOSE_GRACE, &mut write).await {
+                        Ok(r) => Ok(r),
+                        Err(_) => return,
+                    }
+                }
+            };
+            writer_conn
+                .queued_bytes
+                .fetch_sub(batch_bytes, Ordering::Relaxed);
+            match written {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => break,
                 Err(_) => {
@@ -486,7 +560,12 @@ pub async fn run<H: MessageHandler>(
         let msg = match next {
             None => break,
             Some(Err(e)) => {
+                let e = e.to_string();
                 tracing::info!(host = %conn.handshake.host_id, endpoint = conn.endpoint, "connection error, closing: {e}");
+                // A message over the size limit: said with its close code, not a reset.
+                if e.contains("Message too long") || e.contains("Space limit exceeded") {
+                    conn.close_with(1009, &format!("message too big: {e}"));
+                }
                 break;
             }
             Some(Ok(m)) => m,
@@ -570,18 +649,28 @@ mod tests {
             addr(),
         )
         .unwrap();
-        let (c, _rx) = r.register("/ws/subscriber", hs.clone(), addr(), 4).unwrap();
-        assert!(r.register("/ws/subscriber", hs.clone(), addr(), 4).is_err());
-        assert!(r.register("/ws/publisher", hs.clone(), addr(), 4).is_ok());
+        let (c, _rx) = r
+            .register("/ws/subscriber", hs.clone(), addr(), 4, 1 << 20)
+            .unwrap();
+        assert!(
+            r.register("/ws/subscriber", hs.clone(), addr(), 4, 1 << 20)
+                .is_err()
+        );
+        assert!(
+            r.register("/ws/publisher", hs.clone(), addr(), 4, 1 << 20)
+                .is_ok()
+        );
         r.remove(c.id);
-        assert!(r.register("/ws/subscriber", hs, addr(), 4).is_ok());
+        assert!(r.register("/ws/subscriber", hs, addr(), 4, 1 << 20).is_ok());
     }
 
     #[test]
     fn a_full_queue_disconnects_the_client() {
         let r = Registry::default();
         let hs = Handshake::parse(&HeaderMap::new(), &[], addr()).unwrap();
-        let (c, _rx) = r.register("/ws/subscriber", hs, addr(), 2).unwrap();
+        let (c, _rx) = r
+            .register("/ws/subscriber", hs, addr(), 2, 1 << 20)
+            .unwrap();
         assert!(c.send(Frame::Text("a".into())));
         assert!(c.send(Frame::Text("b".into())));
         assert!(!c.send(Frame::Text("c".into())));
