@@ -120,10 +120,11 @@ def test_login_gives_the_token_the_cookies_and_the_permissions(secured):
     status, headers, text = http(ep, "/login", "POST", {"Content-Type": "application/x-www-form-urlencoded"}, body)
     assert status == 200
     answer = json.loads(text)
-    assert answer["Token"] == base64.b64encode(("%s:%s" % (ALICE, ALICE_PW)).encode()).decode()
+    # An opaque session token, not the password in base64; the cookie out of scripts' reach.
+    assert len(answer["Token"]) == 64 and answer["Token"] != base64.b64encode(("%s:%s" % (ALICE, ALICE_PW)).encode()).decode()
     assert {"Object": "capture", "Action": "write", "Allowed": True} in answer["Permissions"]
     cookies = headers.get_all("Set-Cookie")
-    assert "authtoken=%s; Path=/" % answer["Token"] in cookies
+    assert "authtoken=%s; Path=/; Max-Age=86400; SameSite=Strict; HttpOnly" % answer["Token"] in cookies
     perms = [c for c in cookies if c.startswith("permissions=")]
     assert len(perms) == 1
     decoded = json.loads(base64.b64decode(perms[0].split(";")[0][len("permissions="):]))
@@ -219,5 +220,11 @@ def test_web_ui_login_form(secured):
         assert q("#server").text.startswith("analyzer pytest-host")
         assert driver.execute_script("return window.skydiveUI.graph.nodes.size") >= 1
         driver.save_screenshot(str(SHOTS / "auth-logged-in.png"))
+        # Logging out ends the session on the server.
+        token = driver.execute_script("return sessionStorage.getItem('skydive-token:http://%s')" % secured.endpoint)
+        assert token and http(secured.endpoint, "/api/status", headers={"X-Auth-Token": token})[0] == 200
+        q("#logout").click()
+        wait_for("the login form again", lambda: q("#login").is_displayed())
+        assert http(secured.endpoint, "/api/status", headers={"X-Auth-Token": token})[0:3:2] == (401, "Wrong credentials\n")
     finally:
         cleanup()

@@ -32,9 +32,14 @@ export class Api {
     return answer;
   }
 
+  /** Forgets the token, and ends its session on the server (best effort; awaitable). */
   logout() {
+    const token = this.token;
     this.token = null;
     sessionStorage.removeItem(this.tokenKey);
+    if (!token) return Promise.resolve();
+    return fetch(`${this.base}/logout`, { method: 'POST', headers: { 'X-Auth-Token': token } })
+      .then(() => {}, () => {});
   }
 
   static fromLocation() {

@@ -320,8 +320,8 @@ function askLogin() {
   });
 }
 
-$('#logout').addEventListener('click', () => {
-  api.logout();
+$('#logout').addEventListener('click', async () => {
+  await api.logout();
   window.location.reload();
 });
 

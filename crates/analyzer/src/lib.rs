@@ -94,13 +94,19 @@ impl Analyzer {
 
     /// As [`Analyzer::start`], from the analyzer's part of the configuration.
     pub async fn start_config(cfg: &AnalyzerConfig) -> anyhow::Result<Analyzer> {
-        let auth = skydive_api::auth::Auth::build(&cfg.auth)?;
+        // Checked before the store opens; built after, as login sessions are kept in it.
+        skydive_api::auth::Auth::build(&cfg.auth)?;
         let server_tls = skydive_tls::ServerTls::load(&cfg.tls)?;
         let webhook_tls = skydive_api::client::tls_config(&skydive_api::client::ClientTlsFiles {
             ca_cert: cfg.tls.ca_cert.clone(),
             ..Default::default()
         })?;
         let stores = storage::Stores::open(&cfg.topology_backend, &cfg.flow_backend, cfg.recover)?;
+        let mut auth_cfg = cfg.auth.clone();
+        if let config::BackendSpec::Embedded { path, .. } = &cfg.topology_backend {
+            auth_cfg.api.sessions_file = Some(std::path::Path::new(path).join("sessions.json"));
+        }
+        let auth = skydive_api::auth::Auth::build(&auth_cfg)?;
         let listener = server::bind(&cfg.listen)
             .await
             .with_context(|| format!("analyzer.listen: cannot listen on {}", cfg.listen))?;

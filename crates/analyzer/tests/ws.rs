@@ -260,6 +260,130 @@ fn publisher_validates_and_owns_its_elements() {
     assert_eq!(a.count("G.V()"), 2);
 }
 
+/// A publisher changes and deletes only the elements of its own origin: not another
+/// publisher's, not the API's; refusals are answered with status 403 and the reason.
+#[test]
+fn a_publisher_changes_only_its_own_elements() {
+    let a = TestAnalyzer::start();
+    assert_eq!(
+        a.send(
+            "POST",
+            "/api/node",
+            Some(node("api1", "from the API", "device")),
+            &[]
+        )
+        .status,
+        201
+    );
+    let publisher = |host: &str| {
+        a.ws(
+            "/ws/publisher",
+            &[
+                ("X-Client-Type", "skydive-python-client"),
+                ("X-Host-ID", host),
+            ],
+        )
+    };
+    let msg = |kind: &str, uuid: &str, obj: Value| json!({"UUID": uuid, "Namespace": "Graph", "Type": kind, "Obj": obj});
+    let mut alice = publisher("alice");
+    ws_send(
+        &mut alice,
+        msg("NodeAdded", "u1", node("a1", "alice's", "device")),
+    );
+    ws_send(
+        &mut alice,
+        msg("NodeAdded", "u2", node("a2", "alice's too", "device")),
+    );
+    ws_send(
+        &mut alice,
+        msg(
+            "EdgeAdded",
+            "u3",
+            json!({"ID": "ae", "Parent": "a1", "Child": "a2", "Metadata": {"RelationType": "layer2"}}),
+        ),
+    );
+    eventually(SHORT, "alice's elements", || {
+        a.count("G.V().Has('Name', Regex(\"alice.*\"))") == 2 && a.count("G.E()") == 1
+    });
+
+    let mut mallory = publisher("mallory");
+    let refused = |ws: &mut Ws, uuid: &str| {
+        let m = ws_wait(ws, SHORT, |m| m["UUID"] == uuid).expect("an answer");
+        assert_eq!(m["Status"], 403, "{m}");
+        m["Obj"].as_str().unwrap().to_string()
+    };
+    // Take over, rename, patch and delete alice's node; delete her edge and the API's node.
+    ws_send(
+        &mut mallory,
+        msg("NodeAdded", "m1", node("a1", "mallory's now", "device")),
+    );
+    let why = refused(&mut mallory, "m1");
+    assert_eq!(
+        why,
+        "node a1 belongs to skydive-python-client.alice: a publisher changes only the elements of its own origin (skydive-python-client.mallory)"
+    );
+    ws_send(
+        &mut mallory,
+        msg("NodeUpdated", "m2", node("a1", "renamed", "device")),
+    );
+    refused(&mut mallory, "m2");
+    ws_send(
+        &mut mallory,
+        msg(
+            "NodePartiallyUpdated",
+            "m3",
+            json!({"ID": "a1", "Revision": 9, "UpdatedAt": 1, "Ops": [{"Type": 1, "Key": "Name", "Value": "patched"}]}),
+        ),
+    );
+    refused(&mut mallory, "m3");
+    ws_send(&mut mallory, msg("NodeDeleted", "m4", json!({"ID": "a1"})));
+    refused(&mut mallory, "m4");
+    ws_send(&mut mallory, msg("EdgeDeleted", "m5", json!({"ID": "ae"})));
+    refused(&mut mallory, "m5");
+    ws_send(
+        &mut mallory,
+        msg("NodeDeleted", "m6", json!({"ID": "api1"})),
+    );
+    let why = refused(&mut mallory, "m6");
+    assert!(why.starts_with("node api1 belongs to "), "{why}");
+    // A sync of its own with someone else's node in it: that one is left out.
+    ws_send(
+        &mut mallory,
+        msg(
+            "Sync",
+            "m8",
+            json!({"Nodes": [node("m1", "mallory's", "device"), node("a2", "stolen", "device")], "Edges": []}),
+        ),
+    );
+    refused(&mut mallory, "m8");
+    eventually(SHORT, "mallory's own node", || {
+        a.count("G.V().Has('Name', \"mallory's\")") == 1
+    });
+    let names = a.query("G.V().Values('Name')");
+    let mut names: Vec<&str> = names
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["alice's", "alice's too", "from the API", "mallory's"],
+        "nothing of others changed"
+    );
+    assert_eq!(a.count("G.E()"), 1);
+    // Alice changes and deletes her own.
+    ws_send(
+        &mut alice,
+        msg("NodeUpdated", "u4", node("a1", "alice renamed", "device")),
+    );
+    ws_send(&mut alice, msg("NodeDeleted", "u5", json!({"ID": "a2"})));
+    eventually(SHORT, "alice's own changes", || {
+        a.count("G.V().Has('Name', 'alice renamed')") == 1 && a.count("G.E()") == 0
+    });
+}
+
 #[test]
 fn agents_publish_in_protobuf_frames_and_get_a_grace_period() {
     let a = TestAnalyzer::start_with(|s| s.analyzer.topology.agent_grace_period = 1);

@@ -2,17 +2,25 @@
 //!
 //! Backends: `noauth` (everyone is `admin`) and `basic` (`htpasswd`: an htpasswd file with
 //! bcrypt or `{SHA}` entries, or inline users). The `middleware` authenticates every request
-//! and `POST /login` exchanges a form's `username` and `password` for the token; `rbac` is
-//! Skydive's role model with the configuration's `rbac.policy` lines.
+//! and `POST /login` exchanges a form's `username` and `password` for a session token
+//! (`sessions`); `rbac` is Skydive's role model with the configuration's `rbac.policy` lines.
+//! Password checks run off the async workers, a few at a time, and failures are slowed per
+//! address and user (`throttle`).
 
 mod htpasswd;
 mod middleware;
 mod rbac;
+mod sessions;
+mod throttle;
 
 pub use middleware::{middleware, percent_decode, request_token, routes};
 pub use rbac::{Rbac, permission_for};
+pub use sessions::Sessions;
+pub use throttle::{Slowed, Throttle};
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -32,6 +40,15 @@ pub enum AuthError {
     NoCredentials,
     #[error("Wrong credentials")]
     WrongCredentials,
+    /// Too many failures lately from the address or for the user: not checked.
+    #[error(transparent)]
+    Slowed(#[from] Slowed),
+    /// Too many password checks waiting: not checked.
+    #[error("too many password checks in progress; try again in a second")]
+    Busy,
+    /// The check could not be made (a session that cannot be saved).
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// An authentication section of the configuration that cannot be enforced; the binary exits
@@ -60,7 +77,19 @@ pub struct Authenticator {
     /// Tokens checked recently (by their SHA-1, not in clear): bcrypt costs tens of
     /// milliseconds per check, and browsers and clients send the token with every request.
     verified: Mutex<Verified>,
+    /// The sessions `POST /login` opened.
+    pub sessions: Sessions,
+    /// Recent failures, per address and user.
+    throttle: Throttle,
+    /// Password checks running at once (bcrypt takes a core for tens of milliseconds): one
+    /// core fewer than the machine has, so that a flood of guesses leaves one for the rest.
+    hashing: tokio::sync::Semaphore,
+    /// Checks waiting for `hashing`.
+    hashing_waiting: AtomicUsize,
 }
+
+/// Most password checks waiting for a core; more are answered 503 at once.
+const MAX_WAITING_CHECKS: usize = 64;
 
 /// The users' version (the htpasswd file's modification time) and the tokens checked against it.
 type Verified = (
@@ -74,13 +103,26 @@ const VERIFIED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 const VERIFIED_MAX: usize = 4096;
 
 impl Authenticator {
+    fn new(name: String, basic: Option<Basic>, sessions: Sessions) -> Arc<Self> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Arc::new(Authenticator {
+            name,
+            basic,
+            verified: Mutex::default(),
+            sessions,
+            throttle: Throttle::default(),
+            hashing: tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1)),
+            hashing_waiting: AtomicUsize::new(0),
+        })
+    }
+
     /// Everyone is admin.
     pub fn noauth() -> Arc<Self> {
-        Arc::new(Authenticator {
-            name: "noauth".into(),
-            basic: None,
-            verified: Mutex::default(),
-        })
+        Self::new(
+            "noauth".into(),
+            None,
+            Sessions::new(sessions::DEFAULT_TTL, None),
+        )
     }
 
     /// The backend named `backend`, for the configuration key `key` (errors name both).
@@ -105,13 +147,24 @@ impl Authenticator {
             .ok_or_else(|| anyhow::anyhow!("{key}: no section `auth.{backend}`"))?;
         match section.get("type").and_then(Value::as_str) {
             Some("noauth") | None => Ok(Self::noauth()),
-            Some("basic") => Ok(Arc::new(Authenticator {
-                name: backend.to_string(),
-                basic: Some(
-                    basic_from(section, backend).map_err(|e| anyhow::anyhow!("{key}: {e:#}"))?,
-                ),
-                verified: Mutex::default(),
-            })),
+            Some("basic") => {
+                let basic =
+                    basic_from(section, backend).map_err(|e| anyhow::anyhow!("{key}: {e:#}"))?;
+                let ttl = match section.get("session_timeout") {
+                    None | Some(Value::Null) => sessions::DEFAULT_TTL,
+                    Some(v) => match v.as_u64() {
+                        Some(secs) if secs > 0 => std::time::Duration::from_secs(secs),
+                        _ => anyhow::bail!(
+                            "{key}: auth.{backend}.session_timeout: expected a number of seconds above 0"
+                        ),
+                    },
+                };
+                Ok(Self::new(
+                    backend.to_string(),
+                    Some(basic),
+                    Sessions::new(ttl, c.sessions_file.clone()),
+                ))
+            }
             Some(other) => anyhow::bail!(
                 "{key}: the `{backend}` backend is of type {other}, which this build does not support (use basic or noauth)"
             ),
@@ -122,44 +175,139 @@ impl Authenticator {
         self.basic.is_none()
     }
 
-    /// Checks a user name and password.
-    pub fn login(&self, username: &str, password: &str) -> Result<User, AuthError> {
+    /// Checks a user name and password (blocking: bcrypt; see [`Authenticator::login_async`]).
+    /// The user's secret's fingerprint comes with the user.
+    pub fn login(&self, username: &str, password: &str) -> Result<(User, String), AuthError> {
         let Some(basic) = &self.basic else {
-            return Ok(admin());
+            return Ok((admin(), String::new()));
         };
         if username.is_empty() || password.is_empty() {
             return Err(AuthError::NoCredentials);
         }
         match basic.lookup(username) {
-            Some(s) if s.verify(password) => Ok(User {
-                name: username.to_string(),
-                role: basic.role.clone(),
-            }),
+            Some(s) if s.verify(password) => Ok((
+                User {
+                    name: username.to_string(),
+                    role: basic.role.clone(),
+                },
+                s.fingerprint(),
+            )),
             _ => Err(AuthError::WrongCredentials),
         }
     }
 
-    /// Checks a token: `base64(user:password)` for basic authentication.
-    pub fn check_token(&self, token: &str) -> Result<User, AuthError> {
+    /// As [`Authenticator::login`], slowed per address and user after failures, off the async
+    /// workers and a few at a time.
+    pub async fn login_async(
+        self: &Arc<Self>,
+        addr: Option<IpAddr>,
+        username: &str,
+        password: &str,
+    ) -> Result<(User, String), AuthError> {
+        if self.basic.is_none() {
+            return Ok((admin(), String::new()));
+        }
+        if username.is_empty() || password.is_empty() {
+            return Err(AuthError::NoCredentials);
+        }
+        self.throttle.check(addr, username)?;
+        // A bounded queue: past it, a check is refused at once rather than waiting behind
+        // a flood for seconds.
+        if self.hashing_waiting.fetch_add(1, Ordering::Relaxed) >= MAX_WAITING_CHECKS {
+            self.hashing_waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(AuthError::Busy);
+        }
+        let permit = self.hashing.acquire().await;
+        self.hashing_waiting.fetch_sub(1, Ordering::Relaxed);
+        let _permit = permit.map_err(|e| AuthError::Internal(e.to_string()))?;
+        // Failures recorded while this one waited count.
+        self.throttle.check(addr, username)?;
+        let (me, user, pass) = (self.clone(), username.to_string(), password.to_string());
+        let result = tokio::task::spawn_blocking(move || me.login(&user, &pass))
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        match &result {
+            Ok(_) => self.throttle.succeeded(addr, username),
+            Err(AuthError::WrongCredentials) => {
+                tracing::info!(user = username, addr = ?addr, "failed login");
+                self.throttle.failed(addr, username);
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Opens a session for a checked user; its token.
+    pub fn open_session(&self, user: &User, fingerprint: &str) -> Result<String, AuthError> {
+        self.sessions
+            .create(user, fingerprint)
+            .map_err(|e| AuthError::Internal(e.to_string()))
+    }
+
+    /// The user of a token when it can be told without hashing a password: a live session
+    /// whose user still has the secret they logged in with, or credentials checked lately.
+    /// `None` when the token needs a password check.
+    pub fn check_token_quick(&self, token: &str) -> Option<Result<User, AuthError>> {
         let Some(basic) = &self.basic else {
-            return Ok(admin());
+            return Some(Ok(admin()));
         };
+        if let Some((user, fingerprint)) = self.sessions.get(token) {
+            // A user removed, or given another password, loses their sessions.
+            let current = basic.lookup(&user.name).map(|s| s.fingerprint());
+            if current.as_deref() == Some(fingerprint.as_str()) {
+                return Some(Ok(User {
+                    role: basic.role.clone(),
+                    ..user
+                }));
+            }
+            let _ = self.sessions.remove(token);
+            return Some(Err(AuthError::WrongCredentials));
+        }
         use sha1::Digest as _;
         let key: [u8; 20] = sha1::Sha1::digest(token.as_bytes()).into();
         // A changed htpasswd file forgets every token checked against the old one.
         let generation = basic.generation();
-        {
-            let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.0 != generation {
-                *cache = (generation, HashMap::new());
-            }
-            if let Some((user, at)) = cache.1.get(&key)
-                && at.elapsed() < VERIFIED_FOR
-            {
-                return Ok(user.clone());
-            }
+        let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.0 != generation {
+            *cache = (generation, HashMap::new());
         }
-        let user = self.check_token_uncached(token)?;
+        match cache.1.get(&key) {
+            Some((user, at)) if at.elapsed() < VERIFIED_FOR => Some(Ok(user.clone())),
+            _ => None,
+        }
+    }
+
+    /// Checks a token (blocking: it may hash a password): a session token of `POST /login`,
+    /// or `base64(user:password)` for basic authentication.
+    pub fn check_token(&self, token: &str) -> Result<User, AuthError> {
+        if let Some(r) = self.check_token_quick(token) {
+            return r;
+        }
+        let (user, password) = basic_credentials(token)?;
+        let user = self.login(&user, &password)?.0;
+        self.remember(token, &user);
+        Ok(user)
+    }
+
+    /// As [`Authenticator::check_token`], slowed per address and user after failures, off the
+    /// async workers and a few at a time.
+    pub async fn check_token_async(
+        self: &Arc<Self>,
+        addr: Option<IpAddr>,
+        token: &str,
+    ) -> Result<User, AuthError> {
+        if let Some(r) = self.check_token_quick(token) {
+            return r;
+        }
+        let (user, password) = basic_credentials(token)?;
+        let user = self.login_async(addr, &user, &password).await?.0;
+        self.remember(token, &user);
+        Ok(user)
+    }
+
+    fn remember(&self, token: &str, user: &User) {
+        use sha1::Digest as _;
+        let key: [u8; 20] = sha1::Sha1::digest(token.as_bytes()).into();
         let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         if cache.1.len() >= VERIFIED_MAX {
             cache.1.clear();
@@ -167,18 +315,19 @@ impl Authenticator {
         cache
             .1
             .insert(key, (user.clone(), std::time::Instant::now()));
-        Ok(user)
-    }
-
-    fn check_token_uncached(&self, token: &str) -> Result<User, AuthError> {
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(token.trim())
-            .map_err(|_| AuthError::WrongCredentials)?;
-        let text = String::from_utf8(raw).map_err(|_| AuthError::WrongCredentials)?;
-        let (user, password) = text.split_once(':').ok_or(AuthError::WrongCredentials)?;
-        self.login(user, password)
     }
 }
+
+/// The user and password of a basic token, `base64(user:password)`.
+fn basic_credentials(token: &str) -> Result<(String, String), AuthError> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .map_err(|_| AuthError::WrongCredentials)?;
+    let text = String::from_utf8(raw).map_err(|_| AuthError::WrongCredentials)?;
+    let (user, password) = text.split_once(':').ok_or(AuthError::WrongCredentials)?;
+    Ok((user.to_string(), password.to_string()))
+}
+
 fn admin() -> User {
     User {
         name: "admin".into(),
@@ -192,6 +341,8 @@ pub struct BackendConfig {
     pub key: &'static str,
     pub name: String,
     pub section: Option<Value>,
+    /// Where the backend keeps its login sessions across restarts (none: in memory).
+    pub sessions_file: Option<std::path::PathBuf>,
 }
 
 impl BackendConfig {
@@ -200,6 +351,7 @@ impl BackendConfig {
             key,
             name: name.to_string(),
             section: settings.auth.get(name).cloned(),
+            sessions_file: None,
         }
     }
 }
@@ -317,7 +469,7 @@ mod tests {
         let a = Authenticator::from_settings(&s, "analyzer.auth.api.backend", "basic").unwrap();
         assert!(!a.is_noauth());
         assert_eq!(
-            a.login("alice", "s3cret"),
+            a.login("alice", "s3cret").map(|u| u.0),
             Ok(User {
                 name: "alice".into(),
                 role: "guest".into()
@@ -357,8 +509,8 @@ mod tests {
         .unwrap();
         let s = settings(serde_json::json!({"type": "basic", "file": path.to_str().unwrap()}));
         let a = Authenticator::from_settings(&s, "k", "basic").unwrap();
-        assert_eq!(a.login("one", "pw-one").unwrap().role, "admin");
-        assert_eq!(a.login("two", "pw-two").unwrap().name, "two");
+        assert_eq!(a.login("one", "pw-one").unwrap().0.role, "admin");
+        assert_eq!(a.login("two", "pw-two").unwrap().0.name, "two");
         assert!(a.login("one", "pw-two").is_err());
         let token = b64("one:pw-one");
         assert_eq!(a.check_token(&token).unwrap().name, "one");
@@ -376,6 +528,54 @@ mod tests {
         assert!(a.login("one", "pw-one").is_err());
         assert_eq!(a.check_token(&token), Err(AuthError::WrongCredentials)); // forgotten
         assert!(a.login("three", "pw-two").is_ok());
+    }
+
+    #[test]
+    fn sessions_end_when_their_user_changes_password_or_logs_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        let sha = |p: &str| {
+            use sha1::Digest as _;
+            b64_bytes(&sha1::Sha1::digest(p.as_bytes()))
+        };
+        std::fs::write(&path, format!("one:{{SHA}}{}\n", sha("pw-one"))).unwrap();
+        let s = settings(
+            serde_json::json!({"type": "basic", "file": path.to_str().unwrap(), "session_timeout": 60}),
+        );
+        let a = Authenticator::from_settings(&s, "k", "basic").unwrap();
+        assert_eq!(a.sessions.ttl(), std::time::Duration::from_secs(60));
+        let (user, fp) = a.login("one", "pw-one").unwrap();
+        let t1 = a.open_session(&user, &fp).unwrap();
+        let t2 = a.open_session(&user, &fp).unwrap();
+        assert_eq!(a.check_token(&t1).unwrap().name, "one");
+        // The token is no password: it does not decode to one.
+        assert!(basic_credentials(&t1).is_err());
+        assert!(a.sessions.remove(&t1).unwrap());
+        assert_eq!(a.check_token(&t1), Err(AuthError::WrongCredentials));
+        assert_eq!(a.check_token(&t2).unwrap().name, "one");
+        // Another password: the session ends.
+        std::fs::write(&path, format!("one:{{SHA}}{}\n", sha("pw-new"))).unwrap();
+        let later = SystemTime::now() + std::time::Duration::from_secs(2);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert_eq!(a.check_token(&t2), Err(AuthError::WrongCredentials));
+        let e = Authenticator::from_settings(
+            &settings(
+                serde_json::json!({"type": "basic", "users": {"u": "p"}, "session_timeout": "1h"}),
+            ),
+            "k",
+            "basic",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("auth.basic.session_timeout: expected a number of seconds"),
+            "{e}"
+        );
     }
 
     fn b64_bytes(b: &[u8]) -> String {

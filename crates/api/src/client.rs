@@ -254,16 +254,18 @@ impl Client {
     /// and the configured cookies.
     fn credential_headers(&self) -> Headers {
         let mut out = Vec::new();
-        let mut cookies = self.cookies.clone();
+        let cookies = &self.cookies;
+        // The session token goes in a header: a request that carries it only in a cookie is
+        // held to the rules against forged cross-site requests (see the auth middleware).
         if let Some(t) = self.token() {
-            cookies.insert("authtoken".into(), t);
+            out.push(("X-Auth-Token", t));
         } else if let Some(c) = &self.credentials {
             let b64 = base64::engine::general_purpose::STANDARD
                 .encode(format!("{}:{}", c.username, c.password));
             out.push(("Authorization", format!("Basic {b64}")));
         }
         if !cookies.is_empty() {
-            out.push(("Cookie", cookie_header(&cookies)));
+            out.push(("Cookie", cookie_header(cookies)));
         }
         out
     }

@@ -420,6 +420,8 @@ pub struct WsRequest {
     pub remote: SocketAddr,
     /// When the connection last received bytes.
     pub activity: listener::Activity,
+    /// What the user may publish.
+    pub rights: PublishRights,
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for WsRequest {
@@ -444,7 +446,13 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for WsRequest {
             .map(|i| i.addr)
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         let activity = info.map(|i| i.activity).unwrap_or_default();
+        let rights = parts
+            .extensions
+            .get::<PublishRights>()
+            .copied()
+            .unwrap_or_default();
         Ok(WsRequest {
+            rights,
             ws,
             headers: parts.headers.clone(),
             query,
@@ -473,6 +481,7 @@ where
         query,
         remote,
         activity,
+        rights: _,
     } = req;
     let handshake = Handshake::parse(&headers, &query, remote).map_err(
         |conn::HandshakeError::BadProtocol(p)| {
@@ -641,13 +650,31 @@ pub async fn delete_origin(ctx: &Context, conn: &Conn) {
 pub const AGENT_PUBLISHER: PublishPolicy = PublishPolicy {
     validate: false,
     override_origin: false,
+    own_elements_only: false,
 };
 
-/// External publishers: elements are validated and take the publisher's origin.
+/// External publishers: elements are validated and take the publisher's origin; a publisher
+/// changes only its own elements, unless its role may `publish-any` on `topology`.
 pub const EXTERNAL_PUBLISHER: PublishPolicy = PublishPolicy {
     validate: true,
     override_origin: true,
+    own_elements_only: true,
 };
+
+/// The policy of an external publisher with these rights.
+fn external_publisher(rights: PublishRights) -> PublishPolicy {
+    PublishPolicy {
+        own_elements_only: !rights.any_origin,
+        ..EXTERNAL_PUBLISHER
+    }
+}
+
+/// What the authenticated user may publish (set by the authentication middleware; without
+/// RBAC, nobody may change elements of other origins).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PublishRights {
+    pub any_origin: bool,
+}
 
 async fn ws_subscriber(State(ctx): State<Shared>, req: WsRequest) -> ApiResult {
     let c = ctx.clone();
@@ -663,11 +690,12 @@ async fn ws_subscriber(State(ctx): State<Shared>, req: WsRequest) -> ApiResult {
 
 async fn ws_pubsub(State(ctx): State<Shared>, req: WsRequest) -> ApiResult {
     let c = ctx.clone();
+    let policy = external_publisher(req.rights);
     ws_endpoint(ctx, "/ws/pubsub", req, true, move |_, sub| {
         SubscriberHandler {
             ctx: c,
             sub,
-            publish: Some(EXTERNAL_PUBLISHER),
+            publish: Some(policy),
         }
     })
     .await
@@ -675,11 +703,9 @@ async fn ws_pubsub(State(ctx): State<Shared>, req: WsRequest) -> ApiResult {
 
 async fn ws_publisher(State(ctx): State<Shared>, req: WsRequest) -> ApiResult {
     let c = ctx.clone();
+    let policy = external_publisher(req.rights);
     ws_endpoint(ctx, "/ws/publisher", req, false, move |_, _| {
-        PublisherHandler {
-            ctx: c,
-            policy: EXTERNAL_PUBLISHER,
-        }
+        PublisherHandler { ctx: c, policy }
     })
     .await
 }

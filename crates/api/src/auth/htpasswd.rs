@@ -21,6 +21,16 @@ pub(super) enum Secret {
 }
 
 impl Secret {
+    /// What identifies the secret without revealing it: the hex SHA-256 of its stored form.
+    pub(super) fn fingerprint(&self) -> String {
+        let stored = match self {
+            Secret::Plain(p) => format!("plain:{p}"),
+            Secret::Bcrypt(h) => format!("bcrypt:{h}"),
+            Secret::Sha1(d) => format!("sha1:{d:?}"),
+        };
+        super::sessions::sha256_hex(stored.as_bytes())
+    }
+
     pub(super) fn verify(&self, password: &str) -> bool {
         match self {
             Secret::Plain(p) => constant_time_eq(p.as_bytes(), password.as_bytes()),

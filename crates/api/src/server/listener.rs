@@ -239,6 +239,8 @@ impl axum::serve::Listener for ActivityListener {
 pub struct ClientInfo {
     pub addr: SocketAddr,
     pub activity: Activity,
+    /// Whether the connection is TLS (session cookies are then `Secure`).
+    pub tls: bool,
 }
 
 impl Connected<IncomingStream<'_, ActivityListener>> for ClientInfo {
@@ -246,6 +248,7 @@ impl Connected<IncomingStream<'_, ActivityListener>> for ClientInfo {
         ClientInfo {
             addr: *stream.remote_addr(),
             activity: stream.io().activity.clone(),
+            tls: stream.io().is_tls(),
         }
     }
 }

@@ -20,6 +20,9 @@ pub struct PublishPolicy {
     pub validate: bool,
     /// Replace the elements' `Origin` with the publisher's (`<clientType>.<hostID>`).
     pub override_origin: bool,
+    /// Change and delete only elements of the publisher's own origin (a role with the
+    /// `topology` `publish-any` permission may change any).
+    pub own_elements_only: bool,
 }
 
 #[derive(Deserialize)]
@@ -91,12 +94,53 @@ fn decode_edge(raw: &str, conn: &Conn, policy: PublishPolicy) -> Result<Edge, El
     Ok(e)
 }
 
-type Op = Box<dyn FnOnce(&mut Graph) -> Result<Vec<GraphEvent>, GraphError> + Send>;
+/// Why a graph message was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// The element belongs to another origin than the publisher's.
+    #[error(
+        "{kind} {id} belongs to {owner}: a publisher changes only the elements of its own origin ({mine})"
+    )]
+    NotOwner {
+        kind: &'static str,
+        id: String,
+        owner: String,
+        mine: String,
+    },
+}
+
+type Op = Box<dyn FnOnce(&mut Graph) -> Result<Vec<GraphEvent>, OpError> + Send>;
+
+/// Who may change what: `None`, anyone anything; `Some(origin)`, only that origin's elements.
+#[derive(Clone)]
+struct Owner(Option<String>);
+
+impl Owner {
+    fn check(&self, g: &Graph, node: bool, id: &str) -> Result<(), OpError> {
+        let Some(mine) = &self.0 else { return Ok(()) };
+        let owner = if node {
+            g.node(id).map(|n| n.origin.clone())
+        } else {
+            g.edge(id).map(|e| e.origin.clone())
+        };
+        match owner {
+            Some(o) if o.as_str() != mine.as_str() => Err(OpError::NotOwner {
+                kind: if node { "node" } else { "edge" },
+                id: id.to_string(),
+                owner: o.to_string(),
+                mine: mine.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
 
 /// Turns a graph message into a change of the graph. `Ok(None)`: nothing to do.
 pub fn graph_op(
     msg: &Incoming,
-    conn: &Conn,
+    conn: &Arc<Conn>,
     policy: PublishPolicy,
 ) -> Result<Option<Op>, PublishError> {
     let obj = || -> Result<&str, PublishError> {
@@ -110,18 +154,26 @@ pub fn graph_op(
         source: e,
     };
     let json = |e: serde_json::Error| malformed(ElementError::Json(e));
+    let owner = Owner(policy.own_elements_only.then(|| conn.handshake.origin()));
     let op: Op = match msg.kind.as_str() {
         NODE_ADDED | NODE_UPDATED => {
             let n = decode_node(obj()?, conn, policy).map_err(malformed)?;
-            Box::new(move |g: &mut Graph| g.replace_node(n))
+            Box::new(move |g: &mut Graph| {
+                owner.check(g, true, &n.id)?;
+                Ok(g.replace_node(n)?)
+            })
         }
         EDGE_ADDED | EDGE_UPDATED => {
             let e = decode_edge(obj()?, conn, policy).map_err(malformed)?;
-            Box::new(move |g: &mut Graph| g.replace_edge(e))
+            Box::new(move |g: &mut Graph| {
+                owner.check(g, false, &e.id)?;
+                Ok(g.replace_edge(e)?)
+            })
         }
         NODE_PARTIALLY_UPDATED => {
             let p: PartialUpdate = msg.obj().map_err(json)?;
             Box::new(move |g: &mut Graph| {
+                owner.check(g, true, &p.id)?;
                 Ok(
                     g.apply_node_partial(&p.id, &p.ops, p.revision, p.updated_at)?
                         .into_iter()
@@ -132,6 +184,7 @@ pub fn graph_op(
         EDGE_PARTIALLY_UPDATED => {
             let p: PartialUpdate = msg.obj().map_err(json)?;
             Box::new(move |g: &mut Graph| {
+                owner.check(g, false, &p.id)?;
                 Ok(
                     g.apply_edge_partial(&p.id, &p.ops, p.revision, p.updated_at)?
                         .into_iter()
@@ -142,14 +195,20 @@ pub fn graph_op(
         NODE_DELETED => {
             let id: IdOnly = msg.obj().map_err(json)?;
             Box::new(move |g: &mut Graph| match g.node(&id.id) {
-                Some(_) => g.delete_node(&id.id, now_ms()),
+                Some(_) => {
+                    owner.check(g, true, &id.id)?;
+                    Ok(g.delete_node(&id.id, now_ms())?)
+                }
                 None => Ok(Vec::new()),
             })
         }
         EDGE_DELETED => {
             let id: IdOnly = msg.obj().map_err(json)?;
             Box::new(move |g: &mut Graph| match g.edge(&id.id) {
-                Some(_) => Ok(vec![g.delete_edge(&id.id, now_ms())?]),
+                Some(_) => {
+                    owner.check(g, false, &id.id)?;
+                    Ok(vec![g.delete_edge(&id.id, now_ms())?])
+                }
                 None => Ok(Vec::new()),
             })
         }
@@ -174,7 +233,29 @@ pub fn graph_op(
                 }
             }
             let origin = conn.handshake.origin();
-            Box::new(move |g: &mut Graph| Ok(g.sync_origin(&origin, nodes, edges, now_ms())))
+            let replies = conn.clone();
+            let (namespace, kind, uuid) =
+                (msg.namespace.clone(), msg.kind.clone(), msg.uuid.clone());
+            Box::new(move |g: &mut Graph| {
+                // Elements of other origins are left out, and the first of them named.
+                let mut refused = None;
+                let mut keep = |g: &Graph, node: bool, id: &str| match owner.check(g, node, id) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        refused.get_or_insert(e);
+                        false
+                    }
+                };
+                nodes.retain(|n| keep(g, true, &n.id));
+                edges.retain(|e| keep(g, false, &e.id));
+                let events = g.sync_origin(&origin, nodes, edges, now_ms());
+                // The rest is applied; the publisher is told what was left out.
+                if let Some(e) = refused {
+                    tracing::info!(host = %replies.handshake.host_id, "{kind} partly refused: {e}");
+                    replies.send_msg(&namespace, &kind, &uuid, 403, &e.to_string());
+                }
+                Ok(events)
+            })
         }
         _ => return Ok(None),
     };
@@ -186,10 +267,19 @@ pub async fn publish(ctx: &Context, conn: &Arc<Conn>, msg: &Incoming, policy: Pu
     match graph_op(msg, conn, policy) {
         Ok(Some(op)) => {
             let host = conn.handshake.host_id.clone();
-            let kind = msg.kind.clone();
+            let (namespace, kind, uuid) =
+                (msg.namespace.clone(), msg.kind.clone(), msg.uuid.clone());
+            let replies = conn.clone();
             let logged = move |g: &mut Graph| {
                 op(g).or_else(|e| {
-                    tracing::debug!(%host, "{kind} not applied: {e}");
+                    match &e {
+                        // Said to the publisher: it tried to change what is not its own.
+                        OpError::NotOwner { .. } => {
+                            tracing::info!(%host, "{kind} refused: {e}");
+                            replies.send_msg(&namespace, &kind, &uuid, 403, &e.to_string());
+                        }
+                        OpError::Graph(_) => tracing::debug!(%host, "{kind} not applied: {e}"),
+                    }
                     Ok(Vec::new())
                 })
             };
