@@ -493,8 +493,15 @@ fn check_arity(step: &Step) -> Result<()> {
         },
         Range if n != 2 => err("requires 2 parameters"),
         Range if p.iter().any(|x| x.as_int().is_none()) => err("requires integer parameters"),
+        Range if p.iter().any(|x| x.as_int().is_some_and(|v| v < 0)) => {
+            err("requires non-negative parameters")
+        }
+        Range if p[0].as_int() > p[1].as_int() => {
+            err("requires its first parameter not above its second")
+        }
         Limit if n != 1 => err("requires 1 parameter"),
         Limit if p[0].as_int().is_none() => err("requires an integer parameter"),
+        Limit if p[0].as_int().is_some_and(|v| v < 0) => err("requires a non-negative parameter"),
         Values if n != 1 || !all_strings => err("requires 1 string parameter"),
         ValueMap if n == 0 || !all_strings => err("requires at least 1 string parameter"),
         As if n != 1 || !all_strings => err("requires 1 string parameter"),

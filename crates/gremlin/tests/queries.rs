@@ -328,6 +328,18 @@ const CASES: &[(&str, Expect)] = &[
         Err("Range requires integer parameters : [1 \"a\"] at column 7"),
     ),
     (
+        "G.V().Range(-1, 3)",
+        Err("Range requires non-negative parameters : [-1 3] at column 7"),
+    ),
+    (
+        "G.V().Range(5, 2)",
+        Err("Range requires its first parameter not above its second : [5 2] at column 7"),
+    ),
+    (
+        "G.V().Limit(-2)",
+        Err("Limit requires a non-negative parameter : [-2] at column 7"),
+    ),
+    (
         "G.V().Has('Type', 'veth').Sort()",
         Ids(&["vethA", "peerA", "peerB", "vethC", "vethD"]),
     ),
