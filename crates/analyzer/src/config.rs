@@ -109,6 +109,8 @@ pub struct AnalyzerConfig {
     pub flow_backend: BackendSpec,
     /// `analyzer.flow.max_buffer_size`: flows queued before storage.
     pub flow_buffer: usize,
+    /// `analyzer.flow.pcap_max_size`: the largest file `POST /api/pcap` takes, in bytes.
+    pub pcap_max_size: u64,
     /// Flow tables of uploads.
     pub tables: FlowTableSettings,
     /// `analyzer.topology.agent_grace_period`.
@@ -214,6 +216,7 @@ impl AnalyzerConfig {
             )?,
             flow_backend: BackendSpec::of(s, "analyzer.flow.backend", &s.analyzer.flow.backend)?,
             flow_buffer: s.analyzer.flow.max_buffer_size as usize,
+            pcap_max_size: s.analyzer.flow.pcap_max_size,
             tables: FlowTableSettings {
                 app_ports: s.application_ports(),
                 app_timeouts: s.application_timeouts_ms(),

@@ -36,9 +36,17 @@ impl IngestCounters {
     }
 }
 
+/// A group of flows on its way to the store, and who waits for it to be stored.
+type Queued = (Vec<Flow>, Option<tokio::sync::oneshot::Sender<()>>);
+
+/// The flow writer is gone (the analyzer is stopping, or it failed).
+#[derive(Debug, thiserror::Error)]
+#[error("the flow writer stopped before the flows were stored")]
+pub struct WriterGone;
+
 /// The analyzer's flow intake.
 pub struct FlowIngest {
-    tx: mpsc::UnboundedSender<Vec<Flow>>,
+    tx: mpsc::UnboundedSender<Queued>,
     /// Every group of flows once stored, for `/ws/subscriber/flow`.
     stored: tokio::sync::broadcast::Sender<Arc<Vec<Flow>>>,
     /// `analyzer.flow.max_buffer_size`: flows queued before new ones are dropped.
@@ -143,25 +151,62 @@ impl FlowIngest {
             return;
         }
         c.queued.fetch_add(n, Ordering::Relaxed);
-        if self.tx.send(flows).is_err() {
+        if self.tx.send((flows, None)).is_err() {
             c.queued.fetch_sub(n, Ordering::Relaxed);
             c.dropped.fetch_add(n as u64, Ordering::Relaxed);
         }
+    }
+
+    /// Takes flows, waiting for room in the queue instead of dropping them (back-pressure for
+    /// a producer that can wait, such as an upload).
+    pub async fn push_waiting(&self, flows: Vec<Flow>) -> Result<(), WriterGone> {
+        let n = flows.len();
+        let c = &self.counters;
+        loop {
+            let q = c.queued.load(Ordering::Relaxed);
+            if q == 0 || q + n <= self.max_queued {
+                break;
+            }
+            if self.tx.is_closed() {
+                return Err(WriterGone);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        c.received.fetch_add(n as u64, Ordering::Relaxed);
+        c.queued.fetch_add(n, Ordering::Relaxed);
+        self.tx.send((flows, None)).map_err(|_| {
+            c.queued.fetch_sub(n, Ordering::Relaxed);
+            WriterGone
+        })
+    }
+
+    /// Waits until every flow queued before is stored.
+    pub async fn flushed(&self) -> Result<(), WriterGone> {
+        let (ack, stored) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((Vec::new(), Some(ack)))
+            .map_err(|_| WriterGone)?;
+        stored.await.map_err(|_| WriterGone)
     }
 }
 
 /// Writes what has queued while the previous write was made durable, in one transaction.
 async fn writer(
     store: Option<Arc<dyn FlowStore>>,
-    mut rx: mpsc::UnboundedReceiver<Vec<Flow>>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
     c: Arc<IngestCounters>,
     stored: tokio::sync::broadcast::Sender<Arc<Vec<Flow>>>,
 ) {
-    while let Some(first) = rx.recv().await {
+    while let Some((first, ack)) = rx.recv().await {
         let mut batch = first;
+        // Told once the batch holding their flows (and those before) is stored.
+        let mut acks: Vec<_> = ack.into_iter().collect();
         while batch.len() < 50_000 {
             match rx.try_recv() {
-                Ok(more) => batch.extend(more),
+                Ok((more, ack)) => {
+                    batch.extend(more);
+                    acks.extend(ack);
+                }
                 Err(_) => break,
             }
         }
@@ -169,14 +214,20 @@ async fn writer(
         let Some(store) = store.clone() else {
             c.queued.fetch_sub(n, Ordering::Relaxed);
             let _ = stored.send(Arc::new(batch));
+            ack_all(acks);
             continue;
         };
+        if n == 0 {
+            ack_all(acks);
+            continue;
+        }
         let batch = Arc::new(batch);
         loop {
             let (s, b) = (store.clone(), batch.clone());
             match tokio::task::spawn_blocking(move || s.store_flows(&b)).await {
                 Ok(Ok(())) => {
                     c.stored.fetch_add(n as u64, Ordering::Relaxed);
+                    ack_all(std::mem::take(&mut acks));
                     break;
                 }
                 Ok(Err(e)) => {
@@ -185,6 +236,7 @@ async fn writer(
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 Err(e) => {
+                    // (The waiting uploads are told, by their acknowledgements dropped.)
                     tracing::error!("the flow writer failed: {e}");
                     break;
                 }
@@ -192,6 +244,13 @@ async fn writer(
         }
         c.queued.fetch_sub(n, Ordering::Relaxed);
         let _ = stored.send(batch);
+    }
+}
+
+/// Tells the waiting that their flows are stored.
+fn ack_all(acks: Vec<tokio::sync::oneshot::Sender<()>>) {
+    for a in acks {
+        let _ = a.send(());
     }
 }
 
@@ -253,26 +312,127 @@ pub fn live_flows(agents: &Agents, q: &FlowQuery) -> Vec<Flow> {
     })
 }
 
-/// `POST /api/pcap`: the flows of an uploaded pcap file, with the file's times, go to the
-/// flow store as if an agent had sent them. 202 once read; 400 with the reason when the file
-/// cannot be read.
+/// `POST /api/pcap`: the flows of an uploaded pcap or pcapng file, with the file's times, go
+/// to the flow store as if an agent had sent them. The body is read as it arrives: its first
+/// bytes must be a capture's magic (400 at once otherwise), it may hold at most
+/// `analyzer.flow.pcap_max_size` bytes (413), and its flows are queued for storage with
+/// back-pressure, so that none is dropped. 202 once every flow is stored; 400 with the reason
+/// when the file cannot be read (saying how many flows of the packets before were stored).
 pub async fn pcap_upload(
-    axum::extract::State((ingest, cfg)): axum::extract::State<(
-        Arc<FlowIngest>,
-        skydive_flow::TableConfig,
-    )>,
-    body: axum::body::Bytes,
+    axum::extract::State(up): axum::extract::State<PcapUpload>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
 ) -> skydive_api::ApiResult {
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
-    let (flows, packets) = tokio::task::spawn_blocking(move || {
-        skydive_capture::pcapfile::PcapFeeder::flows_of(&body, cfg)
-    })
-    .await?
-    .map_err(|e| skydive_api::ApiError::bad_request(e.to_string()))?;
-    tracing::info!(packets, flows = flows.len(), "pcap file read");
-    ingest.push(flows);
-    Ok(StatusCode::ACCEPTED.into_response())
+    use futures_util::StreamExt as _;
+    use skydive_api::ApiError;
+    let too_big = |what: String| {
+        ApiError::Client(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the file is larger than analyzer.flow.pcap_max_size ({} bytes){what}",
+                up.max_size
+            ),
+        )
+    };
+    // A length announced over the limit: refused before anything is read.
+    if let Some(len) = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > up.max_size
+    {
+        return Err(too_big(String::new()));
+    }
+    // The parser runs on a thread of its own, fed through a short queue: the body is read
+    // no faster than it is parsed, and the flows are stored no faster than the store takes them.
+    let (chunk_tx, mut chunk_rx) = mpsc::channel::<bytes::Bytes>(8);
+    let (flow_tx, mut flow_rx) = mpsc::channel::<Vec<Flow>>(4);
+    let cfg = up.table.clone();
+    let parser = tokio::task::spawn_blocking(move || {
+        use skydive_capture::pcapfile::{PcapError, PcapFeeder};
+        let mut f = PcapFeeder::new(cfg);
+        let mut started = false;
+        while let Some(chunk) = chunk_rx.blocking_recv() {
+            let flows = f.feed(&chunk)?;
+            started = true;
+            if !flows.is_empty() && flow_tx.blocking_send(flows).is_err() {
+                break;
+            }
+        }
+        let packets = f.packets();
+        if !started || !f.started() {
+            return Err(PcapError::Header("the file ends inside its header".into()));
+        }
+        if !f.complete() {
+            return Err(PcapError::Record {
+                packets,
+                message: "the file ends inside a packet record".into(),
+            });
+        }
+        let last = f.finish();
+        let _ = flow_tx.blocking_send(last);
+        Ok(packets)
+    });
+    let ingest = up.ingest.clone();
+    let storing = tokio::spawn(async move {
+        let mut n = 0usize;
+        while let Some(flows) = flow_rx.recv().await {
+            n += flows.len();
+            ingest.push_waiting(flows).await?;
+        }
+        ingest.flushed().await.map(|()| n)
+    });
+    let mut stream = body.into_data_stream();
+    let mut size = 0u64;
+    let mut over = false;
+    loop {
+        let next = tokio::select! {
+            n = stream.next() => n,
+            // The parser stopped (a file that is not a capture): no need for the rest.
+            () = chunk_tx.closed() => break,
+        };
+        let Some(chunk) = next else { break };
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the upload: {e}")))?;
+        size += chunk.len() as u64;
+        if size > up.max_size {
+            over = true;
+            break;
+        }
+        if chunk_tx.send(chunk).await.is_err() {
+            // The parser stopped: its error says why.
+            break;
+        }
+    }
+    drop(chunk_tx);
+    let parsed = parser.await?;
+    let stored = storing.await?;
+    if over {
+        return Err(too_big(format!(
+            "; the flows of its first {size} bytes were stored"
+        )));
+    }
+    let flows = stored.map_err(|e| ApiError::internal("storing the uploaded flows", e))?;
+    match parsed {
+        Ok(packets) => {
+            tracing::info!(packets, flows, bytes = size, "pcap file stored");
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        Err(e) if flows == 0 => Err(ApiError::bad_request(e.to_string())),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "{e}; the {flows} flows of the packets before were stored"
+        ))),
+    }
+}
+
+/// What `POST /api/pcap` needs.
+#[derive(Clone)]
+pub struct PcapUpload {
+    pub ingest: Arc<FlowIngest>,
+    pub table: skydive_flow::TableConfig,
+    /// `analyzer.flow.pcap_max_size`.
+    pub max_size: u64,
 }
 
 /// The endpoint of flow subscribers.

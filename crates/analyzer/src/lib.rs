@@ -162,8 +162,13 @@ impl Analyzer {
             .merge(
                 axum::Router::new()
                     .route("/api/pcap", axum::routing::post(flows::pcap_upload))
-                    .layer(axum::extract::DefaultBodyLimit::max(1 << 30))
-                    .with_state((ingest.clone(), cfg.tables.table())),
+                    // Its own limit, counted as the body streams in.
+                    .layer(axum::extract::DefaultBodyLimit::disable())
+                    .with_state(flows::PcapUpload {
+                        ingest: ingest.clone(),
+                        table: cfg.tables.table(),
+                        max_size: cfg.pcap_max_size,
+                    }),
             )
             .merge(
                 axum::Router::new()

@@ -148,6 +148,16 @@ impl PcapFeeder {
         self.packets
     }
 
+    /// Whether the file's header has been read.
+    pub fn started(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// Whether what was fed ends at a record's end (no partial record kept).
+    pub fn complete(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// Takes the next bytes of the stream; returns the flows the table's ticks emitted (at
     /// the packets' times).
     pub fn feed(&mut self, data: &[u8]) -> Result<Vec<Flow>, PcapError> {

@@ -147,6 +147,8 @@ pub struct AnalyzerFlowSettings {
     /// Name of a `storage.<name>` section for flows.
     pub backend: String,
     pub max_buffer_size: u64,
+    /// The largest file `POST /api/pcap` takes, in bytes.
+    pub pcap_max_size: u64,
 }
 
 impl Default for AnalyzerFlowSettings {
@@ -154,6 +156,7 @@ impl Default for AnalyzerFlowSettings {
         AnalyzerFlowSettings {
             backend: "embedded".into(),
             max_buffer_size: 100_000,
+            pcap_max_size: 1 << 30,
         }
     }
 }

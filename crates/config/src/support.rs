@@ -46,6 +46,7 @@ pub const KEYS: &[(&str, Support)] = &[
     ("analyzer.auth.cluster.password", NoEffect(PEERS)),
     ("analyzer.flow.backend", Honoured),
     ("analyzer.flow.max_buffer_size", Honoured),
+    ("analyzer.flow.pcap_max_size", Honoured),
     ("analyzer.topology.backend", Honoured),
     (
         "analyzer.topology.probes",

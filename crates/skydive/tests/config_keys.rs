@@ -33,6 +33,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("analyzer.auth.cluster.backend", r#""noauth""#),
     ("analyzer.flow.backend", r#""memory""#),
     ("analyzer.flow.max_buffer_size", "5"),
+    ("analyzer.flow.pcap_max_size", "1048576"),
     ("analyzer.topology.backend", r#""memory""#),
     ("analyzer.topology.agent_grace_period", "5"),
     (
