@@ -384,6 +384,85 @@ fn a_publisher_changes_only_its_own_elements() {
     });
 }
 
+/// Subscribers whose filter is expensive, re-evaluated on every change, do not stall the
+/// server's other requests: filters run off the async workers, and changes that come while one
+/// runs are covered by one evaluation.
+#[test]
+fn expensive_subscriber_filters_do_not_stall_other_requests() {
+    let a = TestAnalyzer::start();
+    // A mesh: 150 nodes, each linked to the 10 next.
+    let n = 150;
+    let nodes: Vec<Value> = (0..n)
+        .map(|i| node(&format!("m{i}"), &format!("m{i}"), "device"))
+        .collect();
+    let edges: Vec<Value> = (0..n)
+        .flat_map(|i| {
+            (1..=10).map(move |k| {
+                json!({"ID": format!("e{i}-{k}"), "Parent": format!("m{i}"), "Child": format!("m{}", (i + k) % n), "Metadata": {"RelationType": "layer2"}})
+            })
+        })
+        .collect();
+    let mut publisher = a.ws(
+        "/ws/publisher",
+        &[("X-Client-Type", "tool"), ("X-Host-ID", "mesh")],
+    );
+    ws_send(
+        &mut publisher,
+        json!({"Namespace": "Graph", "Type": "Sync", "Obj": {"Nodes": nodes, "Edges": edges}}),
+    );
+    eventually(SHORT, "the mesh", || a.count("G.E()") == n * 10);
+    let filter = "G.V().Both().Both().Both().Dedup()";
+    let t = std::time::Instant::now();
+    assert_eq!(a.count(filter), n);
+    let one = t.elapsed();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for i in 0..3 {
+        let mut sub = a.ws(
+            "/ws/subscriber",
+            &[
+                ("X-Client-Type", "webui"),
+                ("X-Host-ID", &format!("heavy{i}")),
+                ("X-Gremlin-Filter", filter),
+            ],
+        );
+        let stop = stop.clone();
+        readers.push(std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = ws_drain(&mut sub, Duration::from_millis(50));
+            }
+        }));
+    }
+    // A change every 20 ms, each one a reason to evaluate every filter again.
+    let mut lat = Vec::new();
+    for round in 0..40 {
+        ws_send(
+            &mut publisher,
+            json!({"Namespace": "Graph", "Type": "NodeUpdated", "Obj": node("m0", &format!("m0-{round}"), "device")}),
+        );
+        if round % 2 == 0 {
+            let t = std::time::Instant::now();
+            assert_eq!(a.send("GET", "/api/status", None, &[]).status, 200);
+            lat.push(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    lat.sort();
+    let median = lat[lat.len() / 2];
+    eprintln!(
+        "one evaluation: {one:?}; GET /api/status median {median:?}, max {:?}",
+        lat.last().unwrap()
+    );
+    assert!(
+        median < Duration::from_millis(100).max(one / 4),
+        "GET /api/status waited {median:?} (median) behind filters of {one:?} each"
+    );
+}
+
 #[test]
 fn agents_publish_in_protobuf_frames_and_get_a_grace_period() {
     let a = TestAnalyzer::start_with(|s| s.analyzer.topology.agent_grace_period = 1);

@@ -96,7 +96,20 @@ impl Subscription {
                 _ = self.conn.closed() => return,
             };
             match batch {
-                Ok(batch) => self.on_batch(&ctx, &batch).await,
+                Ok(mut batch) => {
+                    // A filter is evaluated on the latest graph: the batches that came while
+                    // the previous evaluation ran are covered by one evaluation.
+                    if self.state.lock().await.filter.is_some() {
+                        loop {
+                            match events.try_recv() {
+                                Ok(b) => batch = b,
+                                Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    self.on_batch(&ctx, &batch).await;
+                }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(host = %self.conn.handshake.host_id, "subscriber missed {n} event batches, disconnecting it");
                     self.conn.close();
@@ -107,7 +120,7 @@ impl Subscription {
         }
     }
 
-    async fn on_batch(&self, ctx: &Context, batch: &EventBatch) {
+    async fn on_batch(self: &Arc<Self>, ctx: &Arc<Context>, batch: &EventBatch) {
         if !self.conn.handshake.wants(NAMESPACE) {
             return;
         }
@@ -116,22 +129,35 @@ impl Subscription {
             return;
         }
         if let Some(filter) = st.filter.clone() {
+            // Evaluated and diffed off the async workers, a few subscribers at a time, so
+            // that expensive filters cannot stall the server's other requests.
+            let _slot = filter_slots().acquire().await;
             let snap = ctx.hub.snapshot();
-            match filtered(ctx, &snap.graph, &filter) {
-                Ok((nodes, edges)) => {
-                    let old = st.visible.take().unwrap_or_default();
-                    let new = Visible {
-                        nodes: nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
-                        edges: edges.into_iter().map(|e| (e.id.clone(), e)).collect(),
-                    };
-                    self.send_diff(&old, &new);
-                    st.visible = Some(new);
+            let seq = snap.seq;
+            let old = st.visible.take().unwrap_or_default();
+            let (me, ctx) = (self.clone(), ctx.clone());
+            let done = tokio::task::spawn_blocking(move || {
+                match filtered(&ctx, &snap.graph, &filter) {
+                    Ok((nodes, edges)) => {
+                        let new = Visible {
+                            nodes: nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
+                            edges: edges.into_iter().map(|e| (e.id.clone(), e)).collect(),
+                        };
+                        me.send_diff(&old, &new);
+                        new
+                    }
+                    Err(e) => {
+                        tracing::warn!(host = %me.conn.handshake.host_id, "subscriber filter failed: {e}");
+                        old
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(host = %self.conn.handshake.host_id, "subscriber filter failed: {e}");
-                }
+            })
+            .await;
+            match done {
+                Ok(visible) => st.visible = Some(visible),
+                Err(e) => tracing::error!("a subscriber filter's evaluation failed: {e}"),
             }
-            st.synced_seq = snap.seq;
+            st.synced_seq = seq;
             return;
         }
         let frames = batch.frames(
@@ -360,6 +386,16 @@ pub fn sync_frames(
         ));
     }
     frames
+}
+
+/// Subscriber filters evaluated at once, server-wide: one core fewer than the machine has, so
+/// that one is left for everything else.
+fn filter_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1))
+    })
 }
 
 /// Nodes and edges.
