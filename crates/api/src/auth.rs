@@ -192,7 +192,11 @@ impl Authenticator {
                 },
                 s.fingerprint(),
             )),
-            _ => Err(AuthError::WrongCredentials),
+            Some(_) => Err(AuthError::WrongCredentials),
+            None => {
+                basic.equalise(password);
+                Err(AuthError::WrongCredentials)
+            }
         }
     }
 
@@ -575,6 +579,29 @@ mod tests {
         assert!(
             e.contains("auth.basic.session_timeout: expected a number of seconds"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_user_costs_the_time_of_a_known_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        std::fs::write(&path, format!("one:{}\n", bcrypt::hash("pw", 8).unwrap())).unwrap();
+        let s = settings(serde_json::json!({"type": "basic", "file": path.to_str().unwrap()}));
+        let a = Authenticator::from_settings(&s, "k", "basic").unwrap();
+        let time = |user: &str| {
+            let t = std::time::Instant::now();
+            assert_eq!(
+                a.login(user, "wrong").unwrap_err(),
+                AuthError::WrongCredentials
+            );
+            t.elapsed()
+        };
+        let _ = time("nobody"); // the first makes its hash
+        let (known, unknown) = (time("one"), time("nobody"));
+        assert!(
+            unknown * 3 > known,
+            "an unknown user answered in {unknown:?}, a known one in {known:?}"
         );
     }
 

@@ -96,6 +96,8 @@ pub(super) struct Basic {
     /// The file's users and the modification time they were read at.
     loaded: Mutex<(HashMap<String, Secret>, Option<SystemTime>)>,
     pub(super) role: String,
+    /// A bcrypt hash per cost, for [`Basic::equalise`].
+    dummies: Mutex<HashMap<u32, String>>,
 }
 
 impl Basic {
@@ -103,6 +105,37 @@ impl Basic {
     pub(super) fn generation(&self) -> Option<SystemTime> {
         let file = self.file.as_ref()?;
         std::fs::metadata(file).and_then(|m| m.modified()).ok()
+    }
+
+    /// Spends on a user who does not exist the time a bcrypt check of the file's cost takes,
+    /// so that the answer's time does not tell which user names exist.
+    pub(super) fn equalise(&self, password: &str) {
+        let cost = {
+            let loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+            loaded
+                .0
+                .values()
+                .chain(self.inline.values())
+                .find_map(|s| match s {
+                    Secret::Bcrypt(h) => h.get(4..6).and_then(|c| c.parse::<u32>().ok()),
+                    _ => None,
+                })
+        };
+        let Some(cost) = cost else { return };
+        let hash = {
+            let mut dummies = self.dummies.lock().unwrap_or_else(|e| e.into_inner());
+            match dummies.get(&cost) {
+                Some(h) => h.clone(),
+                None => {
+                    let Ok(h) = bcrypt::hash("no such user", cost) else {
+                        return;
+                    };
+                    dummies.insert(cost, h.clone());
+                    h
+                }
+            }
+        };
+        let _ = bcrypt::verify(password, &hash);
     }
 
     pub(super) fn lookup(&self, user: &str) -> Option<Secret> {
@@ -167,6 +200,7 @@ pub(super) fn basic_from(section: &Value, name: &str) -> anyhow::Result<Basic> {
         file,
         loaded: Mutex::new((HashMap::new(), None)),
         role,
+        dummies: Mutex::default(),
     })
 }
 
