@@ -8,7 +8,9 @@ BUILD_PACKAGES=(pkg-config libpcap-dev)
 # flow engine's cross-check against tshark on recorded traffic.
 # pmacct: an sFlow agent (sfprobe) for the sflow capture; openvswitch-switch: a real
 # ovsdb-server for the OVSDB client; chromium and chromium-driver: the web UI's browser tests.
-TEST_PACKAGES=("${BUILD_PACKAGES[@]}" curl libnss3-tools iproute2 util-linux tcpdump tshark iperf3 iputils-ping pmacct openvswitch-switch chromium chromium-driver)
+# docker.io (dockerd, containerd), runc and busybox-static: the container probes, against a
+# dockerd each test starts in a folder of its own and an image imported from busybox.
+TEST_PACKAGES=("${BUILD_PACKAGES[@]}" curl libnss3-tools iproute2 util-linux tcpdump tshark iperf3 iputils-ping pmacct openvswitch-switch chromium chromium-driver docker.io runc busybox-static)
 # Python packages the tests need: Skydive's Python client, pytest, and Selenium (WebDriver
 # through Debian's chromedriver; it downloads nothing).
 TEST_PYTHON_PACKAGES=(skydive-client==0.10.0 pytest selenium==4.51.0)

@@ -48,6 +48,10 @@ pub struct ProbeSettings {
     pub metrics_every: Duration,
     /// `ovs.*`.
     pub ovs: skydive_probes::ovs::OvsConfig,
+    /// `agent.topology.docker.*`.
+    pub docker: skydive_probes::docker::DockerConfig,
+    /// `agent.topology.runc.run_path`.
+    pub runc_run_paths: Vec<PathBuf>,
 }
 
 /// An agent's configuration.
@@ -81,6 +85,16 @@ impl AgentConfig {
     pub fn from_settings(s: &Settings) -> Result<AgentConfig, ConfigError> {
         skydive_probes::check_names(&s.agent.topology.probes)
             .map_err(|e| ConfigError::invalid("agent.topology.probes", e.to_string()))?;
+        let docker_url = &s.agent.topology.docker.url;
+        if !["unix:///", "tcp://", "http://"]
+            .iter()
+            .any(|p| docker_url.starts_with(p))
+        {
+            return Err(ConfigError::invalid(
+                "agent.topology.docker.url",
+                format!("{docker_url:?}: a unix:///path or tcp://host:port address is needed"),
+            ));
+        }
         let cluster = &s.agent.auth.cluster;
         Ok(AgentConfig {
             host_id: s.host_id.clone(),
@@ -98,6 +112,18 @@ impl AgentConfig {
                     stats: s.ovs.enable_stats,
                     oflow: s.ovs.oflow_enabled(),
                 },
+                docker: skydive_probes::docker::DockerConfig {
+                    url: s.agent.topology.docker.url.clone(),
+                    netns_run_path: s.agent.topology.docker.netns.run_path.clone().into(),
+                },
+                runc_run_paths: s
+                    .agent
+                    .topology
+                    .runc
+                    .run_path
+                    .iter()
+                    .map(PathBuf::from)
+                    .collect(),
             },
             captures: CaptureSettings::from_settings(s),
             links: LinkSettings {

@@ -175,6 +175,8 @@ impl Agent {
                 metrics_every: cfg.probes.metrics_every,
                 process_scan_every: options.process_scan_every,
                 ovs: cfg.probes.ovs.clone(),
+                docker: cfg.probes.docker.clone(),
+                runc_run_paths: cfg.probes.runc_run_paths.clone(),
             };
             Some(Arc::new(
                 skydive_probes::start(probes_cfg, &cfg.probes.names, hub.clone())

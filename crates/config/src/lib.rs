@@ -62,7 +62,6 @@ const FREE_FORM: &[&str] = &[
     "agent.metadata",
     "agent.metadata_config",
     "agent.flow.ebpf",
-    "agent.topology.runc",
     "agent.topology.lldp",
     "agent.topology.libvirt",
     "agent.topology.neutron",

@@ -234,7 +234,7 @@ pub struct AgentTopologySettings {
     pub netns: RunPath,
     pub docker: DockerSettings,
     pub socketinfo: SocketInfoSettings,
-    pub runc: Value,
+    pub runc: RuncSettings,
     pub lldp: Value,
     pub libvirt: Value,
     pub neutron: Value,
@@ -251,7 +251,7 @@ impl Default for AgentTopologySettings {
             netns: RunPath::default(),
             docker: DockerSettings::default(),
             socketinfo: SocketInfoSettings::default(),
-            runc: Value::Object(Default::default()),
+            runc: RuncSettings::default(),
             lldp: Value::Object(Default::default()),
             libvirt: Value::Object(Default::default()),
             neutron: Value::Object(Default::default()),
@@ -303,6 +303,23 @@ impl Default for DockerSettings {
             netns: RunPath {
                 run_path: "/var/run/docker/netns".into(),
             },
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuncSettings {
+    /// The root folders of runc's state.
+    pub run_path: Vec<String>,
+}
+
+impl Default for RuncSettings {
+    fn default() -> Self {
+        RuncSettings {
+            run_path: ["/run/containerd/runc", "/run/runc", "/run/runc-ctrs"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }

@@ -25,7 +25,6 @@ use Support::{Honoured, NoEffect, Refused};
 const ETCD: &str =
     "resources live in the embedded store; etcd comes with several analyzers with etcd";
 const PEERS: &str = "analyzers do not peer yet (it comes with several analyzers with etcd)";
-const DOCKER: &str = "the Docker connector is not in this build yet";
 const OPENSTACK: &str = "the OpenStack connector is not in this build yet";
 const TOOLKIT: &str = "it comes with the troubleshooting toolkit";
 const LATER: &str = "this probe is not in this build";
@@ -86,10 +85,10 @@ pub const KEYS: &[(&str, Support)] = &[
     ("agent.topology.probes", Honoured),
     ("agent.topology.netlink.metrics_update", Honoured),
     ("agent.topology.netns.run_path", Honoured),
-    ("agent.topology.docker.url", NoEffect(DOCKER)),
-    ("agent.topology.docker.netns.run_path", NoEffect(DOCKER)),
+    ("agent.topology.docker.url", Honoured),
+    ("agent.topology.docker.netns.run_path", Honoured),
     ("agent.topology.socketinfo.host_update", NoEffect(TOOLKIT)),
-    ("agent.topology.runc", NoEffect(DOCKER)),
+    ("agent.topology.runc.run_path", Honoured),
     ("agent.topology.lldp", NoEffect(LATER)),
     ("agent.topology.libvirt", NoEffect(LATER)),
     ("agent.topology.neutron", NoEffect(OPENSTACK)),

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 use skydive_graph::now_ms;
 use skydive_hub::HubHandle;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::ethtool::EthtoolCounters;
@@ -34,7 +34,10 @@ pub struct HostTopology {
     netlink: Arc<ProbeStatus>,
     netns: Arc<ProbeStatus>,
     probe_cfg: NsProbeConfig,
-    netns_run_path: PathBuf,
+    /// `agent.topology.netns.run_path`, then the container runtimes' namespace folders.
+    netns_run_paths: Vec<PathBuf>,
+    /// Asks the netns probe for a scan at once.
+    rescan: Arc<Notify>,
     proc_path: PathBuf,
     process_scan_every: Duration,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -49,8 +52,13 @@ impl std::fmt::Debug for HostTopology {
 }
 
 impl HostTopology {
-    /// The host's topology over the agent's graph `hub`, its task started.
-    pub fn start(cfg: &crate::ProbesConfig, hub: HubHandle) -> std::io::Result<Arc<HostTopology>> {
+    /// The host's topology over the agent's graph `hub`, its task started; namespaces are
+    /// looked for under `netns_run_paths` and in processes.
+    pub fn start(
+        cfg: &crate::ProbesConfig,
+        netns_run_paths: Vec<PathBuf>,
+        hub: HubHandle,
+    ) -> std::io::Result<Arc<HostTopology>> {
         let own = netns::own_namespace()?;
         let topology = Arc::new(Mutex::new(Topology::new(
             cfg.host_node.clone(),
@@ -76,7 +84,8 @@ impl HostTopology {
                 metrics_every: cfg.metrics_every,
                 ethtool: Arc::default(),
             },
-            netns_run_path: cfg.netns_run_path.clone(),
+            netns_run_paths,
+            rescan: Arc::default(),
             proc_path: cfg.proc_path.clone(),
             process_scan_every: cfg.process_scan_every,
             task: Mutex::new(Some(task)),
@@ -97,6 +106,15 @@ impl HostTopology {
         if let Some(t) = task {
             t.abort();
             let _ = t.await;
+        }
+    }
+
+    /// What a container probe reports to.
+    pub fn containers(&self) -> ContainerSink {
+        ContainerSink {
+            tx: self.tx.clone(),
+            own: self.own.key,
+            rescan: self.rescan.clone(),
         }
     }
 
@@ -141,6 +159,38 @@ async fn run_topology(
         {
             return;
         }
+    }
+}
+
+/// Where a container probe reports: the topology's input, the host's namespace (that of
+/// `--net=host` containers), and the netns probe's scan.
+#[derive(Clone, Debug)]
+pub struct ContainerSink {
+    tx: mpsc::Sender<Input>,
+    own: NsKey,
+    rescan: Arc<Notify>,
+}
+
+impl ContainerSink {
+    /// Reports a container; false once the topology is gone.
+    pub async fn send(&self, input: Input) -> bool {
+        self.tx.send(input).await.is_ok()
+    }
+
+    /// The namespace a process runs in, by the inode of `/proc/<pid>/ns/net` under `proc`.
+    pub fn namespace_of(proc: &std::path::Path, pid: i64) -> std::io::Result<NsKey> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(std::fs::metadata(proc.join(pid.to_string()).join("ns/net"))?.ino())
+    }
+
+    /// The host's own namespace.
+    pub fn host_namespace(&self) -> NsKey {
+        self.own
+    }
+
+    /// Asks the netns probe to look for namespaces now (a container just started in one).
+    pub fn rescan(&self) {
+        self.rescan.notify_one();
     }
 }
 
@@ -194,10 +244,11 @@ impl Probe for NetnsProbe {
             let h = &self.0;
             let (ns_tx, ns_rx) = mpsc::channel::<NsEvent>(1024);
             let watcher = tokio::spawn(netns::watch(
-                h.netns_run_path.clone(),
+                h.netns_run_paths.clone(),
                 h.proc_path.clone(),
                 h.own.clone(),
                 h.process_scan_every,
+                h.rescan.clone(),
                 ns_tx,
             ));
             supervise_namespaces(ns_rx, h, stop).await;

@@ -1,6 +1,7 @@
 //! Skydive's topology probes: netlink (interfaces, addresses, routes, neighbours, counters),
-//! netns (the host's network namespaces), ethtool (driver, features, speed) and ovsdb (Open
-//! vSwitch). Each implements the [`Probe`] contract and runs under one [`Supervisor`] that
+//! netns (the host's network namespaces), ethtool (driver, features, speed), ovsdb (Open
+//! vSwitch), docker (a Docker daemon's containers) and runc (containers from runc's state).
+//! Each implements the [`Probe`] contract and runs under one [`Supervisor`] that
 //! restarts a failed probe with a backoff; each has a pure part (the netlink reducer, the
 //! namespace diff, the OVS reducer, the topology that turns them into nodes and edges) and an
 //! adapter that talks to the kernel or the daemon. The one `unsafe` call (the ethtool ioctl)
@@ -8,6 +9,8 @@
 
 #![deny(unsafe_code)]
 
+pub mod containers;
+pub mod docker;
 pub mod ethtool;
 pub mod host;
 pub mod netlink;
@@ -16,6 +19,7 @@ pub mod oflow;
 pub mod ovs;
 pub mod ovsdb;
 pub mod probe;
+pub mod runc;
 pub mod status;
 #[allow(unsafe_code)]
 mod sys;
@@ -46,16 +50,18 @@ pub struct ProbesConfig {
     pub process_scan_every: Duration,
     /// `ovs.*`, for the `ovsdb` probe.
     pub ovs: ovs::OvsConfig,
+    /// `agent.topology.docker.*`, for the `docker` probe.
+    pub docker: docker::DockerConfig,
+    /// `agent.topology.runc.run_path`, for the `runc` probe.
+    pub runc_run_paths: Vec<PathBuf>,
 }
 
 /// The probes that always run.
 pub const ALWAYS_ON: [&str; 3] = ["netlink", "netns", "ethtool"];
 /// The probes `agent.topology.probes` may add.
-pub const OPTIONAL: [&str; 1] = ["ovsdb"];
+pub const OPTIONAL: [&str; 3] = ["ovsdb", "docker", "runc"];
 /// Probes of Skydive that this build does not have yet, with the issue that brings them.
-const LATER: [(&str, &str); 11] = [
-    ("docker", "the Docker connector"),
-    ("runc", "the Docker connector"),
+const LATER: [(&str, &str); 9] = [
     ("neutron", "the OpenStack connector"),
     ("socketinfo", "the troubleshooting toolkit"),
     ("lldp", "a later release"),
@@ -74,7 +80,9 @@ pub enum UnknownProbe {
         "probe {0:?} is not available in this build yet (it comes with {1}); remove it from agent.topology.probes"
     )]
     Later(String, &'static str),
-    #[error("unknown probe {0:?}: this build has ovsdb (netlink, netns and ethtool always run)")]
+    #[error(
+        "unknown probe {0:?}: this build has ovsdb, docker and runc (netlink, netns and ethtool always run)"
+    )]
     Unknown(String),
 }
 
@@ -125,8 +133,27 @@ pub fn start(
     hub: HubHandle,
 ) -> std::io::Result<TopologyProbes> {
     check_names(extra).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let host = host::HostTopology::start(&cfg, hub.clone())?;
+    let has = |name: &str| extra.iter().any(|p| p == name);
+    let mut netns_run_paths = vec![cfg.netns_run_path.clone()];
+    if has("docker") {
+        netns_run_paths.push(cfg.docker.netns_run_path.clone());
+    }
+    let host = host::HostTopology::start(&cfg, netns_run_paths, hub.clone())?;
     let mut probes = host.probes();
+    if has("docker") {
+        probes.push(Arc::new(docker::DockerProbe::new(
+            cfg.docker.clone(),
+            host.containers(),
+            cfg.proc_path.clone(),
+        )));
+    }
+    if has("runc") {
+        probes.push(Arc::new(runc::RuncProbe::new(
+            cfg.runc_run_paths.clone(),
+            host.containers(),
+            cfg.proc_path.clone(),
+        )));
+    }
     if extra.iter().any(|p| p == "ovsdb") {
         probes.push(Arc::new(ovs::OvsdbProbe::new(
             cfg.ovs.clone(),
@@ -149,10 +176,11 @@ mod tests {
     fn probe_names_are_checked_and_the_refusal_says_what_to_do() {
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(check_names(&names(&["ovsdb", "netlink", "netns"])), Ok(()));
-        let e = check_names(&names(&["ovsdb", "docker"])).unwrap_err();
+        assert_eq!(check_names(&names(&["ovsdb", "docker", "runc"])), Ok(()));
+        let e = check_names(&names(&["ovsdb", "neutron"])).unwrap_err();
         assert_eq!(
             e,
-            UnknownProbe::Later("docker".into(), "the Docker connector")
+            UnknownProbe::Later("neutron".into(), "the OpenStack connector")
         );
         assert!(
             e.to_string()
@@ -162,7 +190,7 @@ mod tests {
         let e = check_names(&names(&["ovsbd"])).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unknown probe \"ovsbd\": this build has ovsdb (netlink, netns and ethtool always run)"
+            "unknown probe \"ovsbd\": this build has ovsdb, docker and runc (netlink, netns and ethtool always run)"
         );
     }
 }

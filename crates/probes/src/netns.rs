@@ -12,12 +12,13 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
 use tokio::io::unix::AsyncFd;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::netlink::socket::{event_socket, request_socket};
 use crate::sys::InotifyFd;
@@ -171,14 +172,17 @@ pub enum NsEvent {
     Removed(NsKey),
 }
 
-/// The set of namespaces other than the agent's: named ones, then processes' ones.
-pub fn scan(run_path: &Path, proc: &Path, own: &NsInfo) -> BTreeMap<NsKey, NsInfo> {
+/// The set of namespaces other than the agent's: named ones (the first run path that has a
+/// namespace names it), then processes' ones.
+pub fn scan(run_paths: &[PathBuf], proc: &Path, own: &NsInfo) -> BTreeMap<NsKey, NsInfo> {
     let mut all: BTreeMap<NsKey, NsInfo> = BTreeMap::new();
     for n in process_namespaces(proc) {
         all.insert(n.key, n);
     }
-    for n in named_namespaces(run_path, own.device) {
-        all.insert(n.key, n);
+    for run_path in run_paths.iter().rev() {
+        for n in named_namespaces(run_path, own.device) {
+            all.insert(n.key, n);
+        }
     }
     all.remove(&own.key);
     all
@@ -202,9 +206,14 @@ pub fn diff(old: &BTreeMap<NsKey, NsInfo>, new: &BTreeMap<NsKey, NsInfo>) -> Vec
     out
 }
 
-fn watch_run_path(run_path: &Path) -> Option<AsyncFd<InotifyFd>> {
-    if let Err(e) = std::fs::create_dir_all(run_path) {
-        tracing::warn!(path = %run_path.display(), "cannot create the namespaces directory: {e}");
+/// Watches the run paths: the first (`agent.topology.netns.run_path`) is created when
+/// missing, the others (a container runtime's) are watched when they exist, and scanned
+/// periodically anyway.
+fn watch_run_paths(run_paths: &[PathBuf]) -> Option<AsyncFd<InotifyFd>> {
+    if let Some(first) = run_paths.first()
+        && let Err(e) = std::fs::create_dir_all(first)
+    {
+        tracing::warn!(path = %first.display(), "cannot create the namespaces directory: {e}");
     }
     let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
     let flags = AddWatchFlags::IN_CREATE
@@ -213,30 +222,35 @@ fn watch_run_path(run_path: &Path) -> Option<AsyncFd<InotifyFd>> {
         | AddWatchFlags::IN_MOVED_TO
         | AddWatchFlags::IN_ATTRIB
         | AddWatchFlags::IN_CLOSE_WRITE;
-    if let Err(e) = ino.add_watch(run_path, flags) {
-        tracing::warn!(path = %run_path.display(), "cannot watch the namespaces directory, relying on periodic scans: {e}");
-        return None;
+    for (i, run_path) in run_paths.iter().enumerate() {
+        if let Err(e) = ino.add_watch(run_path.as_path(), flags)
+            && (i == 0 || run_path.exists())
+        {
+            tracing::warn!(path = %run_path.display(), "cannot watch the namespaces directory, relying on periodic scans: {e}");
+        }
     }
     crate::sys::register_inotify(InotifyFd(ino)).ok()
 }
 
 /// Watches the namespaces and reports their changes on `tx` (the first report lists every
-/// namespace) until `tx` closes. `scan_every` paces the scan of processes.
+/// namespace) until `tx` closes. `scan_every` paces the scan of processes; `rescan` asks
+/// for one at once (a container probe that saw a container start).
 pub async fn watch(
-    run_path: PathBuf,
+    run_paths: Vec<PathBuf>,
     proc: PathBuf,
     own: NsInfo,
     scan_every: Duration,
+    rescan: Arc<Notify>,
     tx: mpsc::Sender<NsEvent>,
 ) {
-    let inotify = watch_run_path(&run_path);
+    let inotify = watch_run_paths(&run_paths);
     let mut known: BTreeMap<NsKey, NsInfo> = BTreeMap::new();
     let mut tick = tokio::time::interval(scan_every);
     // After a file event, scan again a little later: `ip netns add` mounts the namespace on
     // the file after creating it, and a mount is not a file event.
     let mut rescans: Vec<tokio::time::Instant> = Vec::new();
     loop {
-        let (rp, pp, o) = (run_path.clone(), proc.clone(), own.clone());
+        let (rp, pp, o) = (run_paths.clone(), proc.clone(), own.clone());
         let now = tokio::task::spawn_blocking(move || scan(&rp, &pp, &o))
             .await
             .unwrap_or_default();
@@ -275,6 +289,7 @@ pub async fn watch(
                         .collect();
                 }
             }
+            _ = rescan.notified() => {}
             _ = tx.closed() => return,
         }
     }
@@ -334,6 +349,9 @@ mod tests {
             .expect("the agent's own namespace");
         assert!(mine.name.contains('-'), "{}", mine.name);
         assert!(mine.path.ends_with("ns/net"));
-        assert!(!scan(Path::new("/nonexistent"), Path::new("/proc"), &own).contains_key(&own.key));
+        assert!(
+            !scan(&[PathBuf::from("/nonexistent")], Path::new("/proc"), &own)
+                .contains_key(&own.key)
+        );
     }
 }

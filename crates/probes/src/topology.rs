@@ -15,6 +15,7 @@ use std::sync::Arc;
 use skydive_graph::id::{child_tid, link_id, netns_tid};
 use skydive_graph::{Edge, Graph, GraphEvent, Id, Map, Node, Value, diff_metadata, gen_id_from};
 
+use crate::containers::{Container, Manager};
 use crate::netns::{NsInfo, NsKey};
 
 /// An interface as a namespace's probe reports it.
@@ -44,6 +45,13 @@ pub enum Input {
         full: bool,
         links: Vec<LinkState>,
         removed: Vec<u32>,
+    },
+    /// A container started or changed (the container probes).
+    Container(Container),
+    /// A container stopped or went: what `manager` reported of container `id`.
+    ContainerGone {
+        manager: Manager,
+        id: String,
     },
 }
 
@@ -111,6 +119,10 @@ pub struct Topology {
     dirty: BTreeMap<NsKey, bool>,
     /// For a namespace, the namespaces whose interfaces point into it.
     referrers: HashMap<NsKey, BTreeSet<NsKey>>,
+    /// Containers by ID, as each manager reports them; the first manager's is shown.
+    containers: BTreeMap<String, BTreeMap<Manager, Container>>,
+    /// For a namespace, the containers shown in it.
+    in_ns: HashMap<NsKey, BTreeSet<String>>,
 }
 
 fn relation(kind: &str) -> Map {
@@ -141,6 +153,8 @@ impl Topology {
             edges: HashMap::new(),
             dirty: BTreeMap::from([(key, true)]),
             referrers: HashMap::new(),
+            containers: BTreeMap::new(),
+            in_ns: HashMap::new(),
         }
     }
 
@@ -195,8 +209,90 @@ impl Topology {
                 }
                 (ns, !e.links.keys().copied().eq(before))
             }
+            Input::Container(c) => {
+                let id = c.id.clone();
+                let before = self.shown_in(&id);
+                self.containers
+                    .entry(id.clone())
+                    .or_default()
+                    .insert(c.manager, c);
+                self.container_moved(&id, before);
+                return;
+            }
+            Input::ContainerGone { manager, id } => {
+                let before = self.shown_in(&id);
+                if let Some(m) = self.containers.get_mut(&id) {
+                    m.remove(&manager);
+                    if m.is_empty() {
+                        self.containers.remove(&id);
+                    }
+                }
+                self.container_moved(&id, before);
+                return;
+            }
         };
         *self.dirty.entry(key).or_default() |= seen;
+    }
+
+    /// The container `id` as shown: the first manager's report.
+    fn shown(&self, id: &str) -> Option<&Container> {
+        self.containers.get(id)?.values().next()
+    }
+
+    /// The namespace container `id` is shown in.
+    fn shown_in(&self, id: &str) -> Option<NsKey> {
+        self.shown(id).map(|c| c.netns)
+    }
+
+    /// Container `id` changed, and was shown in namespace `before`: the index follows, and
+    /// both namespaces are worked out again (the name of a namespace may come from its
+    /// container, and other namespaces' interfaces say that name).
+    fn container_moved(&mut self, id: &str, before: Option<NsKey>) {
+        let after = self.shown_in(id);
+        if let Some(b) = before
+            && before != after
+            && let Some(set) = self.in_ns.get_mut(&b)
+        {
+            set.remove(id);
+            if set.is_empty() {
+                self.in_ns.remove(&b);
+            }
+        }
+        if let Some(a) = after {
+            self.in_ns.entry(a).or_default().insert(id.to_string());
+        }
+        for k in [before, after].into_iter().flatten() {
+            self.dirty.insert(k, true);
+        }
+    }
+
+    /// The containers shown in namespace `key`, the one that names it first: a container
+    /// that did not join another's namespace, then by name.
+    fn containers_in(&self, key: NsKey) -> Vec<&Container> {
+        let mut v: Vec<&Container> = self
+            .in_ns
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.shown(id))
+            .collect();
+        v.sort_by(|a, b| (a.joined, &a.name, &a.id).cmp(&(b.joined, &b.name, &b.id)));
+        v
+    }
+
+    /// The name of namespace `key`'s node: its container's when it has one (Skydive's
+    /// Docker and runc probes name it so), else the file's or the process's.
+    fn ns_name(&self, key: NsKey) -> Option<(&str, Option<Manager>)> {
+        let e = self.namespaces.get(&key)?;
+        Some(match self.containers_in(key).first() {
+            Some(c) => (c.name.as_str(), Some(c.manager)),
+            None => (e.info.name.as_str(), None),
+        })
+    }
+
+    /// The number of containers shown.
+    pub fn containers(&self) -> usize {
+        self.containers.len()
     }
 
     /// The TID of a namespace's owner node: the host for the host's namespace.
@@ -248,7 +344,14 @@ impl Topology {
         };
         if key != self.root {
             let mut m = Map::new();
-            m.insert("Name", e.info.name.as_str());
+            let (name, manager) = self.ns_name(key).unwrap_or_default();
+            m.insert("Name", name);
+            if let Some(manager) = manager {
+                m.insert("Manager", manager.as_str());
+                if manager == Manager::Runc {
+                    m.insert("Runtime", "runc");
+                }
+            }
             m.insert("Type", "netns");
             m.insert("Path", e.info.path.to_string_lossy().as_ref());
             m.insert("Inode", e.info.inode as i64);
@@ -278,9 +381,9 @@ impl Topology {
                 }
                 if other_key != key
                     && other_key != self.root
-                    && let Some(o) = self.namespaces.get(&other_key)
+                    && let Some((name, _)) = self.ns_name(other_key)
                 {
-                    m.insert("LinkNetNsName", o.info.name.as_str());
+                    m.insert("LinkNetNsName", name);
                 }
                 if let Some(other_id) = self.interface(other_key, other) {
                     if l.ty == "veth" {
@@ -300,6 +403,18 @@ impl Topology {
                     }
                 }
             }
+            c.nodes.insert(id, m);
+        }
+        for ct in self.containers_in(key) {
+            let tid = child_tid(&self.host_tid, &ct.id, "container");
+            let id = gen_id_from(&["container", &tid]);
+            let mut m = Map::new();
+            m.insert("Type", "container");
+            m.insert("Name", ct.name.as_str());
+            m.insert("Manager", ct.manager.as_str());
+            m.insert("Container", ct.metadata.clone());
+            m.insert("TID", tid.as_str());
+            add_edge(&owner_id, &id, relation("ownership"));
             c.nodes.insert(id, m);
         }
         c
@@ -670,6 +785,114 @@ mod tests {
         );
         assert_eq!(red.str_at("Path"), Some("/var/run/netns/red"));
         // Nothing more to do.
+        assert!(t.ops().is_empty());
+    }
+
+    fn container(manager: Manager, id: &str, name: &str, netns: NsKey, joined: bool) -> Input {
+        Input::Container(Container {
+            manager,
+            id: id.into(),
+            name: name.into(),
+            netns,
+            joined,
+            metadata: metadata! {"ID" => id, "Runtime" => manager.as_str()},
+        })
+    }
+
+    #[test]
+    fn containers_hang_under_their_namespace_which_takes_their_name() {
+        let mut t = topo();
+        let mut g = graph_with_host();
+        t.apply(Input::Namespace(ns(2, "3f2a9c")));
+        let mut host_end = link(5, "vethweb", "veth");
+        host_end.link = Some((Some(2), 2));
+        t.apply(links(1, vec![host_end]));
+        let mut inner = link(2, "eth0", "veth");
+        inner.link = Some((Some(1), 5));
+        t.apply(links(2, vec![link(1, "lo", "device"), inner]));
+        // A sidecar that joined web's namespace reports first: web still names it.
+        t.apply(container(Manager::Docker, "c2", "side", 2, true));
+        t.apply(container(Manager::Docker, "c1", "web", 2, false));
+        t.apply(container(Manager::Docker, "c3", "hostnet", 1, false));
+        apply_ops(&mut g, t.ops(), "h1", "agent.h1", 2);
+        assert_eq!(
+            names(&g, "h1", "ownership"),
+            vec!["hostnet", "vethweb", "web"]
+        );
+        assert_eq!(
+            names(&g, "web", "ownership"),
+            vec!["eth0", "lo", "side", "web"]
+        );
+        let ns_node = g
+            .nodes()
+            .find(|n| n.str_at("Type") == Some("netns"))
+            .unwrap();
+        assert_eq!(ns_node.str_at("Manager"), Some("docker"));
+        assert_eq!(
+            ns_node.str_at("Path"),
+            Some("/var/run/netns/3f2a9c"),
+            "the TID is still made of the path"
+        );
+        let vh = g.nodes().find(|n| n.name() == "vethweb").unwrap();
+        assert_eq!(vh.str_at("LinkNetNsName"), Some("web"));
+        let web = g
+            .nodes()
+            .find(|n| n.name() == "web" && n.str_at("Type") == Some("container"))
+            .unwrap();
+        assert_eq!(web.str_at("Manager"), Some("docker"));
+        assert_eq!(
+            web.metadata
+                .get_path("Container.ID")
+                .and_then(Value::as_str),
+            Some("c1")
+        );
+        let web_id = web.id.clone();
+        // Runc reports the same container: Docker's report stays shown.
+        t.apply(container(Manager::Runc, "c1", "c1", 2, false));
+        apply_ops(&mut g, t.ops(), "h1", "agent.h1", 3);
+        assert_eq!(g.node(&web_id).unwrap().str_at("Manager"), Some("docker"));
+        // Renamed: the container and its namespace follow, and the peer says so.
+        t.apply(container(Manager::Docker, "c1", "www", 2, false));
+        apply_ops(&mut g, t.ops(), "h1", "agent.h1", 4);
+        assert_eq!(g.node(&web_id).unwrap().name(), "www");
+        assert_eq!(
+            names(&g, "h1", "ownership"),
+            vec!["hostnet", "vethweb", "www"]
+        );
+        let vh = g.nodes().find(|n| n.name() == "vethweb").unwrap();
+        assert_eq!(vh.str_at("LinkNetNsName"), Some("www"));
+        // Docker says it stopped: runc's report of it is shown until runc says so too.
+        t.apply(Input::ContainerGone {
+            manager: Manager::Docker,
+            id: "c1".into(),
+        });
+        apply_ops(&mut g, t.ops(), "h1", "agent.h1", 5);
+        assert_eq!(g.node(&web_id).unwrap().str_at("Manager"), Some("runc"));
+        assert_eq!(g.node(&web_id).unwrap().name(), "c1");
+        t.apply(Input::ContainerGone {
+            manager: Manager::Runc,
+            id: "c1".into(),
+        });
+        t.apply(Input::ContainerGone {
+            manager: Manager::Docker,
+            id: "c2".into(),
+        });
+        apply_ops(&mut g, t.ops(), "h1", "agent.h1", 6);
+        assert!(g.node(&web_id).is_none());
+        let ns_node = g
+            .nodes()
+            .find(|n| n.str_at("Type") == Some("netns"))
+            .unwrap();
+        assert_eq!(ns_node.name(), "3f2a9c", "the namespace's own name is back");
+        assert_eq!(ns_node.str_at("Manager"), None);
+        assert_eq!(
+            names(&g, "h1", "ownership"),
+            vec!["3f2a9c", "hostnet", "vethweb"]
+        );
+        // A container whose namespace goes takes its node with it.
+        t.apply(Input::NamespaceGone(2));
+        apply_ops(&mut g, t.ops(), "h1", "agent.h1", 7);
+        assert_eq!(names(&g, "h1", "ownership"), vec!["hostnet", "vethweb"]);
         assert!(t.ops().is_empty());
     }
 

@@ -53,6 +53,12 @@ const SAMPLES: &[(&str, &str)] = &[
     ("agent.topology.probes", "[]"),
     ("agent.topology.netlink.metrics_update", "5"),
     ("agent.topology.netns.run_path", r#""/tmp/netns""#),
+    ("agent.topology.docker.url", r#""tcp://127.0.0.1:2375""#),
+    (
+        "agent.topology.docker.netns.run_path",
+        r#""/tmp/docker-netns""#,
+    ),
+    ("agent.topology.runc.run_path", r#"["/tmp/runc"]"#),
     ("agent.flow.sflow.bind_address", r#""127.0.0.2""#),
     ("agent.flow.sflow.port_min", "6340"),
     ("agent.flow.sflow.port_max", "6360"),

@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod docker;
+
 pub use skydive_graph::Clock;
 
 /// Polls `cond` every 20 ms until it holds, and returns how long that took; panics naming
