@@ -103,3 +103,29 @@ def test_expanding_a_namespace_from_its_panel(big):
     assert page.js("return window.skydiveUI.view.cy.getElementById('b8-2-ns5').children().length") == INTERFACES
     assert page.q("#node-panel button.toggle").text == "Collapse"
     page.shot("scale-expanded")
+
+
+def test_a_container_is_drawn_in_its_namespace_with_its_labels(big):
+    """A container node as the docker probe makes it: inside its namespace, drawn as a
+    container, its labels (nested maps) readable in the metadata panel by their dotted keys."""
+    _, page, ws, _ = big
+    host, ns = "b8-host-3", "b8-3-ns2"
+    labels = {"a": {"b": {"c": "123"}}, "x~y/z@w": "1"}
+    container = {"ID": "c0ffee", "Image": "busybox:1", "Runtime": "docker", "Status": "running", "InitProcessPID": 42, "Labels": labels}
+    ws.send(msg("NodeAdded", node("ui-ct", host, "web", "container", Manager="docker", Container=container)))
+    ws.send(msg("EdgeAdded", edge(ns, "ui-ct", "ownership", host)))
+    wait_for("the container in the model, owned by its namespace", lambda: page.js("return window.skydiveUI.graph.owner.get('ui-ct')") == ns)
+    page.js("window.skydiveUI.select(arguments[0])", ns)
+    button = page.q("#node-panel button.toggle")
+    assert button.text == "Expand (%d inside)" % (INTERFACES + 1)
+    button.click()
+    wait_for("the container drawn in its namespace", lambda: page.js("return window.skydiveUI.view.cy.getElementById('ui-ct').data('parent')") == ns)
+    assert page.js("return window.skydiveUI.view.cy.getElementById('ui-ct').style('shape')") == "barrel"
+    page.js("window.skydiveUI.select('ui-ct')")
+    wait_for("the container's panel", lambda: page.q("#node-panel .node-panel").get_attribute("data-node-id") == "ui-ct")
+    value = lambda key: page.q('#node-panel [data-key="%s"] .md-value' % key).text
+    assert value("Type") == "container"
+    assert value("Container.Labels.a.b.c") == "123"
+    assert value("Container.Labels.x~y/z@w") == "1"
+    assert value("Container.Image") == "busybox:1"
+    page.shot("container")

@@ -50,8 +50,10 @@ function renderEntry(key, name, value, depth) {
     const entries = Array.isArray(value) ? value.map((v, i) => [String(i), v]) : Object.entries(value).sort(([a], [b]) => a.localeCompare(b));
     const summary = Array.isArray(value) ? `${name} [${value.length}]` : `${name} {${entries.length}}`;
     const details = el('details', { 'data-key': key, class: 'md-group' }, el('summary', {}, summary));
-    // Small maps and lists open at the top level; big ones (Features, routes) stay folded.
-    if (depth < 1 && entries.length <= 12) details.open = true;
+    // Small maps and lists open at the top level, and a container's labels however nested
+    // (what an operator looks for on a container); big ones (Features, routes) stay folded.
+    const labels = key === 'Container.Labels' || key.startsWith('Container.Labels.');
+    if ((depth < 1 || labels) && entries.length <= 12) details.open = true;
     const ul = el('ul', { class: 'md' });
     for (const [k, v] of entries) ul.append(renderEntry(`${key}.${k}`, k, v, depth + 1));
     details.append(ul);
