@@ -67,7 +67,9 @@ fn main() {
         .lines()
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
     if !is_root || !docker::available() {
-        eprintln!("B9 needs root, dockerd, runc and busybox (docker.io, runc, busybox-static); skipped");
+        eprintln!(
+            "B9 needs root, dockerd, runc and busybox (docker.io, runc, busybox-static); skipped"
+        );
         return;
     }
     let n = env_or("B9_CONTAINERS", 200) as usize;
@@ -112,7 +114,10 @@ fn main() {
     };
     let t = Instant::now();
     while count("G.V()") < 0 {
-        assert!(t.elapsed() < Duration::from_secs(20), "the analyzer answers");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the analyzer answers"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let agent = spawn("agent");

@@ -117,7 +117,7 @@ fn docker_containers_are_nodes_in_their_namespaces_and_follow_the_daemon() {
         &[&moby_runc],
     );
     let web_id = d.docker(&format!(
-        "run -d --name web --network none --label a.b.c=123 --label 'x~y/z@w=1' --label com.example.tier=front {IMAGE} sleep 1000"
+        "run -d --name web --network none --add-host DB.local:169.254.5.5 --label a.b.c=123 --label 'x~y/z@w=1' --label com.example.tier=front {IMAGE} sleep 1000"
     ));
     d.docker(&format!(
         "run -d --name side --network container:web {IMAGE} sleep 1000"
@@ -150,6 +150,11 @@ fn docker_containers_are_nodes_in_their_namespaces_and_follow_the_daemon() {
     assert_eq!(
         m["Container"]["Labels"],
         json!({"a": {"b": {"c": "123"}}, "x~y/z@w": "1", "com": {"example": {"tier": "front"}}})
+    );
+    // The hosts file Docker made for it (the standard IPv6 lines left out).
+    assert_eq!(
+        m["Container"]["Hosts"],
+        json!({"IP": "169.254.5.5", "Hostname": "db.local", "ByIP": {"169.254.5.5": ["db.local"]}})
     );
     // Labels can be queried by their dotted path.
     assert_eq!(
@@ -381,6 +386,19 @@ fn runc_containers_without_a_daemon_are_shown_with_their_labels() {
     assert_eq!(ns["Metadata"]["Manager"], "runc");
     assert_eq!(ns["Metadata"]["Runtime"], "runc");
     assert_eq!(status(&addr, "runc")["Containers"], 1);
+    // Its labels change (written as runc writes its state: a new file renamed over the old).
+    let state_path = root.join(&id).join("state.json");
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    state["config"]["labels"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("tier.role=cache"));
+    let tmp = root.join(&id).join("state.json.new");
+    std::fs::write(&tmp, state.to_string()).unwrap();
+    std::fs::rename(&tmp, &state_path).unwrap();
+    wait("the new label", || {
+        container(&c, &id)["Metadata"]["Container"]["Labels"]["tier"]["role"] == "cache"
+    });
     // The process ends: the container and its namespace go.
     sh(&format!("runc --root {} kill {id} KILL", root.display()));
     wait("the runc container gone", || {
