@@ -136,18 +136,30 @@ pub fn normalize_json(v: &serde_json::Value) -> Value {
     }
 }
 
-/// Runc labels (`key=value` strings), normalised: a value that parses as JSON is taken as
-/// that JSON (`a=123` is the number 123), as Skydive's runc probe does; a label without `=`
-/// is left out.
-pub fn runc_labels<'a>(raw: impl IntoIterator<Item = &'a str>) -> Map {
-    normalize_labels(raw.into_iter().filter_map(|l| {
-        let (k, v) = l.split_once('=')?;
+/// Runc labels (`key=value` strings) as keys and values: a value that parses as JSON is taken
+/// as that JSON (`a=123` is the number 123), as Skydive's runc probe does; a label without
+/// `=` is left out; the first of a key wins.
+pub fn runc_label_pairs(raw: &[String]) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = Vec::with_capacity(raw.len());
+    for l in raw {
+        let Some((k, v)) = l.split_once('=') else {
+            continue;
+        };
+        if out.iter().any(|(o, _)| o == k) {
+            continue;
+        }
         let value = match serde_json::from_str::<serde_json::Value>(v) {
             Ok(j) => normalize_json(&j),
             Err(_) => Value::from(v),
         };
-        Some((k.to_string(), value))
-    }))
+        out.push((k.to_string(), value));
+    }
+    out
+}
+
+/// Runc labels, normalised into nested maps (see [`runc_label_pairs`]).
+pub fn runc_labels(raw: &[String]) -> Map {
+    normalize_labels(runc_label_pairs(raw))
 }
 
 /// `Hosts` of a container from its hosts file: `ByIP` maps each address to its names
@@ -227,13 +239,16 @@ mod tests {
 
     #[test]
     fn runc_labels_take_json_values_as_skydive_does() {
-        let m = runc_labels([
-            "bundle=/run/bundle",
-            "n=123",
-            "obj={\"k.l\": true, \"z\": null}",
-            "broken",
-            "s=not json",
-        ]);
+        let m = runc_labels(
+            &[
+                "bundle=/run/bundle",
+                "n=123",
+                "obj={\"k.l\": true, \"z\": null}",
+                "broken",
+                "s=not json",
+            ]
+            .map(String::from),
+        );
         assert_eq!(
             json(&m),
             serde_json::json!({

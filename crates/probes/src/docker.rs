@@ -12,7 +12,7 @@
 //! init process runs in, found through `/proc/<pid>/ns/net` (the host's for `--net=host`);
 //! the namespace node takes the container's name (see the topology).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 use crate::containers::{Container, ContainerMetadata, Manager, normalize_labels, parse_hosts};
 use crate::host::ContainerSink;
+use crate::netns::NsKey;
 use crate::probe::{Probe, ProbeError, ProbeRun};
 use crate::topology::Input;
 
@@ -60,8 +61,10 @@ const CONCURRENT_INSPECTIONS: usize = 8;
 struct State {
     connected: bool,
     version: String,
-    /// The containers shown, by ID.
-    shown: BTreeSet<String>,
+    /// The containers shown, by ID, with the namespace each was last seen in.
+    shown: BTreeMap<String, NsKey>,
+    /// Running containers left out because their process's namespace could not be read.
+    without_namespace: u64,
 }
 
 /// The Docker probe.
@@ -136,7 +139,14 @@ impl DockerProbe {
         let id = info.id.clone()?;
         // A process that ended between the inspection and now has no namespace: the
         // container is stopping, and its die event follows.
-        let netns = ContainerSink::namespace_of(&self.proc, pid).ok()?;
+        let netns = match ContainerSink::namespace_of(&self.proc, pid) {
+            Ok(ns) => ns,
+            Err(e) => {
+                tracing::debug!(container = ?info.name, pid, "no namespace for the container's process: {e}");
+                self.state().without_namespace += 1;
+                return None;
+            }
+        };
         let config = info.config.as_ref();
         let labels = config
             .and_then(|c| c.labels.as_ref())
@@ -195,11 +205,13 @@ impl DockerProbe {
         while let Some((id, r)) = results.next().await {
             let input = match r? {
                 Some(c) => {
-                    started |= self.state().shown.insert(id);
+                    // New, or in a namespace of its own now (restarted): have the namespace
+                    // found at once.
+                    started |= self.state().shown.insert(id, c.netns) != Some(c.netns);
                     Input::Container(c)
                 }
                 None => {
-                    if !self.state().shown.remove(&id) {
+                    if self.state().shown.remove(&id).is_none() {
                         continue;
                     }
                     Input::ContainerGone {
@@ -228,9 +240,27 @@ impl DockerProbe {
             .version()
             .await
             .map_err(|e| unavailable(&format!("Docker at {}", self.cfg.url), e))?;
-        // Events first, so that nothing that happens while the list is read is missed.
+        // The events from a moment before the list is read (by the daemon's clock), so that
+        // nothing that happens while the list is read and inspected is missed: the event
+        // stream is only requested when first read, after the inspections. An event seen
+        // twice only inspects a container once more.
+        let info = docker
+            .info()
+            .await
+            .map_err(|e| unavailable(&format!("Docker at {}", self.cfg.url), e))?;
+        let since = info
+            .system_time
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp() - 1)
+            .unwrap_or_else(|| chrono::Utc::now().timestamp() - 1);
         let filters: HashMap<&str, Vec<&str>> = HashMap::from([("type", vec!["container"])]);
-        let mut events = docker.events(Some(EventsOptionsBuilder::new().filters(&filters).build()));
+        let mut events = docker.events(Some(
+            EventsOptionsBuilder::new()
+                .since(&since.to_string())
+                .filters(&filters)
+                .build(),
+        ));
         let running = docker
             .list_containers(Some(ListContainersOptionsBuilder::new().build()))
             .await
@@ -243,7 +273,7 @@ impl DockerProbe {
         tracing::info!(url = %self.cfg.url, version = %self.state().version, "connected to Docker");
         let listed: BTreeSet<String> = running.into_iter().filter_map(|c| c.id).collect();
         // Those shown before a reconnection that are no longer running are inspected too.
-        let mut ids: BTreeSet<String> = self.state().shown.clone();
+        let mut ids: BTreeSet<String> = self.state().shown.keys().cloned().collect();
         ids.extend(listed);
         self.reconcile(&docker, ids.into_iter().collect()).await?;
         loop {
@@ -311,6 +341,7 @@ impl Probe for DockerProbe {
             "Version": st.version,
             "Containers": st.shown.len(),
             "Events": self.events.load(Ordering::Relaxed),
+            "WithoutNamespace": st.without_namespace,
         })
     }
 }

@@ -10,9 +10,9 @@
 //!
 //! What it shows (`Manager: runc`): the container's ID as its name, its labels (runc's
 //! `key=value` labels, values that are JSON taken as JSON, as Skydive does; plus the OCI
-//! annotations of its bundle's `config.json`), `Image`/`ImageID` from CRI-O's
-//! `artifacts/create-config` when there is one, and `Hosts` from the file mounted on
-//! `/etc/hosts`. A container Docker also reports is shown once, as Docker's.
+//! annotations of its bundle's `config.json` and CRI-O's labels), `Image`/`ImageID` from
+//! CRI-O's `artifacts/create-config` or else the OCI annotations, and `Hosts` from the file
+//! mounted on `/etc/hosts`. A container Docker also reports is shown once, as Docker's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -26,7 +26,8 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::containers::{
-    Container, ContainerMetadata, Manager, normalize_json, parse_hosts, runc_labels,
+    Container, ContainerMetadata, Manager, normalize_json, normalize_labels, parse_hosts,
+    runc_label_pairs,
 };
 use crate::host::ContainerSink;
 use crate::probe::{Probe, ProbeError, ProbeRun};
@@ -127,39 +128,42 @@ fn read_container(state_path: &Path, proc: &Path) -> Option<Container> {
     } else {
         "running"
     };
-    let mut labels = runc_labels(state.config.labels.iter().map(String::as_str));
+    // Labels from runc's state, then the bundle's OCI annotations and CRI-O's create-config
+    // labels where runc's say nothing: all normalised together into nested maps.
+    let mut raw: Vec<(String, skydive_graph::Value)> = runc_label_pairs(&state.config.labels);
     let mut image = String::new();
     let mut image_id = String::new();
-    if let Some(bundle) = labels
-        .get("bundle")
-        .and_then(skydive_graph::Value::as_str)
-        .map(PathBuf::from)
-    {
-        // The OCI annotations of the bundle: what containerd and CRI-O say of the container.
+    let bundle = raw
+        .iter()
+        .find(|(k, _)| k == "bundle")
+        .and_then(|(_, v)| v.as_str())
+        .map(PathBuf::from);
+    if let Some(bundle) = bundle {
+        let mut extra: Vec<(String, skydive_graph::Value)> = Vec::new();
         if let Ok(b) = std::fs::read(bundle.join("config.json"))
             && let Ok(cfg) = serde_json::from_slice::<Value>(&b)
             && let Some(Value::Object(ann)) = cfg.get("annotations")
         {
-            for (k, v) in crate::containers::normalize_labels(
-                ann.iter().map(|(k, v)| (k.as_str(), normalize_json(v))),
-            )
-            .iter()
-            {
-                if !labels.contains_key(k) {
-                    labels.insert(k.clone(), v.clone());
-                }
-            }
+            extra.extend(ann.iter().map(|(k, v)| (k.clone(), normalize_json(v))));
         }
         if let Ok(b) = std::fs::read(bundle.join("artifacts/create-config"))
             && let Ok(cc) = serde_json::from_slice::<CreateConfig>(&b)
         {
             image = cc.image;
             image_id = cc.image_id;
-            for (k, v) in cc.labels {
-                labels.insert(k.as_str(), normalize_json(&v));
+            extra.extend(
+                cc.labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), normalize_json(v))),
+            );
+        }
+        for (k, v) in extra {
+            if !raw.iter().any(|(r, _)| *r == k) {
+                raw.push((k, v));
             }
         }
     }
+    let labels = normalize_labels(raw);
     if image.is_empty() {
         // What containerd, CRI-O and OCI tools say of the image, among the annotations.
         const IMAGE_KEYS: [&str; 3] = [
@@ -345,15 +349,20 @@ impl Probe for RuncProbe {
             let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
             let mut tick = tokio::time::interval(Duration::from_secs(2));
             let mut soon: Option<tokio::time::Instant> = None;
+            let mut rewatch = false;
             loop {
                 let dirs = self.scan_and_report().await?;
+                // Watching a folder again is harmless (the same watch); a folder removed and
+                // made again at the same path (a container restarted with the same ID) needs
+                // it. Only the folders not watched yet are added on the periodic pass.
                 for d in dirs {
-                    if !watched.contains(&d) && fd.get_ref().0.add_watch(&d, WATCH).is_ok() {
+                    if (rewatch || !watched.contains(&d))
+                        && fd.get_ref().0.add_watch(&d, WATCH).is_ok()
+                    {
                         watched.insert(d);
                     }
                 }
-                // Folders removed drop their watch by themselves; forget them too.
-                watched.retain(|d| d.exists());
+                rewatch = false;
                 tokio::select! {
                     _ = stop.changed() => return Ok(()),
                     _ = tick.tick() => {}
@@ -365,9 +374,11 @@ impl Probe for RuncProbe {
                     } => soon = None,
                     r = fd.readable() => {
                         if let Ok(mut g) = r {
-                            let _ = g.get_inner().0.read_events();
+                            // Until the queue is empty (a burst can fill several reads).
+                            while g.get_inner().0.read_events().is_ok_and(|e| !e.is_empty()) {}
                             g.clear_ready();
                         }
+                        rewatch = true;
                         // runc writes state.json and then starts the process: look again
                         // a little later too.
                         soon = Some(tokio::time::Instant::now() + Duration::from_millis(50));

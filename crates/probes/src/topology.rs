@@ -185,6 +185,19 @@ impl Topology {
             Input::NamespaceGone(key) => {
                 if key != self.root {
                     self.namespaces.remove(&key);
+                    // Their processes are gone with it: what was reported of the containers
+                    // in it is over (a report lost on the way must not come back on a new
+                    // namespace that gets the same inode).
+                    for id in self.in_ns.get(&key).cloned().unwrap_or_default() {
+                        let before = self.shown_in(&id);
+                        if let Some(m) = self.containers.get_mut(&id) {
+                            m.retain(|_, c| c.netns != key);
+                            if m.is_empty() {
+                                self.containers.remove(&id);
+                            }
+                        }
+                        self.container_moved(&id, before);
+                    }
                 }
                 (key, true)
             }
@@ -467,9 +480,9 @@ impl Topology {
             }
             nodes_out.extend(
                 old.nodes
-                    .keys()
-                    .filter(|id| !new.nodes.contains_key(*id))
-                    .cloned(),
+                    .iter()
+                    .filter(|(id, _)| !new.nodes.contains_key(*id))
+                    .map(|(id, m)| (id.clone(), m.clone())),
             );
             for (id, e) in &old.edges {
                 if new.edges.get(id) == Some(e) {
@@ -498,6 +511,23 @@ impl Topology {
                 self.contributions.insert(key, new);
             }
         }
+        // A node that moved from one namespace to another (a container) is set, not deleted;
+        // what its old namespace set of it is what its new one changes.
+        let set_ids: HashMap<Id, usize> = set
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _, _))| (id.clone(), i))
+            .collect();
+        nodes_out.retain(|(id, old)| match set_ids.get(id) {
+            Some(&i) => {
+                if set[i].2.is_none() {
+                    set[i].2 = Some(old.clone());
+                }
+                false
+            }
+            None => true,
+        });
+        let mut nodes_out: Vec<Id> = nodes_out.into_iter().map(|(id, _)| id).collect();
         // Edges first out, nodes first in; namespaces before their interfaces, so that
         // ownership edges find their parents.
         edges_out.sort();
@@ -894,6 +924,55 @@ mod tests {
         apply_ops(&mut g, t.ops(), "h1", "agent.h1", 7);
         assert_eq!(names(&g, "h1", "ownership"), vec!["hostnet", "vethweb"]);
         assert!(t.ops().is_empty());
+    }
+
+    #[test]
+    fn a_container_that_moves_namespace_in_one_batch_keeps_its_node() {
+        let mut t = topo();
+        let mut g = graph_with_host();
+        t.apply(Input::Namespace(ns(2, "a")));
+        t.apply(Input::Namespace(ns(3, "b")));
+        t.apply(container(Manager::Docker, "c1", "web", 2, false));
+        apply_ops(&mut g, t.ops(), "h1", "agent.h1", 2);
+        assert_eq!(names(&g, "web", "ownership"), vec!["web"]);
+        // Restarted into another namespace, both reports in one batch.
+        t.apply(Input::ContainerGone {
+            manager: Manager::Docker,
+            id: "c1".into(),
+        });
+        t.apply(container(Manager::Runc, "c1", "c1", 3, false));
+        apply_ops(&mut g, t.ops(), "h1", "agent.h1", 3);
+        let ct = g
+            .nodes()
+            .find(|n| n.str_at("Type") == Some("container"))
+            .expect("the container's node is still there");
+        assert_eq!(ct.name(), "c1");
+        assert_eq!(ct.str_at("Manager"), Some("runc"));
+        assert_eq!(
+            names(&g, "c1", "ownership"),
+            vec!["c1"],
+            "owned by its new namespace"
+        );
+        assert_eq!(names(&g, "h1", "ownership"), vec!["a", "c1"]);
+        assert!(t.ops().is_empty());
+    }
+
+    #[test]
+    fn a_namespace_that_goes_ends_the_reports_of_its_containers() {
+        let mut t = topo();
+        let mut g = graph_with_host();
+        t.apply(Input::Namespace(ns(2, "x1")));
+        t.apply(container(Manager::Docker, "c1", "web", 2, false));
+        apply_ops(&mut g, t.ops(), "h1", "agent.h1", 2);
+        assert_eq!(t.containers(), 1);
+        // The namespace goes before (or without) the probe saying the container stopped; a
+        // new namespace then gets the same inode.
+        t.apply(Input::NamespaceGone(2));
+        t.apply(Input::Namespace(ns(2, "x2")));
+        apply_ops(&mut g, t.ops(), "h1", "agent.h1", 3);
+        assert_eq!(t.containers(), 0);
+        assert_eq!(names(&g, "h1", "ownership"), vec!["x2"]);
+        assert!(g.nodes().all(|n| n.str_at("Type") != Some("container")));
     }
 
     #[test]

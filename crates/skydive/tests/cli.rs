@@ -264,11 +264,21 @@ fn authentication_sections_that_cannot_be_enforced_are_refused_naming_the_key() 
 #[test]
 fn probes_this_build_cannot_run_are_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    for (probes, want) in [
-        ("[ovsdb, ovsbd]", "unknown probe \"ovsbd\""),
+    for (probes, key, want) in [
         (
-            "[docker]",
-            "probe \"docker\" is not available in this build yet",
+            "[ovsdb, ovsbd]",
+            "agent.topology.probes",
+            "unknown probe \"ovsbd\"",
+        ),
+        (
+            "[neutron]",
+            "agent.topology.probes",
+            "probe \"neutron\" is not available in this build yet",
+        ),
+        (
+            "[docker]\n    docker:\n      url: ftp://127.0.0.1/docker",
+            "agent.topology.docker.url",
+            "\"ftp://127.0.0.1/docker\": a unix:///path or tcp://host:port address is needed",
         ),
     ] {
         let conf = write_config(
@@ -282,10 +292,7 @@ fn probes_this_build_cannot_run_are_refused_naming_the_key() {
         let o = run(&["-c", conf.to_str().unwrap(), "agent"]);
         assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
         let err = stderr(&o);
-        assert!(
-            err.contains("agent.topology.probes") && err.contains(want),
-            "{err}"
-        );
+        assert!(err.contains(key) && err.contains(want), "{err}");
     }
 }
 

@@ -47,7 +47,7 @@ fn allinone_with(
             pid = std::process::id(),
             netns = docker_netns.display(),
             runc = runc.join(", "),
-            data = dir.join("data").display()
+            data = dir.join("skydive-data").display()
         ),
     );
     let p = Proc::spawn(
