@@ -21,7 +21,8 @@ cargo fetch --locked --quiet
 cargo check --quiet --locked --manifest-path fuzz/Cargo.toml --target-dir target/fuzz-check --bins
 
 start_ovs
-trap stop_ovs EXIT
+start_opensearch
+trap 'stop_ovs; stop_opensearch' EXIT
 
 echo "== Rust tests" >&2
 cargo test --workspace --locked --no-fail-fast "$@"

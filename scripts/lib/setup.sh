@@ -11,9 +11,11 @@ BUILD_PACKAGES=(pkg-config libpcap-dev)
 # docker.io (dockerd, containerd), runc and busybox-static: the container probes, against a
 # dockerd each test starts in a folder of its own and an image imported from busybox.
 TEST_PACKAGES=("${BUILD_PACKAGES[@]}" curl libnss3-tools iproute2 util-linux tcpdump tshark iperf3 iputils-ping pmacct openvswitch-switch chromium chromium-driver docker.io runc busybox-static)
-# Python packages the tests need: Skydive's Python client, pytest, and Selenium (WebDriver
-# through Debian's chromedriver; it downloads nothing).
-TEST_PYTHON_PACKAGES=(skydive-client==0.10.0 pytest selenium==4.51.0)
+# Python packages the tests need: Skydive's Python client, pytest, Selenium (WebDriver
+# through Debian's chromedriver; it downloads nothing), and an OpenSearch-compatible server
+# (in memory; it bundles its binary) for the Elasticsearch backend: no real Elasticsearch or
+# OpenSearch can be installed from the registries these machines reach.
+TEST_PYTHON_PACKAGES=(skydive-client==0.10.0 pytest selenium==4.51.0 osmem-server==0.1.6)
 
 # Installs the Debian packages that are missing (needs root; apt-get update only when needed).
 install_packages() {
@@ -91,4 +93,23 @@ start_ovs() {
 
 stop_ovs() {
   [ -n "${OVS_STARTED:-}" ] && /usr/share/openvswitch/scripts/ovs-ctl stop >/dev/null 2>&1 || true
+}
+
+# Starts the OpenSearch-compatible test server on a free port of 127.0.0.1 and exports its
+# URL as SKYDIVE_TEST_OPENSEARCH (the storage tests run the Elasticsearch backend against it).
+start_opensearch() {
+  local bin port
+  bin=$("$PYTHON_VENV/bin/python" -c 'import osmem_server; print(osmem_server.resolve_binary())')
+  port=$("$PYTHON_VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "$bin" -addr "127.0.0.1:$port" -no-stdin-watch -no-ja >/dev/null 2>&1 &
+  OPENSEARCH_PID=$!
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  export SKYDIVE_TEST_OPENSEARCH="http://127.0.0.1:$port"
+}
+
+stop_opensearch() {
+  [ -n "${OPENSEARCH_PID:-}" ] && kill "$OPENSEARCH_PID" 2>/dev/null || true
 }

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod elasticsearch;
 pub mod embedded;
 pub mod flows;
 pub mod health;
@@ -34,6 +35,9 @@ pub enum StorageError {
     Damaged { path: String, findings: Vec<String> },
     #[error("storage error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A remote store (Elasticsearch, OpenSearch) failed or refused.
+    #[error("storage error: {url}: {message}")]
+    Remote { url: String, message: String },
     #[error("storage error: a stored value has the wrong type: {0}")]
     Column(#[from] rusqlite::types::FromSqlError),
     #[error("cannot decode a stored {kind} '{id}': {message}")]

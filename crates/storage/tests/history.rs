@@ -1,6 +1,6 @@
-//! The topology history battery: the embedded store answers `At` and `Context` exactly as
-//! the in-memory reference does, for random sequences of real graph changes, and keeps
-//! doing so across reopening.
+//! The topology history battery: the embedded store and the Elasticsearch backend answer `At`
+//! and `Context` exactly as the in-memory reference does, for random sequences of real graph
+//! changes, and keep doing so across reopening.
 
 use std::sync::Arc;
 
@@ -177,39 +177,77 @@ fn every_backend_keeping_history_answers_as_the_reference_does() {
             ran.push(b.driver);
         }
     }
+    let per_seed = if common::opensearch().is_some() { 3 } else { 2 };
     assert_eq!(
         ran.len(),
-        10,
-        "embedded and the reference, five seeds: {ran:?}"
+        5 * per_seed,
+        "embedded, the reference (and Elasticsearch), five seeds: {ran:?}"
     );
+}
+
+/// Opens the same store again at each call.
+type Opener<'a> = &'a dyn Fn() -> Arc<dyn TopologyStore>;
+
+/// The stores that keep history across reopening: the embedded store in `dir` and, when the
+/// test server is there, the Elasticsearch backend on indices of their own.
+fn reopenable(dir: &std::path::Path, test: impl Fn(Opener<'_>)) {
+    let path = dir.to_path_buf();
+    test(&move || Arc::new(Embedded::open(&path).unwrap()) as Arc<dyn TopologyStore>);
+    if let Some(url) = common::opensearch() {
+        let cfg = skydive_storage::elasticsearch::EsConfig {
+            hosts: vec![url],
+            index_prefix: format!(
+                "r{}_{}_",
+                std::process::id(),
+                dir.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_lowercase()
+                    .replace('.', "")
+            ),
+            ..Default::default()
+        };
+        test(&move || {
+            Arc::new(skydive_storage::elasticsearch::Elasticsearch::open(&cfg).unwrap())
+                as Arc<dyn TopologyStore>
+        });
+    }
 }
 
 #[test]
 fn history_survives_reopening_and_continues() {
     let dir = tempfile::tempdir().unwrap();
+    reopenable(dir.path(), reopening_continues);
+}
+
+fn reopening_continues(open: Opener<'_>) {
     let mut reference = MemoryHistory::new();
     let mut g = Graph::new();
     let mut rng = Rng(5);
     let mut t = T0;
     {
-        let store = Embedded::open(dir.path()).unwrap();
+        let store = open();
         for batch in random_changes(&mut g, &mut rng, 200, &mut t) {
             batch.iter().for_each(|e| reference.record(e));
             store.record(&batch).unwrap();
         }
     }
-    let store = Embedded::open(dir.path()).unwrap();
-    assert_same(&reference, &store, T0, t, &mut rng);
+    let store = open();
+    assert_same(&reference, store.as_ref(), T0, t, &mut rng);
     for batch in random_changes(&mut g, &mut rng, 200, &mut t) {
         batch.iter().for_each(|e| reference.record(e));
         store.record(&batch).unwrap();
     }
-    assert_same(&reference, &store, T0, t, &mut rng);
+    assert_same(&reference, store.as_ref(), T0, t, &mut rng);
 }
 
 #[test]
 fn elements_sent_again_after_a_restart_continue_and_the_others_are_closed() {
     let dir = tempfile::tempdir().unwrap();
+    reopenable(dir.path(), sent_again_continue);
+}
+
+fn sent_again_continue(open: Opener<'_>) {
     let a = Arc::new(Node::new(
         "a",
         metadata! {"Name" => "a"},
@@ -225,13 +263,13 @@ fn elements_sent_again_after_a_restart_continue_and_the_others_are_closed() {
         T0,
     ));
     {
-        let store = Embedded::open(dir.path()).unwrap();
+        let store = open();
         store
             .record(&[GraphEvent::NodeAdded(a.clone()), GraphEvent::NodeAdded(b)])
             .unwrap();
     }
     // Restart: the agent sends `a` again, unchanged; `b` never comes back.
-    let store = Embedded::open(dir.path()).unwrap();
+    let store = open();
     store.record(&[GraphEvent::NodeAdded(a)]).unwrap();
     assert_eq!(store.close_orphans(T0 + 60_000).unwrap(), 1);
     assert_eq!(store.close_orphans(T0 + 90_000).unwrap(), 0, "runs once");
