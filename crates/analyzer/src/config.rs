@@ -23,13 +23,20 @@ pub enum BackendSpec {
     },
     /// `storage.<name>` of driver `memory`.
     Memory { name: String },
+    /// `storage.<name>` of driver `elasticsearch`: the cluster and the index layout.
+    Elasticsearch {
+        name: String,
+        options: skydive_config::ElasticsearchStorage,
+    },
 }
 
 impl BackendSpec {
     /// The section's name.
     pub fn name(&self) -> &str {
         match self {
-            BackendSpec::Embedded { name, .. } | BackendSpec::Memory { name } => name,
+            BackendSpec::Embedded { name, .. }
+            | BackendSpec::Memory { name }
+            | BackendSpec::Elasticsearch { name, .. } => name,
         }
     }
 
@@ -50,6 +57,10 @@ impl BackendSpec {
             }
             Some("memory") => Ok(BackendSpec::Memory {
                 name: name.to_string(),
+            }),
+            Some("elasticsearch") => Ok(BackendSpec::Elasticsearch {
+                name: name.to_string(),
+                options: s.elasticsearch_storage(name)?,
             }),
             other => Err(ConfigError::invalid(
                 key,

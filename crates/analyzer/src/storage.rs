@@ -315,6 +315,30 @@ fn open_backend(
             Ok(b)
         }
         BackendSpec::Memory { .. } => Ok(Backend::memory()),
+        BackendSpec::Elasticsearch { name, options } => {
+            let defaults = skydive_storage::elasticsearch::EsConfig::default();
+            let cfg = skydive_storage::elasticsearch::EsConfig {
+                hosts: options.hosts.clone(),
+                username: options.username.clone(),
+                password: options.password.clone(),
+                index_prefix: options.index_prefix.clone(),
+                total_fields_limit: options.total_fields_limit,
+                use_flattened: options.use_flattened,
+                flattened_ignore_above: options.flattened_ignore_above,
+                exclude_from_mapping: options
+                    .exclude_from_mapping
+                    .clone()
+                    .unwrap_or(defaults.exclude_from_mapping),
+            };
+            let b = Backend::elasticsearch(&cfg).with_context(|| {
+                format!(
+                    "storage.{name}: the cluster at {} cannot be used",
+                    cfg.hosts.join(", ")
+                )
+            })?;
+            tracing::info!(hosts = %cfg.hosts.join(", "), prefix = %cfg.index_prefix, "Elasticsearch store open");
+            Ok(b)
+        }
     }
 }
 

@@ -431,6 +431,15 @@ impl Settings {
         embedded_options(name, self.storage.get(name)?).ok()
     }
 
+    /// The options of the elasticsearch storage section `name` (validated at load when a
+    /// backend uses it).
+    pub fn elasticsearch_storage(&self, name: &str) -> Result<ElasticsearchStorage, ConfigError> {
+        let section = self.storage.get(name).ok_or_else(|| {
+            ConfigError::invalid(&format!("storage.{name}"), "no such storage section")
+        })?;
+        elasticsearch_options(name, section)
+    }
+
     /// The `type` of the authentication section `name`.
     pub fn auth_type(&self, name: &str) -> Option<&str> {
         self.auth.get(name)?.get("type")?.as_str()
@@ -475,14 +484,18 @@ impl Settings {
                 driver,
                 &["embedded", "memory", "elasticsearch"],
             )?;
-            if let Some((_, why)) = support::LATER_STORAGE_DRIVERS
-                .iter()
-                .find(|(d, _)| *d == driver)
+            if key == "analyzer.flow.backend"
+                && let Some((_, why)) = support::LATER_FLOW_DRIVERS
+                    .iter()
+                    .find(|(d, _)| *d == driver)
             {
                 return Err(ConfigError::invalid(
                     key,
                     format!("storage.{backend}: {why}, which is not in this build yet"),
                 ));
+            }
+            if driver == "elasticsearch" {
+                elasticsearch_options(backend, &self.storage[backend.as_str()])?;
             }
         }
         for (name, section) in &self.storage {
@@ -810,6 +823,70 @@ mod tests {
     }
 
     #[test]
+    fn elasticsearch_sections_are_read_or_refused_naming_the_key() {
+        let es = |extra: &str| {
+            format!(
+                "analyzer:\n  topology:\n    backend: elasticsearch\nstorage:\n  elasticsearch:\n    driver: elasticsearch\n{extra}"
+            )
+        };
+        let c = load(
+            &es("    hosts: [\"http://10.0.0.1:9200\", \"http://10.0.0.2:9200\"]\n    index_prefix: site1_\n    auth:\n      username: u\n      password: p\n    bulk_maxdelay: 1\n"),
+            &[],
+        )
+        .unwrap();
+        let o = c.settings.elasticsearch_storage("elasticsearch").unwrap();
+        assert_eq!(o.hosts, ["http://10.0.0.1:9200", "http://10.0.0.2:9200"]);
+        assert_eq!(
+            (o.index_prefix.as_str(), o.username.as_str()),
+            ("site1_", "u")
+        );
+        assert_eq!(o.total_fields_limit, 1000);
+        for (extra, key, why) in [
+            (
+                "    index_entries_limit: 10\n",
+                "storage.elasticsearch.index_entries_limit",
+                "rolling",
+            ),
+            (
+                "    ssl_insecure: true\n",
+                "storage.elasticsearch.ssl_insecure",
+                "TLS",
+            ),
+            (
+                "    hosts: [\"https://es:9200\"]\n",
+                "storage.elasticsearch.hosts",
+                "TLS",
+            ),
+            (
+                "    index_prefix: Site_\n",
+                "storage.elasticsearch.index_prefix",
+                "lower case",
+            ),
+            (
+                "    shards: 3\n",
+                "storage.elasticsearch.shards",
+                "unknown key",
+            ),
+        ] {
+            match load(&es(extra), &[]) {
+                Err(ConfigError::Invalid { key: k, message }) => {
+                    assert_eq!(k, key, "{extra}");
+                    assert!(message.contains(why), "{extra}: {message}");
+                }
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
+        // Flows cannot go there yet.
+        match load("analyzer:\n  flow:\n    backend: elasticsearch\n", &[]) {
+            Err(ConfigError::Invalid { key, message }) => {
+                assert_eq!(key, "analyzer.flow.backend");
+                assert!(message.contains("flows in Elasticsearch"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn deprecated_keys_are_relocated() {
         let c = load("netns:\n  run_path: /tmp/ns\n", &[]).unwrap();
         assert_eq!(c.settings.agent.topology.netns.run_path, "/tmp/ns");
@@ -953,6 +1030,170 @@ mod tests {
             );
         }
     }
+}
+
+/// The options of an `elasticsearch` storage section (Skydive's keys; those this build does not
+/// honour yet are refused when set to anything but their default).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElasticsearchStorage {
+    /// `hosts`: the cluster's URLs, tried in turn.
+    pub hosts: Vec<String>,
+    /// `auth.username`, `auth.password`.
+    pub username: String,
+    pub password: String,
+    pub index_prefix: String,
+    pub total_fields_limit: u64,
+    pub use_flattened: bool,
+    pub flattened_ignore_above: u64,
+    /// `exclude_from_mapping`; `None`: Skydive's list.
+    pub exclude_from_mapping: Option<Vec<String>>,
+}
+
+/// What an `elasticsearch` section may say, besides `driver`: the keys honoured, those read
+/// without effect (why), and those refused unless at their default (why).
+const ES_LATER: &str =
+    "is not in this build yet (it comes with the next part of the Elasticsearch backend)";
+
+fn elasticsearch_options(name: &str, section: &Value) -> Result<ElasticsearchStorage, ConfigError> {
+    let key = |k: &str| format!("storage.{name}.{k}");
+    let Some(obj) = section.as_object() else {
+        return Err(ConfigError::invalid(
+            &format!("storage.{name}"),
+            "must be a map",
+        ));
+    };
+    for (k, v) in obj {
+        match k.as_str() {
+            "driver"
+            | "hosts"
+            | "auth"
+            | "index_prefix"
+            | "total_fields_limit"
+            | "use_flattened"
+            | "flattened_ignore_above"
+            | "exclude_from_mapping" => {}
+            // Each batch of changes is written at once, refreshed: no delay to configure.
+            "bulk_maxdelay" | "disable_sniffing" | "disable_healthcheck" | "debug" => {}
+            "index_entries_limit" | "index_age_limit" | "indices_to_keep" => {
+                if v.as_u64() != Some(0) {
+                    return Err(ConfigError::invalid(
+                        &key(k),
+                        format!("rolling and retention {ES_LATER}"),
+                    ));
+                }
+            }
+            "ssl_insecure" => {
+                if v.as_bool() != Some(false) {
+                    return Err(ConfigError::invalid(
+                        &key(k),
+                        format!("TLS to the cluster {ES_LATER}"),
+                    ));
+                }
+            }
+            other => {
+                return Err(ConfigError::invalid(
+                    &key(other),
+                    "unknown key of an elasticsearch section",
+                ));
+            }
+        }
+    }
+    let hosts: Vec<String> = match section.get("hosts") {
+        None => vec!["http://127.0.0.1:9200".into()],
+        Some(Value::String(h)) => vec![h.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|h| h.as_str().map(String::from))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| ConfigError::invalid(&key("hosts"), "must be a list of URLs"))?,
+        Some(_) => {
+            return Err(ConfigError::invalid(
+                &key("hosts"),
+                "must be a list of URLs",
+            ));
+        }
+    };
+    if hosts.is_empty() {
+        return Err(ConfigError::invalid(&key("hosts"), "names no URL"));
+    }
+    for h in &hosts {
+        if h.starts_with("https://") {
+            return Err(ConfigError::invalid(
+                &key("hosts"),
+                format!("{h}: TLS to the cluster {ES_LATER}"),
+            ));
+        }
+        if !h.starts_with("http://") {
+            return Err(ConfigError::invalid(
+                &key("hosts"),
+                format!("{h}: an http:// URL is needed"),
+            ));
+        }
+    }
+    let string = |k: &str, default: &str| -> Result<String, ConfigError> {
+        match section.pointer(k) {
+            None => Ok(default.to_string()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(ConfigError::invalid(
+                &key(&k[1..].replace('/', ".")),
+                "must be a string",
+            )),
+        }
+    };
+    let number = |k: &str, default: u64| -> Result<u64, ConfigError> {
+        match section.get(k) {
+            None => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .ok_or_else(|| ConfigError::invalid(&key(k), "must be a whole number, 0 or more")),
+        }
+    };
+    let index_prefix = string("/index_prefix", "skydive_")?;
+    if index_prefix
+        .chars()
+        .any(|c| c.is_ascii_uppercase() || "\\/*?\"<>| ,#:".contains(c))
+        || index_prefix.starts_with(['_', '-', '+'])
+    {
+        return Err(ConfigError::invalid(
+            &key("index_prefix"),
+            format!(
+                "{index_prefix:?}: index names are lower case, without \\ / * ? \" < > | , # : or spaces, and do not start with _ - +"
+            ),
+        ));
+    }
+    let use_flattened = match section.get("use_flattened") {
+        None => true,
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| ConfigError::invalid(&key("use_flattened"), "must be true or false"))?,
+    };
+    let exclude_from_mapping = match section.get("exclude_from_mapping") {
+        None => None,
+        Some(Value::Array(a)) => Some(
+            a.iter()
+                .map(|h| h.as_str().map(String::from))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    ConfigError::invalid(&key("exclude_from_mapping"), "must be a list of paths")
+                })?,
+        ),
+        Some(_) => {
+            return Err(ConfigError::invalid(
+                &key("exclude_from_mapping"),
+                "must be a list of paths",
+            ));
+        }
+    };
+    Ok(ElasticsearchStorage {
+        hosts,
+        username: string("/auth/username", "")?,
+        password: string("/auth/password", "")?,
+        index_prefix,
+        total_fields_limit: number("total_fields_limit", 1000)?,
+        use_flattened,
+        flattened_ignore_above: number("flattened_ignore_above", 32768)?,
+        exclude_from_mapping,
+    })
 }
 
 /// The options of an `embedded` storage section.

@@ -28,7 +28,8 @@ const PEERS: &str = "analyzers do not peer yet (it comes with several analyzers 
 const OPENSTACK: &str = "the OpenStack connector is not in this build yet";
 const TOOLKIT: &str = "it comes with the troubleshooting toolkit";
 const LATER: &str = "this probe is not in this build";
-const ES: &str = "the elasticsearch driver comes with the Elasticsearch/OpenSearch backend";
+const ES: &str =
+    "flows in Elasticsearch come with the next part of the Elasticsearch/OpenSearch backend";
 const SERVER_CREDENTIALS: &str =
     "a server does not log in to its own API; clients take credentials on their command line";
 
@@ -205,8 +206,8 @@ pub const KEYS: &[(&str, Support)] = &[
     ),
 ];
 
-/// A driver of `storage.<name>` this build cannot open yet, and why.
-pub const LATER_STORAGE_DRIVERS: &[(&str, &str)] = &[("elasticsearch", ES)];
+/// A driver of `storage.<name>` that cannot keep flows in this build yet (`analyzer.flow.backend`), and why.
+pub const LATER_FLOW_DRIVERS: &[(&str, &str)] = &[("elasticsearch", ES)];
 
 /// What the build does with `key` (a key of the table, or one below a free-form section of
 /// it).

@@ -17,9 +17,13 @@
 //! `record` acknowledged is durable and searchable. Reads scroll over the live alias and the
 //! archive indices with Skydive's time filters.
 //!
-//! Not yet here (see the issue): flows, metrics and raw packets; the bounded queue that keeps
-//! events while the cluster is away; rolling and retention; wiring as a `storage.<name>`
-//! driver (the configuration still refuses `elasticsearch`).
+//! The API's resources (captures, alerts, rules, …) are kept in `skydive_resources_v13`, one
+//! document per resource (`{Kind, ID, ExpiresAt, Value}`, the value not indexed), written
+//! with a refresh so that an acknowledged change is durable and visible.
+//!
+//! Not yet here (see the issue): flows, metrics and raw packets; rolling and retention; TLS
+//! and sniffing. While the cluster is away the analyzer's recorder keeps the changes and
+//! tries again (see the analyzer's storage).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,8 +36,9 @@ use skydive_graph::{
     Edge, Element, GraphEvent, History, HistoryError, Id, Map, Node, RevisionGraph, Time,
 };
 
-use crate::backend::TopologyStore;
-use crate::{Result, StorageError};
+use crate::backend::{TopologyStore, Upkeep};
+use crate::resources::ResourceStore;
+use crate::{Removed, Result, StorageError};
 
 /// Skydive's index schema version.
 const SCHEMA: &str = "13";
@@ -247,6 +252,7 @@ struct State {
 /// The topology history in Elasticsearch or OpenSearch.
 pub struct Elasticsearch {
     client: EsClient,
+    resources: String,
     live_alias: String,
     archive_alias: String,
     archive_pattern: String,
@@ -371,6 +377,7 @@ impl Elasticsearch {
         }
         let p = &cfg.index_prefix;
         let es = Elasticsearch {
+            resources: format!("{p}resources_v{SCHEMA}"),
             live_alias: format!("{p}topology_live"),
             archive_alias: format!("{p}topology_archive"),
             archive_pattern: format!("{p}topology_archive_v{SCHEMA}*"),
@@ -393,6 +400,15 @@ impl Elasticsearch {
                 &json!({"aliases": {&es.archive_alias: {"is_write_index": true}}}),
             )?;
         }
+        es.create_if_missing(
+            &es.resources,
+            &json!({"mappings": {"properties": {
+                "Kind": {"type": "keyword"},
+                "ID": {"type": "keyword"},
+                "ExpiresAt": {"type": "long"},
+                "Value": {"type": "object", "enabled": false},
+            }}}),
+        )?;
         let mut current = HashMap::new();
         es.scroll(&es.live_alias, &json!({"match_all": {}}), |doc| {
             let c = doc.into_current();
@@ -787,5 +803,205 @@ impl TopologyStore for Elasticsearch {
     }
     fn location(&self) -> String {
         self.client.hosts()
+    }
+}
+
+/// The document ID of a resource.
+fn resource_id(kind: &str, id: &str) -> String {
+    format!("{kind}/{id}")
+}
+
+fn resource_live(doc: &Json, now: i64) -> bool {
+    let exp = doc.get("ExpiresAt").and_then(Json::as_i64).unwrap_or(0);
+    exp == 0 || exp > now
+}
+
+impl Elasticsearch {
+    /// Every resource document matching `query`, as `(kind, id, document)`.
+    fn resource_docs(&self, query: &Json) -> Result<Vec<(String, String, Json)>> {
+        let mut out = Vec::new();
+        let mut page = self.client.ok(
+            "POST",
+            &format!("/{}/_search?scroll=1m", self.resources),
+            Some(&json!({"size": PAGE, "sort": ["_doc"], "query": query})),
+        )?;
+        loop {
+            let hits = page
+                .pointer("/hits/hits")
+                .and_then(Json::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for h in &hits {
+                if let Some(src) = h.get("_source") {
+                    let kind = src
+                        .get("Kind")
+                        .and_then(Json::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    let id = src
+                        .get("ID")
+                        .and_then(Json::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    out.push((kind, id, src.clone()));
+                }
+            }
+            let Some(scroll) = page
+                .get("_scroll_id")
+                .and_then(Json::as_str)
+                .map(String::from)
+            else {
+                return Ok(out);
+            };
+            if hits.len() < PAGE {
+                let _ = self.client.call(
+                    "DELETE",
+                    "/_search/scroll",
+                    Some(json!({"scroll_id": scroll}).to_string().as_bytes()),
+                    false,
+                );
+                return Ok(out);
+            }
+            page = self.client.ok(
+                "POST",
+                "/_search/scroll",
+                Some(&json!({"scroll": "1m", "scroll_id": scroll})),
+            )?;
+        }
+    }
+}
+
+impl ResourceStore for Elasticsearch {
+    fn put(&self, kind: &str, id: &str, value: &Json, expires_at: i64) -> Result<()> {
+        let doc = json!({"Kind": kind, "ID": id, "ExpiresAt": expires_at, "Value": value});
+        self.client.ok(
+            "PUT",
+            &format!(
+                "/{}/_doc/{}?refresh=true",
+                self.resources,
+                percent_encode(&resource_id(kind, id))
+            ),
+            Some(&doc),
+        )?;
+        Ok(())
+    }
+
+    fn get(&self, kind: &str, id: &str, now: i64) -> Result<Option<Json>> {
+        let (status, j) = self.client.call(
+            "GET",
+            &format!(
+                "/{}/_doc/{}",
+                self.resources,
+                percent_encode(&resource_id(kind, id))
+            ),
+            None,
+            false,
+        )?;
+        if status == 404 {
+            return Ok(None);
+        }
+        if !(200..300).contains(&status) {
+            return Err(remote(
+                &self.client.hosts(),
+                format!("{status}: {}", reason(&j)),
+            ));
+        }
+        Ok(j.get("_source")
+            .filter(|d| resource_live(d, now))
+            .and_then(|d| d.get("Value").cloned()))
+    }
+
+    fn list(&self, kind: &str, now: i64) -> Result<std::collections::BTreeMap<String, Json>> {
+        Ok(self
+            .resource_docs(&json!({"term": {"Kind": kind}}))?
+            .into_iter()
+            .filter(|(_, _, d)| resource_live(d, now))
+            .filter_map(|(_, id, d)| Some((id, d.get("Value")?.clone())))
+            .collect())
+    }
+
+    fn delete(&self, kind: &str, id: &str, now: i64) -> Result<bool> {
+        let existed = self.get(kind, id, now)?.is_some();
+        let (status, j) = self.client.call(
+            "DELETE",
+            &format!(
+                "/{}/_doc/{}?refresh=true",
+                self.resources,
+                percent_encode(&resource_id(kind, id))
+            ),
+            None,
+            false,
+        )?;
+        if status != 404 && !(200..300).contains(&status) {
+            return Err(remote(
+                &self.client.hosts(),
+                format!("{status}: {}", reason(&j)),
+            ));
+        }
+        Ok(existed)
+    }
+
+    fn take_expired(&self, now: i64) -> Result<Vec<(String, String, Json)>> {
+        let expired =
+            self.resource_docs(&json!({"range": {"ExpiresAt": {"gt": 0, "lte": now}}}))?;
+        let mut out = Vec::new();
+        for (kind, id, doc) in expired {
+            let (status, _) = self.client.call(
+                "DELETE",
+                &format!(
+                    "/{}/_doc/{}?refresh=true",
+                    self.resources,
+                    percent_encode(&resource_id(&kind, &id))
+                ),
+                None,
+                false,
+            )?;
+            if (200..300).contains(&status) {
+                out.push((kind, id, doc.get("Value").cloned().unwrap_or(Json::Null)));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A document ID in a URL path.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Upkeep for Elasticsearch {
+    fn enforce_retention(&self, _now: Time) -> Result<Removed> {
+        // Rolling and retention by index come with the next part.
+        Ok(Removed::default())
+    }
+    fn describe(&self) -> Json {
+        json!({
+            "Driver": "elasticsearch",
+            "Hosts": self.client.hosts,
+            "Indices": {"Live": self.live_alias, "Archive": self.archive_alias, "Resources": self.resources},
+        })
+    }
+}
+
+impl crate::Backend {
+    /// The Elasticsearch or OpenSearch cluster `cfg` names: resources and topology history
+    /// (flows come with the next part).
+    pub fn elasticsearch(cfg: &EsConfig) -> Result<crate::Backend> {
+        let es = Arc::new(Elasticsearch::open(cfg)?);
+        Ok(crate::Backend {
+            driver: "elasticsearch",
+            resources: es.clone(),
+            topology: Some(es.clone()),
+            flows: None,
+            upkeep: Some(es),
+        })
     }
 }
