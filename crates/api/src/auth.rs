@@ -303,10 +303,18 @@ impl Authenticator {
         if let Some(r) = self.check_token_quick(token) {
             return r;
         }
-        let (user, password) = basic_credentials(token)?;
-        let user = self.login_async(addr, &user, &password).await?.0;
-        self.remember(token, &user);
-        Ok(user)
+        // A task of its own, so that a client that gives up (a short timeout while a costly
+        // hash is checked) does not waste the check: its result is remembered and the next
+        // request with the same credentials is answered at once.
+        let (me, token) = (self.clone(), token.to_string());
+        tokio::spawn(async move {
+            let (user, password) = basic_credentials(&token)?;
+            let user = me.login_async(addr, &user, &password).await?.0;
+            me.remember(&token, &user);
+            Ok(user)
+        })
+        .await
+        .map_err(|e| AuthError::Internal(e.to_string()))?
     }
 
     fn remember(&self, token: &str, user: &User) {
@@ -492,6 +500,40 @@ mod tests {
             a.check_token(&b64("no-colon")),
             Err(AuthError::WrongCredentials)
         );
+    }
+
+    #[tokio::test]
+    async fn a_check_its_client_gave_up_on_is_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        // A cost that takes a while to check, so that the client gives up first.
+        std::fs::write(
+            &path,
+            format!("one:{}\n", bcrypt::hash("pw-one", 10).unwrap()),
+        )
+        .unwrap();
+        let s = settings(serde_json::json!({"type": "basic", "file": path.to_str().unwrap()}));
+        let a = Arc::new(Authenticator::from_settings(&s, "k", "basic").unwrap());
+        let token = b64("one:pw-one");
+        let gave_up = tokio::time::timeout(
+            std::time::Duration::from_millis(1),
+            a.check_token_async(None, &token),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the check outlived the client's patience");
+        assert!(a.check_token_quick(&token).is_none(), "not checked yet");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(r) = a.check_token_quick(&token) {
+                assert_eq!(r.unwrap().name, "one");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the check was dropped"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     #[test]
