@@ -116,16 +116,17 @@ def test_a_container_is_drawn_in_its_namespace_with_its_labels(big):
     ws.send(msg("EdgeAdded", edge(ns, "ui-ct", "ownership", host)))
     wait_for("the container in the model, owned by its namespace", lambda: page.js("return window.skydiveUI.graph.owner.get('ui-ct')") == ns)
     page.js("window.skydiveUI.select(arguments[0])", ns)
-    button = page.q("#node-panel button.toggle")
-    assert button.text == "Expand (%d inside)" % (INTERFACES + 1)
-    button.click()
+    # The panel is drawn again as the graph changes: read it until it says so.
+    wait_for("the namespace's panel counting the container", lambda: page.q("#node-panel button.toggle").text == "Expand (%d inside)" % (INTERFACES + 1))
+    # Expanded through the view (the panel's button is clicked in the test above).
+    page.js("const v = window.skydiveUI.view; if (v.collapsed.has(arguments[0])) v.toggle(arguments[0]);", ns)
     wait_for("the container drawn in its namespace", lambda: page.js("return window.skydiveUI.view.cy.getElementById('ui-ct').data('parent')") == ns)
     assert page.js("return window.skydiveUI.view.cy.getElementById('ui-ct').style('shape')") == "barrel"
     page.js("window.skydiveUI.select('ui-ct')")
     wait_for("the container's panel", lambda: page.q("#node-panel .node-panel").get_attribute("data-node-id") == "ui-ct")
     value = lambda key: page.q('#node-panel [data-key="%s"] .md-value' % key).text
-    assert value("Type") == "container"
-    assert value("Container.Labels.a.b.c") == "123"
-    assert value("Container.Labels.x~y/z@w") == "1"
-    assert value("Container.Image") == "busybox:1"
+    wait_for("the container's metadata", lambda: value("Type") == "container")
+    wait_for("its labels, nested", lambda: value("Container.Labels.a.b.c") == "123")
+    wait_for("a label with ~ / @", lambda: value("Container.Labels.x~y/z@w") == "1")
+    wait_for("its image", lambda: value("Container.Image") == "busybox:1")
     page.shot("container")
