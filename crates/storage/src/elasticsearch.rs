@@ -147,6 +147,28 @@ impl EsClient {
         body: Option<&[u8]>,
         ndjson: bool,
     ) -> Result<(u16, Json)> {
+        let (status, text) = self.call_text(method, path, body, ndjson)?;
+        let json = if text.trim().is_empty() {
+            Json::Null
+        } else {
+            serde_json::from_str(&text).map_err(|e| {
+                remote(
+                    &format!("{} {path}", self.hosts()),
+                    format!("answer is not JSON ({e}): {text:.200}"),
+                )
+            })?
+        };
+        Ok((status, json))
+    }
+
+    /// As [`EsClient::call`], the answer as text.
+    fn call_text(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        ndjson: bool,
+    ) -> Result<(u16, String)> {
         let n = self.hosts.len().max(1);
         let first = self.last_good.load(Ordering::Relaxed);
         let mut errors = Vec::new();
@@ -179,14 +201,7 @@ impl EsClient {
                         .limit(1 << 30)
                         .read_to_string()
                         .map_err(|e| remote(&url, e))?;
-                    let json = if text.trim().is_empty() {
-                        Json::Null
-                    } else {
-                        serde_json::from_str(&text).map_err(|e| {
-                            remote(&url, format!("answer is not JSON ({e}): {text:.200}"))
-                        })?
-                    };
-                    return Ok((status, json));
+                    return Ok((status, text));
                 }
                 Err(e) => errors.push(format!("{url}: {e}")),
             }
@@ -266,6 +281,27 @@ impl std::fmt::Debug for Elasticsearch {
             .field("live", &self.live_alias)
             .finish()
     }
+}
+
+/// A page of search hits.
+#[derive(Deserialize)]
+struct Page {
+    #[serde(rename = "_scroll_id", default)]
+    scroll_id: Option<String>,
+    #[serde(default)]
+    hits: Option<Hits>,
+}
+
+#[derive(Deserialize)]
+struct Hits {
+    #[serde(default)]
+    hits: Vec<Hit>,
+}
+
+#[derive(Deserialize)]
+struct Hit {
+    #[serde(rename = "_source", default)]
+    source: Option<Doc>,
 }
 
 /// A stored document.
@@ -453,37 +489,23 @@ impl Elasticsearch {
 
     /// Every document of `indices` matching `query`, page by page.
     fn scroll(&self, indices: &str, query: &Json, mut f: impl FnMut(Doc)) -> Result<()> {
-        let mut page = self.client.ok(
-            "POST",
+        let body = json!({"size": PAGE, "sort": ["_doc"], "query": query});
+        let mut page = self.page(
             &format!("/{indices}/_search?scroll=1m&ignore_unavailable=true"),
-            Some(&json!({"size": PAGE, "sort": ["_doc"], "query": query})),
+            &body,
         )?;
         loop {
-            let hits = page
-                .pointer("/hits/hits")
-                .and_then(Json::as_array)
-                .cloned()
-                .unwrap_or_default();
-            let scroll_id = page
-                .get("_scroll_id")
-                .and_then(Json::as_str)
-                .map(String::from);
-            for h in &hits {
-                let Some(src) = h.get("_source") else {
-                    continue;
-                };
-                let doc: Doc =
-                    serde_json::from_value(src.clone()).map_err(|e| StorageError::Decode {
-                        kind: "topology document".into(),
-                        id: h.get("_id").and_then(Json::as_str).unwrap_or("").into(),
-                        message: e.to_string(),
-                    })?;
-                f(doc);
+            let hits = page.hits.map(|h| h.hits).unwrap_or_default();
+            let n = hits.len();
+            for h in hits {
+                if let Some(doc) = h.source {
+                    f(doc);
+                }
             }
-            let Some(id) = scroll_id else {
+            let Some(id) = page.scroll_id else {
                 return Ok(());
             };
-            if hits.len() < PAGE {
+            if n < PAGE {
                 let _ = self.client.call(
                     "DELETE",
                     "/_search/scroll",
@@ -492,12 +514,26 @@ impl Elasticsearch {
                 );
                 return Ok(());
             }
-            page = self.client.ok(
-                "POST",
-                "/_search/scroll",
-                Some(&json!({"scroll": "1m", "scroll_id": id})),
-            )?;
+            page = self.page("/_search/scroll", &json!({"scroll": "1m", "scroll_id": id}))?;
         }
+    }
+
+    /// One page of a search, its documents decoded as they are read.
+    fn page(&self, path: &str, body: &Json) -> Result<Page> {
+        let bytes = body.to_string().into_bytes();
+        let (status, text) = self.client.call_text("POST", path, Some(&bytes), false)?;
+        if !(200..300).contains(&status) {
+            let j: Json = serde_json::from_str(&text).unwrap_or(Json::Null);
+            return Err(remote(
+                &format!("{} {path}", self.client.hosts()),
+                format!("{status}: {}", reason(&j)),
+            ));
+        }
+        serde_json::from_str(&text).map_err(|e| StorageError::Decode {
+            kind: "search answer".into(),
+            id: path.into(),
+            message: e.to_string(),
+        })
     }
 
     /// Sends bulk lines (action, document), refreshed before the answer; a failed item is
