@@ -119,7 +119,7 @@ fn main() {
     let errors = serde_json::from_str::<Value>(&answer)
         .map(|v| v["errors"].as_bool())
         .unwrap_or(None);
-    assert_eq!(errors, Some(false), "the floor's bulk: {:.300}", answer);
+    assert_eq!(errors, Some(false), "the floor's bulk: {answer:.300}");
 
     // G.At over every node.
     let start = Instant::now();
