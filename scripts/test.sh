@@ -22,6 +22,7 @@ cargo check --quiet --locked --manifest-path fuzz/Cargo.toml --target-dir target
 
 start_ovs
 start_opensearch
+mount_cgroups
 trap 'stop_ovs; stop_opensearch' EXIT
 
 echo "== Rust tests" >&2

@@ -95,6 +95,22 @@ stop_ovs() {
   [ -n "${OVS_STARTED:-}" ] && /usr/share/openvswitch/scripts/ovs-ctl stop >/dev/null 2>&1 || true
 }
 
+# Container runtimes (dockerd, runc) need the cgroup hierarchies. A machine that has none
+# mounted (a chroot whose /sys is bound without its submounts, say) gets them mounted as
+# Debian's cgroupfs-mount does: a tmpfs on /sys/fs/cgroup, then each enabled controller.
+mount_cgroups() {
+  [ "$(id -u)" -eq 0 ] || return 0
+  awk '$2 ~ "^/sys/fs/cgroup" && ($3 == "cgroup" || $3 == "cgroup2") { found = 1 } END { exit !found }' /proc/self/mounts && return 0
+  [ -d /sys/fs/cgroup ] && [ -e /proc/cgroups ] || return 0
+  echo "mounting the cgroup hierarchies (none are mounted)" >&2
+  mountpoint -q /sys/fs/cgroup || mount -t tmpfs -o uid=0,gid=0,mode=0755 cgroup /sys/fs/cgroup
+  local ss
+  for ss in $(awk '!/^#/ { if ($4 == 1) print $1 }' /proc/cgroups); do
+    mkdir -p "/sys/fs/cgroup/$ss"
+    mountpoint -q "/sys/fs/cgroup/$ss" || mount -n -t cgroup -o "$ss" cgroup "/sys/fs/cgroup/$ss" || rmdir "/sys/fs/cgroup/$ss" || true
+  done
+}
+
 # Starts the OpenSearch-compatible test server on a free port of 127.0.0.1 and exports its
 # URL as SKYDIVE_TEST_OPENSEARCH (the storage tests run the Elasticsearch backend against it).
 start_opensearch() {
