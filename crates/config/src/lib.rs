@@ -830,7 +830,7 @@ mod tests {
             )
         };
         let c = load(
-            &es("    hosts: [\"http://10.0.0.1:9200\", \"http://10.0.0.2:9200\"]\n    index_prefix: site1_\n    auth:\n      username: u\n      password: p\n    bulk_maxdelay: 1\n"),
+            &es("    hosts: [\"http://10.0.0.1:9200\", \"10.0.0.2:9200\"]\n    index_prefix: site1_\n    auth:\n      username: u\n      password: p\n    bulk_maxdelay: 1\n"),
             &[],
         )
         .unwrap();
@@ -1116,6 +1116,17 @@ fn elasticsearch_options(name: &str, section: &Value) -> Result<ElasticsearchSto
     if hosts.is_empty() {
         return Err(ConfigError::invalid(&key("hosts"), "names no URL"));
     }
+    // Skydive's own configurations name hosts without a scheme (`127.0.0.1:9200`).
+    let hosts: Vec<String> = hosts
+        .into_iter()
+        .map(|h| {
+            if h.contains("://") {
+                h
+            } else {
+                format!("http://{h}")
+            }
+        })
+        .collect();
     for h in &hosts {
         if h.starts_with("https://") {
             return Err(ConfigError::invalid(

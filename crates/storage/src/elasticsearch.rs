@@ -267,6 +267,8 @@ struct State {
 /// The topology history in Elasticsearch or OpenSearch.
 pub struct Elasticsearch {
     client: EsClient,
+    /// Documents the cluster refused for good (not stored).
+    refused: std::sync::atomic::AtomicU64,
     resources: String,
     live_alias: String,
     archive_alias: String,
@@ -411,8 +413,16 @@ impl Elasticsearch {
                 format!("Elasticsearch {version:?} is too old: 7.8 or later is needed"),
             ));
         }
+        let minor: u64 = version
+            .split('.')
+            .nth(1)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        // OpenSearch's counterpart of `flattened` came with 2.7.
+        let flat_object = opensearch && (major, minor) >= (2, 7);
         let p = &cfg.index_prefix;
         let es = Elasticsearch {
+            refused: Default::default(),
             resources: format!("{p}resources_v{SCHEMA}"),
             live_alias: format!("{p}topology_live"),
             archive_alias: format!("{p}topology_archive"),
@@ -423,7 +433,7 @@ impl Elasticsearch {
         es.client.ok(
             "PUT",
             &format!("/_index_template/{p}topology"),
-            Some(&template(cfg, opensearch)),
+            Some(&template(cfg, opensearch, flat_object)),
         )?;
         let live = format!("{p}topology_live_v{SCHEMA}");
         es.create_if_missing(&live, &json!({"aliases": {&es.live_alias: {}}}))?;
@@ -536,8 +546,11 @@ impl Elasticsearch {
         })
     }
 
-    /// Sends bulk lines (action, document), refreshed before the answer; a failed item is
-    /// an error naming it.
+    /// Sends bulk actions (each its action line and, but for a delete, its document),
+    /// refreshed before the answer, cut only between actions. An item the cluster may take
+    /// later (429, 5xx) fails the whole request, which is written again (every action is
+    /// idempotent); an item it refuses for good (a mapping conflict, a field limit) is
+    /// logged and counted, so that it cannot hold back every later change.
     fn bulk(&self, lines: &[String]) -> Result<()> {
         let mut body = String::new();
         let flush = |body: &mut String| -> Result<()> {
@@ -555,15 +568,30 @@ impl Elasticsearch {
                 ));
             }
             if answer.get("errors").and_then(Json::as_bool) == Some(true) {
-                let failed: Vec<String> = answer
+                let items: Vec<&Json> = answer
                     .get("items")
                     .and_then(Json::as_array)
                     .into_iter()
                     .flatten()
                     .filter_map(|it| it.as_object()?.values().next())
                     .filter(|r| r.get("error").is_some())
-                    // Deleting a live document that is not there is no failure.
-                    .filter(|r| r.get("status").and_then(Json::as_u64) != Some(404))
+                    .collect();
+                let retryable = |r: &Json| {
+                    r.get("status")
+                        .and_then(Json::as_u64)
+                        .is_none_or(|s| s == 429 || s >= 500)
+                };
+                for r in items.iter().filter(|r| !retryable(r)) {
+                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        id = r.get("_id").and_then(Json::as_str).unwrap_or(""),
+                        "a document was refused by the cluster and is not stored: {}",
+                        reason(r)
+                    );
+                }
+                let failed: Vec<String> = items
+                    .iter()
+                    .filter(|r| retryable(r))
                     .map(|r| {
                         format!(
                             "{}: {}",
@@ -590,29 +618,30 @@ impl Elasticsearch {
             }
             Ok(())
         };
-        for l in lines {
-            body.push_str(l);
-            body.push('\n');
-            if body.len() >= BULK_BYTES {
+        for action in lines {
+            if !body.is_empty() && body.len() + action.len() >= BULK_BYTES {
                 flush(&mut body)?;
             }
+            body.push_str(action);
+            body.push('\n');
         }
         flush(&mut body)
     }
 
     fn index_live(&self, lines: &mut Vec<String>, c: &Current) {
-        lines.push(
-            json!({"index": {"_index": self.live_alias, "_id": c.elem().id.as_str()}}).to_string(),
-        );
-        lines.push(document(c, 0).to_string());
+        lines.push(format!(
+            "{}\n{}",
+            json!({"index": {"_index": self.live_alias, "_id": c.elem().id.as_str()}}),
+            document(c, 0)
+        ));
     }
 
     fn archive(&self, lines: &mut Vec<String>, c: &Current, at: Time) {
-        lines.push(
-            json!({"index": {"_index": self.archive_alias, "_id": archive_id(c.elem())}})
-                .to_string(),
-        );
-        lines.push(document(c, at).to_string());
+        lines.push(format!(
+            "{}\n{}",
+            json!({"index": {"_index": self.archive_alias, "_id": archive_id(c.elem())}}),
+            document(c, at)
+        ));
     }
 
     fn delete_live(&self, lines: &mut Vec<String>, id: &str) {
@@ -666,6 +695,14 @@ impl Elasticsearch {
                 }
             }
             if let Some(c) = &cur {
+                // An element that comes back changed after a restart: its stored revision
+                // ends when the new one starts, never before its own update (as the embedded
+                // store does).
+                let at = if matches!(ev, GraphEvent::NodeAdded(_) | GraphEvent::EdgeAdded(_)) {
+                    at.max(new.elem().updated_at).max(c.elem().updated_at)
+                } else {
+                    at
+                };
                 self.archive(&mut lines, c, at);
             }
             self.index_live(&mut lines, &new);
@@ -767,16 +804,17 @@ impl Elasticsearch {
 
 /// The index template of the topology indices: strings as keywords, times as dates, the
 /// paths of `exclude_from_mapping` kept out of the mapping (flattened, or not indexed).
-fn template(cfg: &EsConfig, opensearch: bool) -> Json {
+fn template(cfg: &EsConfig, opensearch: bool, flat_object: bool) -> Json {
     let mut dynamic = Vec::new();
     for (i, path) in cfg.exclude_from_mapping.iter().enumerate() {
-        let mapping = match (cfg.use_flattened, opensearch) {
+        let mapping = match (cfg.use_flattened, opensearch, flat_object) {
             // OpenSearch's counterpart of Elasticsearch's `flattened`.
-            (true, true) => json!({"type": "flat_object"}),
-            (true, false) => {
+            (true, true, true) => json!({"type": "flat_object"}),
+            (true, false, _) => {
                 json!({"type": "flattened", "ignore_above": cfg.flattened_ignore_above})
             }
-            (false, _) => json!({"type": "object", "enabled": false}),
+            // An OpenSearch before 2.7 has neither: the path is kept out of the mapping.
+            _ => json!({"type": "object", "enabled": false}),
         };
         dynamic.push(json!({format!("exclude_{i}"): {"path_match": path, "mapping": mapping}}));
     }
@@ -785,8 +823,9 @@ fn template(cfg: &EsConfig, opensearch: bool) -> Json {
             json!({field: {"match": field, "mapping": {"type": "date", "format": "epoch_millis"}}}),
         );
     }
-    dynamic
-        .push(json!({"strings": {"match_mapping_type": "string", "mapping": {"type": "keyword"}}}));
+    // A keyword longer than Lucene's term limit (32,766 bytes) would refuse its document.
+    dynamic.push(json!({"strings": {"match_mapping_type": "string",
+        "mapping": {"type": "keyword", "ignore_above": 8191}}}));
     let mut settings = serde_json::Map::new();
     if cfg.total_fields_limit > 0 {
         settings.insert(
@@ -982,7 +1021,8 @@ impl ResourceStore for Elasticsearch {
             self.resource_docs(&json!({"range": {"ExpiresAt": {"gt": 0, "lte": now}}}))?;
         let mut out = Vec::new();
         for (kind, id, doc) in expired {
-            let (status, _) = self.client.call(
+            // What was removed is returned even when a later removal fails.
+            let Ok((status, _)) = self.client.call(
                 "DELETE",
                 &format!(
                     "/{}/_doc/{}?refresh=true",
@@ -991,7 +1031,9 @@ impl ResourceStore for Elasticsearch {
                 ),
                 None,
                 false,
-            )?;
+            ) else {
+                break;
+            };
             if (200..300).contains(&status) {
                 out.push((kind, id, doc.get("Value").cloned().unwrap_or(Json::Null)));
             }
@@ -1023,6 +1065,7 @@ impl Upkeep for Elasticsearch {
             "Driver": "elasticsearch",
             "Hosts": self.client.hosts,
             "Indices": {"Live": self.live_alias, "Archive": self.archive_alias, "Resources": self.resources},
+            "RefusedDocuments": self.refused.load(Ordering::Relaxed),
         })
     }
 }
