@@ -287,23 +287,46 @@ impl std::fmt::Debug for Elasticsearch {
 
 /// A page of search hits.
 #[derive(Deserialize)]
-struct Page {
+#[serde(bound = "T: serde::de::DeserializeOwned")]
+struct Page<T> {
     #[serde(rename = "_scroll_id", default)]
     scroll_id: Option<String>,
     #[serde(default)]
-    hits: Option<Hits>,
+    hits: Option<Hits<T>>,
 }
 
 #[derive(Deserialize)]
-struct Hits {
+#[serde(bound = "T: serde::de::DeserializeOwned")]
+struct Hits<T> {
     #[serde(default)]
-    hits: Vec<Hit>,
+    hits: Vec<Hit<T>>,
 }
 
 #[derive(Deserialize)]
-struct Hit {
+#[serde(bound = "T: serde::de::DeserializeOwned")]
+struct Hit<T> {
     #[serde(rename = "_source", default)]
-    source: Option<Doc>,
+    source: Option<T>,
+}
+
+/// A resource document.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ResourceDoc {
+    #[serde(default)]
+    kind: String,
+    #[serde(rename = "ID", default)]
+    id: String,
+    #[serde(default)]
+    expires_at: i64,
+    #[serde(default)]
+    value: Json,
+}
+
+impl ResourceDoc {
+    fn live(&self, now: i64) -> bool {
+        self.expires_at == 0 || self.expires_at > now
+    }
 }
 
 /// A stored document.
@@ -456,7 +479,7 @@ impl Elasticsearch {
             }}}),
         )?;
         let mut current = HashMap::new();
-        es.scroll(&es.live_alias, &json!({"match_all": {}}), |doc| {
+        es.scroll(&es.live_alias, &json!({"match_all": {}}), |doc: Doc| {
             let c = doc.into_current();
             let edge = matches!(c, Current::Edge(_));
             current.insert((edge, c.elem().id.clone()), c);
@@ -498,7 +521,12 @@ impl Elasticsearch {
     }
 
     /// Every document of `indices` matching `query`, page by page.
-    fn scroll(&self, indices: &str, query: &Json, mut f: impl FnMut(Doc)) -> Result<()> {
+    fn scroll<T: serde::de::DeserializeOwned>(
+        &self,
+        indices: &str,
+        query: &Json,
+        mut f: impl FnMut(T),
+    ) -> Result<()> {
         let body = json!({"size": PAGE, "sort": ["_doc"], "query": query});
         let mut page = self.page(
             &format!("/{indices}/_search?scroll=1m&ignore_unavailable=true"),
@@ -529,7 +557,7 @@ impl Elasticsearch {
     }
 
     /// One page of a search, its documents decoded as they are read.
-    fn page(&self, path: &str, body: &Json) -> Result<Page> {
+    fn page<T: serde::de::DeserializeOwned>(&self, path: &str, body: &Json) -> Result<Page<T>> {
         let bytes = body.to_string().into_bytes();
         let (status, text) = self.client.call_text("POST", path, Some(&bytes), false)?;
         if !(200..300).contains(&status) {
@@ -783,7 +811,7 @@ impl Elasticsearch {
         self.scroll(
             &format!("{},{}", self.live_alias, self.archive_pattern),
             &query,
-            |doc| match doc.into_current() {
+            |doc: Doc| match doc.into_current() {
                 Current::Node(n) => nodes.push(n),
                 Current::Edge(e) => edges.push(e),
             },
@@ -886,63 +914,12 @@ fn resource_id(kind: &str, id: &str) -> String {
     format!("{kind}/{id}")
 }
 
-fn resource_live(doc: &Json, now: i64) -> bool {
-    let exp = doc.get("ExpiresAt").and_then(Json::as_i64).unwrap_or(0);
-    exp == 0 || exp > now
-}
-
 impl Elasticsearch {
-    /// Every resource document matching `query`, as `(kind, id, document)`.
-    fn resource_docs(&self, query: &Json) -> Result<Vec<(String, String, Json)>> {
+    /// Every resource document matching `query`.
+    fn resource_docs(&self, query: &Json) -> Result<Vec<ResourceDoc>> {
         let mut out = Vec::new();
-        let mut page = self.client.ok(
-            "POST",
-            &format!("/{}/_search?scroll=1m", self.resources),
-            Some(&json!({"size": PAGE, "sort": ["_doc"], "query": query})),
-        )?;
-        loop {
-            let hits = page
-                .pointer("/hits/hits")
-                .and_then(Json::as_array)
-                .cloned()
-                .unwrap_or_default();
-            for h in &hits {
-                if let Some(src) = h.get("_source") {
-                    let kind = src
-                        .get("Kind")
-                        .and_then(Json::as_str)
-                        .unwrap_or("")
-                        .to_string();
-                    let id = src
-                        .get("ID")
-                        .and_then(Json::as_str)
-                        .unwrap_or("")
-                        .to_string();
-                    out.push((kind, id, src.clone()));
-                }
-            }
-            let Some(scroll) = page
-                .get("_scroll_id")
-                .and_then(Json::as_str)
-                .map(String::from)
-            else {
-                return Ok(out);
-            };
-            if hits.len() < PAGE {
-                let _ = self.client.call(
-                    "DELETE",
-                    "/_search/scroll",
-                    Some(json!({"scroll_id": scroll}).to_string().as_bytes()),
-                    false,
-                );
-                return Ok(out);
-            }
-            page = self.client.ok(
-                "POST",
-                "/_search/scroll",
-                Some(&json!({"scroll": "1m", "scroll_id": scroll})),
-            )?;
-        }
+        self.scroll(&self.resources, query, |d: ResourceDoc| out.push(d))?;
+        Ok(out)
     }
 }
 
@@ -982,16 +959,17 @@ impl ResourceStore for Elasticsearch {
             ));
         }
         Ok(j.get("_source")
-            .filter(|d| resource_live(d, now))
-            .and_then(|d| d.get("Value").cloned()))
+            .and_then(|d| serde_json::from_value::<ResourceDoc>(d.clone()).ok())
+            .filter(|d| d.live(now))
+            .map(|d| d.value))
     }
 
     fn list(&self, kind: &str, now: i64) -> Result<std::collections::BTreeMap<String, Json>> {
         Ok(self
             .resource_docs(&json!({"term": {"Kind": kind}}))?
             .into_iter()
-            .filter(|(_, _, d)| resource_live(d, now))
-            .filter_map(|(_, id, d)| Some((id, d.get("Value")?.clone())))
+            .filter(|d| d.live(now))
+            .map(|d| (d.id, d.value))
             .collect())
     }
 
@@ -1020,7 +998,10 @@ impl ResourceStore for Elasticsearch {
         let expired =
             self.resource_docs(&json!({"range": {"ExpiresAt": {"gt": 0, "lte": now}}}))?;
         let mut out = Vec::new();
-        for (kind, id, doc) in expired {
+        for ResourceDoc {
+            kind, id, value, ..
+        } in expired
+        {
             // What was removed is returned even when a later removal fails.
             let Ok((status, _)) = self.client.call(
                 "DELETE",
@@ -1035,7 +1016,7 @@ impl ResourceStore for Elasticsearch {
                 break;
             };
             if (200..300).contains(&status) {
-                out.push((kind, id, doc.get("Value").cloned().unwrap_or(Json::Null)));
+                out.push((kind, id, value));
             }
         }
         Ok(out)
